@@ -1,0 +1,166 @@
+"""Who is a tractor actor: parsing command lines and process titles.
+
+Two runtime generations look different from outside:
+
+- released runtimes run ``python -m tractor._child --uid ('name', 'uuid')
+  --parent_addr (...) [--loglevel L] [--asyncio]``;
+- current runtimes overwrite argv with the title ``_subactor[name@pid]``
+  (padded with spaces/NULs to the old argv length); the kernel ``comm`` is that
+  title cut to 15 bytes.
+
+Only those exact shapes count: ``pytest -k _subactor`` mentions the word but is
+not an actor. Every function here takes untrusted bytes and never raises.
+"""
+from __future__ import annotations
+
+import ast
+import re
+
+from .model import ActorInfo, Addr, TCPAddr, UDSAddr
+
+_CHILD_MODULE = "tractor._child"
+_TITLE_RE = re.compile(r"_subactor\[(?P<name>.+)@(?P<pid>\d+)\]\Z", re.S)
+_COMM_PREFIX = "_subactor["
+# Interpreter options that consume the next argv element.
+_OPTS_WITH_VALUE = frozenset({"-X", "-W", "-Q"})
+
+
+def split_cmdline(raw: bytes) -> list[str]:
+    """``/proc/<pid>/cmdline`` bytes -> argv (NUL separated, trailing NUL)."""
+    if not raw:
+        return []
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "surrogateescape").split("\0")
+
+
+def parse_actor(argv: list[str], comm: str = "") -> ActorInfo | None:
+    """Return the actor a process is, or ``None`` when it is not one."""
+    try:
+        return (
+            _parse_title(argv)
+            or _parse_child_argv(argv)
+            or (_parse_comm(comm) if not any(argv) else None)
+        )
+    except Exception:  # noqa: BLE001 - untrusted input must never crash a scan
+        return None
+
+
+def _parse_title(argv: list[str]) -> ActorInfo | None:
+    if not argv or not argv[0].startswith(_COMM_PREFIX):
+        return None
+    # setproctitle writes the title over the old argv area and pads it; the
+    # padding may be spaces, NULs or both, so it can span argv "elements".
+    title = "\0".join(argv).rstrip(" \0")
+    m = _TITLE_RE.match(title)
+    if m is None:
+        return None
+    name = m["name"]
+    if "\0" in name or "]" in name:
+        return None
+    return ActorInfo(name=name, generation="current")
+
+
+def _parse_comm(comm: str) -> ActorInfo | None:
+    if not comm.startswith(_COMM_PREFIX):
+        return None
+    rest = comm[len(_COMM_PREFIX):]
+    m = re.match(r"(?P<name>.+)@(?P<pid>\d+)\]\Z", rest)
+    if m is not None:
+        return ActorInfo(name=m["name"], generation="current")
+    if not rest:
+        return None
+    return ActorInfo(name=rest, generation="current", name_truncated=True)
+
+
+def _child_module_index(argv: list[str]) -> int | None:
+    """Index just after ``-m tractor._child`` when argv runs that module as
+    the interpreter's main module (not merely mentions it)."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            if i + 1 < len(argv) and argv[i + 1] == _CHILD_MODULE:
+                return i + 2
+            return None
+        if arg.startswith("-m") and arg[2:] == _CHILD_MODULE:
+            return i + 1
+        if not arg.startswith("-") or arg in ("-c", "-"):
+            # a script path or ``-c CODE``: the interpreter's options end here
+            return None
+        i += 2 if arg in _OPTS_WITH_VALUE else 1
+    return None
+
+
+def _parse_child_argv(argv: list[str]) -> ActorInfo | None:
+    start = _child_module_index(argv)
+    if start is None:
+        return None
+    opts: dict[str, str | None] = {}
+    rest = argv[start:]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("--"):
+            key, eq, val = arg[2:].partition("=")
+            if eq:
+                opts[key] = val
+            elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                opts[key] = rest[i + 1]
+                i += 1
+            else:
+                opts[key] = None
+        i += 1
+    uid = _literal(opts.get("uid"))
+    if not (isinstance(uid, (tuple, list)) and len(uid) == 2 and isinstance(uid[0], str)):
+        return None
+    name, uuid = uid
+    return ActorInfo(
+        name=name,
+        generation="released",
+        uuid=uuid if isinstance(uuid, str) else None,
+        parent_addr=parse_addr(opts.get("parent_addr")),
+        loglevel=opts.get("loglevel"),
+        asyncio="asyncio" in opts,
+    )
+
+
+def _literal(text: str | None) -> object:
+    if not text or len(text) > 4096:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except Exception:  # noqa: BLE001 - literal_eval raises many kinds
+        return None
+
+
+def parse_addr(text: str | None) -> Addr | None:
+    """``('127.0.0.1', 1616)`` -> TCP, ``('/run/..', 'x@1.sock')`` -> UDS."""
+    value = _literal(text)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return None
+    a, b = value
+    if isinstance(a, str) and isinstance(b, int) and not isinstance(b, bool):
+        return TCPAddr(host=a, port=b)
+    if isinstance(a, str) and isinstance(b, str):
+        return UDSAddr(dir=a, name=b)
+    return None
+
+
+# Socket file names in the UDS bindspace dir.
+_SOCK_RE = re.compile(r"(?P<name>[^/\0]+)@(?P<pid>\d+)\.sock\Z")
+_HASHED_RE = re.compile(r"actor\.[0-9a-f]{32}\Z")
+REGISTRY_SENTINEL_PORT = 1616
+
+
+def parse_sock_name(filename: str) -> tuple[str, int] | None:
+    """``name@pid.sock`` -> (name, pid); ``None`` for other names."""
+    m = _SOCK_RE.match(filename)
+    if m is None:
+        return None
+    return m["name"], int(m["pid"])
+
+
+def is_hashed_sock_name(name: str) -> bool:
+    """Names too long for the 108-byte path limit become ``actor.<hex>``."""
+    return bool(_HASHED_RE.match(name))

@@ -1,0 +1,80 @@
+"""Buckets and states (SPEC "Liveness classification").
+
+Pure functions over `Proc` records: no system reads here, so the rules are
+unit-testable and shared by `ptree`, the sampler and the dashboard.
+"""
+from __future__ import annotations
+
+import re
+
+from .model import Bucket, Proc, State
+
+RUNAWAY_PERCENT = 90.0
+
+# Where a trio/asyncio/selectors event loop sleeps in the kernel. Anything
+# else while sleeping (nanosleep, wait4, futex, a pipe read) is "blocked".
+_EVENT_LOOP_WCHANS = frozenset({
+    "do_epoll_wait", "ep_poll", "do_select", "core_sys_select",
+    "do_sys_poll", "poll_schedule_timeout", "do_poll",
+})
+_SUFFIX = re.compile(r"\.(constprop|isra|part|cold)\.\d+.*$")
+
+# Programs that adopt orphans besides pid 1 (PR_SET_CHILD_SUBREAPER users).
+SUBREAPER_COMMS = frozenset({
+    "systemd", "init", "tini", "docker-init", "dumb-init", "catatonit",
+    "s6-svscan", "runsvdir", "containerd-shim", "conmon", "bwrap",
+})
+
+
+def wchan_name(wchan: str | None) -> str:
+    return _SUFFIX.sub("", wchan or "")
+
+
+def in_event_loop(wchan: str | None) -> bool:
+    return wchan_name(wchan) in _EVENT_LOOP_WCHANS
+
+
+def state_of(proc: Proc, cpu_percent: float | None = None) -> State:
+    s = proc.state
+    if s in ("Z", "X", "x"):
+        return "exited"
+    if s in ("T", "t"):
+        return "stopped"
+    if cpu_percent is not None and cpu_percent >= RUNAWAY_PERCENT:
+        return "runaway"
+    if s == "R":
+        return "running"
+    if s == "D":
+        return "blocked"
+    if proc.wchan is None or proc.wchan == "":
+        # No wchan to judge by (not read, hidden, or it just woke up).
+        return "idle"
+    return "idle" if in_event_loop(proc.wchan) else "blocked"
+
+
+def is_subreaper(proc: Proc, extra: frozenset[int] | set[int] = frozenset()) -> bool:
+    return proc.pid == 1 or proc.pid in extra or proc.comm in SUBREAPER_COMMS
+
+
+def is_reparented(proc: Proc, parent: Proc | None, subreapers: frozenset[int] | set[int] = frozenset()) -> bool:
+    """Has this process lost the parent that started it?
+
+    A process's original parent was born before it; a parent younger than
+    its child, init, or a known subreaper means it was adopted.
+    """
+    if proc.ppid == 0:  # init and kernel threads have no parent to lose
+        return False
+    if proc.ppid == 1 or parent is None:  # parent gone mid-scan counts too
+        return True
+    if parent.create_time > proc.create_time + 0.01:
+        return True
+    return is_subreaper(parent, subreapers)
+
+
+def bucket_of(proc: Proc, parent: Proc | None, in_root_tree: bool,
+              subreapers: frozenset[int] | set[int] = frozenset()) -> Bucket:
+    if proc.state in ("Z", "X", "x"):
+        return "zombie"
+    if proc.actor is not None and is_reparented(proc, parent, subreapers):
+        return "orphan"
+    return "live" if in_root_tree else "stray"

@@ -1,0 +1,31 @@
+"""One module per verb. Each exposes:
+
+- ``HELP``: one line for ``tractor-diag --help``;
+- ``DESCRIPTION`` (optional): the verb's ``--help`` body;
+- ``add_arguments(parser)``: its flags (shared with the xonsh alias);
+- ``run(args, out) -> int``: compute, render to ``out``, return the exit code.
+
+Heavy imports (trio, textual) happen inside ``run``: building the parser
+must stay cheap because xonsh builds it for completion and ``--help``.
+"""
+from __future__ import annotations
+
+# verb -> (module, xonsh alias)
+VERBS: dict[str, tuple[str, str]] = {
+    "ptree": ("tractor_diag.commands.ptree", "acli.ptree"),
+    "stacks": ("tractor_diag.commands.stacks", "acli.hung_dump"),
+    "bindspace": ("tractor_diag.commands.bindspace", "acli.bindspace_scan"),
+    "dump-all": ("tractor_diag.commands.dump_all", "acli.dump_all"),
+    "reap": ("tractor_diag.commands.reap", "acli.reap"),
+    "watch": ("tractor_diag.commands.watch", "acli.watch"),
+    "dash": ("tractor_diag.commands.dash", "acli.dash"),
+}
+
+
+def add_common(parser) -> None:
+    """Flags every data verb shares."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+    parser.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto",
+        help="colour the text output (auto: on a terminal, unless NO_COLOR is set)",
+    )

@@ -1,0 +1,83 @@
+"""ptree: the process tree of the given roots, classified into buckets."""
+from __future__ import annotations
+
+from . import add_common
+
+HELP = "process tree of the given roots, each process in a liveness bucket"
+DESCRIPTION = """\
+Show the process tree under each root (a pid, or a pattern matched against
+the full command line / process title), every process classified:
+
+  zombie  exited, the parent has not reaped it
+  orphan  an actor whose parent is gone (adopted by init or a subreaper)
+  stray   an actor outside every given root, under an orphan
+  live    everything else
+
+With no root given, every tree that holds tractor actors is shown.
+A pattern that begins with '-' goes after '--':  tractor-diag ptree -- -k
+Exit codes: 0 shown, 1 nothing matched / no such pid, 2 usage error.
+"""
+
+
+def add_targets(parser) -> None:
+    parser.add_argument(
+        "targets", nargs="*", metavar="PID|PATTERN",
+        help="root pids, or patterns matched against command lines and titles",
+    )
+
+
+def add_arguments(parser) -> None:
+    add_targets(parser)
+    parser.add_argument("--tree", action="store_true", help="indented tree instead of bucket groups")
+    parser.add_argument(
+        "--cpu", nargs="?", type=float, const=0.3, default=None, metavar="SECONDS",
+        help="take two samples SECONDS apart (default 0.3) for CPU%% and runaways",
+    )
+    parser.add_argument("--no-strays", action="store_true", help="leave out actors outside the given roots")
+    add_common(parser)
+
+
+def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool = True):
+    """Take the snapshot a verb needs, or raise NotFound as one line."""
+    import time
+
+    from ..errors import NotFound, UsageError
+    from ..trees import Targets, take_snapshot
+
+    targets = Targets(targets_args)
+    if cpu is not None and cpu <= 0:
+        raise UsageError("--cpu needs a positive number of seconds")
+    snap = take_snapshot(targets)
+    if cpu is not None:
+        time.sleep(cpu)
+        snap = take_snapshot(targets, prev=snap)
+    if not strays and snap.strays:
+        for pid in [p for p, e in snap.entries.items() if e.root is None]:
+            del snap.entries[pid]
+        snap.strays = []
+    if not targets.empty:
+        if not snap.roots:
+            missing = ", ".join(map(str, snap.missing_roots))
+            pats = ", ".join(repr(p) for p in snap.unmatched_patterns)
+            parts = [f"no such process: {missing}" if missing else "",
+                     f"no process matches {pats}" if pats else ""]
+            raise NotFound("; ".join(p for p in parts if p))
+    return snap
+
+
+def run(args, out) -> int:
+    from ..model import to_json
+    from ..render import Style, want_color
+    from ..render.ptree import render_grouped, render_tree
+
+    snap = snapshot_for(args.targets, args.cpu, strays=not args.no_strays)
+    if args.json:
+        out.write(to_json(snap).decode() + "\n")
+        return 0
+    st = Style(want_color(args.color, out))
+    if not snap.entries:
+        out.write("no tractor actor trees found\n")
+        return 0
+    text = render_tree(snap, st) if args.tree else render_grouped(snap, st)
+    out.write(text + "\n")
+    return 0

@@ -1,0 +1,182 @@
+"""The values every verb computes and every face renders.
+
+All of them are `msgspec.Struct`s so they cross every boundary (CLI
+``--json``, the dashboard, snapshot bundles, the pytest plugin) as plain,
+JSON-round-trippable data. Nothing here reads the system.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+# Most severe first: renderers sort by this order.
+BUCKETS: tuple[str, ...] = ("zombie", "orphan", "stray", "live")
+Bucket = Literal["zombie", "orphan", "stray", "live"]
+
+# "exited" only appears in sampler events and for zombies (they have exited,
+# the parent has not reaped them).
+STATES: tuple[str, ...] = (
+    "runaway", "blocked", "stopped", "running", "idle", "exited",
+)
+State = Literal["running", "idle", "blocked", "stopped", "runaway", "exited"]
+
+Generation = Literal["released", "current"]
+
+
+class TCPAddr(msgspec.Struct, frozen=True, tag="tcp"):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class UDSAddr(msgspec.Struct, frozen=True, tag="uds"):
+    dir: str
+    name: str  # the socket file name, e.g. ``root@1234.sock``
+
+    @property
+    def path(self) -> str:
+        return f"{self.dir.rstrip('/')}/{self.name}"
+
+    def __str__(self) -> str:
+        return self.path
+
+
+Addr = TCPAddr | UDSAddr
+
+
+class ActorInfo(msgspec.Struct, frozen=True):
+    """What the command line or process title says about a tractor actor."""
+
+    name: str
+    generation: Generation
+    uuid: str | None = None
+    parent_addr: Addr | None = None
+    loglevel: str | None = None
+    asyncio: bool = False
+    # Only the 15-byte kernel ``comm`` was left to read the name from (a
+    # zombie's cmdline is empty), so the name may be cut short.
+    name_truncated: bool = False
+
+
+class Proc(msgspec.Struct):
+    """One process as read from ``/proc`` in a single pass."""
+
+    pid: int
+    ppid: int
+    uid: int
+    state: str  # the kernel's one-letter state: R S D Z X T t I ...
+    comm: str
+    cmdline: list[str]
+    create_time: float  # seconds since the epoch
+    utime: float  # seconds of CPU in user mode
+    stime: float
+    rss: int  # bytes
+    num_threads: int
+    # Zombies only. As in `subprocess`: the exit status, or -N when killed by
+    # signal N.
+    exit_code: int | None = None
+    # Detail fields: read only for processes inside the watched trees and for
+    # actors, so a pass stays cheap on a busy box.
+    wchan: str | None = None
+    cgroup: str | None = None
+    vol_ctx: int | None = None
+    invol_ctx: int | None = None
+    sig_caught: int | None = None  # SigCgt bitmask
+    actor: ActorInfo | None = None
+
+    @property
+    def cpu_time(self) -> float:
+        return self.utime + self.stime
+
+    @property
+    def title(self) -> str:
+        """What a person calls this process: actor name, else its command."""
+        if self.actor is not None:
+            return self.actor.name
+        if self.cmdline:
+            return " ".join(self.cmdline)
+        return f"[{self.comm}]"
+
+    def handles_signal(self, signum: int) -> bool | None:
+        if self.sig_caught is None:
+            return None
+        return bool(self.sig_caught >> (signum - 1) & 1)
+
+
+class Entry(msgspec.Struct):
+    """A process placed in a snapshot: where it sits and how it is doing."""
+
+    proc: Proc
+    bucket: Bucket
+    state: State
+    root: int | None  # the given root whose tree holds it; None for strays
+    depth: int  # 0 for a root or for the top of a stray subtree
+    children: list[int] = []
+    cpu_percent: float | None = None  # needs two samples
+    stuck_for: float | None = None  # seconds without CPU progress (sampler)
+    note: str | None = None  # e.g. "re-parented to init"
+
+
+class Snapshot(msgspec.Struct):
+    """The watched trees at one instant (and, with ``samples == 2``, the CPU
+    rate over the window between two instants)."""
+
+    taken_at: float  # epoch seconds
+    monotonic: float
+    roots: list[int]
+    entries: dict[int, Entry]
+    strays: list[int] = []  # tops of stray/orphan subtrees outside the roots
+    samples: int = 1
+    window: float = 0.0  # seconds between the two samples, if any
+    patterns: list[str] = []
+    missing_roots: list[int] = []  # given pids that do not exist
+    unmatched_patterns: list[str] = []
+    host: str = ""
+    boot_time: float = 0.0
+
+    def ordered(self) -> list[Entry]:
+        """Entries in tree order: each root then its descendants, depth-first,
+        then each stray subtree."""
+        out: list[Entry] = []
+        seen: set[int] = set()
+
+        def walk(pid: int) -> None:
+            if pid in seen or pid not in self.entries:
+                return
+            seen.add(pid)
+            entry = self.entries[pid]
+            out.append(entry)
+            for child in entry.children:
+                walk(child)
+
+        for pid in (*self.roots, *self.strays):
+            walk(pid)
+        return out
+
+
+EventKind = Literal[
+    "spawned", "exited", "zombied", "orphaned", "runaway", "recovered",
+]
+
+
+class Event(msgspec.Struct):
+    kind: EventKind
+    pid: int
+    at: float  # epoch seconds
+    title: str = ""
+    exit_code: int | None = None
+    detail: str = ""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def to_json(value: object) -> bytes:
+    return _encoder.encode(value)
+
+
+def snapshot_from_json(data: bytes | str) -> Snapshot:
+    return msgspec.json.decode(data, type=Snapshot)

@@ -1,0 +1,261 @@
+"""One pass over ``/proc``: every process read once, into `Proc` records.
+
+``stat`` and ``cmdline`` are read for every process (they are what finds the
+roots, the actors and the tree links). The detail files (``status``,
+``wchan``, ``cgroup``) are read only for processes that matter: the given
+roots, their descendants and any actor. ``/proc`` lists pids in ascending
+order and a child almost always has a higher pid than its parent, so "is my
+parent in the tree?" is answered during the same pass; a tree member that
+precedes its parent (pid wrap-around) gets its detail read once afterwards.
+
+Files are opened relative to a directory fd (``openat``), which avoids
+re-resolving ``/proc/<pid>`` for each file: that is what keeps a pass that
+reads detail about as cheap as a bare stat+cmdline loop.
+
+Processes vanish at any moment: a process whose ``stat`` cannot be read is
+simply not in the result; a detail file that cannot be read leaves its field
+``None``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+
+from .actors import parse_actor, split_cmdline
+from .model import Proc
+
+HAVE_PROCFS = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_BOOT_TIME: float | None = None
+
+# Marks a process whose whole subtree gets detail: (pid, argv, comm) -> bool.
+RootTest = Callable[[int, list[str], str], bool]
+
+
+def boot_time() -> float:
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        _BOOT_TIME = float(line.split()[1])
+                        break
+        except OSError:
+            pass
+        if _BOOT_TIME is None:
+            import psutil
+
+            _BOOT_TIME = psutil.boot_time()
+    return _BOOT_TIME
+
+
+def _read(name: str, dfd: int) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+    try:
+        data = os.read(fd, 65536)
+        if len(data) == 65536:  # a very long cmdline: read the rest
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
+def _parse_stat(pid: int, raw: bytes, btime: float) -> tuple | None:
+    """-> (ppid, state, comm, utime, stime, threads, create_time, rss, exit)."""
+    lpar = raw.find(b"(")
+    rpar = raw.rfind(b")")
+    if lpar < 0 or rpar < 0:
+        return None
+    comm = raw[lpar + 1:rpar].decode("utf-8", "replace")
+    f = raw[rpar + 2:].split()
+    if len(f) < 22:
+        return None
+    exit_code = None
+    if len(f) > 49 and f[0] in (b"Z", b"X"):
+        status = int(f[49])  # a waitpid() status
+        exit_code = -(status & 0x7F) if status & 0x7F else status >> 8 & 0xFF
+    return (
+        int(f[1]),
+        f[0].decode(),
+        comm,
+        int(f[11]) / _CLK_TCK,
+        int(f[12]) / _CLK_TCK,
+        int(f[17]),
+        btime + int(f[19]) / _CLK_TCK,
+        int(f[21]) * _PAGE,
+        exit_code,
+    )
+
+
+def _read_detail(proc: Proc, dfd: int) -> None:
+    try:
+        status = _read("status", dfd)
+    except OSError:
+        status = b""
+    for line in status.split(b"\n"):
+        key, _, val = line.partition(b":")
+        if key == b"Uid":
+            proc.uid = int(val.split()[0])
+        elif key == b"SigCgt":
+            proc.sig_caught = int(val.strip(), 16)
+        elif key == b"voluntary_ctxt_switches":
+            proc.vol_ctx = int(val)
+        elif key == b"nonvoluntary_ctxt_switches":
+            proc.invol_ctx = int(val)
+    try:
+        wchan = _read("wchan", dfd).decode("ascii", "replace").strip()
+        proc.wchan = "" if wchan == "0" else wchan
+    except OSError:
+        pass
+    try:
+        # cgroup v2 has one line ``0::/path``; v1 many: keep the v2/first path.
+        text = _read("cgroup", dfd).decode("utf-8", "replace")
+        lines = [ln for ln in text.splitlines() if ln]
+        v2 = [ln for ln in lines if ln.startswith("0::")]
+        pick = (v2 or lines or [""])[0]
+        proc.cgroup = pick.split(":", 2)[-1] or None
+    except OSError:
+        pass
+
+
+def read_proc(pid: int, detail: bool = True) -> Proc | None:
+    """One process, or ``None`` when it is gone (or unreadable)."""
+    test = (lambda p, argv, comm: True) if detail else None
+    return scan(test, only=[pid]).get(pid)
+
+
+def scan(
+    is_root: RootTest | None = None,
+    *,
+    only: Iterable[int] | None = None,
+    detail_actors: bool = True,
+) -> dict[int, Proc]:
+    """Read every process (or just ``only``) once.
+
+    ``is_root`` marks processes whose whole subtree gets detail; actors get
+    detail too when ``detail_actors``.
+    """
+    if not HAVE_PROCFS:
+        return _scan_psutil(is_root, only)
+    btime = boot_time()
+    if only is None:
+        names: Iterable[str] = (n for n in os.listdir("/proc") if n.isdigit())
+    else:
+        names = [str(p) for p in only]
+    procs: dict[int, Proc] = {}
+    detailed: set[int] = set()
+    want: set[int] = set()
+    for name in names:
+        try:
+            dfd = os.open("/proc/" + name, _O_DIR)
+        except OSError:
+            continue
+        try:
+            pid = int(name)
+            try:
+                st = _parse_stat(pid, _read("stat", dfd), btime)
+                if st is None:
+                    continue
+                argv = split_cmdline(_read("cmdline", dfd))
+                uid = os.fstat(dfd).st_uid
+            except OSError:
+                continue  # gone between listdir and here
+            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code = st
+            proc = Proc(
+                pid=pid, ppid=ppid, uid=uid, state=state, comm=comm,
+                cmdline=argv, create_time=ctime, utime=ut, stime=stt,
+                rss=rss, num_threads=nthr, exit_code=exit_code,
+                actor=parse_actor(argv, comm),
+            )
+            procs[pid] = proc
+            if (
+                ppid in want
+                or (is_root is not None and is_root(pid, argv, comm))
+                or (detail_actors and proc.actor is not None)
+            ):
+                want.add(pid)
+                _read_detail(proc, dfd)
+                detailed.add(pid)
+        finally:
+            os.close(dfd)
+    if is_root is not None:
+        _fill_late_detail(procs, want, detailed)
+    return procs
+
+
+def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int]) -> None:
+    """Detail for tree members listed before their parent (pid wrap)."""
+    children: dict[int, list[int]] = {}
+    for proc in procs.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    stack = list(want)
+    seen = set(stack)
+    missing: list[int] = []
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+                if child not in detailed:
+                    missing.append(child)
+    fill_detail(procs, missing)
+
+
+def fill_detail(procs: dict[int, Proc], pids: Iterable[int]) -> None:
+    """Read the detail files of ``pids`` that were scanned without them."""
+    if not HAVE_PROCFS:
+        return
+    for pid in pids:
+        proc = procs.get(pid)
+        if proc is None or proc.vol_ctx is not None:
+            continue
+        try:
+            dfd = os.open(f"/proc/{pid}", _O_DIR)
+        except OSError:
+            continue
+        try:
+            _read_detail(proc, dfd)
+        finally:
+            os.close(dfd)
+
+
+def _scan_psutil(is_root: RootTest | None, only: Iterable[int] | None) -> dict[int, Proc]:
+    """Where there is no /proc (macOS): what psutil can tell."""
+    import psutil
+
+    attrs = ["pid", "ppid", "uids", "status", "name", "cmdline", "create_time",
+             "cpu_times", "memory_info", "num_threads", "num_ctx_switches"]
+    letters = {"running": "R", "sleeping": "S", "disk-sleep": "D", "stopped": "T",
+               "tracing-stop": "t", "zombie": "Z", "dead": "X", "idle": "I"}
+    procs: dict[int, Proc] = {}
+    wanted = set(only) if only is not None else None
+    for p in psutil.process_iter(attrs):
+        info = p.info
+        if wanted is not None and info["pid"] not in wanted:
+            continue
+        argv = info.get("cmdline") or []
+        cpu = info.get("cpu_times")
+        mem = info.get("memory_info")
+        ctx = info.get("num_ctx_switches")
+        uids = info.get("uids")
+        comm = info.get("name") or ""
+        procs[info["pid"]] = Proc(
+            pid=info["pid"], ppid=info.get("ppid") or 0,
+            uid=uids.real if uids else -1,
+            state=letters.get(info.get("status") or "", "S"), comm=comm,
+            cmdline=list(argv), create_time=info.get("create_time") or 0.0,
+            utime=cpu.user if cpu else 0.0, stime=cpu.system if cpu else 0.0,
+            rss=mem.rss if mem else 0, num_threads=info.get("num_threads") or 0,
+            vol_ctx=ctx.voluntary if ctx else None,
+            invol_ctx=ctx.involuntary if ctx else None,
+            actor=parse_actor(list(argv), comm),
+        )
+    return procs

@@ -1,0 +1,182 @@
+"""``ptree`` as text: grouped by bucket (default) or as an indented tree."""
+from __future__ import annotations
+
+import shutil
+
+from ..model import BUCKETS, Entry, Snapshot
+from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
+
+
+def _name(entry: Entry) -> str:
+    proc = entry.proc
+    actor = proc.actor
+    if actor is not None:
+        cut = "…" if actor.name_truncated else ""
+        return f"{actor.name}{cut} [actor:{actor.generation}]"
+    return proc.title
+
+
+def _state(entry: Entry) -> str:
+    if entry.state == "exited" and entry.proc.exit_code is not None:
+        return f"exited:{exit_status(entry.proc.exit_code)}"
+    return entry.state
+
+
+def exit_status(code: int) -> str:
+    """An exit code as a person reads it: ``0``, ``1``, ``SIGKILL``."""
+    if code < 0:
+        import signal
+
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
+def _cpu(entry: Entry) -> str:
+    return "-" if entry.cpu_percent is None else f"{entry.cpu_percent:.0f}"
+
+
+def _columns(entry: Entry, st: Style) -> list[str]:
+    proc = entry.proc
+    return [
+        str(proc.pid),
+        st(entry.bucket, BUCKET_STYLE[entry.bucket]),
+        st(_state(entry), STATE_STYLE.get(entry.state, "")),
+        _cpu(entry),
+        human_bytes(proc.rss),
+        age(proc.create_time),
+        proc.wchan or "-",
+    ]
+
+
+def _header(snap: Snapshot) -> str:
+    counts = {b: 0 for b in BUCKETS}
+    for e in snap.entries.values():
+        counts[e.bucket] += 1
+    parts = ", ".join(f"{n} {b}" for b, n in counts.items())
+    roots = len(snap.roots)
+    sample = (
+        f"CPU over {snap.window:.2f}s" if snap.samples > 1
+        else "states from one sample (--cpu for CPU rates and runaways)"
+    )
+    return f"{roots} root{'s' if roots != 1 else ''}, {len(snap.entries)} processes ({parts}); {sample}"
+
+
+def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> list[str]:
+    """Align the fixed columns; the name column takes the rest of the line."""
+    import re
+
+    visible = re.compile(r"\x1b\[[0-9;]*m")
+    head = ["PID", "BUCKET", "STATE", "CPU%", "RSS", "AGE", "WCHAN"]
+    all_rows = [head, *rows]
+    widths = [max(len(visible.sub("", r[i])) for r in all_rows) for i in range(len(head))]
+    widths[6] = min(widths[6], 22)
+    out = []
+    for n, (row, name) in enumerate(zip(all_rows, ["NAME", *names])):
+        cells = []
+        for i, cell in enumerate(row):
+            plain = visible.sub("", cell)
+            if len(plain) > widths[i]:
+                cell = plain = clip(plain, widths[i])
+            cells.append(cell + " " * (widths[i] - len(plain)))
+        line = "  ".join(cells)
+        used = len(visible.sub("", line)) + 2
+        text = "  ".join([line, clip(name, max(20, width - used))])
+        out.append(st(text, "bold") if n == 0 else text)
+    return out
+
+
+def render_grouped(snap: Snapshot, st: Style, width: int | None = None) -> str:
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    lines = [_header(snap)]
+    lines += _problems(snap)
+    by_bucket: dict[str, list[Entry]] = {b: [] for b in BUCKETS}
+    for entry in snap.ordered():
+        by_bucket[entry.bucket].append(entry)
+    for bucket in BUCKETS:
+        group = by_bucket[bucket]
+        if not group:
+            continue
+        lines.append("")
+        lines.append(st(f"{bucket.upper()} ({len(group)})", BUCKET_STYLE[bucket], "bold"))
+        rows = [_columns(e, st) for e in group]
+        names = [_name(e) + _annotation(snap, e) for e in group]
+        lines += ["  " + ln for ln in _table(rows, names, width - 2, st)]
+    return "\n".join(lines)
+
+
+def _annotation(snap: Snapshot, entry: Entry) -> str:
+    """Say where an entry's parent sits when that is not obvious."""
+    parent = snap.entries.get(entry.proc.ppid)
+    notes = []
+    if entry.note:
+        notes.append(entry.note)
+    if parent is not None and parent.bucket != entry.bucket:
+        notes.append(f"parent {parent.proc.pid} {_short(parent)} is {parent.bucket}")
+    elif entry.proc.pid in snap.roots:
+        notes.append("root")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
+def _short(entry: Entry) -> str:
+    proc = entry.proc
+    if proc.actor is not None:
+        return proc.actor.name
+    return clip(proc.title, 30)
+
+
+def render_tree(snap: Snapshot, st: Style, width: int | None = None) -> str:
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    lines = [_header(snap)]
+    lines += _problems(snap)
+    sections = [(f"root {r}", [r]) for r in snap.roots]
+    if snap.strays:
+        sections.append(("strays (outside every given root)", snap.strays))
+    for title, tops in sections:
+        lines.append("")
+        lines.append(st(title, "bold"))
+        for top in tops:
+            _tree_lines(snap, top, "", True, lines, st, width, is_top=True)
+    return "\n".join(lines)
+
+
+def _tree_lines(snap: Snapshot, pid: int, prefix: str, last: bool,
+                lines: list[str], st: Style, width: int, is_top: bool = False) -> None:
+    entry = snap.entries.get(pid)
+    if entry is None:
+        return
+    branch = "" if is_top else ("└─ " if last else "├─ ")
+    proc = entry.proc
+    badge = st(entry.bucket, BUCKET_STYLE[entry.bucket])
+    state = st(_state(entry), STATE_STYLE.get(entry.state, ""))
+    extra = []
+    if entry.cpu_percent is not None:
+        extra.append(f"cpu {entry.cpu_percent:.0f}%")
+    if proc.wchan:
+        extra.append(proc.wchan)
+    if entry.note:
+        extra.append(entry.note)
+    tail = f"  ({', '.join(extra)})" if extra else ""
+    text = f"{prefix}{branch}{proc.pid} {badge} {state} {_name(entry)}"
+    lines.append(clip(text + tail, width + (len(text) - len(_plain(text)))))
+    kids = [c for c in entry.children if c in snap.entries]
+    child_prefix = prefix + ("" if is_top else ("   " if last else "│  "))
+    for i, child in enumerate(kids):
+        _tree_lines(snap, child, child_prefix, i == len(kids) - 1, lines, st, width)
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _problems(snap: Snapshot) -> list[str]:
+    out = []
+    if snap.missing_roots:
+        out.append("no such process: " + ", ".join(map(str, snap.missing_roots)))
+    if snap.unmatched_patterns:
+        out.append("matched nothing: " + ", ".join(repr(p) for p in snap.unmatched_patterns))
+    return out

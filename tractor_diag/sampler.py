@@ -1,0 +1,159 @@
+"""The sampler: periodic snapshots of the watched trees, deltas and events.
+
+Each tick is one `/proc` pass (run in a worker thread so the event loop never
+blocks), classified against the previous tick: that gives CPU rates,
+runaways, "stuck for N s" and the events (spawned, exited, zombied,
+orphaned, runaway, recovered). History and events are bounded deques.
+
+The sampling itself (`Sampler.sample`) is synchronous and trio-free so it
+can be driven by hand in tests and by one-shot verbs; `Sampler.run` is the
+trio loop around it.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .model import Entry, Event, Snapshot
+from .trees import Targets, take_snapshot
+
+# (pid, create time) names a process across ticks even if the pid is reused.
+_Key = tuple[int, float]
+
+
+def _key(entry: Entry) -> _Key:
+    return entry.proc.pid, round(entry.proc.create_time, 2)
+
+
+class Sampler:
+    def __init__(
+        self,
+        targets: Targets | list[str] | None = None,
+        *,
+        interval: float = 1.0,
+        history: int = 120,
+        max_events: int = 1000,
+        subreapers: set[int] | None = None,
+    ):
+        if not isinstance(targets, Targets):
+            targets = Targets(targets or [])
+        self.targets = targets
+        self.interval = interval
+        self.history: deque[Snapshot] = deque(maxlen=history)
+        self.events: deque[Event] = deque(maxlen=max_events)
+        self.subreapers: set[int] = set(subreapers or ())
+        self.paused = False
+        # Exit codes learnt elsewhere (the launcher's wait()), by pid.
+        self.known_exit_codes: dict[int, int] = {}
+        self._progress: dict[_Key, tuple[float, float]] = {}  # cpu time, when it last grew
+        self._wake: Callable[[], None] | None = None
+        self._token = None
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self.history[-1] if self.history else None
+
+    # -- one tick ---------------------------------------------------------
+
+    def sample(self) -> tuple[Snapshot, list[Event]]:
+        """Take one snapshot now; returns it with the events it implies."""
+        prev = self.latest
+        snap = take_snapshot(self.targets, prev=prev, subreapers=self.subreapers)
+        events = self._diff(prev, snap)
+        self._track_progress(snap)
+        self.history.append(snap)
+        self.events.extend(events)
+        return snap, events
+
+    def _track_progress(self, snap: Snapshot) -> None:
+        now = snap.monotonic
+        seen: set[_Key] = set()
+        for entry in snap.entries.values():
+            key = _key(entry)
+            seen.add(key)
+            cpu = entry.proc.cpu_time
+            last = self._progress.get(key)
+            if last is None or cpu > last[0] + 1e-9:
+                self._progress[key] = (cpu, now)
+                entry.stuck_for = 0.0 if last is not None else None
+            else:
+                entry.stuck_for = now - last[1]
+        for key in [k for k in self._progress if k not in seen]:
+            del self._progress[key]
+
+    def _diff(self, prev: Snapshot | None, snap: Snapshot) -> list[Event]:
+        at = snap.taken_at
+        events: list[Event] = []
+        new = {_key(e): e for e in snap.entries.values()}
+        if prev is None:
+            return events
+        old = {_key(e): e for e in prev.entries.values()}
+        for key, entry in new.items():
+            title = entry.proc.title
+            before = old.get(key)
+            if before is None:
+                events.append(Event("spawned", entry.proc.pid, at, title))
+                if entry.bucket == "orphan":
+                    events.append(Event("orphaned", entry.proc.pid, at, title, detail=entry.note or ""))
+                continue
+            if entry.bucket == "zombie" and before.bucket != "zombie":
+                events.append(Event("zombied", entry.proc.pid, at, title, exit_code=entry.proc.exit_code))
+            if entry.bucket == "orphan" and before.bucket != "orphan":
+                events.append(Event("orphaned", entry.proc.pid, at, title, detail=entry.note or ""))
+            if entry.state == "runaway" and before.state != "runaway":
+                events.append(Event("runaway", entry.proc.pid, at, title,
+                                    detail=f"{entry.cpu_percent or 0:.0f}% CPU"))
+            elif before.state == "runaway" and entry.state != "runaway":
+                events.append(Event("recovered", entry.proc.pid, at, title))
+        for key, entry in old.items():
+            if key not in new:
+                code = self.known_exit_codes.get(entry.proc.pid, entry.proc.exit_code)
+                events.append(Event("exited", entry.proc.pid, at, entry.proc.title, exit_code=code))
+        return events
+
+    # -- the trio loop ----------------------------------------------------
+
+    def set_interval(self, seconds: float) -> None:
+        self.interval = max(0.05, float(seconds))
+        self._poke()
+
+    def pause(self, paused: bool = True) -> None:
+        self.paused = paused
+        self._poke()
+
+    def _poke(self) -> None:
+        # Callers may be outside trio's context (a Textual handler while trio
+        # runs as a guest, or another thread): go through the run's token.
+        wake, token = self._wake, self._token
+        if wake is not None and token is not None:
+            try:
+                token.run_sync_soon(wake)
+            except RuntimeError:  # the run has finished
+                pass
+
+    async def run(self, on_sample: Callable[[Snapshot, list[Event]], None] | None = None) -> None:
+        """Sample forever (until cancelled), calling ``on_sample`` each tick."""
+        import trio
+
+        self._token = trio.lowlevel.current_trio_token()
+        while True:
+            if not self.paused:
+                snap, events = await trio.to_thread.run_sync(self.sample)
+                if on_sample is not None:
+                    on_sample(snap, events)
+            started = time.monotonic()
+            # Sleep until the next tick, or earlier if the interval changed or
+            # sampling was paused/resumed.
+            while True:
+                wake = trio.Event()
+                self._wake = wake.set
+                remaining = self.interval - (time.monotonic() - started)
+                if remaining <= 0 and not self.paused:
+                    break
+                with trio.move_on_after(remaining if not self.paused else float("inf")):
+                    await wake.wait()
+                    continue
+                if not self.paused:
+                    break
+            self._wake = None

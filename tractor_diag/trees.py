@@ -1,0 +1,238 @@
+"""From one `/proc` pass to a classified `Snapshot` of the watched trees.
+
+Targets are pids or patterns. A pattern matches a substring of the full
+command line (which is the process title for current-runtime actors) or of
+the kernel ``comm``. Our own process and its ancestors never match a pattern:
+``tractor-diag ptree pytest`` must not find the shell that ran it.
+
+With no targets at all, the roots are discovered: every non-actor process
+with actor children (the root actor is an ordinary python process), plus
+the stray actors.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable
+
+from . import procfs
+from .classify import bucket_of, is_reparented, is_subreaper, state_of
+from .model import Entry, Proc, Snapshot
+
+
+class Targets:
+    """Parsed ``<pid|pattern>...`` arguments."""
+
+    def __init__(self, args: Iterable[str | int] = ()):
+        self.pids: list[int] = []
+        self.patterns: list[str] = []
+        for arg in args:
+            if isinstance(arg, int) or (isinstance(arg, str) and arg.isdigit()):
+                self.pids.append(int(arg))
+            elif arg:
+                self.patterns.append(str(arg))
+
+    @property
+    def empty(self) -> bool:
+        return not self.pids and not self.patterns
+
+    def matches(self, argv: list[str], comm: str) -> bool:
+        if not self.patterns:
+            return False
+        line = " ".join(argv)
+        return any(p in line or p in comm for p in self.patterns)
+
+    def root_test(self):
+        pids = set(self.pids)
+        if self.empty:
+            return None
+        return lambda pid, argv, comm: pid in pids or self.matches(argv, comm)
+
+
+def self_and_ancestors(procs: dict[int, Proc], pid: int | None = None) -> set[int]:
+    pid = os.getpid() if pid is None else pid
+    out: set[int] = set()
+    while pid and pid not in out:
+        out.add(pid)
+        proc = procs.get(pid)
+        if proc is None:
+            break
+        pid = proc.ppid
+    return out
+
+
+def children_map(procs: dict[int, Proc]) -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for proc in procs.values():
+        if proc.pid != proc.ppid:
+            kids.setdefault(proc.ppid, []).append(proc.pid)
+    for lst in kids.values():
+        lst.sort()
+    return kids
+
+
+def descendants(kids: dict[int, list[int]], tops: Iterable[int]) -> list[int]:
+    """``tops`` and everything below them, parents before children."""
+    out: list[int] = []
+    seen: set[int] = set()
+    stack = list(tops)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        stack.extend(kids.get(pid, ()))
+    return out
+
+
+def resolve_roots(procs: dict[int, Proc], targets: Targets,
+                  kids: dict[int, list[int]]) -> tuple[list[int], list[int], list[str]]:
+    """-> (roots, missing pids, patterns that matched nothing).
+
+    Only the topmost match of a subtree is a root: a pattern that matches a
+    parent and its children yields the parent once.
+    """
+    missing = [p for p in targets.pids if p not in procs]
+    found: set[int] = {p for p in targets.pids if p in procs}
+    unmatched: list[str] = []
+    if targets.patterns:
+        excluded = self_and_ancestors(procs)
+        line_of = {pid: " ".join(p.cmdline) for pid, p in procs.items()}
+        for pat in targets.patterns:
+            hits = {
+                pid for pid, p in procs.items()
+                if pid not in excluded and (pat in line_of[pid] or pat in p.comm)
+            }
+            if not hits:
+                unmatched.append(pat)
+            found |= hits
+    elif targets.empty:
+        found = {
+            pid for pid, p in procs.items()
+            if p.actor is None and not is_subreaper(p)
+            and any(procs[c].actor is not None for c in kids.get(pid, ()))
+        }
+    roots = sorted(p for p in found if not _has_ancestor_in(procs, p, found))
+    return roots, missing, unmatched
+
+
+def _has_ancestor_in(procs: dict[int, Proc], pid: int, pids: set[int]) -> bool:
+    seen = {pid}
+    proc = procs.get(pid)
+    while proc is not None and proc.ppid not in seen:
+        if proc.ppid in pids:
+            return True
+        seen.add(proc.ppid)
+        proc = procs.get(proc.ppid)
+    return False
+
+
+def build_snapshot(
+    procs: dict[int, Proc],
+    targets: Targets,
+    *,
+    prev: Snapshot | None = None,
+    subreapers: frozenset[int] | set[int] = frozenset(),
+    taken_at: float | None = None,
+    monotonic: float | None = None,
+    include_strays: bool = True,
+) -> Snapshot:
+    kids = children_map(procs)
+    roots, missing, unmatched = resolve_roots(procs, targets, kids)
+    mono = time.monotonic() if monotonic is None else monotonic
+    window = (mono - prev.monotonic) if prev is not None else 0.0
+    entries: dict[int, Entry] = {}
+
+    def place(top: int, root: int | None) -> None:
+        stack = [(top, 0)]
+        while stack:
+            pid, depth = stack.pop()
+            if pid in entries:
+                continue
+            proc = procs[pid]
+            parent = procs.get(proc.ppid)
+            in_tree = root is not None
+            cpu = _cpu_percent(proc, prev, window)
+            entry = Entry(
+                proc=proc,
+                bucket=bucket_of(proc, parent, in_tree, subreapers),
+                state=state_of(proc, cpu),
+                root=root,
+                depth=depth,
+                children=list(kids.get(pid, ())),
+                cpu_percent=cpu,
+            )
+            if entry.bucket == "orphan":
+                entry.note = _orphan_note(proc, parent)
+            entries[pid] = entry
+            stack.extend((c, depth + 1) for c in reversed(entry.children))
+
+    for root in roots:
+        place(root, root)
+
+    strays: list[int] = []
+    if include_strays:
+        for pid in sorted(procs):
+            proc = procs[pid]
+            if pid in entries or proc.actor is None:
+                continue
+            parent = procs.get(proc.ppid)
+            # A ghost: an actor adopted by init/a subreaper, outside every
+            # given tree. Actors whose parent is some other live program
+            # belong to that program and are left alone.
+            if is_reparented(proc, parent, subreapers):
+                strays.append(pid)
+                place(pid, None)
+
+    return Snapshot(
+        taken_at=time.time() if taken_at is None else taken_at,
+        monotonic=mono,
+        roots=roots,
+        entries=entries,
+        strays=strays,
+        samples=2 if prev is not None else 1,
+        window=window,
+        patterns=list(targets.patterns),
+        missing_roots=missing,
+        unmatched_patterns=unmatched,
+        host=socket.gethostname(),
+        boot_time=procfs.boot_time() if procfs.HAVE_PROCFS else 0.0,
+    )
+
+
+def _cpu_percent(proc: Proc, prev: Snapshot | None, window: float) -> float | None:
+    if prev is None or window <= 0:
+        return None
+    old = prev.entries.get(proc.pid)
+    if old is None or abs(old.proc.create_time - proc.create_time) > 0.02:
+        return None  # new since the last sample, or a reused pid
+    return max(0.0, (proc.cpu_time - old.proc.cpu_time) / window * 100.0)
+
+
+def _orphan_note(proc: Proc, parent: Proc | None) -> str:
+    if proc.ppid == 1:
+        return "re-parented to init"
+    if parent is None:
+        return "parent gone"
+    return f"adopted by {parent.comm} ({parent.pid})"
+
+
+def take_snapshot(targets: Targets, *, prev: Snapshot | None = None,
+                  subreapers: frozenset[int] | set[int] = frozenset()) -> Snapshot:
+    """One pass over /proc, classified."""
+    procs = procfs.scan(targets.root_test())
+    if targets.empty:
+        # Discovered roots were not known during the pass: read their detail now.
+        kids = children_map(procs)
+        roots, _, _ = resolve_roots(procs, targets, kids)
+        procfs.fill_detail(procs, descendants(kids, roots))
+    return build_snapshot(procs, targets, prev=prev, subreapers=subreapers)
+
+
+def take_two(targets: Targets, window: float = 0.3) -> Snapshot:
+    """Two passes ``window`` apart, for CPU rates and runaways."""
+    first = take_snapshot(targets)
+    time.sleep(window)
+    return take_snapshot(targets, prev=first)
