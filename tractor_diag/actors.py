@@ -21,8 +21,10 @@ from .model import ActorInfo, Addr, TCPAddr, UDSAddr
 _CHILD_MODULE = "tractor._child"
 _TITLE_RE = re.compile(r"_subactor\[(?P<name>.+)@(?P<pid>\d+)\]\Z", re.S)
 _COMM_PREFIX = "_subactor["
-# Interpreter options that consume the next argv element.
-_OPTS_WITH_VALUE = frozenset({"-X", "-W", "-Q"})
+# CPython's short options that take a value (``-X dev`` or ``-Xdev``); ``-c``
+# and ``-m`` end the interpreter's own options.
+_SHORT_WITH_VALUE = frozenset("cmWX")
+_LONG_WITH_VALUE = frozenset({"--check-hash-based-pycs"})
 
 
 def split_cmdline(raw: bytes) -> list[str]:
@@ -31,7 +33,9 @@ def split_cmdline(raw: bytes) -> list[str]:
         return []
     if raw.endswith(b"\0"):
         raw = raw[:-1]
-    return raw.decode("utf-8", "surrogateescape").split("\0")
+    # Not surrogateescape: lone surrogates cannot be encoded to JSON or to a
+    # UTF-8 stdout, and one odd argv byte must not break a whole snapshot.
+    return raw.decode("utf-8", "backslashreplace").split("\0")
 
 
 def parse_actor(argv: list[str], comm: str = "") -> ActorInfo | None:
@@ -68,6 +72,11 @@ def _parse_comm(comm: str) -> ActorInfo | None:
     m = re.match(r"(?P<name>.+)@(?P<pid>\d+)\]\Z", rest)
     if m is not None:
         return ActorInfo(name=m["name"], generation="current")
+    # The cut may fall inside the pid (``_subactor[ab@12``): drop that tail.
+    # The name before it is most likely whole, but nothing proves it.
+    m = re.match(r"(?P<name>.+)@\d*\Z", rest)
+    if m is not None:
+        rest = m["name"]
     if not rest:
         return None
     return ActorInfo(name=rest, generation="current", name_truncated=True)
@@ -75,20 +84,35 @@ def _parse_comm(comm: str) -> ActorInfo | None:
 
 def _child_module_index(argv: list[str]) -> int | None:
     """Index just after ``-m tractor._child`` when argv runs that module as
-    the interpreter's main module (not merely mentions it)."""
+    the interpreter's main module (not merely mentions it).
+
+    Walks the interpreter's options the way CPython parses them: short flags
+    cluster (``-um``, ``-IX dev``), a value may be attached (``-Xdev``,
+    ``-mtractor._child``), and a script path, ``-``, ``--`` or ``-c`` end
+    the options without running a module.
+    """
     i = 1
     while i < len(argv):
         arg = argv[i]
-        if arg == "-m":
-            if i + 1 < len(argv) and argv[i + 1] == _CHILD_MODULE:
-                return i + 2
+        if arg in ("-", "--") or not arg.startswith("-"):
             return None
-        if arg.startswith("-m") and arg[2:] == _CHILD_MODULE:
-            return i + 1
-        if not arg.startswith("-") or arg in ("-c", "-"):
-            # a script path or ``-c CODE``: the interpreter's options end here
-            return None
-        i += 2 if arg in _OPTS_WITH_VALUE else 1
+        if arg.startswith("--"):
+            i += 2 if arg in _LONG_WITH_VALUE else 1
+            continue
+        for j in range(1, len(arg)):
+            flag = arg[j]
+            if flag not in _SHORT_WITH_VALUE:
+                continue
+            value: str | None = arg[j + 1:]
+            if not value:
+                i += 1
+                value = argv[i] if i < len(argv) else None
+            if flag == "m":
+                return i + 1 if value == _CHILD_MODULE else None
+            if flag == "c":
+                return None
+            break
+        i += 1
     return None
 
 
@@ -141,6 +165,8 @@ def parse_addr(text: str | None) -> Addr | None:
         return None
     a, b = value
     if isinstance(a, str) and isinstance(b, int) and not isinstance(b, bool):
+        if not 0 <= b <= 65535:
+            return None
         return TCPAddr(host=a, port=b)
     if isinstance(a, str) and isinstance(b, str):
         return UDSAddr(dir=a, name=b)

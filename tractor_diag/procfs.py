@@ -1,16 +1,24 @@
 """One pass over ``/proc``: every process read once, into `Proc` records.
 
 ``stat`` and ``cmdline`` are read for every process (they are what finds the
-roots, the actors and the tree links). The detail files (``status``,
-``wchan``, ``cgroup``) are read only for processes that matter: the given
-roots, their descendants and any actor. ``/proc`` lists pids in ascending
-order and a child almost always has a higher pid than its parent, so "is my
-parent in the tree?" is answered during the same pass; a tree member that
-precedes its parent (pid wrap-around) gets its detail read once afterwards.
+roots, the actors and the tree links; ``stat`` also carries the caught-signal
+mask). Detail is read only for processes that matter: the given roots, their
+descendants and any actor. Detail comes in two sizes:
+
+- ``wchan``, always (it is what tells *idle in the event loop* from
+  *blocked*);
+- with ``full=True`` also ``status`` (real uid, context switches) and
+  ``cgroup``. Those two files cost as much again as the whole base pass, so
+  a one-shot ``ptree`` leaves them out and the sampler, ``--json`` and
+  `read_proc` ask for them.
+
+``/proc`` lists pids in ascending order and a child almost always has a
+higher pid than its parent, so "is my parent in the tree?" is answered
+during the same pass; a tree member that precedes its parent (pid
+wrap-around) gets its detail read once afterwards.
 
 Files are opened relative to a directory fd (``openat``), which avoids
-re-resolving ``/proc/<pid>`` for each file: that is what keeps a pass that
-reads detail about as cheap as a bare stat+cmdline loop.
+re-resolving ``/proc/<pid>`` for each file.
 
 Processes vanish at any moment: a process whose ``stat`` cannot be read is
 simply not in the result; a detail file that cannot be read leaves its field
@@ -69,7 +77,8 @@ def _read(name: str, dfd: int) -> bytes:
 
 
 def _parse_stat(pid: int, raw: bytes, btime: float) -> tuple | None:
-    """-> (ppid, state, comm, utime, stime, threads, create_time, rss, exit)."""
+    """-> (ppid, state, comm, utime, stime, threads, create_time, rss, exit,
+    sigcatch)."""
     lpar = raw.find(b"(")
     rpar = raw.rfind(b")")
     if lpar < 0 or rpar < 0:
@@ -92,28 +101,45 @@ def _parse_stat(pid: int, raw: bytes, btime: float) -> tuple | None:
         btime + int(f[19]) / _CLK_TCK,
         int(f[21]) * _PAGE,
         exit_code,
+        # the same mask as SigCgt in status (first 64 signals), for free
+        int(f[31]) if len(f) > 31 else None,
     )
 
 
-def _read_detail(proc: Proc, dfd: int) -> None:
-    try:
-        status = _read("status", dfd)
-    except OSError:
-        status = b""
-    for line in status.split(b"\n"):
-        key, _, val = line.partition(b":")
-        if key == b"Uid":
-            proc.uid = int(val.split()[0])
-        elif key == b"SigCgt":
-            proc.sig_caught = int(val.strip(), 16)
-        elif key == b"voluntary_ctxt_switches":
-            proc.vol_ctx = int(val)
-        elif key == b"nonvoluntary_ctxt_switches":
-            proc.invol_ctx = int(val)
+def _status_field(status: bytes, key: bytes) -> bytes | None:
+    # Four lookups by find() instead of splitting ~55 lines: this parse was
+    # the single largest cost of a detailed pass.
+    i = status.find(b"\n" + key + b":")
+    if i < 0:
+        return None
+    i += len(key) + 2
+    j = status.find(b"\n", i)
+    return status[i:] if j < 0 else status[i:j]
+
+
+def _read_wchan(proc: Proc, dfd: int) -> None:
     try:
         wchan = _read("wchan", dfd).decode("ascii", "replace").strip()
         proc.wchan = "" if wchan == "0" else wchan
     except OSError:
+        pass
+
+
+def _read_full(proc: Proc, dfd: int) -> None:
+    try:
+        status = _read("status", dfd)
+    except OSError:
+        status = b""
+    try:
+        if (val := _status_field(status, b"Uid")) is not None:
+            proc.uid = int(val.split()[0])
+        if (val := _status_field(status, b"SigCgt")) is not None:
+            proc.sig_caught = int(val.strip(), 16)
+        if (val := _status_field(status, b"voluntary_ctxt_switches")) is not None:
+            proc.vol_ctx = int(val)
+        if (val := _status_field(status, b"nonvoluntary_ctxt_switches")) is not None:
+            proc.invol_ctx = int(val)
+    except ValueError:
         pass
     try:
         # cgroup v2 has one line ``0::/path``; v1 many: keep the v2/first path.
@@ -126,10 +152,17 @@ def _read_detail(proc: Proc, dfd: int) -> None:
         pass
 
 
+def _read_detail(proc: Proc, dfd: int, full: bool) -> None:
+    _read_wchan(proc, dfd)
+    if full:
+        _read_full(proc, dfd)
+
+
 def read_proc(pid: int, detail: bool = True) -> Proc | None:
-    """One process, or ``None`` when it is gone (or unreadable)."""
+    """One process (with full detail unless ``detail=False``), or ``None``
+    when it is gone (or unreadable)."""
     test = (lambda p, argv, comm: True) if detail else None
-    return scan(test, only=[pid]).get(pid)
+    return scan(test, only=[pid], detail_actors=detail, full=detail).get(pid)
 
 
 def scan(
@@ -137,11 +170,13 @@ def scan(
     *,
     only: Iterable[int] | None = None,
     detail_actors: bool = True,
+    full: bool = False,
 ) -> dict[int, Proc]:
     """Read every process (or just ``only``) once.
 
     ``is_root`` marks processes whose whole subtree gets detail; actors get
-    detail too when ``detail_actors``.
+    detail too when ``detail_actors``. ``full`` adds status and cgroup to
+    the detail (see the module docstring).
     """
     if not HAVE_PROCFS:
         return _scan_psutil(is_root, only)
@@ -168,12 +203,12 @@ def scan(
                 uid = os.fstat(dfd).st_uid
             except OSError:
                 continue  # gone between listdir and here
-            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code = st
+            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt = st
             proc = Proc(
                 pid=pid, ppid=ppid, uid=uid, state=state, comm=comm,
                 cmdline=argv, create_time=ctime, utime=ut, stime=stt,
                 rss=rss, num_threads=nthr, exit_code=exit_code,
-                actor=parse_actor(argv, comm),
+                sig_caught=sigcgt, actor=parse_actor(argv, comm),
             )
             procs[pid] = proc
             if (
@@ -182,16 +217,17 @@ def scan(
                 or (detail_actors and proc.actor is not None)
             ):
                 want.add(pid)
-                _read_detail(proc, dfd)
+                _read_detail(proc, dfd, full)
                 detailed.add(pid)
         finally:
             os.close(dfd)
     if is_root is not None:
-        _fill_late_detail(procs, want, detailed)
+        _fill_late_detail(procs, want, detailed, full)
     return procs
 
 
-def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int]) -> None:
+def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int],
+                      full: bool) -> None:
     """Detail for tree members listed before their parent (pid wrap)."""
     children: dict[int, list[int]] = {}
     for proc in procs.values():
@@ -206,23 +242,31 @@ def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int]
                 stack.append(child)
                 if child not in detailed:
                     missing.append(child)
-    fill_detail(procs, missing)
+    fill_detail(procs, missing, full=full)
 
 
-def fill_detail(procs: dict[int, Proc], pids: Iterable[int]) -> None:
-    """Read the detail files of ``pids`` that were scanned without them."""
+def fill_detail(procs: dict[int, Proc], pids: Iterable[int], *, full: bool = True) -> None:
+    """Read the detail files of ``pids`` that were scanned without them
+    (``full``: status and cgroup too)."""
     if not HAVE_PROCFS:
         return
     for pid in pids:
         proc = procs.get(pid)
-        if proc is None or proc.vol_ctx is not None:
+        if proc is None:
+            continue
+        need_wchan = proc.wchan is None
+        need_full = full and proc.vol_ctx is None
+        if not (need_wchan or need_full):
             continue
         try:
             dfd = os.open(f"/proc/{pid}", _O_DIR)
         except OSError:
             continue
         try:
-            _read_detail(proc, dfd)
+            if need_wchan:
+                _read_wchan(proc, dfd)
+            if need_full:
+                _read_full(proc, dfd)
         finally:
             os.close(dfd)
 

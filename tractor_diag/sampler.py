@@ -59,7 +59,8 @@ class Sampler:
     def sample(self) -> tuple[Snapshot, list[Event]]:
         """Take one snapshot now; returns it with the events it implies."""
         prev = self.latest
-        snap = take_snapshot(self.targets, prev=prev, subreapers=self.subreapers)
+        # full detail: context-switch deltas and the dashboard's detail pane
+        snap = take_snapshot(self.targets, prev=prev, subreapers=self.subreapers, full=True)
         events = self._diff(prev, snap)
         self._track_progress(snap)
         self.history.append(snap)

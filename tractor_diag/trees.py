@@ -220,19 +220,22 @@ def _orphan_note(proc: Proc, parent: Proc | None) -> str:
 
 
 def take_snapshot(targets: Targets, *, prev: Snapshot | None = None,
-                  subreapers: frozenset[int] | set[int] = frozenset()) -> Snapshot:
-    """One pass over /proc, classified."""
-    procs = procfs.scan(targets.root_test())
+                  subreapers: frozenset[int] | set[int] = frozenset(),
+                  full: bool = False) -> Snapshot:
+    """One pass over /proc, classified. ``full`` also reads each tree
+    member's status and cgroup (context switches, real uid, cgroup): about
+    twice the cost, so only the sampler and machine output ask for it."""
+    procs = procfs.scan(targets.root_test(), full=full)
     if targets.empty:
         # Discovered roots were not known during the pass: read their detail now.
         kids = children_map(procs)
         roots, _, _ = resolve_roots(procs, targets, kids)
-        procfs.fill_detail(procs, descendants(kids, roots))
+        procfs.fill_detail(procs, descendants(kids, roots), full=full)
     return build_snapshot(procs, targets, prev=prev, subreapers=subreapers)
 
 
-def take_two(targets: Targets, window: float = 0.3) -> Snapshot:
+def take_two(targets: Targets, window: float = 0.3, *, full: bool = False) -> Snapshot:
     """Two passes ``window`` apart, for CPU rates and runaways."""
-    first = take_snapshot(targets)
+    first = take_snapshot(targets, full=full)
     time.sleep(window)
-    return take_snapshot(targets, prev=first)
+    return take_snapshot(targets, prev=first, full=full)

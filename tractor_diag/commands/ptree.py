@@ -37,8 +37,10 @@ def add_arguments(parser) -> None:
     add_common(parser)
 
 
-def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool = True):
-    """Take the snapshot a verb needs, or raise NotFound as one line."""
+def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool = True,
+                 full: bool = False):
+    """Take the snapshot a verb needs, or raise NotFound as one line.
+    ``full``: also status and cgroup detail (see `procfs`)."""
     import time
 
     from ..errors import NotFound, UsageError
@@ -47,10 +49,10 @@ def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool
     targets = Targets(targets_args)
     if cpu is not None and cpu <= 0:
         raise UsageError("--cpu needs a positive number of seconds")
-    snap = take_snapshot(targets)
+    snap = take_snapshot(targets, full=full)
     if cpu is not None:
         time.sleep(cpu)
-        snap = take_snapshot(targets, prev=snap)
+        snap = take_snapshot(targets, prev=snap, full=full)
     if not strays and snap.strays:
         for pid in [p for p, e in snap.entries.items() if e.root is None]:
             del snap.entries[pid]
@@ -70,7 +72,8 @@ def run(args, out) -> int:
     from ..render import Style, want_color
     from ..render.ptree import render_grouped, render_tree
 
-    snap = snapshot_for(args.targets, args.cpu, strays=not args.no_strays)
+    # machine output carries every field; the text shows none of the costly ones
+    snap = snapshot_for(args.targets, args.cpu, strays=not args.no_strays, full=args.json)
     if args.json:
         out.write(to_json(snap).decode() + "\n")
         return 0
