@@ -1,0 +1,684 @@
+"""In-process trio task-tree dumps on a signal, for any trio program.
+
+``arm()`` installs a SIGUSR1 handler that appends the complete trio task
+tree -- every task, every nursery, and each task's await frames as
+``file:line in function`` -- to ``/tmp/tractor-stackscope-<pid>.log``, the
+same file tractor's runtime appends its own stackscope dumps to. An
+out-of-process collector (``tractor_diag.stacks``) notes the file's size,
+sends the signal, and reads the delimited block that gets appended::
+
+    ===== tractor-diag taskdump BEGIN pid=<pid> seq=<n> id=<32 hex> time=<UTC ISO-8601> =====
+    ...body...
+    ===== tractor-diag taskdump END pid=<pid> seq=<n> id=<32 hex> =====
+
+``parse_dumps()`` splits a file's text back into those blocks. The body::
+
+    reason: signal SIGUSR1
+    process: pid=<pid> ppid=<ppid> python=<x.y.z> trio=<version | not imported>
+    argv: [...]
+    interrupted at: <file>:<line> in <func> | <source>
+    trio run: active on thread 'MainThread' tasks=<n> nurseries=<n> (...)
+                                    -- or --
+    trio run: none -- no trio run active on thread 'MainThread' (...)
+    Python stack of thread 'MainThread' (most recent call last):
+        at <file>:<line> in <func> | <source>
+
+    task '<init>' [root, waiting] id=0x...
+      at <file>:<line> in <qualified func> | <source line>
+      nursery 1/3 of '<init>' (1 task) [cancel called, shielded, deadline in 1.500s]
+        task '<name>' [waiting] id=0x...
+          at ...
+
+    other threads: <n>
+      thread '<name>' ident=<n> daemon=<bool> (most recent call last):
+        at ...
+
+Indentation is structure (two spaces a level): a task's await frames
+(outermost first) are one level below it, its nurseries (outer first) one
+level below it, and their child tasks (sorted by name) one level further.
+Task states: ``waiting``, ``running`` (the task the signal interrupted,
+shown with its live synchronous stack), ``not started``, ``finished``.
+Names are always in single quotes (``repr`` escaping). Errors while
+formatting appear as ``!!! taskdump error ...`` lines; the END line is
+always written.
+
+Why trio's public API and not stackscope: stackscope reconstructs nurseries
+by decoding each frame's bytecode, and on Python 3.13 that decoding fails
+(``async with <???>``), so everything below the main task's nursery
+vanishes from its output. ``Task.child_nurseries``, ``Nursery.child_tasks``
+and ``Task.iter_await_frames()`` give the full tree on every Python this
+project supports (3.11-3.13), without the bytecode guesswork.
+
+Why the dump runs inside the signal handler and not on the trio loop:
+Python runs signal handlers on the main thread between bytecodes, so the
+handler sees trio's run state exactly as the interrupted code left it
+(trio's run context is a thread-local of the thread running ``trio.run``,
+which for a handler is the main thread). A dump routed onto the loop with
+``run_sync_soon`` would never happen while a task hogs the loop, which is
+precisely when you want one; from the handler, the hogging task shows up as
+``running`` with its synchronous stack (``time.sleep``, a busy loop, ...).
+
+Limits, by construction of POSIX/Python signals:
+
+- The handler can only be installed from the main thread, and it only ever
+  runs there. A trio run in another thread is not visible to it: the dump
+  then says "no trio run active" and lists every thread's Python stack
+  (the trio thread's included). Call ``format_task_tree()`` from inside such
+  a run to get its tree.
+- A main thread stuck inside one long C call that does not return to the
+  interpreter (no EINTR) delays the dump until that call returns.
+
+The module is stdlib-only and also works on old trio (0.21, the released
+tractor runtime's), which lacks ``Task.iter_await_frames``.
+
+Importing this module is cheap: trio is looked up in ``sys.modules`` at dump
+time (a process that never imported trio cannot be running it) and is never
+imported from a signal handler; stackscope is not used at all.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator, NamedTuple
+
+__all__ = [
+    "BEGIN_RE",
+    "END_RE",
+    "DumpBlock",
+    "arm",
+    "default_dump_path",
+    "format_dump",
+    "format_task_tree",
+    "parse_dumps",
+    "write_dump",
+]
+
+#: Where tractor's runtime (and this module, by default) appends dumps.
+DEFAULT_PATH_TEMPLATE = "/tmp/tractor-stackscope-{pid}.log"
+
+_MARK = "====="
+_BEGIN = "{mark} tractor-diag taskdump BEGIN pid={pid} seq={seq} id={id} time={time} {mark}"
+_END = "{mark} tractor-diag taskdump END pid={pid} seq={seq} id={id} {mark}"
+
+#: Matches a dump's first line; groups ``pid``, ``seq``, ``id``, ``time``.
+BEGIN_RE = re.compile(
+    r"^===== tractor-diag taskdump BEGIN pid=(?P<pid>\d+) seq=(?P<seq>\d+)"
+    r" id=(?P<id>[0-9a-f]{32}) time=(?P<time>\S+) =====$",
+    re.M,
+)
+#: Matches a dump's last line; groups ``pid``, ``seq``, ``id``.
+END_RE = re.compile(
+    r"^===== tractor-diag taskdump END pid=(?P<pid>\d+) seq=(?P<seq>\d+)"
+    r" id=(?P<id>[0-9a-f]{32}) =====$",
+    re.M,
+)
+
+# Guards against runaway output on pathological trees.
+_MAX_DEPTH = 400
+_MAX_FRAMES = 300
+
+_INDENT = "  "
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+
+
+def default_dump_path(pid: int | None = None) -> str:
+    """The dump file of ``pid`` (default: this process), as tractor uses it."""
+    return DEFAULT_PATH_TEMPLATE.format(pid=os.getpid() if pid is None else pid)
+
+
+def arm(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    stderr: bool = False,
+    signum: int = signal.SIGUSR1,
+) -> Callable[[], None]:
+    """Install a handler for ``signum`` that appends a task-tree dump.
+
+    ``path`` defaults to ``/tmp/tractor-stackscope-<pid>.log``; a ``{pid}``
+    in a given path is replaced by the pid at dump time (so a forked child
+    writes its own file). With ``stderr=True`` each dump also goes to
+    stderr. Works before, during and after ``trio.run`` and in processes
+    that never run trio; the handler never raises (errors are written into
+    the dump) except to let a ``KeyboardInterrupt`` through.
+
+    Must be called from the main thread (a POSIX/Python rule for signal
+    handlers); raises ``RuntimeError`` otherwise. Returns a ``disarm()``
+    callable that restores the previous handler; it is idempotent, and
+    leaves a handler installed by someone else after us in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "taskdump.arm() must be called from the main thread: Python only "
+            "installs and runs signal handlers there"
+        )
+    _preload()
+    signum = signal.Signals(signum)
+    dumper = _SignalDumper(path, stderr=stderr)
+    previous = signal.signal(signum, dumper)
+    disarmed = False
+
+    def disarm() -> None:
+        """Restore the handler that was installed before ``arm()``."""
+        nonlocal disarmed
+        if disarmed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("disarm() must be called from the main thread")
+        disarmed = True
+        if signal.getsignal(signum) is dumper:
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    return disarm
+
+
+def format_task_tree(root: Any = None) -> str:
+    """The task tree of the calling thread's trio run, as text.
+
+    Call it from inside ``trio.run`` (from a task, or from a sync function
+    the run calls). ``root`` is a ``trio.lowlevel.Task`` to start from
+    (default: the run's root task). The calling task is shown as
+    ``running`` with its live call stack. Raises ``RuntimeError`` outside a
+    trio run.
+    """
+    import trio
+
+    if root is None:
+        root = trio.lowlevel.current_root_task()
+        if root is None:
+            raise RuntimeError("trio run has no root task yet")
+    _preload()
+    walker = _TreeWalker(trio, sys._getframe(1))
+    return "\n".join(walker.walk(root)) + "\n"
+
+
+def format_dump(reason: str = "requested", *, frame: Any = None) -> str:
+    """One complete delimited dump block (what the signal handler writes).
+
+    Never raises. ``frame`` is where the dump was requested from (default:
+    the caller's frame); it is used to show the running task's stack, or
+    the main thread's stack when no trio run is active.
+    """
+    if frame is None:
+        frame = sys._getframe(1)
+    _preload()
+    return _render_dump(reason, frame)
+
+
+def write_dump(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    stderr: bool = False,
+    reason: str = "requested",
+) -> str:
+    """Format a dump now and append it like the signal handler would.
+
+    Returns the text written. Never raises: write errors are reported on
+    stderr.
+    """
+    text = format_dump(reason, frame=sys._getframe(1))
+    _emit(text, path, stderr)
+    return text
+
+
+class DumpBlock(NamedTuple):
+    """One dump parsed back out of a dump file."""
+
+    pid: int
+    seq: int
+    dump_id: str
+    time: str
+    #: Lines between the BEGIN and END lines, joined with newlines.
+    body: str
+    #: False when the END line is missing (the dump is still being written,
+    #: or the process died while writing it).
+    complete: bool
+
+
+def parse_dumps(text: str) -> list[DumpBlock]:
+    """Split a dump file's text into its taskdump blocks, in file order.
+
+    Text outside the delimiters (e.g. tractor's own stackscope output in
+    the same file) is ignored.
+    """
+    blocks: list[DumpBlock] = []
+    pos = 0
+    while (begin := BEGIN_RE.search(text, pos)) is not None:
+        body_start = begin.end() + 1
+        next_begin = BEGIN_RE.search(text, begin.end())
+        limit = next_begin.start() if next_begin else len(text)
+        end = None
+        for cand in END_RE.finditer(text, begin.end(), limit):
+            if cand["id"] == begin["id"]:
+                end = cand
+                break
+        body_end = end.start() if end else limit
+        blocks.append(
+            DumpBlock(
+                pid=int(begin["pid"]),
+                seq=int(begin["seq"]),
+                dump_id=begin["id"],
+                time=begin["time"],
+                body=text[body_start:body_end].rstrip("\n"),
+                complete=end is not None,
+            )
+        )
+        pos = end.end() if end else limit
+    return blocks
+
+
+# ---------------------------------------------------------------------------
+# the signal handler
+# ---------------------------------------------------------------------------
+
+# Re-entrancy state shared by every armed handler: a signal that arrives
+# while a dump is being written (Python runs the new handler between the
+# first one's bytecodes) is queued and dumped right after, never interleaved.
+_dumping = False
+_queued: list[tuple[_SignalDumper, str]] = []
+_seq = 0
+
+
+class _SignalDumper:
+    """The installed handler: ``signal.signal(signum, _SignalDumper(...))``."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, stderr: bool):
+        self.path = path
+        self.stderr = stderr
+
+    def __repr__(self) -> str:
+        return f"<taskdump handler path={self.path!r} stderr={self.stderr}>"
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        global _dumping
+        try:
+            reason = f"signal {signal.Signals(signum).name}"
+        except ValueError:
+            reason = f"signal {signum}"
+        if _dumping:
+            _queued.append((self, reason + " (arrived during the previous dump)"))
+            return
+        _dumping = True
+        try:
+            self._dump(reason, frame)
+            while _queued:
+                dumper, queued_reason = _queued.pop(0)
+                dumper._dump(queued_reason, frame)
+        finally:
+            _dumping = False
+
+    def _dump(self, reason: str, frame: Any) -> None:
+        try:
+            text = _render_dump(reason, frame)
+        except Exception as exc:  # _render_dump guards each section; belt and braces
+            dump_id = os.urandom(16).hex()
+            pid = os.getpid()
+            text = "\n".join([
+                _BEGIN.format(mark=_MARK, pid=pid, seq=0, id=dump_id, time="unknown"),
+                f"reason: {reason}",
+                f"!!! taskdump failed: {exc!r}",
+                _END.format(mark=_MARK, pid=pid, seq=0, id=dump_id),
+                "",
+            ])
+        _emit(text, self.path, self.stderr)
+
+
+# ---------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------
+
+_linecache: Any = None
+_traceback: Any = None
+
+
+def _preload() -> None:
+    """Import what rendering needs now, not inside a signal handler.
+
+    A handler that imports could re-enter an import the main thread was in
+    the middle of when the signal arrived.
+    """
+    global _linecache, _traceback
+    if _traceback is None:
+        import linecache
+        import traceback
+
+        _linecache, _traceback = linecache, traceback
+
+
+def _render_dump(reason: str, frame: Any) -> str:
+    """Whole block: BEGIN line, header, trio section, threads, END line."""
+    global _seq
+    _preload()
+    _seq += 1
+    pid = os.getpid()
+    dump_id = os.urandom(16).hex()
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    stamp += f".{int(now % 1 * 1_000_000):06d}Z"
+    lines = [_BEGIN.format(mark=_MARK, pid=pid, seq=_seq, id=dump_id, time=stamp)]
+    for section in (_header_section, _trio_section, _threads_section):
+        try:
+            lines.extend(section(reason, frame))
+        except Exception as exc:
+            lines.extend(_error_lines(f"while formatting {section.__name__}", exc))
+    lines.append(_END.format(mark=_MARK, pid=pid, seq=_seq, id=dump_id))
+    return "\n".join(lines) + "\n"
+
+
+def _error_lines(what: str, exc: BaseException) -> list[str]:
+    out = [f"!!! taskdump error {what}: {type(exc).__name__}: {exc}"]
+    try:
+        for chunk in _traceback.format_exception(exc):
+            out.extend("!!!   " + ln for ln in chunk.rstrip("\n").split("\n"))
+    except Exception:
+        pass
+    return out
+
+
+def _header_section(reason: str, frame: Any) -> list[str]:
+    trio = sys.modules.get("trio")
+    trio_version = getattr(trio, "__version__", None) if trio else None
+    lines = [
+        f"reason: {reason}",
+        f"process: pid={os.getpid()} ppid={os.getppid()}"
+        f" python={'.'.join(map(str, sys.version_info[:3]))}"
+        f" trio={trio_version or 'not imported'}",
+        f"argv: {sys.argv!r}",
+    ]
+    if frame is not None:
+        lines.append("interrupted at: " + _frame_text(frame, frame.f_lineno))
+    return lines
+
+
+def _trio_section(reason: str, frame: Any) -> list[str]:
+    thread = threading.current_thread()
+    root = _current_root_task()
+    if root is None:
+        lines = [
+            f"trio run: none -- no trio run active on thread {_quoted(thread.name)}"
+            " (before or after trio.run, or trio runs in another thread:"
+            " see 'other threads')",
+            "",
+            f"Python stack of thread {_quoted(thread.name)} (most recent call last):",
+        ]
+        lines.extend(_INDENT * 2 + ln for ln in _stack_lines(frame))
+        return lines
+    walker = _TreeWalker(sys.modules["trio"], frame)
+    tree = walker.walk(root)
+    return [
+        f"trio run: active on thread {_quoted(thread.name)}"
+        f" tasks={walker.n_tasks} nurseries={walker.n_nurseries}"
+        " (walked with trio's public Task/Nursery API)",
+        "",
+        *tree,
+    ]
+
+
+def _threads_section(reason: str, frame: Any) -> list[str]:
+    me = threading.get_ident()
+    frames = sys._current_frames()
+    # threading._active is read without its lock on purpose: the signal may
+    # have interrupted the main thread while it held that (non-reentrant)
+    # lock, e.g. inside Thread.start().
+    names = dict(getattr(threading, "_active", {}))
+    others = sorted(ident for ident in frames if ident != me)
+    lines = ["", f"other threads: {len(others)}"]
+    for ident in others:
+        t = names.get(ident)
+        name = t.name if t is not None else "?"
+        daemon = f" daemon={t.daemon}" if t is not None else ""
+        lines.append(f"{_INDENT}thread {_quoted(name)} ident={ident}{daemon} (most recent call last):")
+        lines.extend(_INDENT * 2 + ln for ln in _stack_lines(frames[ident]))
+    return lines
+
+
+def _current_root_task() -> Any:
+    """The root task of this thread's trio run, or None. Never imports trio."""
+    trio = sys.modules.get("trio")
+    lowlevel = getattr(trio, "lowlevel", None)
+    if lowlevel is None:
+        return None
+    try:
+        return lowlevel.current_root_task()
+    except RuntimeError:
+        return None
+
+
+def _quoted(name: object) -> str:
+    """``repr(str(name))``, but always in single quotes (a fixed format)."""
+    text = repr(str(name))
+    if text.startswith('"'):
+        text = "'" + text[1:-1].replace("'", "\\'") + "'"
+    return text
+
+
+def _frame_text(frame: Any, lineno: int | None) -> str:
+    code = frame.f_code
+    filename = code.co_filename
+    func = getattr(code, "co_qualname", code.co_name)
+    text = f"{filename}:{lineno} in {func}"
+    try:
+        src = _linecache.getline(filename, lineno or 0, frame.f_globals).strip()
+    except Exception:
+        src = ""
+    return f"{text} | {src}" if src else text
+
+
+def _stack_lines(frame: Any) -> list[str]:
+    """``at file:line in func | source`` lines, outermost first."""
+    chain = []
+    while frame is not None and len(chain) < _MAX_FRAMES:
+        chain.append(frame)
+        frame = frame.f_back
+    lines = ["... (outer frames not shown)"] if frame is not None else []
+    return lines + ["at " + _frame_text(f, f.f_lineno) for f in reversed(chain)]
+
+
+def _await_frames(task: Any) -> Iterator[tuple[Any, int]]:
+    """``task.iter_await_frames()``, or the same walk where trio lacks it.
+
+    trio < 0.22 (what the released tractor 0.1.0a5 runs on) has no
+    ``Task.iter_await_frames``; follow the await chain the same way it does.
+    """
+    method = getattr(task, "iter_await_frames", None)
+    if method is not None:
+        yield from method()
+        return
+    coro = task.coro
+    while coro is not None:
+        if hasattr(coro, "cr_frame"):
+            if coro.cr_frame is not None:
+                yield coro.cr_frame, coro.cr_frame.f_lineno
+            coro = coro.cr_await
+        elif hasattr(coro, "gi_frame"):
+            if coro.gi_frame is not None:
+                yield coro.gi_frame, coro.gi_frame.f_lineno
+            coro = coro.gi_yieldfrom
+        elif type(coro).__name__ in ("async_generator_asend", "async_generator_athrow"):
+            # the async generator is only reachable through the gc
+            for referent in gc.get_referents(coro):
+                if hasattr(referent, "ag_frame"):
+                    if referent.ag_frame is not None:
+                        yield referent.ag_frame, referent.ag_frame.f_lineno
+                    coro = referent.ag_await
+                    break
+            else:
+                return
+        else:
+            return
+
+
+def _coro_state(coro: Any) -> str:
+    """not started / waiting / running / finished, for coroutines and generators."""
+    for prefix in ("cr", "gi"):
+        if hasattr(coro, f"{prefix}_frame"):
+            if getattr(coro, f"{prefix}_running", False):
+                return "running"
+            if getattr(coro, f"{prefix}_suspended", False):
+                return "waiting"
+            if getattr(coro, f"{prefix}_frame") is None:
+                return "finished"
+            return "not started"
+    return "unknown"
+
+
+class _TreeWalker:
+    """Walk a trio task tree with trio's public API, producing text lines.
+
+    Layout (indentation is structural, two spaces per step): a task line,
+    its await frames one level deeper (``at ...``), then each of its
+    nurseries one level deeper (``nursery ...``) with their child tasks one
+    level below that.
+    """
+
+    def __init__(self, trio: Any, frame: Any):
+        self.trio = trio
+        self.frame = frame
+        self.n_tasks = 0
+        self.n_nurseries = 0
+        self._seen: set[int] = set()
+        try:
+            self.current_task = trio.lowlevel.current_task()
+        except RuntimeError:
+            self.current_task = None  # the scheduler, not a task, was interrupted
+        try:
+            self.now = trio.current_time()
+        except Exception:
+            self.now = None
+
+    def walk(self, root: Any) -> list[str]:
+        lines: list[str] = []
+        self._task(root, 0, lines, is_root=True)
+        return lines
+
+    def _task(self, task: Any, depth: int, lines: list[str], is_root: bool = False) -> None:
+        pad = _INDENT * depth
+        if id(task) in self._seen or depth > _MAX_DEPTH:
+            lines.append(f"{pad}task {_quoted(task.name)} (already shown or too deep)")
+            return
+        self._seen.add(id(task))
+        self.n_tasks += 1
+        running = task is self.current_task
+        tags = ["root"] if is_root else []
+        tags.append("running" if running else _coro_state(task.coro))
+        extra = ""
+        eventual = task.eventual_parent_nursery
+        if eventual is not None:
+            extra = (
+                "  (inside nursery.start(): moves to a nursery of"
+                f" {_quoted(eventual.parent_task.name)} on task_status.started())"
+            )
+        lines.append(f"{pad}task {_quoted(task.name)} [{', '.join(tags)}] id={id(task):#x}{extra}")
+        try:
+            lines.extend(f"{pad}{_INDENT}at {ln}" for ln in self._frames(task, running))
+        except Exception as exc:
+            lines.extend(f"{pad}{_INDENT}{ln}" for ln in _error_lines("reading await frames", exc))
+        nurseries = task.child_nurseries
+        for index, nursery in enumerate(nurseries, 1):
+            self._nursery(nursery, index, len(nurseries), task, depth + 1, lines)
+
+    def _nursery(self, nursery: Any, index: int, count: int, parent: Any, depth: int, lines: list[str]) -> None:
+        self.n_nurseries += 1
+        children = sorted(nursery.child_tasks, key=lambda t: (t.name, id(t)))
+        n = len(children)
+        desc = f"{n} task{'s' if n != 1 else ''}" if n else "no tasks"
+        flags = self._scope_flags(nursery.cancel_scope)
+        lines.append(
+            f"{_INDENT * depth}nursery {index}/{count} of {_quoted(parent.name)} ({desc})"
+            + (f" [{', '.join(flags)}]" if flags else "")
+        )
+        for child in children:
+            self._task(child, depth + 1, lines)
+
+    def _scope_flags(self, scope: Any) -> list[str]:
+        flags = []
+        try:
+            if scope.cancel_called:
+                flags.append("cancel called")
+            if scope.shield:
+                flags.append("shielded")
+            deadline = scope.deadline
+            if deadline != float("inf") and self.now is not None:
+                left = deadline - self.now
+                flags.append(f"deadline in {left:.3f}s" if left >= 0 else f"deadline passed {-left:.3f}s ago")
+        except Exception:
+            pass
+        return flags
+
+    def _frames(self, task: Any, running: bool) -> Iterator[str]:
+        if running and self.frame is not None:
+            # A running task's coroutine has no await chain to follow; its
+            # live frames are the interrupted stack, from the task's
+            # coroutine frame down to where the signal (or caller) was.
+            top = getattr(task.coro, "cr_frame", None) or getattr(task.coro, "gi_frame", None)
+            chain = []
+            f = self.frame
+            while f is not None and len(chain) < _MAX_FRAMES:
+                chain.append(f)
+                if f is top:
+                    break
+                f = f.f_back
+            if chain and chain[-1] is top:
+                for f in reversed(chain):
+                    yield _frame_text(f, f.f_lineno)
+                return
+        for count, (f, lineno) in enumerate(_await_frames(task)):
+            if count >= _MAX_FRAMES:
+                yield "... (more frames not shown)"
+                return
+            yield _frame_text(f, lineno)
+
+
+# ---------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------
+
+
+def _emit(text: str, path: str | os.PathLike[str] | None, to_stderr: bool) -> None:
+    """Append ``text`` to the dump file (and stderr); never raises."""
+    data = text.encode("utf-8", "backslashreplace")
+    target = default_dump_path() if path is None else os.fspath(path).replace("{pid}", str(os.getpid()))
+    problem = None
+    try:
+        # O_APPEND: one write() per block keeps blocks whole even if another
+        # writer (tractor's own handler) appends to the same file.
+        # O_NOFOLLOW: the default name in /tmp is predictable.
+        fd = os.open(
+            target,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+    except Exception as exc:
+        problem = f"tractor-diag taskdump: cannot append to {target}: {exc!r}\n"
+    if to_stderr or problem:
+        payload = (problem.encode() if problem else b"") + (data if to_stderr or problem else b"")
+        try:
+            # Straight to the fd: sys.stderr's buffer lock may be held by the
+            # very code the signal interrupted.
+            fileno = sys.stderr.fileno() if sys.stderr is not None else 2
+        except Exception:
+            fileno = 2
+        try:
+            _write_all(fileno, payload)
+        except Exception:
+            pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
