@@ -15,6 +15,8 @@ _LAZY = {
     "Targets": "trees", "take_snapshot": "trees", "take_two": "trees",
     "scan": "procfs",
     "Sampler": "sampler",
+    "format_task_tree": "taskdump", "write_dump": "taskdump",
+    "parse_dumps": "taskdump", "DumpBlock": "taskdump",
 }
 
 __all__ = ["__version__", *_LAZY]
