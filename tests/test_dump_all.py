@@ -1,0 +1,151 @@
+"""``dump-all`` bundles of real hung trees: complete, atomic, unique, and a
+summary that names the stuck frames."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tractor_diag.cli import run_verb
+from tractor_diag.commands.ptree import snapshot_for
+from tractor_diag.snapshot import BundleMeta, default_root, write_bundle
+from tractor_diag.stackmodel import StacksOptions, procs_from_json, report_from_json
+
+
+def dump_all(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_verb(["dump-all", *argv], out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def stuck_lines(summary: str) -> list[str]:
+    section = summary.split("## Looks stuck", 1)[1].split("\n## ", 1)[0]
+    return [ln for ln in section.splitlines() if ln.startswith("- ")]
+
+
+def test_current_tree_bundle_is_complete(current_tree, tmp_path):
+    tree = current_tree(depth=2, breadth=2, hang="sleep", unarmed=["leaf_1_1"])
+    actors = tree.actors()
+    root = tmp_path / "bundles"
+    rc, out, err = dump_all(str(tree.root), "--label", "sleepy leaves", "-o", str(root))
+    assert rc == 0, err
+    path = Path(out.strip())
+    assert path.parent == root and path.is_dir()
+    assert "sleepy-leaves" in path.name
+    # written under a temporary name, renamed when complete: nothing partial left
+    assert [p.name for p in root.iterdir()] == [path.name]
+
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["label"] == "sleepy leaves" and meta["path"] == str(path)
+    assert meta["roots"] == [tree.root]
+    assert set(actors.values()) <= set(meta["pids"])
+    for name in ("summary.md", "meta.json", "tree.txt", "tree.json", "stacks.txt", "stacks.json"):
+        assert (path / name).is_file(), name
+        assert name in meta["files"]
+    for pid in meta["pids"]:
+        assert (path / "stacks" / f"{pid}.txt").is_file()
+        assert (path / "stacks" / f"{pid}.json").is_file()
+    armed = [pid for name, pid in actors.items() if name != "leaf_1_1"]
+    for pid in armed:
+        dump = (path / "tasks" / f"{pid}.txt").read_text()
+        assert "trio run: active" in dump and "Actor.main" in dump
+    assert not (path / "tasks" / f"{actors['leaf_1_1']}.txt").exists()
+    assert meta["python"] and meta["kernel"].startswith("Linux") and meta["py_spy_version"]
+
+    report = report_from_json((path / "stacks.json").read_bytes())
+    assert {p.pid for p in report.procs} == set(meta["pids"])
+    for pid in meta["pids"]:
+        (one,) = procs_from_json(b"[" + (path / "stacks" / f"{pid}.json").read_bytes() + b"]")
+        assert one.pid == pid
+    assert str(tree.root) in (path / "tree.txt").read_text()
+
+    summary = (path / "summary.md").read_text()
+    lines = stuck_lines(summary)
+    for name in ("leaf_0_0", "leaf_0_1", "leaf_1_0", "leaf_1_1"):
+        line = next(ln for ln in lines if f"**{name}** (pid {actors[name]})" in ln)
+        assert "blocked" in line and "wchan `hrtimer_nanosleep`" in line
+        assert "python: `current_tree.py:" in line and "in Actor.hang" in line
+        if name == "leaf_1_1":
+            assert "trio: `no task dumper armed`" in line
+        else:
+            assert "trio: `task '__main__.Actor.main' [running] at current_tree.py:" in line
+    # the spawners wait on their stuck leaves
+    assert any("**spawner_0**" in ln and "waiting on stuck child" in ln for ln in lines)
+
+
+def test_parent_waiting_on_child_in_summary(current_tree, tmp_path):
+    tree = current_tree(depth=2, breadth=1, hang="wait-child-sync")
+    actors = tree.actors()
+    rc, out, err = dump_all(str(tree.root), "-o", str(tmp_path), "--no-tasks")
+    assert rc == 0, err
+    summary = (Path(out.strip()) / "summary.md").read_text()
+    line = next(ln for ln in stuck_lines(summary) if "**spawner_0**" in ln)
+    assert f"(pid {actors['spawner_0']}): blocked" in line
+    assert "wchan `do_wait`" in line and "in Actor.hang" in line
+
+
+@pytest.mark.released
+def test_released_tree_summary_names_the_sleeping_leaf(released_tree, tmp_path):
+    tree = released_tree(depth=1, breadth=2, hang="sleep")
+    actors = tree.actors()
+    rc, out, err = dump_all(str(tree.root), "-o", str(tmp_path))
+    assert rc == 0, err
+    path = Path(out.strip())
+    lines = stuck_lines((path / "summary.md").read_text())
+    for name in ("leaf_0", "leaf_1"):
+        line = next(ln for ln in lines if f"**{name}** (pid {actors[name]})" in ln)
+        assert "in _hang_leaf" in line and "released_tree.py:" in line
+        assert "trio: `no task dumper armed`" in line
+    meta = msgspec.json.decode((path / "meta.json").read_bytes(), type=BundleMeta)
+    assert set(actors.values()) <= set(meta.pids)
+
+
+def test_bundles_in_the_same_second_never_collide(spawn, tmp_path):
+    proc = spawn([sys.executable, "-c", "import time; print('READY', flush=True); time.sleep(600)"])
+    snap = snapshot_for([str(proc.root)], strays=False)
+    options = StacksOptions(tasks=False)
+    root = tmp_path / "bundles"
+    paths = {write_bundle(snap, label="same", out_dir=str(root), options=options).path
+             for _ in range(3)}
+    assert len(paths) == 3
+    assert sorted(p.name for p in root.iterdir()) == sorted(Path(p).name for p in paths)
+
+
+def test_default_root_follows_xdg_cache_home(spawn, tmp_path):
+    proc = spawn([sys.executable, "-c", "import time; print('READY', flush=True); time.sleep(600)"])
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-m", "tractor_diag", "dump-all", "--no-tasks",
+                          str(proc.root)], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    path = Path(out.stdout.strip())
+    assert path.parent == tmp_path / "cache" / "tractor" / "hung-dumps"
+    assert (path / "summary.md").is_file()
+    assert default_root().endswith("/tractor/hung-dumps")
+
+
+def test_json_prints_meta(spawn, tmp_path):
+    proc = spawn([sys.executable, "-c", "import time; print('READY', flush=True); time.sleep(600)"])
+    rc, out, err = dump_all("--json", "-o", str(tmp_path), str(proc.root))
+    assert rc == 0, err
+    meta = json.loads(out)
+    assert Path(meta["path"]).is_dir() and meta["pids"] == [proc.root]
+    assert meta["missing"] == []
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["999999999"], 1, "no such process"),
+    (["-o", "/proc/self/nope", "1"], 1, "cannot create a bundle in /proc/self/nope"),
+    (["--task-timeout", "-1", "1"], 2, "--task-timeout"),
+    (["--label"], 2, "expected one argument"),
+])
+def test_bad_input_one_line(argv, code, needle):
+    rc, out, err = dump_all(*argv)
+    assert rc == code
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err

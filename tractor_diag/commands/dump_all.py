@@ -1,0 +1,58 @@
+"""dump-all: write a complete, shareable snapshot bundle of a hung tree."""
+from __future__ import annotations
+
+from . import add_common
+
+HELP = "write a snapshot bundle of a hung tree (tree, stacks, task trees, summary) to a directory"
+DESCRIPTION = """\
+Capture everything about the trees under each root (a pid, or a pattern
+matched against command lines / process titles) into one new directory:
+
+  summary.md        which actors look stuck, with state, wchan and the
+                    innermost Python and trio frames: read this first
+  meta.json         versions, host, kernel, argv, label, timings, and what
+                    could not be collected and why
+  tree.txt/.json    the process tree
+  stacks.txt/.json  kernel side, Python stacks (py-spy) and trio task trees
+  stacks/<pid>.*    the same per process; tasks/<pid>.txt whole task dumps
+
+The directory is written under a temporary name and renamed when complete.
+Default location: $XDG_CACHE_HOME/tractor/hung-dumps/ (see --out-dir).
+Prints the bundle's path (--json: its meta.json).
+Exit codes: 0 written, 1 nothing matched / cannot write, 2 usage error.
+"""
+
+
+def add_arguments(parser) -> None:
+    from .ptree import add_targets
+    from .stacks import add_stack_options
+
+    add_targets(parser)
+    parser.add_argument("--label", "-l", default=None, help="a name for the bundle (e.g. the test name)")
+    parser.add_argument("--out-dir", "-o", default=None, metavar="DIR",
+                        help="where to create the bundle (default: $XDG_CACHE_HOME/tractor/hung-dumps)")
+    add_stack_options(parser)
+    add_common(parser)
+
+
+def run(args, out) -> int:
+    import sys
+
+    import msgspec
+
+    from ..errors import Unsupported
+    from ..procfs import HAVE_PROCFS
+    from ..snapshot import dump_all
+    from .stacks import options_from
+
+    options = options_from(args)
+    if not HAVE_PROCFS:
+        raise Unsupported("dump-all needs Linux' /proc (kernel state, wchan, SigCgt)")
+    interactive = bool(getattr(sys.stdin, "isatty", lambda: False)())
+    meta = dump_all(args.targets, label=args.label, out_dir=args.out_dir, options=options,
+                    strays=args.strays, interactive=interactive)
+    if args.json:
+        out.write(msgspec.json.encode(meta).decode() + "\n")
+    else:
+        out.write(meta.path + "\n")
+    return 0

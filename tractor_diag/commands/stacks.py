@@ -1,0 +1,98 @@
+"""stacks: where every process of a tree is stuck (kernel, Python, trio)."""
+from __future__ import annotations
+
+from . import add_common
+
+HELP = "kernel state, Python stacks (py-spy) and trio task trees of every process in a tree"
+DESCRIPTION = """\
+For every process under each root (a pid, or a pattern matched against the
+full command line / process title): the kernel state, wchan and kernel
+stack, the Python stack of every thread (py-spy, innermost frame last), and
+the trio task tree of processes that armed a SIGUSR1 task dumper (tractor's
+stackscope handler or tractor_diag.taskdump). A process without a SIGUSR1
+handler is never signalled: the signal's default action would kill it.
+
+Dumps run concurrently (--jobs, default one per CPU), each bounded by
+--timeout. py-spy runs without sudo; on a permission error it is retried
+with 'sudo -n' when sudo exists (--sudo lets sudo ask for a password on a
+terminal, --no-sudo never uses it). Every missing piece says why.
+
+py-spy is looked up in $TRACTOR_DIAG_PY_SPY, next to the Python running
+tractor-diag, then on PATH.
+Exit codes: 0 shown, 1 nothing matched / no such pid, 2 usage error.
+"""
+
+
+def add_stack_options(parser) -> None:
+    """Flags shared by ``stacks`` and ``dump-all``."""
+    parser.add_argument("--locals", action="store_true", help="show each frame's local variables")
+    parser.add_argument("--native", action="store_true", help="include native (C/C++) frames")
+    sudo = parser.add_mutually_exclusive_group()
+    sudo.add_argument("--sudo", action="store_true",
+                      help="on a permission error, let sudo prompt for a password (on a terminal)")
+    sudo.add_argument("--no-sudo", action="store_true", help="never fall back to sudo")
+    parser.add_argument("--no-tasks", action="store_true",
+                        help="do not request trio task trees (no SIGUSR1 is sent)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="bound on each py-spy dump (default 5)")
+    parser.add_argument("--task-timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="bound on waiting for the requested task trees (default 2)")
+    parser.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
+                        help="dumps run at once (default: one per CPU)")
+    parser.add_argument("--strays", action="store_true",
+                        help="also cover stray/orphan actors outside the given roots")
+
+
+def add_arguments(parser) -> None:
+    from .ptree import add_targets
+
+    add_targets(parser)
+    add_stack_options(parser)
+    add_common(parser)
+
+
+def options_from(args):
+    """argparse namespace -> StacksOptions (usage errors as one line)."""
+    from ..errors import UsageError
+    from ..stackmodel import StacksOptions
+
+    if args.timeout <= 0 or args.task_timeout <= 0:
+        raise UsageError("--timeout and --task-timeout need a positive number of seconds")
+    if args.jobs < 0:
+        raise UsageError("--jobs needs a number >= 0 (0: one per CPU)")
+    sudo = "prompt" if args.sudo else "never" if args.no_sudo else "noninteractive"
+    return StacksOptions(
+        locals=args.locals, native=args.native, tasks=not args.no_tasks,
+        timeout=args.timeout, task_timeout=args.task_timeout, jobs=args.jobs,
+        sudo=sudo,
+    )
+
+
+def run(args, out) -> int:
+    import sys
+
+    from ..procfs import HAVE_PROCFS
+    from ..errors import Unsupported
+    from ..render import Style, want_color
+    from ..render.stacks import render_report
+    from ..stackmodel import to_json
+    from ..stacks import capture
+    from .ptree import snapshot_for
+
+    options = options_from(args)
+    if not HAVE_PROCFS:
+        raise Unsupported("stacks needs Linux' /proc (kernel state, wchan, SigCgt)")
+    snap = snapshot_for(args.targets, strays=args.strays)
+    if not snap.entries:
+        if args.json:
+            out.write("[]\n")
+        else:
+            out.write("no tractor actor trees found\n")
+        return 0
+    interactive = bool(getattr(sys.stdin, "isatty", lambda: False)())
+    report = capture(snap, options, interactive=interactive)
+    if args.json:
+        out.write(to_json(report.procs).decode() + "\n")
+        return 0
+    out.write(render_report(report, Style(want_color(args.color, out))) + "\n")
+    return 0

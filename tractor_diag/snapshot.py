@@ -1,0 +1,340 @@
+"""``dump-all``: one shareable directory holding everything about a hung tree.
+
+Layout of a bundle (``<root>/<UTC stamp>-<label>-<random>/``)::
+
+    summary.md          read this first: who looks stuck, and where
+    meta.json           versions, host, kernel, argv, label, times, what is missing and why
+    tree.txt/.json      the process tree (ptree --tree / Snapshot)
+    stacks.txt/.json    every process: kernel side, Python stacks, task trees
+    stacks/<pid>.txt    the same, one file per process (and .json)
+    tasks/<pid>.txt     a process's whole task-tree dump, as it wrote it
+    history.json        the sampler's recent snapshots and events, when one ran
+
+The bundle is written under a hidden temporary name in the same directory
+and renamed into place when complete, so a reader never sees half a bundle.
+Names carry microseconds and a random suffix: two bundles taken within the
+same second never collide. The default root follows platformdirs like the
+tractor runtime does: ``$XDG_CACHE_HOME/tractor/hung-dumps``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from .model import Event, Snapshot
+from .stackmodel import ProcStacks, StacksOptions, StacksReport
+
+
+class Missing(msgspec.Struct):
+    what: str  # "python stack", "task tree", "kernel stack", ...
+    why: str
+    pid: int | None = None
+
+
+class BundleMeta(msgspec.Struct):
+    path: str
+    label: str | None
+    started: float  # epoch seconds
+    finished: float
+    duration: float
+    host: str
+    kernel: str
+    platform: str
+    python: str  # the Python running tractor-diag
+    tractor_diag: str
+    py_spy: str | None
+    py_spy_version: str | None
+    argv: list[str]
+    targets: list[str]
+    roots: list[int]
+    pids: list[int]
+    stuck: list[int]  # pids the summary lists as looking stuck
+    files: list[str]
+    missing: list[Missing] = []
+    sampler_history: bool = False
+
+
+class History(msgspec.Struct):
+    snapshots: list[Snapshot]
+    events: list[Event]
+
+
+def default_root() -> str:
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("tractor"), "hung-dumps")
+
+
+def _slug(label: str | None) -> str:
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", label or "").strip("-.")
+    return text[:60] or "dump"
+
+
+def _bundle_name(label: str | None, now: float) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}"
+    return f"{stamp}-{_slug(label)}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------
+# summary: who looks stuck, where
+# ---------------------------------------------------------------------------
+
+def python_where(p: ProcStacks) -> str:
+    """Where the thread that matters waits: its innermost user frame and
+    what that frame called into."""
+    from .render.stacks import await_text
+    from .stacks import focus_thread
+
+    if p.python.status != "ok":
+        return f"({p.python.status}: {p.python.reason})"
+    thread = focus_thread(p.python)
+    if thread is None or not thread.frames:
+        return "(no Python frames)"
+    text = await_text(thread.frames)
+    if thread.name != "MainThread":
+        text += f" [thread {thread.name}]"
+    return text
+
+
+def trio_where(p: ProcStacks) -> str:
+    from .render.stacks import await_text
+    from .stacks import trio_focus
+
+    tree = p.tasks
+    if tree.status != "collected":
+        return {
+            "no-handler": "no task dumper armed",
+            "not-requested": "not requested",
+        }.get(tree.status, f"{tree.status}: {tree.reason}")
+    if tree.format != "tractor-diag":
+        return "see the task dump (not a tractor-diag taskdump)"
+    focus = trio_focus(tree)
+    if focus is None:
+        return "no trio run active" if "trio run: none" in tree.text else "no tasks"
+    task, n = focus
+    state = f" [{task.state}]" if task.state else ""
+    return f"task '{task.name}'{state} at {await_text(task.frames)} ({n} tasks)"
+
+
+def stuck_reasons(procs: Sequence[ProcStacks]) -> dict[int, str]:
+    """pid -> why it looks stuck, for the processes that do.
+
+    Looks stuck: a zombie, an orphan, blocked/runaway/stopped, a trio loop
+    held by a running task, a task outliving its nursery's cancellation; and
+    then each idle ancestor of those (it is waiting on them).
+    """
+    why: dict[int, str] = {}
+    for p in procs:
+        if p.bucket == "zombie":
+            why[p.pid] = f"zombie: exited, parent {p.ppid} has not reaped it"
+        elif p.bucket == "orphan":
+            why[p.pid] = "orphan: its parent is gone"
+        elif p.state in ("blocked", "runaway", "stopped"):
+            why[p.pid] = p.state
+        else:
+            tasks = p.tasks.tasks if p.tasks.status == "collected" else []
+            running = next((t for t in tasks if t.state == "running"), None)
+            if running is not None:
+                why[p.pid] = f"trio loop held by running task '{running.name}'"
+            elif any(t.cancelling for t in tasks):
+                why[p.pid] = "a task outlives its nursery's cancellation"
+    by_pid = {p.pid: p for p in procs}
+    for pid in list(why):
+        child = by_pid[pid]
+        parent = by_pid.get(child.ppid)
+        while parent is not None and parent.pid not in why:
+            why[parent.pid] = f"waiting on stuck child {child.actor or child.pid} ({child.pid})"
+            child, parent = parent, by_pid.get(parent.ppid)
+    return why
+
+
+def _name(p: ProcStacks) -> str:
+    from .render import clip
+
+    return p.actor if p.actor else clip(p.title, 50)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> str:
+    why = stuck_reasons(report.procs)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(meta.started))
+    title = f"Hung-dump summary: {meta.label}" if meta.label else "Hung-dump summary"
+    roots = ", ".join(f"{r} ({_md(_name(p))})" for r in snap.roots
+                      for p in report.procs if p.pid == r) or "none"
+    lines = [
+        f"# {title}", "",
+        f"Taken {taken} on {meta.host}; roots: {roots}; {len(report.procs)} processes, "
+        f"{len(why)} look stuck.", "",
+        "## Looks stuck", "",
+    ]
+    stuck = [p for p in report.procs if p.pid in why]
+    if not stuck:
+        lines.append("Nothing by kernel state or trio tree: every process idles in its "
+                     "event loop. See the table below for where each one waits.")
+    for p in stuck:
+        lines.append(
+            f"- **{_md(_name(p))}** (pid {p.pid}): {_md(why[p.pid])}; {p.bucket}/{p.state}, "
+            f"wchan `{p.kernel.wchan or '-'}`; python: `{_md(python_where(p))}`; "
+            f"trio: `{_md(trio_where(p))}`"
+        )
+    lines += ["", "## All processes", "",
+              "| pid | name | bucket/state | wchan | python (innermost user frame) | trio |",
+              "|---|---|---|---|---|---|"]
+    for p in report.procs:
+        lines.append(
+            f"| {p.pid} | {'  ' * p.depth}{_md(_name(p))} | {p.bucket}/{p.state} | "
+            f"{p.kernel.wchan or '-'} | {_md(python_where(p))} | {_md(trio_where(p))} |"
+        )
+    if meta.missing:
+        lines += ["", "## Not collected", ""]
+        for m in meta.missing:
+            who = f"pid {m.pid}: " if m.pid is not None else ""
+            lines.append(f"- {who}{m.what}: {_md(m.why)}")
+    lines += ["", "## Files", "", "- `tree.txt`, `tree.json`: the process tree",
+              "- `stacks.txt`, `stacks.json`, `stacks/<pid>.{txt,json}`: kernel side, "
+              "Python stacks, task trees",
+              "- `tasks/<pid>.txt`: each collected task-tree dump, whole",
+              "- `meta.json`: versions, host, argv, timings, what is missing and why"]
+    if meta.sampler_history:
+        lines.append("- `history.json`: the sampler's recent snapshots and events")
+    return "\n".join(lines) + "\n"
+
+
+def _missing(report: StacksReport) -> list[Missing]:
+    out = []
+    for p in report.procs:
+        if p.python.status != "ok":
+            out.append(Missing(pid=p.pid, what="python stack",
+                               why=f"{p.python.status}: {p.python.reason}"))
+        if p.kernel.stack is None:
+            out.append(Missing(pid=p.pid, what="kernel stack", why=p.kernel.stack_reason or "?"))
+        if p.tasks.status not in ("collected", "no-handler", "not-requested"):
+            out.append(Missing(pid=p.pid, what="task tree",
+                               why=f"{p.tasks.status}: {p.tasks.reason}"))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# writing the bundle
+# ---------------------------------------------------------------------------
+
+def write_bundle(
+    snap: Snapshot,
+    *,
+    label: str | None = None,
+    out_dir: str | None = None,
+    options: StacksOptions = StacksOptions(),
+    deadline: float | None = None,
+    history: History | None = None,
+    targets: Sequence[str] = (),
+    interactive: bool = False,
+) -> BundleMeta:
+    """Capture stacks for ``snap`` and write the bundle; returns its meta
+    (``meta.path`` is the final directory)."""
+    from . import __version__
+    from .model import to_json as snap_json
+    from .render import Style
+    from .render.ptree import render_tree
+    from .render.stacks import render_proc, render_report
+    from .stackmodel import to_json
+    from .stacks import capture, py_spy_version
+
+    started = time.time()
+    root = out_dir or default_root()
+    try:
+        os.makedirs(root, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".partial-", dir=root)
+    except OSError as exc:
+        from .errors import DiagError
+
+        raise DiagError(f"cannot create a bundle in {root}: {exc.strerror or exc}") from None
+    try:
+        report = capture(snap, options, deadline=deadline, interactive=interactive)
+        plain = Style(False)
+        files: dict[str, bytes | str] = {
+            "tree.txt": render_tree(snap, plain, width=200) + "\n",
+            "tree.json": snap_json(snap),
+            "stacks.txt": render_report(report, plain) + "\n",
+            "stacks.json": to_json(report),
+        }
+        for p in report.procs:
+            files[f"stacks/{p.pid}.txt"] = render_proc(p, plain) + "\n"
+            files[f"stacks/{p.pid}.json"] = to_json(p)
+            if p.tasks.status == "collected":
+                files[f"tasks/{p.pid}.txt"] = p.tasks.text + "\n"
+        if history is not None:
+            files["history.json"] = msgspec.json.encode(history)
+        uname = platform.uname()
+        meta = BundleMeta(
+            path="", label=label, started=started, finished=0.0, duration=0.0,
+            host=socket.gethostname(), kernel=f"{uname.system} {uname.release}",
+            platform=platform.platform(), python=sys.version.split()[0],
+            tractor_diag=__version__, py_spy=report.py_spy,
+            # Only ask a py-spy that answered: a wedged one would eat the bound.
+            py_spy_version=py_spy_version(report.py_spy)
+            if any(p.python.status == "ok" for p in report.procs) else None,
+            argv=list(sys.argv), targets=list(targets), roots=list(snap.roots),
+            pids=[p.pid for p in report.procs], stuck=sorted(stuck_reasons(report.procs)),
+            files=sorted([*files, "meta.json", "summary.md"]),
+            missing=_missing(report), sampler_history=history is not None,
+        )
+        for name, data in files.items():
+            _write(tmp, name, data)
+        final = os.path.join(root, _bundle_name(label, started))
+        while os.path.exists(final):  # the random suffix makes this a formality
+            final = os.path.join(root, _bundle_name(label, time.time()))
+        meta.path = final
+        meta.finished = time.time()
+        meta.duration = meta.finished - started
+        _write(tmp, "summary.md", render_summary(report, snap, meta))
+        _write(tmp, "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
+        os.rename(tmp, final)
+        return meta
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write(top: str, name: str, data: bytes | str) -> None:
+    path = os.path.join(top, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+
+
+def dump_all(
+    targets: Sequence[str | int],
+    *,
+    label: str | None = None,
+    out_dir: str | None = None,
+    options: StacksOptions = StacksOptions(),
+    strays: bool = False,
+    deadline: float | None = None,
+    history: History | None = None,
+    interactive: bool = False,
+) -> BundleMeta:
+    """Snapshot the trees of ``targets`` and write a bundle of them (NotFound
+    as one line when nothing matches)."""
+    from .commands.ptree import snapshot_for
+    from .errors import NotFound
+
+    snap = snapshot_for([str(t) for t in targets], strays=strays)
+    if not snap.entries:
+        raise NotFound("no tractor actor trees found")
+    return write_bundle(snap, label=label, out_dir=out_dir, options=options,
+                        deadline=deadline, history=history,
+                        targets=[str(t) for t in targets], interactive=interactive)

@@ -1,0 +1,163 @@
+"""What ``stacks`` computes for each process: kernel side, Python stacks, trio
+task tree. Plain msgspec Structs, JSON-round-trippable, no system reads.
+
+Every part that could not be had carries a ``status`` and a ``reason`` a
+person can read ("py-spy not found", "permission denied", "process gone",
+"timed out after 5.0s", ...), so a missing stack is never silent.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+# Why a Python stack is (or is not) there.
+PyStatus = Literal[
+    "ok",           # dumped
+    "no-py-spy",    # py-spy is not installed / not found
+    "permission",   # not allowed to attach (and sudo -n did not help)
+    "gone",         # the process vanished before or during the dump
+    "exited",       # a zombie: it has no Python left to dump
+    "timeout",      # py-spy did not answer within the per-dump timeout
+    "not-python",   # no Python interpreter found in the process
+    "unsupported",  # a Python version this py-spy cannot read
+    "skipped",      # not attempted (kernel thread, our own py-spy, ...)
+    "failed",       # any other py-spy error (its message is the reason)
+]
+
+TaskStatus = Literal[
+    "collected",     # something was appended after our request
+    "no-handler",    # SigCgt has no SIGUSR1 handler: never signalled
+    "unknown",       # SigCgt unreadable: not signalled, to be safe
+    "timeout",       # signalled, nothing appended within the bound
+    "gone",          # vanished (or the pid was reused) before the request
+    "error",         # could not signal or read the dump file
+    "not-requested", # task trees were not asked for
+]
+
+
+class Local(msgspec.Struct, frozen=True):
+    name: str
+    repr: str | None = None
+    arg: bool = False
+
+
+class Frame(msgspec.Struct, frozen=True):
+    name: str  # function (qualified where py-spy knows it)
+    filename: str
+    line: int
+    short: str = ""  # py-spy's package-relative file name
+    native: bool = False  # a C/C++ frame (``--native``)
+    locals: list[Local] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.short or self.filename}:{self.line}"
+
+
+class Thread(msgspec.Struct):
+    thread_id: int
+    os_thread_id: int | None
+    name: str | None
+    active: bool  # py-spy: the OS says the thread is not idle
+    owns_gil: bool
+    frames: list[Frame]  # innermost LAST (call order, like a traceback)
+
+
+class PyStack(msgspec.Struct):
+    status: PyStatus
+    threads: list[Thread] = []
+    reason: str | None = None  # why it is missing, or a caveat
+    python: str | None = None  # target interpreter version when known
+    via_sudo: bool = False
+    elapsed: float = 0.0  # seconds the dump took
+
+
+class KernelSide(msgspec.Struct):
+    state: str  # the kernel's one-letter state at capture time
+    wchan: str | None = None
+    stack: list[str] | None = None  # /proc/<pid>/stack symbols, innermost first
+    stack_reason: str | None = None  # why ``stack`` is missing
+
+
+class TaskFrame(msgspec.Struct, frozen=True):
+    filename: str
+    line: int
+    name: str
+
+
+class TaskInfo(msgspec.Struct):
+    """One task of a parsed tractor-diag taskdump block."""
+
+    name: str
+    state: str  # running / waiting / ...
+    depth: int  # nesting of the task in the tree (root task = 0)
+    frames: list[TaskFrame] = []  # await frames, outermost first
+    has_children: bool = False
+    scope_flags: list[str] = []  # flags of nurseries this task opened
+    # A nursery above it had its cancel called, and it has not exited: the
+    # shape of a hang during a cancel cascade.
+    cancelling: bool = False
+
+
+class TaskTree(msgspec.Struct):
+    status: TaskStatus
+    reason: str | None = None
+    text: str = ""  # what the process appended after our request
+    # "tractor-diag" (a delimited taskdump block) or "undelimited" (e.g.
+    # tractor's own stackscope handler).
+    format: str | None = None
+    complete: bool = False  # the taskdump END line was seen
+    tasks: list[TaskInfo] = []  # parsed from a tractor-diag block
+    path: str | None = None
+    elapsed: float = 0.0
+
+
+class ProcStacks(msgspec.Struct):
+    """Everything ``stacks`` knows about one process."""
+
+    pid: int
+    ppid: int
+    title: str  # actor name or command line
+    actor: str | None  # actor name when it is a tractor actor
+    bucket: str
+    state: str  # the snapshot's state (idle, blocked, runaway, ...)
+    depth: int
+    kernel: KernelSide
+    python: PyStack
+    tasks: TaskTree
+    exit_code: int | None = None
+
+
+class StacksOptions(msgspec.Struct, frozen=True):
+    locals: bool = False
+    native: bool = False
+    tasks: bool = True
+    timeout: float = 5.0  # per py-spy dump
+    task_timeout: float = 2.0  # bound on waiting for an appended task tree
+    jobs: int = 0  # concurrent dumps; 0: one per CPU
+    sudo: Literal["never", "noninteractive", "prompt"] = "noninteractive"
+
+
+class StacksReport(msgspec.Struct):
+    taken_at: float
+    roots: list[int]
+    procs: list[ProcStacks]
+    py_spy: str | None  # path of the py-spy used, None when not found
+    options: StacksOptions
+    elapsed: float = 0.0
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def to_json(value: object) -> bytes:
+    return _encoder.encode(value)
+
+
+def report_from_json(data: bytes | str) -> StacksReport:
+    return msgspec.json.decode(data, type=StacksReport)
+
+
+def procs_from_json(data: bytes | str) -> list[ProcStacks]:
+    return msgspec.json.decode(data, type=list[ProcStacks])

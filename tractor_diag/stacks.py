@@ -1,0 +1,535 @@
+"""Where is each process stuck: kernel side, Python stacks (py-spy), and
+trio task trees (SIGUSR1 dumps, see `tractor_diag.tasks`).
+
+One worker per process, a bounded number at a time (py-spy spends its ~5 ms
+per dump parsing the interpreter's symbol tables, so the bound is about the
+number of CPUs). A worker reads the kernel side first (so the kernel stack
+shows the process's own wait, not the ptrace stop py-spy causes), then runs
+py-spy, then asks for the trio task tree: the task dump runs while the other
+workers' py-spy dumps do, and a py-spy stack never catches the process inside
+its own dump handler.
+
+Every dump has a timeout and runs in its own process group, so a wedged
+py-spy (or a stand-in that forks) is killed whole and can never wedge the
+caller. Nothing here prints; missing pieces carry a reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+
+from . import procfs
+from .model import Entry, Proc, Snapshot
+from .stackmodel import (
+    Frame, KernelSide, Local, ProcStacks, PyStack, StacksOptions,
+    StacksReport, TaskTree, Thread,
+)
+
+#: Path of the py-spy executable to use instead of searching for one.
+PY_SPY_ENV = "TRACTOR_DIAG_PY_SPY"
+
+
+# ---------------------------------------------------------------------------
+# locating py-spy
+# ---------------------------------------------------------------------------
+
+def find_py_spy() -> str | None:
+    """``$TRACTOR_DIAG_PY_SPY``, else next to this interpreter (a venv's
+    ``bin/``, where the py-spy wheel puts it), else on ``PATH``."""
+    override = os.environ.get(PY_SPY_ENV)
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    here = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("py-spy")
+
+
+def no_py_spy_reason() -> str:
+    override = os.environ.get(PY_SPY_ENV)
+    if override:
+        return f"py-spy not runnable: ${PY_SPY_ENV}={override} is not an executable file"
+    return "py-spy not found (pip install py-spy; looked next to the interpreter and on PATH)"
+
+
+# ---------------------------------------------------------------------------
+# running a command with a hard bound
+# ---------------------------------------------------------------------------
+
+class _Ran(msgspec.Struct):
+    returncode: int | None  # None: timed out (killed)
+    stdout: bytes
+    stderr: bytes
+    elapsed: float
+
+
+def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None = None) -> _Ran:
+    """Run ``argv`` for at most ``timeout`` seconds; never hangs.
+
+    The child gets its own session, so on timeout the whole process group is
+    SIGKILLed: a stand-in script whose own children inherited our pipes
+    would otherwise keep ``communicate()`` waiting for EOF forever. Output
+    left after the kill is drained for at most 0.2 s more.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True, env=env,
+    )
+    try:
+        out, err = proc.communicate(timeout=max(0.01, timeout))
+        return _Ran(proc.returncode, out, err, time.monotonic() - start)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        # A killed group's output is already in the pipes: EOF comes at once
+        # unless something outside the group still holds them.
+        out, err = proc.communicate(timeout=0.2)
+    except subprocess.TimeoutExpired:
+        # Something outside the group holds our pipes: give up on them.
+        out, err = b"", b""
+        for pipe in (proc.stdout, proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+    return _Ran(None, out or b"", err or b"", time.monotonic() - start)
+
+
+# ---------------------------------------------------------------------------
+# py-spy's JSON, as it prints it (frames innermost first)
+# ---------------------------------------------------------------------------
+
+class _SpyLocal(msgspec.Struct):
+    name: str
+    repr: str | None = None
+    arg: bool = False
+
+
+class _SpyFrame(msgspec.Struct):
+    name: str
+    filename: str
+    line: int = 0
+    short_filename: str | None = None
+    module: str | None = None  # set for native frames
+    locals: list[_SpyLocal] | None = None
+
+
+class _SpyThread(msgspec.Struct):
+    thread_id: int
+    pid: int = 0
+    thread_name: str | None = None
+    os_thread_id: int | None = None
+    active: bool = False
+    owns_gil: bool = False
+    frames: list[_SpyFrame] = []
+
+
+_spy_decoder = msgspec.json.Decoder(list[_SpyThread])
+
+
+def parse_py_spy_json(data: bytes | str) -> list[Thread]:
+    """py-spy ``dump --json`` output -> threads with frames innermost LAST."""
+    threads = []
+    for t in _spy_decoder.decode(data):
+        frames = [
+            Frame(
+                name=f.name, filename=f.filename, line=f.line,
+                short=f.short_filename or os.path.basename(f.filename),
+                native=f.module is not None,
+                locals=None if f.locals is None else [
+                    Local(name=v.name, repr=v.repr, arg=v.arg) for v in f.locals
+                ],
+            )
+            for f in reversed(t.frames)
+        ]
+        name = t.thread_name
+        if name is None and t.os_thread_id == t.pid:
+            # py-spy names threads through the threading module; a program
+            # that never imported it still has its main thread.
+            name = "MainThread"
+        threads.append(Thread(
+            thread_id=t.thread_id, os_thread_id=t.os_thread_id,
+            name=name, active=t.active, owns_gil=t.owns_gil,
+            frames=frames,
+        ))
+    # The main thread first: that is where a trio program (and a signal
+    # handler) runs.
+    threads.sort(key=lambda t: (t.name != "MainThread", t.os_thread_id or 0))
+    return threads
+
+
+def classify_py_spy_error(pid: int, stderr: str) -> tuple[str, str]:
+    """(status, reason) from a failed py-spy's stderr."""
+    text = stderr.strip()
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = first.removeprefix("Error: ")
+    low = text.lower()
+    if "permission denied" in low or "operation not permitted" in low:
+        return "permission", f"permission denied: not allowed to attach to pid {pid}"
+    if "unsupported version of python" in low:
+        idx = low.index("unsupported version of python")
+        version = text[idx:].split(":", 1)[-1].split()[0] if ":" in text[idx:] else "?"
+        return "unsupported", (
+            f"py-spy {py_spy_version() or ''} cannot read this interpreter "
+            f"(unsupported Python {version})".replace("  ", " ")
+        )
+    if not os.path.exists(f"/proc/{pid}"):
+        return "gone", "process gone before py-spy could read it"
+    if "failed to find python version" in low or "failed to find a python interpreter" in low \
+            or "both python and libpython are invalid" in low:
+        return "not-python", "not a Python process (py-spy found no interpreter in it)"
+    if "no such process" in low or "failed to get process executable name" in low:
+        return "gone", "process gone before py-spy could read it"
+    return "failed", f"py-spy failed: {first or 'no error message'}"
+
+
+_PY_SPY_VERSION: dict[str, str | None] = {}
+
+
+def py_spy_version(path: str | None = None) -> str | None:
+    path = path or find_py_spy()
+    if path is None:
+        return None
+    if path not in _PY_SPY_VERSION:
+        try:
+            ran = run_bounded([path, "--version"], 2.0)
+            words = ran.stdout.decode(errors="replace").split()
+            _PY_SPY_VERSION[path] = words[-1] if ran.returncode == 0 and words else None
+        except OSError:
+            _PY_SPY_VERSION[path] = None
+    return _PY_SPY_VERSION[path]
+
+
+# ---------------------------------------------------------------------------
+# one Python stack
+# ---------------------------------------------------------------------------
+
+def dump_python(
+    pid: int,
+    *,
+    py_spy: str | None,
+    locals: bool = False,
+    native: bool = False,
+    timeout: float = 5.0,
+    sudo: bool = False,
+) -> PyStack:
+    """One ``py-spy dump --json`` of ``pid`` (with ``sudo -n`` when asked)."""
+    if py_spy is None:
+        return PyStack(status="no-py-spy", reason=no_py_spy_reason())
+    argv = [py_spy, "dump", "--json", "--pid", str(pid)]
+    if locals:
+        argv.append("--locals")
+    if native:
+        argv.append("--native")
+    if sudo:
+        argv = ["sudo", "-n", "--", *argv]
+    # No Rust backtrace: its lines would bury py-spy's own one-line reason.
+    env = dict(os.environ, RUST_BACKTRACE="0")
+    try:
+        ran = run_bounded(argv, timeout, env=env)
+    except OSError as exc:
+        return PyStack(status="no-py-spy", reason=f"cannot run py-spy: {exc.strerror or exc}")
+    if ran.returncode is None:
+        return PyStack(
+            status="timeout", via_sudo=sudo, elapsed=ran.elapsed,
+            reason=f"py-spy did not answer within {timeout:.1f}s (killed)",
+        )
+    err = ran.stderr.decode("utf-8", "replace")
+    if ran.returncode == 0:
+        try:
+            threads = parse_py_spy_json(ran.stdout)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return PyStack(status="failed", via_sudo=sudo, elapsed=ran.elapsed,
+                           reason=f"py-spy printed output that is not its JSON: {exc}")
+        return PyStack(status="ok", threads=threads, via_sudo=sudo, elapsed=ran.elapsed)
+    if sudo and ("password is required" in err or "a terminal is required" in err):
+        return PyStack(
+            status="permission", via_sudo=True, elapsed=ran.elapsed,
+            reason=f"permission denied: not allowed to attach to pid {pid}, and "
+                   "sudo -n needs a password (run with --sudo on a terminal)",
+        )
+    status, reason = classify_py_spy_error(pid, err)
+    return PyStack(status=status, reason=reason, via_sudo=sudo, elapsed=ran.elapsed)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# kernel side
+# ---------------------------------------------------------------------------
+
+def _stack_symbol(line: str) -> str:
+    """``[<0>] do_wait+0x1c4/0x2f0`` -> ``do_wait``."""
+    sym = line.split("] ", 1)[-1].strip()
+    return sym.split("+", 1)[0]
+
+
+def kernel_side(proc: Proc) -> tuple[KernelSide, Proc | None]:
+    """State, wchan and kernel stack at capture time (fresh ``/proc`` reads),
+    and the fresh record (None when the pid is gone or was reused)."""
+    fresh = procfs.read_proc(proc.pid)
+    if fresh is None or abs(fresh.create_time - proc.create_time) > 0.05:
+        return KernelSide(state=proc.state, wchan=proc.wchan,
+                          stack_reason="process gone"), None
+    side = KernelSide(state=fresh.state, wchan=fresh.wchan)
+    if fresh.wchan is None:
+        side.wchan = proc.wchan
+    try:
+        with open(f"/proc/{proc.pid}/stack", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+        symbols = [_stack_symbol(ln) for ln in raw.splitlines() if ln.strip()]
+        if symbols:
+            side.stack = symbols
+        else:
+            side.stack_reason = ("empty: running in user space" if fresh.state == "R"
+                                 else "empty (the kernel showed no frames)")
+    except FileNotFoundError:
+        if os.path.isdir(f"/proc/{proc.pid}"):
+            side.stack_reason = "this kernel has no /proc/<pid>/stack (CONFIG_STACKTRACE off)"
+        else:
+            side.stack_reason = "process gone"
+    except PermissionError:
+        side.stack_reason = "not readable: /proc/<pid>/stack needs root (CAP_SYS_ADMIN)"
+    except OSError as exc:
+        side.stack_reason = f"not readable: {exc.strerror or exc}"
+    return side, fresh
+
+
+# ---------------------------------------------------------------------------
+# the whole capture
+# ---------------------------------------------------------------------------
+
+def default_jobs() -> int:
+    # py-spy is CPU-bound: more workers than CPUs only adds contention.
+    return max(1, os.cpu_count() or 1)
+
+
+def _skip_reason(entry: Entry) -> tuple[str, str] | None:
+    proc = entry.proc
+    if proc.state in ("Z", "X", "x"):
+        from .render.ptree import exit_status
+
+        code = "" if proc.exit_code is None else f", exit status {exit_status(proc.exit_code)}"
+        return "exited", (f"exited (zombie{code}): no Python left to dump; "
+                          f"parent {proc.ppid} has not reaped it")
+    if proc.ppid == 2 or proc.pid == 2:
+        return "skipped", "kernel thread"
+    return None
+
+
+def capture(
+    snap: Snapshot,
+    options: StacksOptions = StacksOptions(),
+    *,
+    deadline: float | None = None,
+    interactive: bool = False,
+) -> StacksReport:
+    """Kernel side, Python stack and task tree of every process in ``snap``.
+
+    ``deadline`` (``time.monotonic()`` value) bounds the whole capture: a
+    dump not started by then is reported as timed out, and no dump outlives
+    it by more than a second. ``interactive`` allows ``sudo`` to prompt when
+    ``options.sudo == "prompt"`` (the CLI passes "stdin is a terminal").
+    """
+    from . import tasks as taskmod
+
+    started = time.monotonic()
+    taken_at = time.time()
+    entries = snap.ordered()
+    py_spy = find_py_spy()
+    jobs = options.jobs if options.jobs > 0 else default_jobs()
+    results: dict[int, ProcStacks] = {}
+    pending: list[taskmod.Pending] = []
+    lock = threading.Lock()
+
+    def budget() -> float:
+        if deadline is None:
+            return options.timeout
+        return min(options.timeout, deadline - time.monotonic())
+
+    def one(entry: Entry) -> None:
+        proc = entry.proc
+        side, fresh = kernel_side(proc)
+        skip = _skip_reason(entry)
+        if fresh is None:
+            py = PyStack(status="gone", reason="process gone before its stack was read")
+        elif skip is not None:
+            py = PyStack(status=skip[0], reason=skip[1])  # type: ignore[arg-type]
+        elif budget() <= 0:
+            py = PyStack(status="timeout", reason="the capture's overall time bound "
+                         "ran out before this dump started")
+        else:
+            py = dump_python(proc.pid, py_spy=py_spy, locals=options.locals,
+                             native=options.native, timeout=budget())
+        if not options.tasks:
+            tree = TaskTree(status="not-requested", reason="task trees not requested")
+        elif fresh is None or skip is not None:
+            tree = TaskTree(status="gone" if fresh is None else "no-handler",
+                            reason="process gone" if fresh is None else skip[1])  # type: ignore[index]
+        else:
+            req = taskmod.request(proc)
+            if isinstance(req, TaskTree):
+                tree = req
+            else:
+                tree = TaskTree(status="timeout", path=req.path)
+                with lock:
+                    pending.append(req)
+        results[proc.pid] = ProcStacks(
+            pid=proc.pid, ppid=proc.ppid, title=proc.title,
+            actor=proc.actor.name if proc.actor else None,
+            bucket=entry.bucket, state=entry.state, depth=entry.depth,
+            kernel=side, python=py, tasks=tree, exit_code=proc.exit_code,
+        )
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tractor-diag-stacks") as pool:
+        for fut in [pool.submit(one, e) for e in entries]:
+            fut.result()
+
+    _retry_with_sudo(results, options, py_spy, interactive, budget)
+
+    if pending:
+        wait_until = time.monotonic() + options.task_timeout
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
+        for pid, tree in taskmod.collect(pending, until=wait_until).items():
+            results[pid].tasks = tree
+
+    return StacksReport(
+        taken_at=taken_at, roots=list(snap.roots),
+        procs=[results[e.proc.pid] for e in entries],
+        py_spy=py_spy, options=options, elapsed=time.monotonic() - started,
+    )
+
+
+def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
+                     py_spy: str | None, interactive: bool, budget) -> None:
+    """Re-dump the permission failures through ``sudo -n``, when there is a
+    sudo and the user allowed it. Prompts (once, before the retries) only
+    when asked for interactively."""
+    denied = [p for p in results.values() if p.python.status == "permission"]
+    if not denied or options.sudo == "never" or py_spy is None:
+        return
+    if shutil.which("sudo") is None:
+        for p in denied:
+            p.python.reason = f"{p.python.reason} (sudo not available)"
+        return
+    if options.sudo == "prompt" and interactive:
+        # One prompt on the terminal, then every retry uses the cached ticket.
+        subprocess.run(["sudo", "-v"], check=False)
+    for p in denied:
+        if budget() <= 0:
+            break
+        retry = dump_python(p.pid, py_spy=py_spy, locals=options.locals,
+                            native=options.native, timeout=budget(), sudo=True)
+        p.python = retry
+
+
+def entries_for_pids(pids: Iterable[int]) -> Snapshot:
+    """A snapshot of exactly ``pids`` (no descendants): for callers that
+    already know which processes they want."""
+    from .trees import Targets, build_snapshot
+
+    wanted = list(pids)
+    procs = procfs.scan(lambda pid, argv, comm: False, only=wanted)
+    procfs.fill_detail(procs, wanted)
+    return build_snapshot(procs, Targets(wanted), include_strays=False)
+
+
+# ---------------------------------------------------------------------------
+# where is it stuck: the user's frame, under the runtime's
+# ---------------------------------------------------------------------------
+
+# Frames of the event loop, the actor runtime, the test runner and the
+# stdlib: the user's frame is the innermost one that is none of these.
+_INTERNAL_PARTS = (
+    "/trio/", "/tractor/", "/outcome/", "/exceptiongroup/", "/async_generator/",
+    "/tricycle/", "/stackscope/", "/msgspec/", "/_pytest/", "/pluggy/",
+    "/pytest/", "/tractor_diag/taskdump.py", "/tractor_diag/pytest_plugin.py",
+)
+_STDLIB_RE = re.compile(r"/lib/python\d\.\d+t?/(?!site-packages/|dist-packages/)")
+
+
+def is_internal(filename: str) -> bool:
+    if filename.startswith("<frozen"):
+        return True
+    return any(p in filename for p in _INTERNAL_PARTS) or bool(_STDLIB_RE.search(filename))
+
+
+def focus_thread(py: PyStack) -> Thread | None:
+    """The thread to quote: one that is on a CPU, else the main thread."""
+    if not py.threads:
+        return None
+    # Our own capture threads are busy in the process that captures itself
+    # (the pytest helpers): they are not what the user waits on.
+    busy = [t for t in py.threads if t.active and t.frames
+            and not (t.name or "").startswith("tractor-diag")]
+    if busy and not any(t.name == "MainThread" and t.active for t in busy):
+        return busy[0]
+    return next((t for t in py.threads if t.name == "MainThread"), py.threads[0])
+
+
+def user_frame(frames: list[Frame]) -> Frame | None:
+    """Innermost non-internal Python frame (frames innermost last)."""
+    for f in reversed(frames):
+        if not getattr(f, "native", False) and not is_internal(f.filename):
+            return f
+    return None
+
+
+def await_point(frames: list) -> tuple[object | None, object | None]:
+    """(the user's innermost frame, the frame it called into) for a chain of
+    `Frame` or `TaskFrame` (innermost last). The callee names what the user
+    code is blocked in (``Process.wait``, ``sleep_forever``); with no user
+    frame at all it is the innermost frame above trio's trap plumbing."""
+    frames = [f for f in frames if not getattr(f, "native", False)]
+    if not frames:
+        return None, None
+    for i in range(len(frames) - 1, -1, -1):
+        if not is_internal(frames[i].filename):
+            return frames[i], frames[i + 1] if i + 1 < len(frames) else None
+    plumbing = ("/trio/_core/_traps.py", "/trio/_core/_generated_")
+    inner = next((f for f in reversed(frames) if not any(p in f.filename for p in plumbing)),
+                 frames[-1])
+    return None, inner
+
+
+def trio_focus(tree: TaskTree):
+    """(task, n tasks) for the task that most looks stuck, or None.
+
+    Preference: the task running when the dump was taken (it holds the
+    loop: a sync sleep, a busy loop), a task outliving its nursery's
+    cancellation, then leaf tasks in user code, those blocked in some kind
+    of wait first (a child process, a result, a lock) over the ones
+    serving a stream.
+    """
+    tasks = [t for t in tree.tasks if t.frames]
+    if not tasks:
+        return None
+
+    def score(item):
+        index, t = item
+        user, callee = await_point(t.frames)
+        called = (callee.name if callee is not None else "").lower()
+        waits = any(w in called for w in ("wait", "result", "join", "acquire", "sleep"))
+        return (t.state == "running", t.cancelling, user is not None,
+                not t.has_children, waits, -index)
+
+    _, best = max(enumerate(tasks), key=score)
+    return best, len(tree.tasks)
