@@ -113,13 +113,17 @@ def log(msg: str) -> None:
 def _format_task_tree() -> str:
     lines: list[str] = []
 
+    trio_dir = os.path.dirname(trio.__file__)
+
     def where(task) -> str:
-        frames = list(task.iter_await_frames())
-        if not frames:
+        """The task's await chain outside trio itself (innermost last)."""
+        chain = [(f.f_code.co_name, f.f_code.co_filename, lineno)
+                 for f, lineno in task.iter_await_frames()]
+        own = [c for c in chain if not c[1].startswith(trio_dir)] or chain
+        if not own:
             return ''
-        frame, lineno = frames[-1]
-        code = frame.f_code
-        return f'  @ {code.co_name} ({code.co_filename}:{lineno})'
+        return '  @ ' + ' -> '.join(
+            f'{name} ({os.path.basename(fn)}:{ln})' for name, fn, ln in own)
 
     def walk(task, indent: int) -> None:
         lines.append('  ' * indent + f'<Task {task.name!r}>' + where(task))

@@ -98,8 +98,7 @@ async def subtree(
 async def _start_children(an, path, depth, breadth, hang, report) -> int:
     """Start ``breadth`` children of ``path`` in actor nursery ``an``, open a
     ``subtree`` context with each, call ``report(n_actors)`` once all are up,
-    then wait forever (on the children's contexts). Returns only if
-    cancelled... which ends in an exception, so in practice never."""
+    then wait forever on the children's contexts (until cancelled)."""
     portals = []
     for i in range(breadth):
         child = path + (i,)
