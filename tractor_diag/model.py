@@ -61,6 +61,9 @@ class ActorInfo(msgspec.Struct, frozen=True):
     name_truncated: bool = False
 
 
+_ONE_LINE = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r"}
+
+
 class Proc(msgspec.Struct):
     """One process as read from ``/proc`` in a single pass."""
 
@@ -97,7 +100,8 @@ class Proc(msgspec.Struct):
         if self.actor is not None:
             return self.actor.name
         if self.cmdline:
-            return " ".join(self.cmdline)
+            # One line whatever the argv holds (``python -c 'multi\nline'``).
+            return " ".join(self.cmdline).translate(_ONE_LINE)
         return f"[{self.comm}]"
 
     def handles_signal(self, signum: int) -> bool | None:
