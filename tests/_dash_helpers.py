@@ -1,0 +1,75 @@
+"""Shared helpers for the dashboard tests (tests/test_dash*.py)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+DEMO_TREE = [sys.executable, "-m", "tractor_diag.demo_tree", "--no-runaway"]
+DEMO_ACTORS = {"gateway", "db_pool", "cache", "supervisor", "stubborn",
+               "hot_loop", "flaky_parent"}
+
+
+def run(coro, timeout: float = 90.0):
+    """Run an async test body on asyncio (Textual's loop), bounded."""
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+async def until(pred, timeout: float = 15.0, interval: float = 0.05, pilot=None, what: str = ""):
+    """Wait (on the app's loop) until ``pred()`` is true; fail on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
+        if pilot is not None:
+            await pilot.pause(interval)
+        else:
+            await asyncio.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """Exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False
+    return raw[raw.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def kill_all(pids) -> None:
+    """Last-resort teardown for pids a test started through the dashboard."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def descendants_of(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rfind(b")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(name))
+    out: list[int] = []
+    stack = list(kids.get(pid, ()))
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack.extend(kids.get(p, ()))
+    return out

@@ -1,0 +1,397 @@
+"""The dashboard driven through ``App.run_test()`` + ``Pilot`` against REAL
+process trees: every pane and every key."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tractor_diag.tui.app import DashApp
+from tractor_diag.tui.dialogs import ConfirmScreen, IntervalScreen, SignalScreen
+
+from _dash_helpers import DEMO_ACTORS, DEMO_TREE, alive, kill_all, run, until
+
+SIZE = (160, 48)
+FAST = 0.3  # sampling interval for tests
+
+
+def label_of(app: DashApp, pid: int) -> str:
+    node = app.proc_tree.node_for(pid)
+    assert node is not None, f"no node for {pid}"
+    return node.label.plain
+
+
+async def wait_for_pids(app, pilot, pids, timeout=15.0):
+    pids = set(pids)
+    await until(lambda: pids <= set(app.proc_tree.keys), timeout, pilot=pilot,
+                what=f"tree to show {sorted(pids)}")
+
+
+# -- tree pane -------------------------------------------------------------------
+
+def test_tree_pane_reconciles_by_pid_and_keeps_cursor_and_collapse(current_tree):
+    tree = current_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, actors.values())
+            ptree = app.proc_tree
+            # one node per process, nested under its parent
+            leaf = actors["leaf_1_1"]
+            assert ptree.node_for(leaf).parent is ptree.node_for(actors["spawner_1"])
+            assert ptree.node_for(actors["spawner_1"]).parent is ptree.node_for(tree.root)
+            text = label_of(app, leaf)
+            assert "leaf_1_1" in text and str(leaf) in text and "blocked" in text
+            assert "hrtimer_nanosleep" in text  # wchan of the sync time.sleep
+
+            assert ptree.select_pid(leaf)
+            ptree.node_for(actors["spawner_0"]).collapse()
+            root_node = ptree.node_for(tree.root)
+            other_leaf = ptree.node_for(actors["leaf_0_0"])
+            victim = actors["leaf_0_1"]
+            tree.kill_pid(victim, signal.SIGKILL)
+            await until(lambda: victim not in ptree.keys, 15, pilot=pilot, what="victim removed")
+            n = app.samples_shown
+            await until(lambda: app.samples_shown >= n + 2, 10, pilot=pilot)
+            assert ptree.selected_pid == leaf, "cursor moved off the selected process"
+            assert ptree.cursor_node is ptree.node_for(leaf)
+            assert ptree.node_for(tree.root) is root_node, "nodes were re-created"
+            assert ptree.node_for(actors["leaf_0_0"]) is other_leaf
+            assert not ptree.node_for(actors["spawner_0"]).is_expanded, "collapse lost"
+            assert "exited" in app.events_pane.text and str(victim) in app.events_pane.text
+
+    run(body())
+
+
+def test_zombies_and_exit_codes_in_tree_and_events(zombie_maker):
+    h = zombie_maker(count=2, code=3, title="zed")
+
+    async def body():
+        app = DashApp([str(h.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [h.root, *h.zombies])
+            for z in h.zombies:
+                text = label_of(app, z)
+                assert "[zombie]" in text and "exited:3" in text, text
+            assert "2 zombie" in str(app.query_one("#status").render())
+
+    run(body())
+
+
+def test_released_runtime_actors_are_named(released_tree):
+    tree = released_tree(depth=1, breadth=2, hang="sleep")
+    actors = tree.actors()
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, actors.values(), timeout=20)
+            for name, pid in actors.items():
+                if pid != tree.root:
+                    assert label_of(app, pid).startswith(name)
+            app.proc_tree.select_pid(actors["leaf_0"])
+            await until(lambda: "parent @" in app.detail.text, 5, pilot=pilot)
+            assert f"127.0.0.1:{tree.port}" in app.detail.text  # --parent_addr
+
+    run(body())
+
+
+# -- detail pane -------------------------------------------------------------------
+
+def test_detail_pane_cmdline_sockets_children(current_tree):
+    tree = current_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+    spawner = actors["spawner_0"]
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, actors.values())
+            app.proc_tree.select_pid(spawner)
+            sock = f"spawner_0@{spawner}.sock"
+            await until(lambda: sock in app.detail.text, 10, pilot=pilot, what="sockets")
+            text = app.detail.text
+            assert f"_subactor[spawner_0@{spawner}]" in text  # cmdline (the title)
+            assert f"listening   unix  {tree.bindspace}/{sock}" in text
+            assert f"parent    {tree.root}" in text
+            assert str(actors["leaf_0_0"]) in text and str(actors["leaf_0_1"]) in text
+            assert "SIGUSR1   yes" in text
+
+    run(body())
+
+
+# -- keys ---------------------------------------------------------------------------
+
+def test_key_s_shows_python_stacks(current_tree):
+    tree = current_tree(depth=1, breadth=1, hang="sleep")
+    leaf = tree.pid_of("leaf_0")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [leaf])
+            app.proc_tree.select_pid(leaf)
+            await pilot.press("s")
+            await until(lambda: "stacks" in app._extras.get(leaf, {}), 30, pilot=pilot,
+                        what="py-spy result")
+            title, body_ = app._extras[leaf]["stacks"]
+            assert "py-spy" in title
+            assert "Actor.hang" in body_.plain, body_.plain  # where it sits in time.sleep
+            assert "Python stacks" in app.detail.text
+
+    run(body())
+
+
+def test_key_t_task_tree_only_with_a_handler(current_tree):
+    tree = current_tree(depth=1, breadth=2, hang="sleep", unarmed=["leaf_1"])
+    armed, unarmed = tree.pid_of("leaf_0"), tree.pid_of("leaf_1")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [armed, unarmed])
+            app.proc_tree.select_pid(unarmed)
+            await pilot.press("t")
+            await until(lambda: "tasks" in app._extras.get(unarmed, {}), 5, pilot=pilot)
+            assert "not requested" in app._extras[unarmed]["tasks"][1].plain
+            assert alive(unarmed), "an unarmed process got SIGUSR1"
+
+            app.proc_tree.select_pid(armed)
+            await pilot.press("t")
+            await until(lambda: "tasks" in app._extras.get(armed, {}), 15, pilot=pilot)
+            text = app._extras[armed]["tasks"][1].plain
+            assert "taskdump BEGIN" in text or "Task" in text, text
+            assert alive(armed)
+
+    run(body())
+
+
+def test_key_d_writes_a_bundle_and_shows_its_path(current_tree, tmp_path):
+    tree = current_tree(depth=1, breadth=1, hang="sleep")
+    leaf = tree.pid_of("leaf_0")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST, dump_root=str(tmp_path / "dumps"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [tree.root, leaf])
+            app.proc_tree.select_pid(tree.root)
+            await pilot.press("d")
+            await until(lambda: "dump" in app._extras.get(tree.root, {}), 60, pilot=pilot,
+                        what="dump-all")
+            path = app.last_bundle
+            assert path and Path(path, "summary.md").is_file()
+            assert path in app.detail.text
+            assert path in app.events_pane.text
+            assert Path(path, "history.json").is_file()  # the sampler's history
+
+    run(body())
+
+
+def test_key_r_reaps_the_selected_subtree_after_confirming(current_tree):
+    tree = current_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+    doomed = [actors["spawner_1"], actors["leaf_1_0"], actors["leaf_1_1"]]
+    spared = [tree.root, actors["spawner_0"], actors["leaf_0_0"], actors["leaf_0_1"]]
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST, grace=2.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, actors.values())
+            app.proc_tree.select_pid(actors["spawner_1"])
+            await pilot.press("r")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), 10, pilot=pilot)
+            await pilot.press("n")  # declined: nothing happens
+            await pilot.pause(0.3)
+            assert all(alive(p) for p in doomed)
+
+            await pilot.press("r")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), 10, pilot=pilot)
+            body_text = str(app.screen.query_one("#dialog-body Static").render())
+            for pid in doomed:
+                assert str(pid) in body_text
+            await pilot.press("y")
+            await until(lambda: not any(alive(p) for p in doomed), 15, pilot=pilot,
+                        what="subtree reaped")
+            await until(lambda: "reap" in app._extras.get(actors["spawner_1"], {}), 5, pilot=pilot)
+            assert all(alive(p) for p in spared)
+
+    run(body())
+
+
+def test_key_k_sends_the_chosen_signal_after_confirming(current_tree):
+    tree = current_tree(depth=1, breadth=2, hang="sleep")
+    victim, other = tree.pid_of("leaf_0"), tree.pid_of("leaf_1")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [victim, other])
+            app.proc_tree.select_pid(victim)
+            await pilot.press("k")
+            await until(lambda: isinstance(app.screen, SignalScreen), 5, pilot=pilot)
+            await pilot.press("escape")  # changed my mind
+            await pilot.pause(0.2)
+            assert alive(victim)
+
+            await pilot.press("k")
+            await until(lambda: isinstance(app.screen, SignalScreen), 5, pilot=pilot)
+            await pilot.press("down", "enter")  # SIGTERM (second in the list)
+            await until(lambda: isinstance(app.screen, ConfirmScreen), 5, pilot=pilot)
+            assert "SIGTERM" in str(app.screen.query_one("#dialog-body Static").render())
+            await pilot.press("y")
+            await until(lambda: not alive(victim), 10, pilot=pilot, what="SIGTERM delivered")
+            assert alive(other)
+            await until(lambda: victim not in app.proc_tree.keys, 10, pilot=pilot)
+
+    run(body())
+
+
+def test_keys_p_and_i_pause_and_change_the_interval(current_tree):
+    tree = current_tree(depth=1, breadth=1, hang="none")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(lambda: app.samples_shown >= 2, 10, pilot=pilot)
+            await pilot.press("p")
+            assert app.sampler.paused
+            await pilot.pause(0.4)
+            n = app.samples_shown
+            await pilot.pause(1.0)
+            assert app.samples_shown == n, "sampled while paused"
+            assert "PAUSED" in str(app.query_one("#status").render())
+            await pilot.press("p")
+            await until(lambda: app.samples_shown > n, 5, pilot=pilot, what="resumed")
+
+            await pilot.press("i")
+            await until(lambda: isinstance(app.screen, IntervalScreen), 5, pilot=pilot)
+            await pilot.press("end", "ctrl+u", *"abc", "enter")  # rejected
+            assert isinstance(app.screen, IntervalScreen)
+            await pilot.press("ctrl+u", *"0.5", "enter")
+            await until(lambda: not isinstance(app.screen, IntervalScreen), 5, pilot=pilot)
+            assert app.sampler.interval == 0.5
+            assert "every 0.5s" in str(app.query_one("#status").render())
+
+    run(body())
+
+
+def test_keys_filter_actors_only_log_and_palette(current_tree, sleep_tree):
+    tree = current_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+    sh = sleep_tree()
+    sleeps = [p for p in sh.pids() if p != sh.root]
+
+    async def body():
+        app = DashApp([str(tree.root), str(sh.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [*actors.values(), sh.root, *sleeps])
+            ptree = app.proc_tree
+            await pilot.press("slash")
+            assert app.query_one("#filter").has_focus
+            await pilot.press(*"leaf_1")
+            await until(lambda: actors["leaf_0_0"] not in ptree.keys, 5, pilot=pilot)
+            shown = set(ptree.keys)
+            assert {actors["leaf_1_0"], actors["leaf_1_1"], actors["spawner_1"], tree.root} <= shown
+            assert actors["spawner_0"] not in shown and sh.root not in shown
+            await pilot.press("escape")
+            await until(lambda: actors["leaf_0_0"] in ptree.keys, 5, pilot=pilot)
+            assert not app.query_one("#filter").display
+
+            await pilot.press("a")  # actors only: the sleeps go, roots stay
+            await until(lambda: not set(sleeps) & set(ptree.keys), 5, pilot=pilot)
+            assert sh.root in ptree.keys and set(actors.values()) <= set(ptree.keys)
+            await pilot.press("a")
+            await until(lambda: set(sleeps) <= set(ptree.keys), 5, pilot=pilot)
+
+            tabs = app.query_one("#bottom")
+            assert tabs.active == "events-tab"
+            await pilot.press("l")
+            assert tabs.active == "log-tab"
+            await pilot.press("l")
+            assert tabs.active == "events-tab"
+
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.3)
+            await pilot.press(*"Pause", "enter")
+            await until(lambda: app.sampler.paused, 5, pilot=pilot, what="palette command")
+
+            await pilot.press("q")
+            await until(lambda: not app.is_running, 10, pilot=pilot)
+
+    run(body())
+
+
+# -- launch mode -----------------------------------------------------------------------
+
+def test_launch_mode_real_actor_tree_log_and_quit(xdg_runtime_dir):
+    seen: set[int] = set()
+
+    async def body():
+        app = DashApp(launch=DEMO_TREE, interval=FAST, grace=1.5)
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                def names():
+                    snap = app.snapshot
+                    if snap is None:
+                        return set()
+                    return {e.proc.actor.name for e in snap.entries.values()
+                            if e.proc.actor is not None and e.proc.pid in app.proc_tree.keys}
+                await until(lambda: DEMO_ACTORS <= names(), 30, pilot=pilot, what="demo actors")
+                await until(lambda: "READY" in app.log_pane.text, 10, pilot=pilot)
+                assert "calling time.sleep(3600)" in app.log_pane.text  # stderr relayed
+                def zombies():
+                    return [e.proc.pid for e in app.snapshot.entries.values()
+                            if e.bucket == "zombie" and e.proc.actor is not None]
+                zombie = await until(zombies, 10, pilot=pilot, what="the crasher's zombie")
+                await pilot.pause(0.1)
+                assert "exited:3" in label_of(app, zombie[0])
+                await until(lambda: "zombied" in app.events_pane.text, 10, pilot=pilot)
+                assert f"child {app.child_pid} running" in str(app.query_one("#status").render())
+                seen.update(app.snapshot.entries)
+                seen.update(app.supervisor.seen_pids)
+                assert len(seen) >= 9
+                await pilot.press("q")
+                await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
+        finally:
+            kill_all(seen)
+        assert not [p for p in seen if alive(p)], "launched tree survived quit"
+        assert app.supervisor.returncode is not None
+
+    run(body())
+
+
+def test_launch_mode_one_mib_without_newline(tmp_path):
+    prog = tmp_path / "blurt.py"
+    prog.write_text(
+        "import sys, time\n"
+        "sys.stdout.write('y' * (1 << 20)); sys.stdout.flush()\n"
+        "print('\\nafter the blob', flush=True)\n"
+        "sys.exit(7)\n")
+
+    async def body():
+        app = DashApp(launch=[sys.executable, str(prog)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(lambda: app.child_code is not None, 20, pilot=pilot, what="exit")
+            await until(lambda: "after the blob" in app.log_pane.text, 5, pilot=pilot)
+            assert app.log_pane.received_chars >= 1 << 20
+            assert app.child_code == 7
+            assert "exited 7" in str(app.query_one("#status").render())
+            assert "exited: 7" in app.log_pane.text
+
+    run(body())
+
+
+def test_launch_of_a_missing_command_is_reported_not_raised():
+    async def body():
+        app = DashApp(launch=["/nonexistent/nope"], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(lambda: app.launch_error is not None, 10, pilot=pilot)
+            assert "cannot launch /nonexistent/nope" in app.launch_error
+            assert app.launch_error in app.log_pane.text
+
+    run(body())

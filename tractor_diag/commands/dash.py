@@ -1,0 +1,134 @@
+"""dash: the Textual dashboard, attached to trees or launching one."""
+from __future__ import annotations
+
+HELP = "live dashboard: attach to trees, or launch and supervise a program (dash -- CMD ARGS...)"
+DESCRIPTION = """\
+A live view of actor trees: every process with its liveness bucket and
+state, CPU, memory, age and kernel wait channel; the selected process's
+command line, parent address, sockets and children; a timeline of spawns,
+exits (with codes), zombies, orphans and runaways.
+
+  tractor-diag dash [PID|PATTERN ...]        attach (no target: every tree
+                                             that holds tractor actors)
+  tractor-diag dash [OPTIONS] -- CMD ARGS... launch CMD and supervise it
+
+In launch mode the program's stdin is /dev/null, its stdout/stderr go to
+the Log tab line by line, its exit code is shown, and quitting stops its
+whole tree: SIGINT, a grace period (--grace), then SIGKILL.
+
+Keys: s stacks (py-spy) · t trio task tree (SIGUSR1, only with a handler)
+d dump-all of the selected tree · r reap the selected subtree (asks first)
+k send a signal (asks first) · p pause · i interval · / filter
+a actors only · l events/log · q quit · ctrl+p command palette.
+"""
+
+
+def add_options(parser) -> None:
+    parser.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS",
+        help="sampling interval (default 1.0)",
+    )
+    parser.add_argument(
+        "--grace", type=float, default=3.0, metavar="SECONDS",
+        help="launch mode: how long the tree gets after SIGINT on quit before SIGKILL (default 3)",
+    )
+    parser.add_argument(
+        "--no-subreaper", action="store_true",
+        help="launch mode: do not adopt orphans of the launched tree "
+             "(they then re-parent to init and are shown as strays/orphans only if actors)",
+    )
+
+
+def add_arguments(parser) -> None:
+    import argparse
+
+    add_options(parser)
+    parser.add_argument(
+        "argv", nargs=argparse.REMAINDER, metavar="PID|PATTERN ... | -- CMD ARGS",
+        help="roots to attach to, or '--' and the command to launch",
+    )
+
+
+def split_argv(args) -> tuple[list[str], list[str] | None]:
+    """-> (targets, command to launch or None); options given after the
+    targets are parsed too (argparse's REMAINDER would swallow them)."""
+    from ..errors import UsageError
+
+    argv = list(args.argv or [])
+    command = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+        if not command:
+            raise UsageError("tractor-diag dash: nothing to launch after '--'")
+    if any(a.startswith("-") for a in argv):
+        from ..cli import _Parser
+
+        p = _Parser(prog="tractor-diag dash")
+        add_options(p)
+        p.add_argument("targets", nargs="*")
+        ns = p.parse_args(argv)
+        for name in ("interval", "grace", "no_subreaper"):
+            if getattr(ns, name) != p.get_default(name):
+                setattr(args, name, getattr(ns, name))
+        argv = ns.targets
+    if command is not None and argv:
+        raise UsageError("tractor-diag dash: give roots to attach to, or '-- CMD ARGS' to launch, not both")
+    return argv, command
+
+
+def check_command(command: list[str]) -> None:
+    import os
+    import shutil
+
+    from ..errors import NotFound
+
+    exe = command[0]
+    if os.sep in exe:
+        if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+            raise NotFound(f"cannot launch {exe}: not an executable file")
+    elif shutil.which(exe) is None:
+        raise NotFound(f"cannot launch {exe}: command not found")
+
+
+def run(args, out) -> int:
+    import sys
+
+    from ..errors import DiagError, UsageError
+
+    targets, command = split_argv(args)
+    if not 0.1 <= args.interval <= 3600:
+        raise UsageError("tractor-diag dash: --interval must be between 0.1 and 3600 seconds")
+    if not 0 <= args.grace <= 600:
+        raise UsageError("tractor-diag dash: --grace must be between 0 and 600 seconds")
+    if command is not None:
+        check_command(command)
+    elif targets:
+        from .ptree import snapshot_for
+
+        snapshot_for(targets)  # one clear line if nothing matches
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise DiagError("tractor-diag dash: needs a terminal (stdin and stdout must be a tty); "
+                        "use 'tractor-diag ptree' or 'watch' otherwise")
+
+    from ..tui.app import DashApp
+
+    app = DashApp(targets, launch=command, interval=args.interval, grace=args.grace,
+                  subreaper=not args.no_subreaper)
+    try:
+        app.run()
+    finally:
+        if app.supervisor is not None and app.guest.running:
+            app.supervisor.kill_now()
+    if command is not None:
+        sup = app.supervisor
+        if app.launch_error:
+            out.write(f"tractor-diag dash: {app.launch_error}\n")
+            return 1
+        if sup is not None and sup.pid is not None:
+            from ..render.ptree import exit_status
+
+            code = sup.returncode
+            status = "still running at quit, stopped" if code is None else f"exited {exit_status(code)}"
+            out.write(f"tractor-diag dash: launched pid {sup.pid} {status}\n")
+    return 0

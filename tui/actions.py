@@ -1,0 +1,270 @@
+"""What the dashboard's keys do, as trio tasks run in the guest.
+
+Every one of them reaches into processes (py-spy, signals, /proc, files), so
+each runs its blocking part in `trio.to_thread.run_sync`, bounded in time,
+and reports back with one `DashApp.ActionDone` message: the result lands in
+the detail pane of the process it concerns and as a one-line notice.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+import trio
+from rich.text import Text
+
+from tractor_diag import procfs
+
+from .detail import stamp
+
+if TYPE_CHECKING:
+    from .app import DashApp
+
+STACK_TIMEOUT = 5.0
+TASK_TIMEOUT = 3.0
+
+
+def _done(app: "DashApp", section: str, pid: int, title: str, body: Text,
+          summary: str, ok: bool = True) -> None:
+    app.post_message(app.ActionDone(section, pid, title, body, summary, ok))
+
+
+def _failed(app: "DashApp", section: str, pid: int, title: str, what: str, exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    _done(app, section, pid, title, Text(f"{what} failed: {reason}", "red"),
+          f"{what} of {pid} failed: {reason}", ok=False)
+
+
+# -- Python stacks -------------------------------------------------------------
+
+def render_py_stack(py) -> Text:
+    """A `PyStack` as text: each thread, frames outermost first."""
+    text = Text()
+    if py.status != "ok":
+        text.append(f"no Python stack: {py.reason or py.status}\n", "yellow")
+        return text
+    if py.reason:
+        text.append(f"({py.reason})\n", "dim")
+    for thread in py.threads:
+        head = f"thread {thread.os_thread_id or thread.thread_id}"
+        if thread.name:
+            head += f" {thread.name!r}"
+        flags = [f for f, on in (("active", thread.active), ("holds GIL", thread.owns_gil)) if on]
+        if flags:
+            head += f" ({', '.join(flags)})"
+        text.append(head + "\n", "bold")
+        for frame in thread.frames:
+            text.append(f"  {frame.name}", "green" if not frame.native else "dim")
+            text.append(f"  {frame.where}\n", "dim")
+            for local in frame.locals or ():
+                text.append(f"      {local.name} = {local.repr}\n", "dim")
+    return text
+
+
+async def stacks(app: "DashApp", pid: int) -> None:
+    title = f"Python stacks (py-spy, {stamp()})"
+    try:
+        from tractor_diag import stacks as stackmod
+
+        def dump():
+            return stackmod.dump_python(pid, py_spy=stackmod.find_py_spy(), timeout=STACK_TIMEOUT)
+
+        py = await trio.to_thread.run_sync(dump)
+    except Exception as exc:  # noqa: BLE001 - shown to the user, never raised into the UI
+        _failed(app, "stacks", pid, title, "py-spy dump", exc)
+        return
+    ok = py.status == "ok"
+    summary = (f"stacks of {pid}: {len(py.threads)} thread(s)" if ok
+               else f"no Python stack for {pid}: {py.reason or py.status}")
+    _done(app, "stacks", pid, title, render_py_stack(py), summary, ok)
+
+
+# -- trio task tree ------------------------------------------------------------
+
+async def task_tree(app: "DashApp", pid: int) -> None:
+    title = f"trio task tree (SIGUSR1, {stamp()})"
+    try:
+        from tractor_diag import tasks as taskmod
+
+        def request():
+            proc = procfs.read_proc(pid)
+            if proc is None:
+                return None
+            req = taskmod.request(proc)
+            if not isinstance(req, taskmod.Pending):
+                return req
+            return taskmod.collect([req], until=time.monotonic() + TASK_TIMEOUT)[pid]
+
+        tree = await trio.to_thread.run_sync(request)
+    except Exception as exc:  # noqa: BLE001
+        _failed(app, "tasks", pid, title, "task-tree request", exc)
+        return
+    if tree is None:
+        _done(app, "tasks", pid, title, Text("process gone", "yellow"),
+              f"no task tree for {pid}: process gone", ok=False)
+        return
+    body = Text()
+    if tree.reason:
+        body.append(f"({tree.reason})\n", "dim" if tree.status == "collected" else "yellow")
+    if tree.text:
+        body.append(tree.text.rstrip("\n") + "\n")
+    if tree.path:
+        body.append(f"from {tree.path}\n", "dim")
+    ok = tree.status == "collected"
+    summary = (f"task tree of {pid}: {len(tree.tasks) or 'some'} task(s)" if ok
+               else f"no task tree for {pid}: {tree.reason or tree.status}")
+    _done(app, "tasks", pid, title, body, summary, ok)
+
+
+# -- signals -------------------------------------------------------------------
+
+def _same_process(pid: int, create_time: float) -> bool:
+    proc = procfs.read_proc(pid, detail=False)
+    return proc is not None and abs(proc.create_time - create_time) < 0.05
+
+
+async def send_signal(app: "DashApp", pid: int, create_time: float, signum: int) -> None:
+    name = signal.Signals(signum).name
+    title = f"signal ({stamp()})"
+
+    def send() -> str | None:
+        # The pid may have been reused since the user looked at it.
+        if not _same_process(pid, create_time):
+            return "process gone (or its pid was reused): not signalled"
+        if signum == signal.SIGUSR1:
+            proc = procfs.read_proc(pid)
+            if proc is None or not proc.handles_signal(signal.SIGUSR1):
+                return "no SIGUSR1 handler: not signalled (it would die)"
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return "process gone"
+        except PermissionError:
+            return "permission denied"
+        return None
+
+    err = await trio.to_thread.run_sync(send)
+    if err is None:
+        _done(app, "signal", pid, title, Text(f"sent {name}", "green"), f"sent {name} to {pid}")
+    else:
+        _done(app, "signal", pid, title, Text(f"{name}: {err}", "yellow"),
+              f"{name} to {pid}: {err}", ok=False)
+
+
+# -- snapshot bundle -------------------------------------------------------------
+
+DUMP_DEADLINE = 60.0
+HISTORY_SNAPSHOTS = 30
+
+
+async def dump_all(app: "DashApp", pid: int) -> None:
+    """`dump-all` of the tree at ``pid``, with the sampler's recent history."""
+    title = f"dump-all ({stamp()})"
+    history_snaps = list(app.sampler.history)[-HISTORY_SNAPSHOTS:]
+    history_events = list(app.sampler.events)
+
+    def write():
+        from tractor_diag.commands.ptree import snapshot_for
+        from tractor_diag.snapshot import History, write_bundle
+
+        snap = snapshot_for([str(pid)], strays=False)
+        history = History(snapshots=history_snaps, events=history_events) if history_snaps else None
+        return write_bundle(snap, label=f"dash-{pid}", out_dir=app.dump_root, history=history,
+                            targets=[str(pid)], deadline=time.monotonic() + DUMP_DEADLINE)
+
+    try:
+        meta = await trio.to_thread.run_sync(write)
+    except Exception as exc:  # noqa: BLE001
+        _failed(app, "dump", pid, title, "dump-all", exc)
+        return
+    app.last_bundle = meta.path
+    body = Text()
+    body.append(f"{meta.path}\n", "bold green")
+    body.append(f"{len(meta.pids)} process(es), {len(meta.stuck)} look stuck, "
+                f"{meta.duration:.1f}s; read summary.md first\n")
+    for missing in meta.missing[:10]:
+        where = f" (pid {missing.pid})" if missing.pid is not None else ""
+        body.append(f"  missing {missing.what}{where}: {missing.why}\n", "dim")
+    _done(app, "dump", pid, title, body, f"snapshot bundle written: {meta.path}")
+
+
+# -- reaping ---------------------------------------------------------------------
+
+def _subtree_plan(pid: int):
+    """The safe reaper's plan for ``pid`` and everything below it.
+
+    The reaper plans *below* a given parent; asking it for the selected
+    process's parent and keeping only the selected subtree lets the selected
+    process itself be a target, under the reaper's own rules (same user,
+    actors only, never us or our ancestors).
+    """
+    from tractor_diag.errors import NotFound
+    from tractor_diag.reap import make_plan
+    from tractor_diag.trees import children_map, descendants
+
+    procs = procfs.scan()
+    proc = procs.get(pid)
+    if proc is None or proc.state in ("Z", "X"):
+        raise NotFound(f"pid {pid} is gone (or a zombie): nothing to reap")
+    plan = make_plan(parent=proc.ppid, procs=procs)
+    keep = set(descendants(children_map(procs), [pid]))
+    plan.targets = [t for t in plan.targets if t.pid in keep]
+    plan.skipped = [s for s in plan.skipped if s.pid in keep]
+    plan.tops = [pid]
+    return plan
+
+
+def describe_plan(plan) -> Text:
+    text = Text()
+    if plan.targets:
+        text.append("Will send SIGINT, wait the grace period, then SIGKILL survivors:\n", "bold")
+        for t in plan.targets:
+            text.append(f"  {'  ' * min(t.depth, 6)}{t.pid:>7} ", "cyan")
+            text.append(f"{t.actor or t.title}\n")
+    else:
+        text.append("Nothing in this subtree may be reaped.\n", "yellow")
+    if plan.skipped:
+        text.append("Left alone:\n", "bold dim")
+        for s in plan.skipped:
+            text.append(f"  {s.pid:>7} {s.title[:50]}: {s.reason}\n", "dim")
+    return text
+
+
+async def plan_reap(app: "DashApp", pid: int) -> None:
+    try:
+        plan = await trio.to_thread.run_sync(_subtree_plan, pid)
+    except Exception as exc:  # noqa: BLE001
+        _failed(app, "reap", pid, f"reap ({stamp()})", "reap plan", exc)
+        return
+    if not plan.targets:
+        _done(app, "reap", pid, f"reap ({stamp()})", describe_plan(plan),
+              f"nothing to reap under {pid} (only actors of your user are reaped)", ok=False)
+        return
+    app.call_later(app.confirm_reap, pid, describe_plan(plan), plan)
+
+
+async def reap(app: "DashApp", pid: int, plan) -> None:
+    from tractor_diag.reap import execute
+
+    title = f"reap ({stamp()})"
+    try:
+        outcome = await trio.to_thread.run_sync(lambda: execute(plan, grace=app.grace))
+    except Exception as exc:  # noqa: BLE001
+        _failed(app, "reap", pid, title, "reap", exc)
+        return
+    body = Text()
+    for fate in outcome.fates:
+        style = {"exited": "green", "killed": "yellow"}.get(fate.fate, "red")
+        body.append(f"  {fate.pid:>7} {fate.title[:40]}  ", "")
+        body.append(fate.fate, style)
+        if fate.detail:
+            body.append(f" ({fate.detail})", "dim")
+        body.append("\n")
+    counts: dict[str, int] = {}
+    for fate in outcome.fates:
+        counts[fate.fate] = counts.get(fate.fate, 0) + 1
+    summary = f"reaped the subtree at {pid}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    ok = not any(f.fate in ("survived", "error") for f in outcome.fates)
+    _done(app, "reap", pid, title, body, summary, ok)

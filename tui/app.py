@@ -1,0 +1,617 @@
+"""The dashboard application: live actor-tree liveness, and acting on it.
+
+Data flows one way: trio (the sampler, the launcher, every action) posts
+messages; the handlers here update the panes. `DashApp.show` is the single
+entry point for a snapshot, so tests (and the snapshot tests' injected data)
+feed the app exactly the way the sampler does.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
+
+from tractor_diag.model import Entry, Event, Snapshot
+from tractor_diag.render.ptree import exit_status
+
+from . import actions
+from .bridge import TrioGuest
+from .detail import DetailPane, stamp
+from .dialogs import ConfirmScreen, IntervalScreen, SignalScreen
+from .events_pane import EventsPane
+from .log_pane import LogPane
+from .proc_tree import ProcTree
+from .sockets import Sock
+
+
+class DashApp(App):
+    """``tractor-diag dash``: attach to trees, or launch and supervise one."""
+
+    CSS_PATH = "dash.tcss"
+    TITLE = "tractor-diag dash"
+
+    BINDINGS = [
+        Binding("s", "stacks", "Stacks"),
+        Binding("t", "tasks", "Task tree"),
+        Binding("d", "dump", "Dump-all"),
+        Binding("r", "reap", "Reap"),
+        Binding("k", "signal", "Signal"),
+        Binding("p", "pause", "Pause"),
+        Binding("i", "interval", "Interval"),
+        Binding("slash", "filter", "Filter"),
+        Binding("a", "actors_only", "Actors only"),
+        Binding("l", "toggle_log", "Events/Log"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    # -- messages from trio --------------------------------------------------
+
+    class Sampled(Message):
+        def __init__(self, snapshot: Snapshot, events: list[Event]) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+            self.events = events
+
+    class Output(Message):
+        def __init__(self, stream: str, lines: list[str]) -> None:
+            super().__init__()
+            self.stream = stream
+            self.lines = lines
+
+    class Launched(Message):
+        def __init__(self, pid: int | None, error: str | None = None) -> None:
+            super().__init__()
+            self.pid = pid
+            self.error = error
+
+    class Exited(Message):
+        def __init__(self, pid: int, code: int) -> None:
+            super().__init__()
+            self.pid = pid
+            self.code = code
+
+    class ActionDone(Message):
+        """An action finished: its result goes to the detail pane of
+        ``pid`` under ``section``, and a one-line ``summary`` is shown."""
+
+        def __init__(self, section: str, pid: int, title: str, body: Text,
+                     summary: str, ok: bool = True) -> None:
+            super().__init__()
+            self.section = section
+            self.pid = pid
+            self.title = title
+            self.body = body
+            self.summary = summary
+            self.ok = ok
+
+    class SocketsRead(Message):
+        def __init__(self, pid: int, socks: list[Sock]) -> None:
+            super().__init__()
+            self.pid = pid
+            self.socks = socks
+
+    # -- setup ---------------------------------------------------------------
+
+    def __init__(
+        self,
+        targets: Iterable[str] = (),
+        *,
+        launch: list[str] | None = None,
+        interval: float = 1.0,
+        live: bool = True,
+        subreaper: bool = True,
+        grace: float = 3.0,
+        dump_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        from tractor_diag.sampler import Sampler
+
+        self.targets = list(targets)
+        self.launch_argv = list(launch) if launch else None
+        self.live = live
+        self.use_subreaper = subreaper
+        self.grace = grace
+        self.dump_root = dump_root
+        self.sampler = Sampler(self.targets, interval=interval)
+        self.supervisor = None
+        self.child_pid: int | None = None
+        self.child_code: int | None = None
+        self.launch_error: str | None = None
+        self.snapshot: Snapshot | None = None
+        self.guest = TrioGuest(self._trio_main, on_done=self._trio_done)
+        self.first_frame_at: float | None = None
+        self.samples_shown = 0
+        self._extras: dict[int, dict[str, tuple[str, Text]]] = {}
+        self._sockets: dict[int, list[Sock]] = {}
+        self._sockets_read_at: dict[int, float] = {}
+        self._subreaper_was_set = False
+        self._quitting = False
+        self._trio_error: str | None = None
+        self.last_bundle: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◈")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter: name, pid, state, command…", id="filter")
+                yield ProcTree(id="tree")
+            with Vertical(id="right"):
+                yield DetailPane(id="detail")
+                with TabbedContent(id="bottom", initial="events-tab"):
+                    with TabPane("Events", id="events-tab"):
+                        yield EventsPane(id="events")
+                    with TabPane("Log", id="log-tab"):
+                        yield LogPane(id="log")
+        yield Static(id="status")
+        yield Footer()
+
+    @property
+    def proc_tree(self) -> ProcTree:
+        return self.query_one(ProcTree)
+
+    @property
+    def detail(self) -> DetailPane:
+        return self.query_one(DetailPane)
+
+    @property
+    def events_pane(self) -> EventsPane:
+        return self.query_one(EventsPane)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    def on_mount(self) -> None:
+        self.proc_tree.border_title = "processes"
+        self.detail.border_title = "detail"
+        self.query_one("#filter").display = False
+        if self.launch_argv:
+            self.sub_title = "launch: " + shlex.join(self.launch_argv)
+        elif self.targets:
+            self.sub_title = "attach: " + " ".join(self.targets)
+        else:
+            self.sub_title = "attach: every tree with tractor actors"
+        self._update_status()
+        self.proc_tree.focus()
+        self._install_signal_handlers()
+        self.guest.start()
+
+    async def on_unmount(self) -> None:
+        await self._stop_trio()
+        self._restore_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        # The launched tree lives in a session of its own: a hangup or a
+        # SIGTERM of the dashboard would not reach it. Quit properly instead
+        # (which stops the tree). Plain handlers, not loop.add_signal_handler:
+        # that would fight trio over the signal wakeup fd.
+        import asyncio
+        import threading
+
+        self._old_handlers = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+
+        def handler(signum, frame) -> None:
+            loop.call_soon_threadsafe(lambda: self.run_worker(self.action_quit(), exclusive=True))
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old_handlers[signum] = signal.signal(signum, handler)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, old in getattr(self, "_old_handlers", {}).items():
+            try:
+                signal.signal(signum, old)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers = {}
+
+    def _trio_done(self, outcome) -> None:
+        # Runs on the loop thread once trio has finished. Expected when we
+        # stop it; otherwise it died (or got a SIGINT): say so and leave.
+        if self._quitting:
+            return
+        error = getattr(outcome, "error", None)
+        if error is None:
+            return
+        import traceback
+
+        self._trio_error = "".join(traceback.format_exception_only(type(error), error)).strip()
+        if isinstance(error, KeyboardInterrupt) or (
+                isinstance(error, BaseExceptionGroup)
+                and error.subgroup(KeyboardInterrupt) is not None):
+            self.call_later(self.exit)
+            return
+        self.call_later(self.log_pane.note, f"sampler stopped: {self._trio_error}", "bold red")
+        self.call_later(self.notify, f"sampler stopped: {self._trio_error}",
+                        severity="error", markup=False, timeout=30)
+
+    async def _stop_trio(self) -> None:
+        await self.guest.stop(timeout=self.grace + 5.0)
+        if self.supervisor is not None and self.guest.running:
+            self.supervisor.kill_now()  # trio could not finish in time
+        if self._subreaper_was_set:
+            from tractor_diag.launch import set_child_subreaper
+
+            set_child_subreaper(False)
+            self._subreaper_was_set = False
+
+    # -- the trio side -------------------------------------------------------
+
+    async def _trio_main(self, nursery) -> None:
+        if self.launch_argv:
+            await self._start_launch(nursery)
+        if self.live:
+            nursery.start_soon(self.sampler.run, self._on_sample)
+
+    async def _start_launch(self, nursery) -> None:
+        from tractor_diag.launch import Supervisor, set_child_subreaper
+        from tractor_diag.trees import Targets
+
+        if self.use_subreaper and set_child_subreaper(True):
+            self._subreaper_was_set = True
+            self.sampler.subreapers.add(os.getpid())
+        self.supervisor = Supervisor(
+            self.launch_argv,
+            on_output=lambda stream, lines: self.post_message(self.Output(stream, lines)),
+            on_exit=self._on_exit,
+            grace=self.grace,
+        )
+        try:
+            pid = await nursery.start(self.supervisor.run)
+        except OSError as exc:
+            self.launch_error = f"cannot launch {self.launch_argv[0]}: {exc.strerror or exc}"
+            self.post_message(self.Launched(None, self.launch_error))
+            return
+        self.sampler.targets = Targets([pid])
+        self.post_message(self.Launched(pid))
+
+    def _on_exit(self, pid: int, code: int) -> None:
+        self.sampler.known_exit_codes[pid] = code
+        self.post_message(self.Exited(pid, code))
+
+    def _on_sample(self, snap: Snapshot, events: list[Event]) -> None:
+        if self.supervisor is not None and self.child_pid is not None:
+            self.supervisor.note_members(
+                (pid, e.proc.create_time) for pid, e in snap.entries.items()
+                if e.root == self.child_pid)
+        self.post_message(self.Sampled(snap, events))
+
+    # -- feeding the panes ---------------------------------------------------
+
+    def show(self, snap: Snapshot, events: Iterable[Event] = ()) -> None:
+        """Show one snapshot and its events (what every sampler tick does)."""
+        self.snapshot = snap
+        self.proc_tree.show_snapshot(snap)
+        events = list(events)
+        if events:
+            self.events_pane.add_events(events)
+        self.samples_shown += 1
+        pid = self.proc_tree.selected_pid
+        if pid is not None and time.monotonic() - self._sockets_read_at.get(pid, 0.0) > 2.0:
+            self._request_sockets(pid)
+        self._refresh_detail()
+        self._update_status()
+        if self.first_frame_at is None:
+            self.call_after_refresh(self._mark_first_frame)
+
+    def _mark_first_frame(self) -> None:
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+
+    def add_output(self, stream: str, lines: list[str]) -> None:
+        self.log_pane.add_lines(stream, lines)
+
+    def on_dash_app_sampled(self, message: Sampled) -> None:
+        if not self._quitting:
+            self.show(message.snapshot, message.events)
+
+    def on_dash_app_output(self, message: Output) -> None:
+        self.add_output(message.stream, message.lines)
+
+    def on_dash_app_launched(self, message: Launched) -> None:
+        if message.pid is None:
+            self.log_pane.note(message.error or "launch failed", "bold red")
+            self.events_pane.note(Text(message.error or "launch failed", "bold red"))
+            self.notify(message.error or "launch failed", severity="error", markup=False)
+        else:
+            self.child_pid = message.pid
+            self.log_pane.note(f"launched pid {message.pid}: {shlex.join(self.launch_argv or [])}", "bold green")
+        self._update_status()
+
+    def on_dash_app_exited(self, message: Exited) -> None:
+        status = exit_status(message.code)
+        if message.pid == self.child_pid:
+            self.child_code = message.code
+            line = f"launched program (pid {message.pid}) exited: {status}"
+            self.log_pane.note(line, "bold red" if message.code else "bold green")
+            self.events_pane.note(Text(f"{stamp()} {line}", "bold"))
+        else:
+            self.events_pane.note(Text(f"{stamp()} reaped adopted orphan {message.pid}: {status}", "italic"))
+        self._update_status()
+
+    def on_dash_app_action_done(self, message: ActionDone) -> None:
+        self._extras.setdefault(message.pid, {})[message.section] = (message.title, message.body)
+        self.events_pane.note(Text(f"{stamp()} {message.summary}", "italic" if message.ok else "bold red"))
+        self.notify(message.summary, severity="information" if message.ok else "error",
+                    markup=False, timeout=6)
+        if self.detail.pid == message.pid:
+            self._refresh_detail(force=True)
+
+    def on_dash_app_sockets_read(self, message: SocketsRead) -> None:
+        self._sockets[message.pid] = message.socks
+        if self.detail.pid == message.pid:
+            self._refresh_detail(force=True)
+
+    @on(Tree.NodeHighlighted, "#tree")
+    def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+        self._refresh_detail(force=True)
+        pid = self.proc_tree.selected_pid
+        if pid is not None:
+            self._request_sockets(pid)
+
+    def _request_sockets(self, pid: int) -> None:
+        # Sockets change (an actor binds after it starts): re-read them for
+        # the selected process now and then, never for the whole tree.
+        self._sockets_read_at[pid] = time.monotonic()
+        self.guest.spawn(self._read_sockets, pid)
+
+    async def _read_sockets(self, pid: int) -> None:
+        import trio
+
+        from .sockets import sockets_of
+
+        socks = await trio.to_thread.run_sync(sockets_of, pid)
+        self.post_message(self.SocketsRead(pid, socks))
+
+    def selected_entry(self) -> Entry | None:
+        pid = self.proc_tree.selected_pid
+        if pid is None or self.snapshot is None:
+            return None
+        return self.snapshot.entries.get(pid)
+
+    def _refresh_detail(self, force: bool = False) -> None:
+        entry = self.selected_entry()
+        pid = entry.proc.pid if entry is not None else None
+        if pid is None and self.detail.pid is None and not force:
+            return
+        self.detail.show(entry, self.snapshot,
+                         sockets=self._sockets.get(pid) if pid is not None else None,
+                         extras=self._extras.get(pid) if pid is not None else None)
+
+    def _update_status(self) -> None:
+        parts: list[tuple[str, str] | str] = []
+        snap = self.snapshot
+        if snap is not None:
+            counts: dict[str, int] = {}
+            for e in snap.entries.values():
+                counts[e.bucket] = counts.get(e.bucket, 0) + 1
+                if e.state in ("runaway", "blocked"):
+                    counts[e.state] = counts.get(e.state, 0) + 1
+            parts.append((f"{len(snap.entries)} procs", "bold"))
+            for key, style in (("zombie", "bold bright_red"), ("orphan", "bold red"),
+                               ("stray", "yellow"), ("runaway", "bold magenta"),
+                               ("blocked", "yellow")):
+                if counts.get(key):
+                    parts.append((f"{counts[key]} {key}", style))
+            if snap.missing_roots and not snap.roots:
+                parts.append(("root gone", "red"))
+        else:
+            parts.append(("waiting for the first sample…", "dim"))
+        if self.live:
+            parts.append(f"every {self.sampler.interval:g}s")
+        if self.sampler.paused:
+            parts.append(("PAUSED", "bold reverse yellow"))
+        if self.launch_error:
+            parts.append((self.launch_error, "bold red"))
+        elif self.child_pid is not None:
+            if self.child_code is None:
+                parts.append((f"child {self.child_pid} running", "green"))
+            else:
+                parts.append((f"child {self.child_pid} exited {exit_status(self.child_code)}",
+                              "bold red" if self.child_code else "bold green"))
+        text = Text(" ")
+        for i, part in enumerate(parts):
+            if i:
+                text.append("  ·  ", "dim")
+            if isinstance(part, tuple):
+                text.append(*part)
+            else:
+                text.append(part)
+        self.query_one("#status", Static).update(text)
+
+    # -- actions (keys, palette) ---------------------------------------------
+
+    def _need_selection(self) -> Entry | None:
+        entry = self.selected_entry()
+        if entry is None:
+            self.notify("select a process first", severity="warning")
+        return entry
+
+    def _start(self, what: str, async_fn, *args) -> None:
+        if not self.guest.spawn(async_fn, *args):
+            self.notify(f"cannot {what}: the trio side is not running", severity="error")
+
+    def action_stacks(self) -> None:
+        entry = self._need_selection()
+        if entry is None:
+            return
+        self.notify(f"collecting Python stacks of {entry.proc.pid}…", timeout=3)
+        self._start("collect stacks", actions.stacks, self, entry.proc.pid)
+
+    def action_tasks(self) -> None:
+        entry = self._need_selection()
+        if entry is None:
+            return
+        handles = entry.proc.handles_signal(signal.SIGUSR1)
+        if not handles:
+            why = ("it has no SIGUSR1 handler (the signal would kill it)" if handles is False
+                   else "whether it handles SIGUSR1 is unknown")
+            self.post_message(self.ActionDone(
+                "tasks", entry.proc.pid, "trio task tree",
+                Text(f"not requested: {why}", "yellow"),
+                f"no task tree for {entry.proc.pid}: {why}", ok=False))
+            return
+        self.notify(f"requesting the trio task tree of {entry.proc.pid}…", timeout=3)
+        self._start("request a task tree", actions.task_tree, self, entry.proc.pid)
+
+    def action_dump(self) -> None:
+        entry = self._need_selection()
+        if entry is None:
+            return
+        self.notify(f"writing a snapshot bundle of the tree at {entry.proc.pid}…", timeout=4)
+        self._start("dump", actions.dump_all, self, entry.proc.pid)
+
+    def action_reap(self) -> None:
+        entry = self._need_selection()
+        if entry is None:
+            return
+        self._start("plan a reap", actions.plan_reap, self, entry.proc.pid)
+
+    def confirm_reap(self, pid: int, body: Text, plan) -> None:
+        """Called with the dry-run plan: ask, then reap for real."""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start("reap", actions.reap, self, pid, plan)
+            else:
+                self.notify("reap cancelled", timeout=3)
+
+        self.push_screen(ConfirmScreen(f"Reap the subtree at {pid}?", body, yes="Reap"), answered)
+
+    def action_signal(self) -> None:
+        entry = self._need_selection()
+        if entry is None:
+            return
+        pid = entry.proc.pid
+        target = f"{entry.proc.title} ({pid})"
+        create_time = entry.proc.create_time
+        usr1 = bool(entry.proc.handles_signal(signal.SIGUSR1))
+
+        def chosen(signum: int | None) -> None:
+            if signum is None:
+                return
+            name = signal.Signals(signum).name
+            body = Text.assemble("Send ", (name, "bold"), f" to {target}?\n\n",
+                                 (dict((s, w) for s, w in _signal_help()).get(signum, ""), "dim"))
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self._start("signal", actions.send_signal, self, pid, create_time, signum)
+
+            self.push_screen(ConfirmScreen(f"Send {name}?", body, yes=f"Send {name}"), answered)
+
+        self.push_screen(SignalScreen(target, usr1), chosen)
+
+    def action_pause(self) -> None:
+        paused = not self.sampler.paused
+        self.sampler.pause(paused)
+        self.notify("sampling paused" if paused else "sampling resumed", timeout=2)
+        self._update_status()
+
+    def action_interval(self) -> None:
+        def chosen(value: float | None) -> None:
+            if value is not None:
+                self.set_interval_seconds(value)
+
+        self.push_screen(IntervalScreen(self.sampler.interval), chosen)
+
+    def set_interval_seconds(self, value: float) -> None:
+        self.sampler.set_interval(value)
+        self.notify(f"sampling every {value:g}s", timeout=2)
+        self._update_status()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.proc_tree.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.display = False
+        self.proc_tree.focus()
+
+    def on_key(self, event) -> None:
+        box = self.query_one("#filter", Input)
+        if event.key == "escape" and box.has_focus:
+            box.value = ""
+            box.display = False
+            self.proc_tree.focus()
+            event.stop()
+
+    def action_actors_only(self) -> None:
+        on_ = not self.proc_tree.actors_only
+        self.proc_tree.set_actors_only(on_)
+        self.proc_tree.border_title = "processes (actors only)" if on_ else "processes"
+
+    def action_toggle_log(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "log-tab" if tabs.active == "events-tab" else "events-tab"
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        if self.supervisor is not None and self.child_pid is not None:
+            self.notify("stopping the launched tree (SIGINT, then SIGKILL)…", timeout=10)
+            self.query_one("#status", Static).update(
+                Text(" stopping the launched tree…", "bold yellow"))
+        await self._stop_trio()
+        self.exit()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if not binding.show or binding.action == "quit":
+                continue
+            help_ = _PALETTE_HELP.get(binding.action, binding.description)
+            yield SystemCommand(f"{binding.description} ({binding.key})", help_,
+                                _runner(self, binding.action))
+
+
+def _runner(app: App, action: str):
+    async def run() -> None:
+        await app.run_action(action)
+
+    return run
+
+
+def _signal_help():
+    from .dialogs import SIGNALS
+
+    return SIGNALS
+
+
+_PALETTE_HELP = {
+    "stacks": "Python stacks (py-spy) of the selected process",
+    "tasks": "trio task tree of the selected process (SIGUSR1, only with a handler)",
+    "dump": "write a dump-all snapshot bundle of the selected tree",
+    "reap": "SIGINT, grace, SIGKILL the selected subtree (asks first)",
+    "signal": "send a signal to the selected process (asks first)",
+    "pause": "pause or resume sampling",
+    "interval": "change the sampling interval",
+    "filter": "show only processes matching a text",
+    "actors_only": "hide or show processes that are not actors",
+    "toggle_log": "switch between the events and the launched program's log",
+}

@@ -1,0 +1,165 @@
+"""The detail pane: everything known about the selected process.
+
+Cheap facts come from the snapshot; sockets are read for this one pid when
+it is selected; Python stacks and the trio task tree only when asked for
+(keys ``s`` and ``t``), since both reach into the process.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+from rich.console import Group
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tractor_diag.model import Entry, Snapshot
+from tractor_diag.render import human_bytes, human_duration
+
+from .labels import BUCKET_STYLE, STATE_STYLE, badge, entry_name
+from .sockets import Sock
+
+
+def _field(text: Text, name: str, value: str | Text, style: str = "") -> None:
+    text.append(f"{name:<10}", "bold dim")
+    if isinstance(value, Text):
+        text.append_text(value)
+    else:
+        text.append(value, style)
+    text.append("\n")
+
+
+def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
+    """The snapshot's facts about one process, as text."""
+    proc = entry.proc
+    now = snap.taken_at if now is None else now
+    text = Text()
+    text.append(entry_name(entry, 80), "bold")
+    text.append(f"  pid {proc.pid}", "cyan")
+    if proc.actor is not None:
+        text.append(f"  actor ({proc.actor.generation} runtime)", "green")
+    text.append("\n")
+    _field(text, "state", badge(entry))
+    if entry.bucket != "live" and entry.note:
+        _field(text, "why", entry.note, BUCKET_STYLE.get(entry.bucket, ""))
+    if entry.stuck_for is not None and entry.stuck_for >= 1:
+        _field(text, "no cpu", f"for {human_duration(entry.stuck_for)}",
+               STATE_STYLE["blocked"] if entry.stuck_for > 10 else "")
+    cpu = "-" if entry.cpu_percent is None else f"{entry.cpu_percent:.1f}%"
+    _field(text, "cpu", f"{cpu}   (total {proc.cpu_time:.2f}s)")
+    _field(text, "rss", f"{human_bytes(proc.rss)}   threads {proc.num_threads}")
+    _field(text, "age", human_duration(now - proc.create_time))
+    _field(text, "wchan", proc.wchan or "-")
+    if proc.vol_ctx is not None:
+        _field(text, "ctx sw", f"{proc.vol_ctx} voluntary, {proc.invol_ctx} involuntary")
+    parent = snap.entries.get(proc.ppid)
+    ptitle = f" ({entry_name(parent, 40)})" if parent is not None else ""
+    _field(text, "parent", f"{proc.ppid}{ptitle}")
+    if proc.actor is not None:
+        actor = proc.actor
+        _field(text, "parent @", str(actor.parent_addr) if actor.parent_addr else "-")
+        if actor.uuid:
+            _field(text, "uuid", actor.uuid)
+        if actor.loglevel:
+            _field(text, "loglevel", actor.loglevel)
+    usr1 = proc.handles_signal(signal.SIGUSR1)
+    usr1_text = {True: Text("yes: task tree on request (t)", "green"),
+                 False: Text("no: never signalled (SIGUSR1 would kill it)", "yellow"),
+                 None: Text("unknown", "dim")}[usr1]
+    _field(text, "SIGUSR1", usr1_text)
+    _field(text, "uid", str(proc.uid))
+    if proc.cgroup:
+        _field(text, "cgroup", proc.cgroup)
+    text.append("cmdline   ", "bold dim")
+    text.append(" ".join(proc.cmdline).strip() or f"[{proc.comm}]")
+    text.append("\n")
+    kids = [snap.entries[c] for c in entry.children if c in snap.entries]
+    text.append(f"children  ", "bold dim")
+    if not kids:
+        text.append("none\n", "dim")
+    else:
+        text.append(f"{len(kids)}\n")
+        for kid in kids[:50]:
+            text.append(f"  {kid.proc.pid:>7} ", "cyan")
+            text.append(entry_name(kid, 50))
+            text.append("  ")
+            text.append_text(badge(kid))
+            text.append("\n")
+        if len(kids) > 50:
+            text.append(f"  … {len(kids) - 50} more\n", "dim")
+    return text
+
+
+def describe_sockets(socks: list[Sock] | None) -> Text:
+    """Listening and named sockets one per line; unnamed connected ends
+    (socketpairs, client sides whose peer /proc does not name) counted."""
+    text = Text()
+    text.append("sockets   ", "bold dim")
+    if socks is None:
+        text.append("reading…\n", "dim")
+        return text
+    if not socks:
+        text.append("none\n", "dim")
+        return text
+    named = [s for s in socks if s.role == "listening" or s.local != "(unnamed)"]
+    unnamed = len(socks) - len(named)
+    text.append(f"{len(socks)}\n")
+    for sock in named:
+        style = "green" if sock.role == "listening" else ""
+        text.append(f"  {sock.role:<11}", style)
+        text.append(f" {sock.kind:<5} {sock.local}")
+        if sock.remote:
+            text.append(f" -> {sock.remote}")
+        text.append("\n")
+    if unnamed:
+        text.append(f"  {unnamed} unnamed unix (socketpairs, client ends)\n", "dim")
+    return text
+
+
+class DetailPane(VerticalScroll):
+    """Scrollable text about the selected process."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pid: int | None = None
+        self._body = Static(Text("select a process", "dim"), id="detail-body")
+        self.extras: dict[str, tuple[str, Text]] = {}  # section -> (title, body)
+        self._facts = Text()
+        self._sockets = Text()
+
+    def compose(self):
+        yield self._body
+
+    @property
+    def text(self) -> str:
+        """Everything shown, as plain text (tests read this)."""
+        parts = [self._facts.plain, self._sockets.plain]
+        parts += [f"{title}\n{body.plain}" for title, body in self.extras.values()]
+        return "\n".join(parts)
+
+    def show(self, entry: Entry | None, snap: Snapshot | None, *,
+             sockets: list[Sock] | None = None,
+             extras: dict[str, tuple[str, Text]] | None = None) -> None:
+        if entry is None or snap is None:
+            self.pid = None
+            self._facts = Text("select a process", "dim")
+            self._sockets = Text()
+            self.extras = {}
+        else:
+            self.pid = entry.proc.pid
+            self._facts = describe(entry, snap)
+            self._sockets = describe_sockets(sockets)
+            self.extras = dict(extras or {})
+        self._render_body()
+
+    def _render_body(self) -> None:
+        parts: list = [self._facts, self._sockets]
+        for title, body in self.extras.values():
+            parts.append(Text(f"── {title} ──", "bold cyan"))
+            parts.append(body)
+        self._body.update(Group(*parts))
+
+
+def stamp(at: float | None = None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at or time.time()))

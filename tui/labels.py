@@ -1,0 +1,115 @@
+"""Labels for the tree pane, as `rich.text.Text`.
+
+Always `Text`, never a markup string: Textual parses string labels as
+markup, and a state like ``[zombie]`` would silently vanish.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from rich.text import Text
+
+from tractor_diag.model import Entry, Event
+from tractor_diag.render import human_bytes
+from tractor_diag.render.ptree import exit_status
+
+BUCKET_STYLE = {
+    "zombie": "bold bright_red",
+    "orphan": "bold red",
+    "stray": "bold yellow",
+    "live": "green",
+}
+STATE_STYLE = {
+    "runaway": "bold magenta",
+    "blocked": "yellow",
+    "stopped": "cyan",
+    "running": "bold green",
+    "idle": "dim",
+    "exited": "red",
+}
+EVENT_STYLE = {
+    "spawned": "green",
+    "exited": "red",
+    "zombied": "bold bright_red",
+    "orphaned": "bold red",
+    "runaway": "bold magenta",
+    "recovered": "cyan",
+}
+
+
+def entry_name(entry: Entry, width: int = 48) -> str:
+    proc = entry.proc
+    if proc.actor is not None:
+        return proc.actor.name + ("…" if proc.actor.name_truncated else "")
+    if proc.cmdline:
+        # argv[0] without its directory: the rest of the line says more.
+        name = " ".join([os.path.basename(proc.cmdline[0]), *proc.cmdline[1:]]).strip()
+    else:
+        name = proc.title
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def badge(entry: Entry) -> Text:
+    """Bucket (when not plain live) and state, coloured."""
+    text = Text()
+    if entry.bucket != "live":
+        text.append(f"[{entry.bucket}]", BUCKET_STYLE[entry.bucket])
+        text.append(" ")
+    state = entry.state
+    if state == "exited" and entry.proc.exit_code is not None:
+        state = f"exited:{exit_status(entry.proc.exit_code)}"
+    text.append(state, STATE_STYLE.get(entry.state, ""))
+    return text
+
+
+def proc_label(entry: Entry, now: float | None = None) -> Text:
+    """``name  pid  state  cpu%  rss  age  wchan`` for one process."""
+    proc = entry.proc
+    now = time.time() if now is None else now
+    text = Text(no_wrap=True, overflow="ellipsis")
+    style = "bold" if proc.actor is not None else ""
+    text.append(entry_name(entry, 40), style)
+    text.append(f"  {proc.pid}", "cyan")
+    text.append("  ")
+    text.append_text(badge(entry))
+    cpu = "-" if entry.cpu_percent is None else f"{entry.cpu_percent:.0f}%"
+    text.append(f"  {cpu}", "bold magenta" if entry.state == "runaway" else "")
+    text.append(f"  {human_bytes(proc.rss)}", "dim")
+    text.append(f"  {coarse_age(now - proc.create_time)}", "dim")
+    if proc.wchan:
+        text.append(f"  {proc.wchan}", "italic dim")
+    return text
+
+
+def coarse_age(seconds: float) -> str:
+    """Minutes at best: a label that changes every second would repaint
+    every node on every tick."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return "<1m"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def group_label(name: str, count: int) -> Text:
+    style = "bold red" if name == "orphans" else "bold yellow"
+    return Text.assemble((name, style), (f" ({count})", "dim"))
+
+
+def event_line(event: Event) -> Text:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+    text = Text(no_wrap=False)
+    text.append(stamp, "dim")
+    text.append(f" {event.kind:<9}", EVENT_STYLE.get(event.kind, ""))
+    text.append(f" {event.pid:>7}", "cyan")
+    if event.title:
+        text.append(f" {event.title}")
+    if event.exit_code is not None:
+        text.append(f" exit {exit_status(event.exit_code)}", "red" if event.exit_code else "green")
+    if event.detail:
+        text.append(f" ({event.detail})", "dim")
+    return text

@@ -1,0 +1,223 @@
+"""The tree pane: one node per process, grouped under each root.
+
+The tree is reconciled with every snapshot by key (the pid, or a group
+name): labels are updated in place, new processes are inserted where they
+belong, gone ones removed. Nothing is ever cleared, so the user's cursor and
+collapsed/expanded state survive every refresh.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rich.text import Text
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from tractor_diag.model import Entry, Snapshot
+
+from .labels import group_label, proc_label
+
+GROUPS = ("orphans", "strays")
+Key = int | str  # a pid, or "group:<name>"
+
+
+class Row(NamedTuple):
+    key: Key
+    parent: Key | None  # None: top level
+    label: Text
+    has_children: bool
+
+
+def _matches(entry: Entry, needle: str) -> bool:
+    proc = entry.proc
+    hay = [str(proc.pid), proc.comm, entry.bucket, entry.state, *proc.cmdline]
+    if proc.actor is not None:
+        hay.append(proc.actor.name)
+    return any(needle in h.lower() for h in hay)
+
+
+def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
+           now: float | None = None) -> list[Row]:
+    """The rows the tree should show, parents before children, in order.
+
+    ``text`` keeps processes matching it and their ancestors (for context);
+    ``actors_only`` hides non-actor processes except the tops of each group
+    (a root actor is an ordinary process), lifting their children up to the
+    nearest shown ancestor.
+    """
+    needle = text.strip().lower()
+    now = snap.taken_at if now is None else now
+    entries = snap.entries
+    keep_memo: dict[int, bool] = {}
+
+    def keep(pid: int, seen: frozenset = frozenset()) -> bool:
+        if pid in keep_memo:
+            return keep_memo[pid]
+        entry = entries[pid]
+        ok = not needle or _matches(entry, needle)
+        if not ok:
+            ok = any(keep(c, seen | {pid}) for c in entry.children
+                     if c in entries and c not in seen)
+        keep_memo[pid] = ok
+        return ok
+
+    rows: list[tuple[Key, Key | None, Text | None]] = []
+    placed: set[int] = set()
+
+    def walk(pid: int, parent: Key | None, top: bool) -> None:
+        if pid in placed or pid not in entries or not keep(pid):
+            return
+        placed.add(pid)
+        entry = entries[pid]
+        shown = top or not actors_only or entry.proc.actor is not None
+        under = parent
+        if shown:
+            rows.append((pid, parent, proc_label(entry, now)))
+            under = pid
+        for child in entry.children:
+            walk(child, under, False)
+
+    for root in snap.roots:
+        walk(root, None, True)
+    for group in GROUPS:
+        key = f"group:{group}"
+        start = len(rows)
+        rows.append((key, None, None))
+        tops = 0
+        for pid in snap.strays:
+            entry = entries.get(pid)
+            if entry is None:
+                continue
+            in_group = "orphans" if entry.bucket == "orphan" else "strays"
+            if in_group == group:
+                before = len(rows)
+                walk(pid, key, True)
+                tops += len(rows) > before
+        if tops:
+            rows[start] = (key, None, group_label(group, tops))
+        else:
+            del rows[start]
+
+    parents = {parent for _, parent, _ in rows}
+    return [Row(key, parent, label, key in parents) for key, parent, label in rows]
+
+
+class ProcTree(Tree):
+    """A live, reconciled view of the watched process trees."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("processes", **kwargs)
+        self.show_root = False
+        self.guide_depth = 3
+        self._by_key: dict[Key, TreeNode] = {}
+        self._snapshot: Snapshot | None = None
+        self.filter_text = ""
+        self.actors_only = False
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def selected_pid(self) -> int | None:
+        node = self.cursor_node
+        if node is None or not isinstance(node.data, int):
+            return None
+        return node.data
+
+    @property
+    def keys(self) -> list[Key]:
+        """Keys of the shown nodes, in tree order (for tests and callers)."""
+        out: list[Key] = []
+
+        def walk(node: TreeNode) -> None:
+            for child in node.children:
+                out.append(child.data)
+                walk(child)
+
+        walk(self.root)
+        return out
+
+    def node_for(self, key: Key) -> TreeNode | None:
+        return self._by_key.get(key)
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        self._snapshot = snap
+        self._reconcile()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self._reconcile()
+
+    def set_actors_only(self, on: bool) -> None:
+        self.actors_only = on
+        self._reconcile()
+
+    def select_pid(self, pid: int) -> bool:
+        node = self._by_key.get(pid)
+        if node is None:
+            return False
+        _ = self.last_line  # make sure line numbers are current
+        self.move_cursor(node)
+        return True
+
+    # -- reconciliation -----------------------------------------------------
+
+    def _forget(self, node: TreeNode) -> None:
+        self._by_key.pop(node.data, None)
+        for child in node.children:
+            self._forget(child)
+
+    def _drop(self, node: TreeNode) -> None:
+        self._forget(node)
+        node.remove()
+
+    def _reconcile(self) -> None:
+        snap = self._snapshot
+        if snap is None:
+            return
+        rows = layout(snap, self.filter_text, self.actors_only)
+        cursor = self.cursor_node
+        cursor_key = cursor.data if cursor is not None and cursor is not self.root else None
+        cursor_parent = None
+        if cursor is not None and cursor.parent is not None:
+            cursor_parent = cursor.parent.data
+        had_nodes = bool(self._by_key)
+
+        wanted = {row.key: row for row in rows}
+        for key, node in list(self._by_key.items()):
+            if key not in self._by_key:
+                continue  # went with an ancestor already
+            row = wanted.get(key)
+            parent_key = node.parent.data if node.parent is not None else None
+            if row is None or row.parent != parent_key:
+                self._drop(node)
+
+        placed: dict[Key | None, int] = {}
+        for row in rows:
+            parent = self.root if row.parent is None else self._by_key[row.parent]
+            index = placed.get(row.parent, 0)
+            placed[row.parent] = index + 1
+            node = self._by_key.get(row.key)
+            siblings = parent.children
+            if node is not None and (index >= len(siblings) or siblings[index] is not node):
+                self._drop(node)  # out of order (pid reuse, regrouping)
+                node = None
+            if node is None:
+                before = index if index < len(parent.children) else None
+                node = parent.add(row.label, data=row.key, before=before,
+                                  expand=True, allow_expand=row.has_children)
+                self._by_key[row.key] = node
+                continue
+            if node.label != row.label:
+                node.set_label(row.label)
+            if node.allow_expand != row.has_children:
+                node.allow_expand = row.has_children
+
+        target = None
+        if cursor_key is not None:
+            target = self._by_key.get(cursor_key) or self._by_key.get(cursor_parent)
+        elif not had_nodes and rows:
+            target = self._by_key.get(rows[0].key)
+        if target is not None:
+            _ = self.last_line  # rebuild line numbers before reading them
+            if target.line != self.cursor_line:
+                self.move_cursor(target)
