@@ -1,126 +1,19 @@
-"""Helpers for the xontrib and watch tests: a real released tractor tree,
-real xonsh runs, and a small terminal model to read what a pty received.
+"""Helpers for the xontrib and watch tests: real xonsh runs, and a small
+terminal model to read what a pty received. (Real actor trees come from the
+``released_tree`` fixture of tests/conftest.py.)
 """
 from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 XONSH = BIN / "xonsh"
 TRACTOR_DIAG = BIN / "tractor-diag"
-
-
-def tractor_python() -> Path | None:
-    venv = Path(os.environ.get("TRACTOR_DIAG_TRACTOR_VENV", REPO / ".venv-tractor"))
-    py = venv / "bin" / "python"
-    return py if py.exists() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if int(data[data.rindex(b")") + 2:].split()[1]) == pid:
-            out.append(int(name))
-    return out
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
-class ReleasedTree:
-    """root -> leaf_0 .. leaf_{n-1} on the released tractor runtime
-    (``python -m tractor._child`` sub-actors), idling until stopped."""
-
-    def __init__(self, breadth: int = 2, hang: str = "none"):
-        py = tractor_python()
-        if py is None:
-            raise RuntimeError("no released tractor venv (.venv-tractor): run ./dev test")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [str(py), str(REPO / "tests/trees/released_tree.py"), str(self.port),
-             "--depth", "1", "--breadth", str(breadth), "--hang", hang],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self.root = self.proc.pid
-        self._wait_ready(breadth)
-
-    def _wait_ready(self, breadth: int) -> None:
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + 60
-        line = b""
-        while b"READY" not in line:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                err = self.proc.stderr.read1(4000) if self.proc.poll() is not None else b""
-                self.stop()
-                raise RuntimeError(f"released tree did not come up: {err!r}")
-            if sel.select(0.2):
-                line = self.proc.stdout.readline()
-        sel.close()
-        if len(self.actors()) < breadth:
-            self.stop()
-            raise RuntimeError("released tree: actors missing")
-
-    def actors(self) -> dict[str, int]:
-        found = {}
-        for pid in children(self.root):
-            argv = cmdline(pid)
-            if "tractor._child" in argv and "--uid" in argv:
-                uid = argv[argv.index("--uid") + 1]
-                found[re.match(r"\('([^']+)'", uid).group(1)] = pid
-        return found
-
-    def stop(self) -> None:
-        """SIGINT the whole tree, bounded wait, then SIGKILL what is left."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.root, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.root, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
 
 
 def xonsh_env(**extra) -> dict[str, str]:

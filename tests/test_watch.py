@@ -3,7 +3,6 @@ driven in a real pty against a real released tractor tree."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from tractor_diag import watch as screen
 
-from _xonsh_helpers import REPO, TRACTOR_DIAG, ReleasedTree, Screen, tractor_python
+from _xonsh_helpers import REPO, TRACTOR_DIAG, Screen
 
 ALT_ON, ALT_OFF = b"\x1b[?1049h", b"\x1b[?1049l"
 SHOW, HIDE = b"\x1b[?25h", b"\x1b[?25l"
@@ -97,13 +96,10 @@ def test_interval_must_be_sane():
 
 # -- the CLI in a real pty -----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tree():
-    if tractor_python() is None:
-        pytest.skip("needs the released tractor venv (.venv-tractor; ./dev test makes it)")
-    t = ReleasedTree(breadth=2)
-    yield t
-    t.stop()
+@pytest.fixture
+def tree(released_tree):
+    """root -> leaf_0, leaf_1: released-runtime `tractor._child` actors."""
+    return released_tree(depth=1, breadth=2, hang="none")
 
 
 def spawn(args: list[str], cols: int = 100, rows: int = 30, **kw) -> pexpect.spawn:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
 import subprocess
 import sys
 import time
@@ -219,6 +218,16 @@ def test_bindspace_names_are_the_runtime_dirs_holding_sockets(tmp_path, monkeypa
         sock.close()
     assert set(names) == {"tractor", "otherapp"}
     assert "1 socket files" in names["otherapp"] and "default" in names["tractor"]
+
+
+def test_option_values_by_kind(loaded, check_completer, sleeper, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "tractor").mkdir()
+    if "acli.reap" in loaded.aliases:
+        assert str(sleeper.pid) in check_completer("acli.reap --parent", prefix=str(sleeper.pid))
+        assert "tractor" in check_completer("acli.reap --bindspace", prefix="")
+    if "acli.bindspace_scan" in loaded.aliases:
+        assert "tractor" in check_completer("acli.bindspace_scan", prefix="")
 
 
 def test_positional_kinds_pick_the_values():

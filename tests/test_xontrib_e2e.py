@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pexpect
 import pytest
 
-from _xonsh_helpers import REPO, XONSH, ReleasedTree, Screen, run_xonsh, tractor_python, xonsh_env
+from _xonsh_helpers import REPO, XONSH, Screen, run_xonsh, xonsh_env
 
 pytest.importorskip("xonsh")
 
@@ -18,17 +17,15 @@ SHOW = b"\x1b[?25h"
 LOAD = "xontrib load tractor_diag\n"
 
 
-@pytest.fixture(scope="module")
-def tree():
-    if tractor_python() is None:
-        pytest.skip("needs the released tractor venv (.venv-tractor; ./dev test makes it)")
-    t = ReleasedTree(breadth=2)
-    yield t
-    t.stop()
+@pytest.fixture
+def tree(released_tree):
+    """root -> leaf_0, leaf_1: released-runtime `tractor._child` actors."""
+    return released_tree(depth=1, breadth=2, hang="none")
 
 
 def test_ptree_alias_shows_the_released_tree(tree):
-    actors = tree.actors()
+    actors = {n: p for n, p in tree.actors().items() if n.startswith("leaf_")}
+    assert len(actors) == 2
     res = run_xonsh(LOAD + f"acli.ptree --tree {tree.root}\n")
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
@@ -183,3 +180,19 @@ def test_acli_watch_runs_a_users_function_alias_and_shows_its_failure():
         child.close(force=True)
     assert rc == 2
     assert b"'ll' is not a callable alias" in err
+
+
+def test_acli_dash_gets_the_terminal_and_gives_it_back(tree):
+    """The dashboard alias is unthreadable: Textual gets the real terminal."""
+    child = spawn_xonsh(LOAD + f"acli.dash {tree.root}\n"
+                        "print('AFTER', __xonsh__.lastcmd.returncode)\n", cols=120, rows=30)
+    try:
+        child.expect_exact(ALT_ON)
+        child.expect_exact(b"leaf_1", timeout=30)
+        child.send("q")
+        child.expect(r"AFTER (\d+)")
+        rc = int(child.match.group(1))
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert rc == 0

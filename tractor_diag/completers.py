@@ -35,22 +35,25 @@ def complete_args(parser, words: list[str], prefix: str) -> list[Suggestion] | N
     if words:
         action = _option_action(parser, words[-1])
         if action is not None and action.nargs != 0:
-            if action.choices:
-                return [Suggestion(str(c), action.help or "") for c in action.choices]
-            return None  # a free value (seconds, a path): the shell knows better
+            # the value of an option (``--parent PID``, ``--bindspace NAME``)
+            return _values(action, prefix)
     positional = _positional(parser)
     if positional is None:
         return flags(parser)
-    if positional.choices:
-        return [Suggestion(str(c)) for c in positional.choices]
-    kind = _kind(positional)
+    return _values(positional, prefix)
+
+
+def _values(action, prefix: str) -> list[Suggestion] | None:
+    if action.choices:
+        return [Suggestion(str(c), _one_line(action.help or "")) for c in action.choices]
+    kind = _kind(action)
     if kind == "processes":
         return processes()
     if kind == "bindspace":
         if "/" in prefix or prefix.startswith((".", "~")):
             return None  # a path
         return bindspace_names()
-    return None
+    return None  # a free value (seconds, a path): the shell knows better
 
 
 def split_watch_words(parser, words: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -94,10 +97,10 @@ def _positional(parser):
 
 def _kind(action) -> str | None:
     """Which values a positional takes, from how verbs name it."""
-    names = f"{action.dest} {action.metavar or ''}".lower()
-    if action.dest == "targets" or "pid" in names or "pattern" in names:
+    metavar = str(action.metavar or "").lower()
+    if action.dest == "targets" or "pid" in metavar or "pattern" in metavar:
         return "processes"
-    if "bindspace" in names or "dir" in names:
+    if "bindspace" in action.dest or "name|dir" in metavar:
         return "bindspace"
     return None
 

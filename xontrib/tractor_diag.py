@@ -12,6 +12,7 @@ before a verb needs it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 
@@ -241,7 +242,7 @@ def _callable_alias(name: str, watch: WatchAlias):
         target = XSH.aliases[name]
     except KeyError:
         raise UsageError(f"{name!r} is not an alias (watch runs callable aliases)") from None
-    if isinstance(target, (list, str)) or type(target).__name__ == "ExecAlias" or not callable(target):
+    if not _is_callable_alias(target):
         raise UsageError(
             f"{name!r} is not a callable alias: it stands for a command line; "
             "watch runs Python callables (use watch(1) for commands)"
@@ -253,6 +254,14 @@ def _callable_alias(name: str, watch: WatchAlias):
     return target
 
 
+def _is_callable_alias(target) -> bool:
+    """A Python callable, not a command line (a list, or an ExecAlias: xonsh
+    source run as a command)."""
+    from xonsh.aliases import ExecAlias
+
+    return callable(target) and not isinstance(target, (list, str, ExecAlias))
+
+
 def _run_alias(target, args: list[str], color: bool):
     """One frame: the alias's output, whatever way it writes it.
 
@@ -260,8 +269,6 @@ def _run_alias(target, args: list[str], color: bool):
     memory; anything written to fds 1 and 2 (subprocesses it starts) goes to
     a temporary file appended after it.
     """
-    import contextlib
-
     from tractor_diag import watch as screen
 
     buf = screen.Capture(color)
@@ -300,44 +307,37 @@ def _absorb_result(result, buf) -> int:
     return 0
 
 
-class _fd_capture:
-    """Point fds 1 and 2 at a temporary file; yields a list that receives
-    what was written there once the fds are restored."""
+@contextlib.contextmanager
+def _fd_capture():
+    """Point fds 1 and 2 at a temporary file while the alias runs; the list
+    yielded receives what was written there once they are restored."""
+    import os
+    import tempfile
 
-    def __enter__(self):
-        import tempfile
-
-        import os
-
-        self._os = os
-        self.text: list[str] = []
+    def flush():
         for stream in (sys.__stdout__, sys.__stderr__):
             try:
                 stream.flush()
             except (AttributeError, OSError, ValueError):
                 pass
-        self._file = tempfile.TemporaryFile()
-        self._saved = [os.dup(1), os.dup(2)]
-        os.dup2(self._file.fileno(), 1)
-        os.dup2(self._file.fileno(), 2)
-        return self.text
 
-    def __exit__(self, *exc):
-        os = self._os
-        for stream in (sys.__stdout__, sys.__stderr__):
-            try:
-                stream.flush()
-            except (AttributeError, OSError, ValueError):
-                pass
-        for fd, saved in zip((1, 2), self._saved):
-            os.dup2(saved, fd)
-            os.close(saved)
-        self._file.seek(0)
-        data = self._file.read()
-        self._file.close()
-        if data:
-            self.text.append(data.decode("utf-8", "replace"))
-        return False
+    text: list[str] = []
+    flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield text
+        finally:
+            flush()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+        tmp.seek(0)
+        data = tmp.read()
+    if data:
+        text.append(data.decode("utf-8", "replace"))
 
 
 # -- output plumbing -----------------------------------------------------------
@@ -446,9 +446,7 @@ def _watchable_aliases():
             target = aliases[name]
         except KeyError:
             continue
-        if isinstance(target, (list, str)) or type(target).__name__ == "ExecAlias":
-            continue
-        if not callable(target) or getattr(target, "verb", None) in _OWNS_TERMINAL:
+        if not _is_callable_alias(target) or getattr(target, "verb", None) in _OWNS_TERMINAL:
             continue
         ours = isinstance(target, VerbAlias)
         if not ours and getattr(target, "__xonsh_threadable__", True) is False:
