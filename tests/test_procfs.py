@@ -124,12 +124,17 @@ def test_read_proc_detail_of_a_live_process():
     proc = _spawn(
         "import signal,time; signal.signal(signal.SIGUSR1, lambda *a: None); print('ok', flush=True); time.sleep(30)")
     try:
-        got = procfs.read_proc(proc.pid)
-        assert got is not None
+        deadline = time.monotonic() + 10
+        while True:  # until it is asleep in time.sleep (it may still be running)
+            got = procfs.read_proc(proc.pid)
+            assert got is not None
+            if got.state == "S" and got.wchan:
+                break
+            assert time.monotonic() < deadline, got
+            time.sleep(0.02)
         assert got.handles_signal(signal.SIGUSR1) is True
         assert got.handles_signal(signal.SIGUSR2) is False
         assert got.vol_ctx is not None and got.invol_ctx is not None
-        assert got.wchan  # sleeping: the kernel names where
         assert got.cgroup is not None
         bare = procfs.read_proc(proc.pid, detail=False)
         assert bare is not None and bare.wchan is None and bare.vol_ctx is None

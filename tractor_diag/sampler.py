@@ -26,6 +26,17 @@ def _key(entry: Entry) -> _Key:
     return entry.proc.pid, round(entry.proc.create_time, 2)
 
 
+def _still_running(entry: Entry) -> bool:
+    from .procfs import read_proc
+
+    now = read_proc(entry.proc.pid, detail=False)
+    return (
+        now is not None
+        and now.state not in ("Z", "X", "x")
+        and abs(now.create_time - entry.proc.create_time) < 0.02
+    )
+
+
 class Sampler:
     def __init__(
         self,
@@ -95,6 +106,10 @@ class Sampler:
             before = old.get(key)
             if before is None:
                 events.append(Event("spawned", entry.proc.pid, at, title))
+                # born and died between two ticks: still say it became a zombie
+                if entry.bucket == "zombie":
+                    events.append(Event("zombied", entry.proc.pid, at, title,
+                                        exit_code=entry.proc.exit_code))
                 if entry.bucket == "orphan":
                     events.append(Event("orphaned", entry.proc.pid, at, title, detail=entry.note or ""))
                 continue
@@ -109,6 +124,10 @@ class Sampler:
                 events.append(Event("recovered", entry.proc.pid, at, title))
         for key, entry in old.items():
             if key not in new:
+                if _still_running(entry):
+                    # left the watched trees alive (a non-actor re-parented
+                    # to init is nobody's tree member): not an exit
+                    continue
                 code = self.known_exit_codes.get(entry.proc.pid, entry.proc.exit_code)
                 events.append(Event("exited", entry.proc.pid, at, entry.proc.title, exit_code=code))
         return events

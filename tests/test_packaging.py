@@ -1,0 +1,99 @@
+"""Both install kinds work: a wheel in a fresh venv, and the editable
+install every project venv uses (which setuptools maps with a finder that
+bakes in the package layout at install time)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import tractor_diag
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TIMEOUT = 240
+
+
+def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, **kw)
+    assert proc.returncode == 0, f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    # Build from a copy: the checkout's build/ and *.egg-info are shared with
+    # whoever else builds at the same time.
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("tractor_diag", "tui", "xontrib"):
+        shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
+    out = tmp_path_factory.mktemp("wheel")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], cwd=out)
+    (whl,) = out.glob("tractor_diag-*.whl")
+    return whl
+
+
+def test_wheel_layout(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for required in ("tractor_diag/__init__.py", "tractor_diag/cli.py",
+                     "tractor_diag/commands/ptree.py", "tractor_diag/render/ptree.py",
+                     "tractor_diag/tui/__init__.py", "xontrib/tractor_diag.py"):
+        assert required in names
+    assert any(n.startswith("tractor_diag/tui/") and n.endswith(".tcss") for n in names)
+    # the dashboard lives under our package only, never as a generic `tui`
+    assert not any(n.startswith("tui/") for n in names)
+    assert not any(n.startswith("xontrib/__init__") for n in names)
+    entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry).decode()
+    assert "tractor-diag = tractor_diag.cli:main" in text
+    assert "tractor_diag = xontrib.tractor_diag" in text
+
+
+def test_wheel_installs_into_a_fresh_venv(wheel, tmp_path):
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    py = env_dir / "bin" / "python"
+    run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
+        cwd=tmp_path)
+    # Dependencies come from the test venv (a plain path entry: its .pth
+    # files, and so our own editable finder, are not processed).
+    fresh_site = Path(run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          cwd=tmp_path).stdout.strip())
+    (fresh_site / "zz_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    out = run([str(env_dir / "bin" / "tractor-diag"), "--help"], cwd=tmp_path).stdout
+    assert "ptree" in out and "usage: tractor-diag" in out
+    where = run([str(py), "-c",
+                 "import tractor_diag, tractor_diag.tui, tractor_diag.commands.ptree as p; "
+                 "print(tractor_diag.__file__); print(tractor_diag.tui.__file__)"],
+                cwd=tmp_path).stdout.split()
+    assert all(w.startswith(str(fresh_site)) for w in where), where
+    run([str(py), "-m", "tractor_diag", "ptree", "--help"], cwd=tmp_path)
+
+
+def test_editable_install_resolves_from_anywhere(tmp_path):
+    # cwd outside the checkout: only the installed finder can find us
+    out = run([sys.executable, "-c",
+               "import tractor_diag, tractor_diag.tui, tractor_diag.commands.ptree; "
+               "print(tractor_diag.__file__); print(tractor_diag.tui.__file__)"],
+              cwd=tmp_path).stdout.split()
+    # a stale install maps the package as a namespace (no __file__): that is
+    # the failure this guards against
+    assert out == [str(REPO / "tractor_diag" / "__init__.py"), str(REPO / "tui" / "__init__.py")]
+    help_text = run([str(BIN / "tractor-diag"), "--help"], cwd=tmp_path).stdout
+    assert "ptree" in help_text
+    version = run([sys.executable, "-m", "tractor_diag", "--version"], cwd=tmp_path).stdout
+    assert version.strip() == f"tractor-diag {tractor_diag.__version__}"

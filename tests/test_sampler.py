@@ -1,0 +1,199 @@
+"""The sampler on real processes: events, deltas, bounded history, and the
+trio loop's pause / interval changes (also from another thread)."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+import trio
+
+from _ptree_helpers import Puppet, cpu_boost, proc_state, wait_for  # noqa: F401 (fixture)
+from tractor_diag.model import to_json
+from tractor_diag.sampler import Sampler
+from tractor_diag.trees import Targets
+
+
+@pytest.fixture
+def puppet(spawn, tmp_path) -> Puppet:
+    return Puppet(spawn, tmp_path / "puppet")
+
+
+def events_of(events, pid: int) -> dict[str, object]:
+    """{kind: event} of one pid's events in a tick."""
+    return {e.kind: e for e in events if e.pid == pid}
+
+
+def wait_state(pid: int, letters: str) -> None:
+    wait_for(lambda: (proc_state(pid) or "?") in letters, timeout=10)
+
+
+def test_lifecycle_events(puppet):
+    s = Sampler(Targets([puppet.pid]))
+    snap, events = s.sample()
+    assert events == [] and snap.roots == [puppet.pid] and snap.samples == 1
+
+    # spawned
+    sleeper = puppet.pid_of("sleep")  # forked by now, so the next tick sees it
+    snap, events = s.sample()
+    assert [e.kind for e in events] == ["spawned"] and events[0].pid == sleeper
+    assert snap.entries[sleeper].depth == 1 and snap.entries[sleeper].bucket == "live"
+
+    # seen alive, then exits unreaped: zombied with its code, then exited
+    kid = puppet.pid_of("exit-later", 5)
+    _, events = s.sample()
+    assert "spawned" in events_of(events, kid)
+    puppet.do("release", kid)
+    wait_state(kid, "Z")
+    snap, events = s.sample()
+    assert snap.entries[kid].bucket == "zombie" and snap.entries[kid].state == "exited"
+    assert events_of(events, kid)["zombied"].exit_code == 5
+    puppet.do("reap", kid)
+    _, events = s.sample()
+    assert events_of(events, kid)["exited"].exit_code == 5
+
+    # killed by a signal: the code is -N, as in subprocess
+    puppet.handle.kill_pid(sleeper, signal.SIGTERM)
+    wait_state(sleeper, "Z")
+    _, events = s.sample()
+    assert events_of(events, sleeper)["zombied"].exit_code == -signal.SIGTERM
+
+    # born and dead between two ticks: spawned and zombied at once
+    quick = puppet.pid_of("exit-later", 4)
+    puppet.do("release", quick)
+    wait_state(quick, "Z")
+    _, events = s.sample()
+    got = events_of(events, quick)
+    assert "spawned" in got and got["zombied"].exit_code == 4
+
+    # exited and reaped between two ticks: the code comes from whoever
+    # waited on it (the launcher), when it says so
+    reaped = puppet.pid_of("exit-later", 9)
+    s.sample()
+    puppet.do("release", reaped)
+    assert puppet.do("reap", reaped) == str(9 << 8)
+    s.known_exit_codes[reaped] = 9
+    _, events = s.sample()
+    assert events_of(events, reaped)["exited"].exit_code == 9
+
+    # nothing else happened to the puppet itself, and events encode
+    assert not events_of(s.events, puppet.pid)
+    to_json(list(s.events))
+
+
+def test_orphaned_and_left_the_tree(puppet):
+    s = Sampler(Targets([puppet.pid]))
+    mid, leaf = map(int, puppet.do("actor-pair").split())
+    sh, sleeper = map(int, puppet.do("shell-pair").split())
+    wait_for(lambda: proc_state(sleeper) == "S")
+    snap, _ = s.sample()
+    assert snap.entries[leaf].proc.actor.name == "leaf"
+    assert snap.entries[leaf].bucket == "live" and snap.entries[leaf].root == puppet.pid
+
+    puppet.handle.kill_pid(mid, signal.SIGKILL)
+    puppet.handle.kill_pid(sh, signal.SIGKILL)
+    wait_state(mid, "Z")
+    wait_state(sh, "Z")
+    snap, events = s.sample()
+
+    orphaned = events_of(events, leaf)["orphaned"]
+    assert orphaned.title == "leaf" and orphaned.detail
+    assert snap.entries[leaf].bucket == "orphan" and snap.entries[leaf].root is None
+    assert leaf in snap.strays
+    assert events_of(events, mid)["zombied"].exit_code == -signal.SIGKILL
+    # the re-parented sleep is alive, just outside every watched tree
+    assert sleeper not in snap.entries
+    assert proc_state(sleeper) in ("S", "R")
+    assert not events_of(events, sleeper)
+
+
+def test_runaway_then_recovered(puppet, cpu_boost):
+    s = Sampler(Targets([puppet.pid]))
+    burner = puppet.pid_of("burn")
+    cpu_boost(burner)
+    s.sample()
+
+    def tick_until(kind: str, timeout: float = 12.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            snap, events = s.sample()
+            if kind in events_of(events, burner):
+                return snap, events_of(events, burner)[kind]
+        raise AssertionError(f"no {kind} event for the burner within {timeout}s: "
+                             f"{[(e.kind, e.pid) for e in s.events]}")
+
+    snap, event = tick_until("runaway")
+    entry = snap.entries[burner]
+    assert entry.state == "runaway" and entry.cpu_percent >= 90
+    assert entry.proc.actor is not None and entry.proc.actor.name == "burner"
+    assert "% CPU" in event.detail
+    assert snap.samples == 2 and snap.window > 0
+
+    puppet.do("calm", burner)
+    snap, _ = tick_until("recovered")
+    assert snap.entries[burner].state != "runaway"
+    # no CPU progress since: "stuck for" counts up
+    time.sleep(0.3)
+    snap, _ = s.sample()
+    assert snap.entries[burner].stuck_for is not None and snap.entries[burner].stuck_for > 0.2
+    assert snap.entries[burner].proc.vol_ctx is not None  # the sampler reads full detail
+
+
+def test_history_and_events_are_bounded(puppet):
+    s = Sampler(Targets([puppet.pid]), history=3, max_events=4)
+    for _ in range(3):
+        for _ in range(2):
+            puppet.do("sleep")
+        s.sample()
+    s.sample()
+    assert len(s.history) == 3 and s.latest is s.history[-1]
+    assert len(s.events) == 4
+    assert all(e.kind == "spawned" for e in s.events)
+
+
+def test_trio_loop_interval_and_pause(puppet):
+    s = Sampler(Targets([puppet.pid]), interval=30.0)
+    ticks: list[float] = []
+
+    def on_sample(snap, events):
+        assert snap.roots == [puppet.pid]
+        ticks.append(time.monotonic())
+
+    def from_another_thread(fn, *args):
+        t = threading.Thread(target=fn, args=args)
+        t.start()
+        t.join(5)
+
+    async def wait_ticks(n: int, timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while len(ticks) < n:
+                await trio.sleep(0.01)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(s.run, on_sample)
+            await wait_ticks(1, 10)
+            # the 30 s wait is cut short by a new interval set from outside trio
+            await trio.to_thread.run_sync(from_another_thread, s.set_interval, 0.05)
+            await wait_ticks(4, 5)
+            assert s.interval == 0.05
+
+            await trio.to_thread.run_sync(from_another_thread, s.pause)
+            await trio.sleep(0.5)  # a tick already under way may land
+            paused_at = len(ticks)
+            await trio.sleep(0.6)
+            assert len(ticks) == paused_at, "sampled while paused"
+
+            s.pause(False)  # from inside trio too
+            await wait_ticks(paused_at + 3, 5)
+            s.set_interval(0.01)  # clamped: never a busy loop
+            assert s.interval == 0.05
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(s.history) == len(ticks)
+    # after the run ended, poking must not raise
+    s.set_interval(1.0)
+    s.pause()
