@@ -171,6 +171,8 @@ def _script(name: str) -> str:
 def bench_cli(tree: Tree) -> list[dict]:
     cmd = [_script("tractor-diag"), "ptree", str(tree.root.pid)]
     env = {**os.environ, "NO_COLOR": "1"}
+    # what users get: bytecode cached after the warm-up run
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     def run_cli() -> None:
         subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=True)
