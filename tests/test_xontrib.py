@@ -244,18 +244,22 @@ def test_positional_kinds_pick_the_values():
     assert complete_args(p, ["--", "x"], "") is None
 
 
-def test_loading_imports_nothing_heavy():
-    """A real xonsh: after `xontrib load`, none of the heavy modules, and no
-    verb module, is imported."""
+@pytest.mark.parametrize("how", ["xontrib load", "entry-point autoload"])
+def test_loading_imports_nothing_heavy(how, tmp_path):
+    """A real xonsh: after loading (explicitly, or as every xonsh start does
+    through the entry point), none of the heavy modules, and no verb module,
+    is imported."""
     from _xonsh_helpers import run_xonsh
 
-    probe = ("xontrib load tractor_diag\n"
-             "import sys\n"
+    probe = ("import sys\n"
              "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in "
              "('trio', 'textual', 'msgspec', 'psutil', 'rich', 'platformdirs') "
              "or m.startswith(('tractor_diag.commands.', 'tractor_diag.cli', 'tractor_diag.procfs'))))\n"
              "print('ALIASES', ' '.join(sorted(a for a in aliases if a.startswith('acli.'))))\n")
-    res = run_xonsh(probe)
+    if how == "xontrib load":
+        res = run_xonsh("xontrib load tractor_diag\n" + probe)
+    else:
+        res = run_xonsh(probe, no_rc=False, XONSHRC="/dev/null", XONSHRC_DIR=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout, res.stdout
     assert "acli.ptree" in res.stdout and "acli.watch" in res.stdout
