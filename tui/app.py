@@ -316,7 +316,15 @@ class DashApp(App):
             self.first_frame_at = time.monotonic()
 
     def add_output(self, stream: str, lines: list[str]) -> None:
+        """Lines of the launched program (what the launcher relays)."""
         self.log_pane.add_lines(stream, lines)
+
+    def show_sockets(self, pid: int, socks: list[Sock]) -> None:
+        """Sockets of ``pid`` for the detail pane (read on selection when
+        live; injectable for tests)."""
+        self._sockets[pid] = socks
+        if self.detail.pid == pid:
+            self._refresh_detail(force=True)
 
     def on_dash_app_sampled(self, message: Sampled) -> None:
         if not self._quitting:
@@ -355,9 +363,7 @@ class DashApp(App):
             self._refresh_detail(force=True)
 
     def on_dash_app_sockets_read(self, message: SocketsRead) -> None:
-        self._sockets[message.pid] = message.socks
-        if self.detail.pid == message.pid:
-            self._refresh_detail(force=True)
+        self.show_sockets(message.pid, message.socks)
 
     @on(Tree.NodeHighlighted, "#tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
@@ -369,6 +375,8 @@ class DashApp(App):
     def _request_sockets(self, pid: int) -> None:
         # Sockets change (an actor binds after it starts): re-read them for
         # the selected process now and then, never for the whole tree.
+        if not self.live:
+            return  # injected snapshots: their pids are not ours to read
         self._sockets_read_at[pid] = time.monotonic()
         self.guest.spawn(self._read_sockets, pid)
 
@@ -393,6 +401,7 @@ class DashApp(App):
             return
         self.detail.show(entry, self.snapshot,
                          sockets=self._sockets.get(pid) if pid is not None else None,
+                         sockets_pending="reading…" if self.live else "not read",
                          extras=self._extras.get(pid) if pid is not None else None)
 
     def _update_status(self) -> None:

@@ -58,7 +58,8 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     _field(text, "parent", f"{proc.ppid}{ptitle}")
     if proc.actor is not None:
         actor = proc.actor
-        _field(text, "parent @", str(actor.parent_addr) if actor.parent_addr else "-")
+        if actor.parent_addr is not None:
+            _field(text, "parent @", str(actor.parent_addr))
         if actor.uuid:
             _field(text, "uuid", actor.uuid)
         if actor.loglevel:
@@ -91,13 +92,13 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     return text
 
 
-def describe_sockets(socks: list[Sock] | None) -> Text:
+def describe_sockets(socks: list[Sock] | None, pending: str = "reading…") -> Text:
     """Listening and named sockets one per line; unnamed connected ends
     (socketpairs, client sides whose peer /proc does not name) counted."""
     text = Text()
     text.append("sockets   ", "bold dim")
     if socks is None:
-        text.append("reading…\n", "dim")
+        text.append(f"{pending}\n", "dim")
         return text
     if not socks:
         text.append("none\n", "dim")
@@ -139,7 +140,7 @@ class DetailPane(VerticalScroll):
         return "\n".join(parts)
 
     def show(self, entry: Entry | None, snap: Snapshot | None, *,
-             sockets: list[Sock] | None = None,
+             sockets: list[Sock] | None = None, sockets_pending: str = "reading…",
              extras: dict[str, tuple[str, Text]] | None = None) -> None:
         if entry is None or snap is None:
             self.pid = None
@@ -149,7 +150,7 @@ class DetailPane(VerticalScroll):
         else:
             self.pid = entry.proc.pid
             self._facts = describe(entry, snap)
-            self._sockets = describe_sockets(sockets)
+            self._sockets = describe_sockets(sockets, sockets_pending)
             self.extras = dict(extras or {})
         self._render_body()
 

@@ -19,7 +19,7 @@ SIGNALS: list[tuple[int, str]] = [
     (signal.SIGHUP, "hang up"),
     (signal.SIGSTOP, "freeze (stopped state)"),
     (signal.SIGCONT, "resume a stopped process"),
-    (signal.SIGUSR1, "task-tree dump (only offered with a handler)"),
+    (signal.SIGUSR1, "trio task-tree dump"),
 ]
 
 
@@ -73,7 +73,7 @@ class SignalScreen(ModalScreen[int | None]):
             disabled = signum == signal.SIGUSR1 and not self._usr1_ok
             prompt = Text.assemble((f"{name:<8}", "bold"), f" {what}")
             if disabled:
-                prompt.append(" — no handler: would kill it", "red")
+                prompt.append(": no handler, it would die", "red")
             options.append(Option(prompt, id=name, disabled=disabled))
         with Vertical(id="dialog", classes="dialog"):
             yield Label(Text(f"Send a signal to {self._target}", "bold"), id="dialog-title")

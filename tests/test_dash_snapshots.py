@@ -1,0 +1,187 @@
+"""SVG snapshot tests of the dashboard (pytest-textual-snapshot), fed
+deterministic snapshots and events through `DashApp.show` instead of the
+live sampler (``live=False``).
+
+Update after an intended visual change:
+``pytest tests/test_dash_snapshots.py --snapshot-update``, then look at the
+SVGs in ``tests/__snapshots__/test_dash_snapshots/``.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tractor_diag.actors import parse_actor
+from tractor_diag.model import Entry, Event, Proc, Snapshot
+from tractor_diag.tui.app import DashApp
+from tractor_diag.tui.sockets import Sock
+
+T0 = 1_800_000_000.0  # a fixed "now"
+SIZE = (150, 44)
+BINDSPACE = "/run/user/1000/tractor"
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    """Event times are shown in local time: pin it."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _proc(pid, ppid, argv, *, state="S", wchan="do_epoll_wait", age=300.0, rss=30 << 20,
+          cpu=1.0, usr1=True, exit_code=None, comm=None):
+    comm = comm or (argv[0][:15] if argv else "python")
+    return Proc(
+        pid=pid, ppid=ppid, uid=1000, state=state, comm=comm, cmdline=list(argv),
+        create_time=T0 - age, utime=cpu, stime=0.1, rss=rss if state != "Z" else 0,
+        num_threads=4, exit_code=exit_code, wchan=wchan if state != "Z" else "",
+        cgroup="/user.slice", vol_ctx=120, invol_ctx=7,
+        sig_caught=(1 << 9) | (1 << 1) if usr1 else (1 << 1),
+        actor=parse_actor(list(argv), comm),
+    )
+
+
+def _actor(pid, ppid, name, **kw):
+    title = f"_subactor[{name}@{pid}]"
+    return _proc(pid, ppid, [title], comm=title[:15], **kw)
+
+
+def fake_snapshot() -> Snapshot:
+    """A hung tree: a sync sleep, a parent waiting on a child, a runaway, a
+    zombie; an orphaned subtree and a stray from an earlier run."""
+    procs = [
+        (_proc(4000, 3900, ["python", "-m", "myapp.main", "--serve"]), "live", "idle", None),
+        (_actor(4001, 4000, "gateway"), "live", "idle", None),
+        (_actor(4010, 4001, "db_pool", wchan="hrtimer_nanosleep"), "live", "blocked", None),
+        (_actor(4011, 4001, "cache"), "live", "idle", None),
+        (_actor(4002, 4000, "supervisor", wchan="do_wait", usr1=False), "live", "blocked", None),
+        (_actor(4020, 4002, "stubborn"), "live", "idle", None),
+        (_actor(4003, 4000, "hot_loop", state="R", cpu=290.0), "live", "runaway", 99.7),
+        (_actor(4004, 4000, "flaky_parent"), "live", "idle", None),
+        (_proc(4030, 4004, [], state="Z", comm="_subactor[crash", exit_code=3),
+         "zombie", "exited", None),
+        (_actor(3500, 1, "lost_worker", age=7200.0), "orphan", "idle", None),
+        (_actor(3501, 3500, "lost_leaf", age=7200.0), "orphan", "idle", None),
+        (_actor(2900, 1, "ghost", age=90000.0, wchan="hrtimer_nanosleep"), "stray", "blocked", None),
+    ]
+    kids: dict[int, list[int]] = {}
+    for p, *_ in procs:
+        kids.setdefault(p.ppid, []).append(p.pid)
+    roots = {4000: 4000, 3500: None, 2900: None}
+    entries = {}
+    for p, bucket, state, cpu in procs:
+        root = 4000 if p.pid >= 4000 else None
+        depth = 0
+        q = p
+        while q.pid not in roots:
+            depth += 1
+            q = next(x for x, *_ in procs if x.pid == q.ppid)
+        entries[p.pid] = Entry(
+            proc=p, bucket=bucket, state=state, root=root, depth=depth,
+            children=sorted(kids.get(p.pid, [])),
+            cpu_percent=cpu if cpu is not None else (0.0 if state != "exited" else None),
+            stuck_for=240.0 if state == "blocked" else 0.0,
+            note="re-parented to init" if bucket == "orphan" and depth == 0 else None,
+        )
+    return Snapshot(taken_at=T0, monotonic=1000.0, roots=[4000], entries=entries,
+                    strays=[2900, 3500], samples=2, window=1.0, host="box")
+
+
+def fake_events() -> list[Event]:
+    return [
+        Event("spawned", 4001, T0 - 299, "gateway"),
+        Event("spawned", 4010, T0 - 298, "db_pool"),
+        Event("spawned", 4030, T0 - 297, "crash"),
+        Event("zombied", 4030, T0 - 296, "crash", exit_code=3),
+        Event("runaway", 4003, T0 - 250, "hot_loop", detail="99% CPU"),
+        Event("exited", 4099, T0 - 30, "old_worker", exit_code=-9),
+    ]
+
+
+def feed(app: DashApp, select: int | None = None):
+    async def run_before(pilot):
+        app.show(fake_snapshot(), fake_events())
+        app.show_sockets(4010, [
+            Sock("unix", "listening", f"{BINDSPACE}/db_pool@4010.sock"),
+            Sock("unix", "connected", "(unnamed)"),
+            Sock("tcp", "established", "127.0.0.1:50122", "127.0.0.1:5432"),
+        ])
+        app.add_output("stdout", ["READY", "demo tree up: root pid 4000, 8 actors"])
+        app.add_output("stderr", ["[db_pool@4010] calling time.sleep(3600) inside a trio task",
+                                  "[supervisor@4002] waiting for stubborn to finish (forever)"])
+        await pilot.pause()
+        if select is not None:
+            app.proc_tree.select_pid(select)
+        await pilot.pause()
+    return run_before
+
+
+def make_app() -> DashApp:
+    return DashApp(["myapp.main"], live=False)
+
+
+def test_main_view(snap_compare):
+    app = make_app()
+    assert snap_compare(app, terminal_size=SIZE, run_before=feed(app, select=4010))
+
+
+def test_log_tab(snap_compare):
+    app = make_app()
+    assert snap_compare(app, press=["l"], terminal_size=SIZE, run_before=feed(app))
+
+
+def test_filter(snap_compare):
+    app = make_app()
+    assert snap_compare(app, press=["slash", *"stub"], terminal_size=SIZE, run_before=feed(app))
+
+
+def test_actors_only_and_collapsed_group(snap_compare):
+    app = make_app()
+
+    async def run_before(pilot):
+        await feed(app)(pilot)
+        app.proc_tree.node_for("group:orphans").collapse()
+
+    assert snap_compare(app, press=["a"], terminal_size=SIZE, run_before=run_before)
+
+
+def test_signal_dialog_without_sigusr1_handler(snap_compare):
+    app = make_app()
+    assert snap_compare(app, press=["k"], terminal_size=SIZE, run_before=feed(app, select=4002))
+
+
+def test_reconcile_keeps_nodes_and_cursor():
+    """Not a picture: the same snapshot twice, then one with a process gone
+    and one added, keeps node identity and the cursor (no clear())."""
+    import asyncio
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            snap = fake_snapshot()
+            app.show(snap)
+            await pilot.pause()
+            ptree = app.proc_tree
+            ptree.select_pid(4020)
+            nodes = {k: ptree.node_for(k) for k in ptree.keys}
+            app.show(fake_snapshot())
+            await pilot.pause()
+            assert {k: ptree.node_for(k) for k in ptree.keys} == nodes
+            changed = fake_snapshot()
+            del changed.entries[4011]  # cache exited
+            changed.entries[4001].children = [4010, 4012]
+            changed.entries[4012] = Entry(proc=_actor(4012, 4001, "cache2"), bucket="live",
+                                          state="idle", root=4000, depth=2)
+            app.show(changed)
+            await pilot.pause()
+            assert 4011 not in ptree.keys
+            assert ptree.node_for(4012).parent is nodes[4001]
+            assert [c.data for c in nodes[4001].children] == [4010, 4012]
+            assert ptree.selected_pid == 4020
+            assert all(ptree.node_for(k) is n for k, n in nodes.items() if k != 4011)
+
+    asyncio.run(asyncio.wait_for(body(), 30))
