@@ -135,7 +135,7 @@ class StacksOptions(msgspec.Struct, frozen=True):
     tasks: bool = True
     timeout: float = 5.0  # per py-spy dump
     task_timeout: float = 2.0  # bound on waiting for an appended task tree
-    jobs: int = 0  # concurrent dumps; 0: one per CPU
+    jobs: int = 0  # concurrent dumps; 0: stacks.default_jobs()
     sudo: Literal["never", "noninteractive", "prompt"] = "noninteractive"
 
 

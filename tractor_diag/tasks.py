@@ -69,13 +69,47 @@ def request(proc: Proc) -> Pending | TaskTree:
     path = dump_path(proc.pid)
     offset = _size(path)
     try:
-        os.kill(proc.pid, signal.SIGUSR1)
+        signal_main_thread(proc.pid, signal.SIGUSR1)
     except ProcessLookupError:
         return TaskTree(status="gone", reason="process gone before the request", path=path)
     except PermissionError:
         return TaskTree(status="error", path=path,
                         reason="not allowed to signal this process (another user's)")
     return Pending(pid=proc.pid, path=path, offset=offset, sent_at=time.monotonic())
+
+
+_tgkill = None
+
+
+def signal_main_thread(pid: int, signum: int) -> None:
+    """Send ``signum`` to the main thread of ``pid`` (``tgkill``).
+
+    A process-directed ``kill()`` may be delivered to any thread. Python
+    only runs its handlers in the main thread, and a main thread blocked in
+    a sync call (``time.sleep``, ``os.waitpid``) is only woken by a signal
+    delivered to *it*; delivered to an idle worker thread (trio's thread
+    cache), the request would sit unnoticed until the sleep ends. That
+    happens in practice right after py-spy detaches. Falls back to
+    ``os.kill`` where libc has no ``tgkill``.
+    """
+    global _tgkill
+    if _tgkill is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.tgkill
+            fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
+            _tgkill = (fn, ctypes)
+        except (OSError, AttributeError):
+            _tgkill = False
+    if not _tgkill:
+        os.kill(pid, signum)
+        return
+    fn, ctypes = _tgkill
+    if fn(pid, pid, signum) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _read_from(path: str, offset: int) -> str:

@@ -12,7 +12,7 @@ the trio task tree of processes that armed a SIGUSR1 task dumper (tractor's
 stackscope handler or tractor_diag.taskdump). A process without a SIGUSR1
 handler is never signalled: the signal's default action would kill it.
 
-Dumps run concurrently (--jobs, default one per CPU), each bounded by
+Dumps run concurrently (--jobs, default 4 per CPU), each bounded by
 --timeout. py-spy runs without sudo; on a permission error it is retried
 with 'sudo -n' when sudo exists (--sudo lets sudo ask for a password on a
 terminal, --no-sudo never uses it). Every missing piece says why.
@@ -38,7 +38,7 @@ def add_stack_options(parser) -> None:
     parser.add_argument("--task-timeout", type=float, default=2.0, metavar="SECONDS",
                         help="bound on waiting for the requested task trees (default 2)")
     parser.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
-                        help="dumps run at once (default: one per CPU)")
+                        help="dumps run at once (default: 4 per CPU, at most 16)")
     parser.add_argument("--strays", action="store_true",
                         help="also cover stray/orphan actors outside the given roots")
 
@@ -59,7 +59,7 @@ def options_from(args):
     if args.timeout <= 0 or args.task_timeout <= 0:
         raise UsageError("--timeout and --task-timeout need a positive number of seconds")
     if args.jobs < 0:
-        raise UsageError("--jobs needs a number >= 0 (0: one per CPU)")
+        raise UsageError("--jobs needs a number >= 0 (0: the default)")
     sudo = "prompt" if args.sudo else "never" if args.no_sudo else "noninteractive"
     return StacksOptions(
         locals=args.locals, native=args.native, tasks=not args.no_tasks,
