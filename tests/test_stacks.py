@@ -215,8 +215,10 @@ def test_zombie_is_reported_not_dumped(zombie_maker):
     z = procs[zpid]
     assert z.bucket == "zombie"
     assert z.python.status == "exited"
-    assert "exit status 3" in z.python.reason and str(maker.root) in z.python.reason
-    assert z.tasks.status == "no-handler"
+    assert z.python.reason.startswith("zombie, exit status 3: no Python left to dump")
+    assert f"parent {maker.root} has not reaped it" in z.python.reason
+    assert z.tasks.status == "no-handler" and z.tasks.reason == "a zombie: not signalled"
+    assert z.kernel.stack_reason == "exited (zombie): no kernel stack"
 
 
 # ---------------------------------------------------------------------------

@@ -50,10 +50,6 @@ class Frame(msgspec.Struct, frozen=True):
     native: bool = False  # a C/C++ frame (``--native``)
     locals: list[Local] | None = None
 
-    @property
-    def where(self) -> str:
-        return f"{self.short or self.filename}:{self.line}"
-
 
 class Thread(msgspec.Struct):
     thread_id: int
@@ -68,7 +64,6 @@ class PyStack(msgspec.Struct):
     status: PyStatus
     threads: list[Thread] = []
     reason: str | None = None  # why it is missing, or a caveat
-    python: str | None = None  # target interpreter version when known
     via_sudo: bool = False
     elapsed: float = 0.0  # seconds the dump took
 

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
@@ -296,6 +295,8 @@ def kernel_side(proc: Proc) -> tuple[KernelSide, Proc | None]:
         symbols = [_stack_symbol(ln) for ln in raw.splitlines() if ln.strip()]
         if symbols:
             side.stack = symbols
+        elif fresh.state in ("Z", "X"):
+            side.stack_reason = "exited (zombie): no kernel stack"
         else:
             side.stack_reason = ("empty: running in user space" if fresh.state == "R"
                                  else "empty (the kernel showed no frames)")
@@ -330,7 +331,7 @@ def _skip_reason(entry: Entry) -> tuple[str, str] | None:
         from .render.ptree import exit_status
 
         code = "" if proc.exit_code is None else f", exit status {exit_status(proc.exit_code)}"
-        return "exited", (f"exited (zombie{code}): no Python left to dump; "
+        return "exited", (f"zombie{code}: no Python left to dump; "
                           f"parent {proc.ppid} has not reaped it")
     if proc.ppid == 2 or proc.pid == 2:
         return "skipped", "kernel thread"
@@ -383,9 +384,11 @@ def capture(
                              native=options.native, timeout=budget())
         if not options.tasks:
             tree = TaskTree(status="not-requested", reason="task trees not requested")
-        elif fresh is None or skip is not None:
-            tree = TaskTree(status="gone" if fresh is None else "no-handler",
-                            reason="process gone" if fresh is None else skip[1])  # type: ignore[index]
+        elif fresh is None:
+            tree = TaskTree(status="gone", reason="process gone")
+        elif skip is not None:
+            what = "a zombie" if skip[0] == "exited" else "a kernel thread"
+            tree = TaskTree(status="no-handler", reason=f"{what}: not signalled")
         else:
             req = taskmod.request(proc)
             if isinstance(req, TaskTree):
@@ -442,17 +445,6 @@ def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
         retry = dump_python(p.pid, py_spy=py_spy, locals=options.locals,
                             native=options.native, timeout=budget(), sudo=True)
         p.python = retry
-
-
-def entries_for_pids(pids: Iterable[int]) -> Snapshot:
-    """A snapshot of exactly ``pids`` (no descendants): for callers that
-    already know which processes they want."""
-    from .trees import Targets, build_snapshot
-
-    wanted = list(pids)
-    procs = procfs.scan(lambda pid, argv, comm: False, only=wanted)
-    procfs.fill_detail(procs, wanted)
-    return build_snapshot(procs, Targets(wanted), include_strays=False)
 
 
 # ---------------------------------------------------------------------------
