@@ -45,7 +45,8 @@ def test_current_tree_bundle_is_complete(current_tree, tmp_path):
     assert meta["label"] == "sleepy leaves" and meta["path"] == str(path)
     assert meta["roots"] == [tree.root]
     assert set(actors.values()) <= set(meta["pids"])
-    for name in ("summary.md", "meta.json", "tree.txt", "tree.json", "stacks.txt", "stacks.json"):
+    for name in ("summary.md", "meta.json", "tree.txt", "tree.json", "stacks.txt", "stacks.json",
+                 "bindspace.txt", "bindspace.json", "shm.json"):
         assert (path / name).is_file(), name
         assert name in meta["files"]
     for pid in meta["pids"]:
@@ -57,6 +58,14 @@ def test_current_tree_bundle_is_complete(current_tree, tmp_path):
         assert "trio run: active" in dump and "Actor.main" in dump
     assert not (path / "tasks" / f"{actors['leaf_1_1']}.txt").exists()
     assert meta["python"] and meta["kernel"].startswith("Linux") and meta["py_spy_version"]
+    # the tree's own sockets, in the test's isolated bindspace, all live
+    bind = json.loads((path / "bindspace.json").read_text())
+    assert bind["dir"] == str(tree.bindspace)
+    socks = {e["name"]: e["status"] for e in bind["entries"]}
+    for name, pid in actors.items():
+        assert socks[f"{name}@{pid}.sock"] == "live-active"
+    assert "live-active" in (path / "bindspace.txt").read_text()
+    assert json.loads((path / "shm.json").read_text())["dir"] == "/dev/shm"
 
     report = report_from_json((path / "stacks.json").read_bytes())
     assert {p.pid for p in report.procs} == set(meta["pids"])

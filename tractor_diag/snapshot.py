@@ -8,6 +8,7 @@ Layout of a bundle (``<root>/<UTC stamp>-<label>-<random>/``)::
     stacks.txt/.json    every process: kernel side, Python stacks, task trees
     stacks/<pid>.txt    the same, one file per process (and .json)
     tasks/<pid>.txt     a process's whole task-tree dump, as it wrote it
+    bindspace.txt/.json the UDS bindspace scan (`bindspace`); shm.json: /dev/shm
     history.json        the sampler's recent snapshots and events, when one ran
 
 The bundle is written under a hidden temporary name in the same directory
@@ -184,6 +185,10 @@ def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> st
     if not stuck:
         lines.append("Nothing by kernel state or trio tree: every process idles in its "
                      "event loop. See the table below for where each one waits.")
+        if not any(p.tasks.status == "collected" for p in report.procs):
+            lines += ["", "No process had a task dumper armed, so no trio task tree shows "
+                      "where tasks wait: run the tree with TRACTOR_ENABLE_STACKSCOPE=1 (or "
+                      "call tractor_diag.taskdump.arm() in each actor) and dump again."]
     for p in stuck:
         lines.append(
             f"- **{_md(_name(p))}** (pid {p.pid}): {_md(why[p.pid])}; {p.bucket}/{p.state}, "
@@ -207,6 +212,8 @@ def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> st
               "- `stacks.txt`, `stacks.json`, `stacks/<pid>.{txt,json}`: kernel side, "
               "Python stacks, task trees",
               "- `tasks/<pid>.txt`: each collected task-tree dump, whole",
+              "- `bindspace.txt`, `bindspace.json`, `shm.json`: the UDS socket dir and "
+              "/dev/shm, each entry classified by whether its owner lives",
               "- `meta.json`: versions, host, argv, timings, what is missing and why"]
     if meta.sampler_history:
         lines.append("- `history.json`: the sampler's recent snapshots and events")
@@ -277,6 +284,8 @@ def write_bundle(
                 files[f"tasks/{p.pid}.txt"] = p.tasks.text + "\n"
         if history is not None:
             files["history.json"] = msgspec.json.encode(history)
+        scan_missing: list[Missing] = []
+        files.update(_scans(scan_missing, deadline))
         uname = platform.uname()
         meta = BundleMeta(
             path="", label=label, started=started, finished=0.0, duration=0.0,
@@ -289,7 +298,7 @@ def write_bundle(
             argv=list(sys.argv), targets=list(targets), roots=list(snap.roots),
             pids=[p.pid for p in report.procs], stuck=sorted(stuck_reasons(report.procs)),
             files=sorted([*files, "meta.json", "summary.md"]),
-            missing=_missing(report), sampler_history=history is not None,
+            missing=_missing(report) + scan_missing, sampler_history=history is not None,
         )
         for name, data in files.items():
             _write(tmp, name, data)
@@ -307,6 +316,32 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _scans(missing: list[Missing], deadline: float | None) -> dict[str, bytes | str]:
+    """The UDS bindspace and /dev/shm scans (what `bindspace` and `reap
+    --shm --dry-run` see). A scan that fails, or is not started because the
+    time bound ran out, goes into ``missing``: it never costs the bundle."""
+    import importlib
+
+    from .render import Style
+
+    files: dict[str, bytes | str] = {}
+    for stem in ("bindspace", "shm"):
+        what = f"{stem} scan"
+        if deadline is not None and time.monotonic() >= deadline:
+            missing.append(Missing(what=what, why="not started: the capture's time bound ran out"))
+            continue
+        try:
+            result = importlib.import_module(f"{__package__}.{stem}").scan()
+            files[f"{stem}.json"] = msgspec.json.encode(result)
+            if stem == "bindspace":
+                from .render.bindspace import render_bindspace
+
+                files["bindspace.txt"] = render_bindspace(result, Style(False)) + "\n"
+        except Exception as exc:  # noqa: BLE001 - reported in meta.json instead
+            missing.append(Missing(what=what, why=f"{type(exc).__name__}: {exc}"))
+    return files
 
 
 def _write(top: str, name: str, data: bytes | str) -> None:

@@ -172,6 +172,9 @@ class _Watch:
 def collect(pending: list[Pending], until: float) -> dict[int, TaskTree]:
     """Wait (until the monotonic time ``until``) for every request's dump."""
     watches = [_Watch(p) for p in pending]
+    # Most dumps land within a few ms of the request: poll fast at first,
+    # then back off.
+    delay = 0.001
     while True:
         now = time.monotonic()
         for w in watches:
@@ -179,7 +182,8 @@ def collect(pending: list[Pending], until: float) -> dict[int, TaskTree]:
                 w.poll(now)
         if all(w.done for w in watches) or now >= until:
             break
-        time.sleep(_POLL)
+        time.sleep(min(delay, max(0.0, until - now)))
+        delay = min(_POLL, delay * 2)
     out: dict[int, TaskTree] = {}
     end = time.monotonic()
     for w in watches:

@@ -15,6 +15,7 @@ matched against command lines / process titles) into one new directory:
   tree.txt/.json    the process tree
   stacks.txt/.json  kernel side, Python stacks (py-spy) and trio task trees
   stacks/<pid>.*    the same per process; tasks/<pid>.txt whole task dumps
+  bindspace.*, shm.json  the UDS socket dir and /dev/shm scans
 
 The directory is written under a temporary name and renamed when complete.
 Default location: $XDG_CACHE_HOME/tractor/hung-dumps/ (see --out-dir).
