@@ -12,6 +12,10 @@ descendants and any actor. Detail comes in two sizes:
   a one-shot ``ptree`` leaves them out and the sampler, ``--json`` and
   `read_proc` ask for them.
 
+Without ``status``, ``Proc.uid`` is the owner of ``/proc/<pid>``: the
+effective uid, or root for a non-dumpable process (one that changed its
+credentials). Anything that acts on ownership reads ``status`` itself.
+
 ``/proc`` lists pids in ascending order and a child almost always has a
 higher pid than its parent, so "is my parent in the tree?" is answered
 during the same pass; a tree member that precedes its parent (pid
