@@ -111,18 +111,39 @@ def summary_section(output: str) -> list[str]:
     return [ln for ln in tail.splitlines()[1:] if ln.startswith("test_inner.py::")]
 
 
-@pytest.fixture
-def isolated_runtime(xdg_runtime_dir):
-    return xdg_runtime_dir
-
-
-def test_fail_after_w_trace_writes_a_complete_bundle(tmp_path, isolated_runtime):
-    out, took, bundles = run_inner(tmp_path, "test_async_hang")
+def failed_with_bundle(out: subprocess.CompletedProcess, bundles: Path, test: str,
+                       error: str) -> Path:
+    """The inner run failed with ``error`` naming one bundle, which the
+    terminal summary lists; returns the bundle."""
     text = out.stdout + out.stderr
     assert out.returncode == 1, text
-    assert "TooSlowError" in text and "still running after 0.5s; hung-dump bundle: " in text
+    assert error in text and "hung-dump bundle: " in text, text
     (path,) = bundle_dirs(bundles)
-    assert summary_section(out.stdout) == [f"test_inner.py::test_async_hang: {path}"]
+    assert summary_section(out.stdout) == [f"test_inner.py::{test}: {path}"]
+    return path
+
+
+@pytest.fixture
+def wedged_py_spy(tmp_path):
+    """A py-spy stand-in that never returns and whose child escapes the
+    process group (setsid) while holding the pipes; the escaped children are
+    killed at teardown."""
+    marker = tmp_path / "escaped.pids"
+    stand_in = tmp_path / "wedged-py-spy"
+    stand_in.write_text(f"#!/bin/sh\nsetsid sleep 600 &\necho $! >> {marker}\nwait\n")
+    stand_in.chmod(0o755)
+    yield stand_in
+    for pid in marker.read_text().split() if marker.exists() else ():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_fail_after_w_trace_writes_a_complete_bundle(tmp_path, xdg_runtime_dir):
+    out, took, bundles = run_inner(tmp_path, "test_async_hang")
+    path = failed_with_bundle(out, bundles, "test_async_hang", "TooSlowError")
+    assert "still running after 0.5s; hung-dump bundle: " in out.stdout
     meta = json.loads((path / "meta.json").read_text())
     assert meta["label"] == "test_inner.py::test_async_hang"
     for name in meta["files"]:
@@ -135,68 +156,36 @@ def test_fail_after_w_trace_writes_a_complete_bundle(tmp_path, isolated_runtime)
     assert took < 60
 
 
-def test_wedged_py_spy_cannot_wedge_the_test(tmp_path, isolated_runtime):
-    """A py-spy stand-in that never returns, and whose child escapes the
-    process group while holding the pipes: the test still fails promptly,
-    with a bundle that says why the stacks are missing."""
-    marker = tmp_path / "escaped.pids"
-    stand_in = tmp_path / "wedged-py-spy"
-    stand_in.write_text(f"#!/bin/sh\nsetsid sleep 600 &\necho $! >> {marker}\nwait\n")
-    stand_in.chmod(0o755)
-    try:
-        out, took, bundles = run_inner(tmp_path, "test_async_hang", capture_timeout=4,
-                                       env={PY_SPY_ENV: str(stand_in)})
-    finally:
-        for pid in marker.read_text().split() if marker.exists() else ():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-    text = out.stdout + out.stderr
-    assert out.returncode == 1, text
-    assert "TooSlowError" in text
+def test_wedged_py_spy_cannot_wedge_the_test(tmp_path, xdg_runtime_dir, wedged_py_spy):
+    """With a py-spy that never returns the test still fails promptly, with
+    a bundle that says why the stacks are missing."""
+    out, took, bundles = run_inner(tmp_path, "test_async_hang", capture_timeout=4,
+                                   env={PY_SPY_ENV: str(wedged_py_spy)})
+    path = failed_with_bundle(out, bundles, "test_async_hang", "TooSlowError")
     assert took < 40, f"the inner run took {took:.1f}s"
-    (path,) = bundle_dirs(bundles)
     meta = json.loads((path / "meta.json").read_text())
     stacks = [m for m in meta["missing"] if m["what"] == "python stack"]
     assert stacks and all(m["why"].startswith("timeout:") for m in stacks)
 
 
-def test_capture_keeps_to_a_short_bound(tmp_path, monkeypatch, spawn):
+def test_capture_keeps_to_a_short_bound(tmp_path, monkeypatch, spawn, wedged_py_spy):
     """The bound reaches every dump: with a wedged py-spy and 0.3 s the
     caller gets a complete bundle back within the bound, and each missing
     stack says the time ran out."""
     proc = spawn([sys.executable, "-c", "import time; print('READY', flush=True); time.sleep(600)"])
-    marker = tmp_path / "escaped.pids"
-    stand_in = tmp_path / "wedged-py-spy"
-    stand_in.write_text(f"#!/bin/sh\nsetsid sleep 600 &\necho $! >> {marker}\nwait\n")
-    stand_in.chmod(0o755)
-    monkeypatch.setenv(PY_SPY_ENV, str(stand_in))
-    try:
-        start = time.monotonic()
-        taken = capture_bundle("short", out_dir=str(tmp_path / "b"), timeout=0.3,
-                               root=proc.root)
-        took = time.monotonic() - start
-    finally:
-        for pid in marker.read_text().split() if marker.exists() else ():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-    assert took < 0.5
+    monkeypatch.setenv(PY_SPY_ENV, str(wedged_py_spy))
+    start = time.monotonic()
+    taken = capture_bundle("short", out_dir=str(tmp_path / "b"), timeout=0.3, root=proc.root)
+    assert time.monotonic() - start < 0.5
     assert taken.error is None and Path(taken.path).is_dir()
     meta = json.loads((Path(taken.path) / "meta.json").read_text())
     (missing,) = [m for m in meta["missing"] if m["what"] == "python stack"]
     assert missing["pid"] == proc.root and missing["why"].startswith("timeout:")
 
 
-def test_afk_alarm_w_trace_interrupts_a_sync_hang(tmp_path, isolated_runtime):
+def test_afk_alarm_w_trace_interrupts_a_sync_hang(tmp_path, xdg_runtime_dir):
     out, took, bundles = run_inner(tmp_path, "test_sync_hang")
-    text = out.stdout + out.stderr
-    assert out.returncode == 1, text
-    assert "AfkAlarmTimeout" in text and "hung-dump bundle: " in text
-    (path,) = bundle_dirs(bundles)
-    assert summary_section(out.stdout) == [f"test_inner.py::test_sync_hang: {path}"]
+    path = failed_with_bundle(out, bundles, "test_sync_hang", "AfkAlarmTimeout")
     summary = (path / "summary.md").read_text()
     # pytest's own main thread: the user frame is the test's time.sleep line
     line_no = INNER.splitlines().index(
@@ -206,7 +195,7 @@ def test_afk_alarm_w_trace_interrupts_a_sync_hang(tmp_path, isolated_runtime):
     assert took < 60
 
 
-def test_factory_labels_with_node_id_and_passing_tests_take_nothing(tmp_path, isolated_runtime):
+def test_factory_labels_with_node_id_and_passing_tests_take_nothing(tmp_path, xdg_runtime_dir):
     out, _, bundles = run_inner(tmp_path, "test_factory", "test_in_time")
     text = out.stdout + out.stderr
     assert out.returncode == 1 and "1 failed, 1 passed" in text, text

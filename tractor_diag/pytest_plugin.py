@@ -203,24 +203,25 @@ def afk_alarm_w_trace(seconds: float, label: str | None = None, *,
 # the plugin
 # ---------------------------------------------------------------------------
 
+def _labelled(guard, request):
+    def factory(seconds: float, label: str | None = None, **kw):
+        return guard(seconds, label or request.node.nodeid, **kw)
+
+    return factory
+
+
 @pytest.fixture
 def fail_after_w_trace_factory(request):
     """``factory(seconds, label=None, **kw)`` -> `fail_after_w_trace` with the
     label defaulting to this test's node id."""
-    def factory(seconds: float, label: str | None = None, **kw):
-        return fail_after_w_trace(seconds, label or request.node.nodeid, **kw)
-
-    return factory
+    return _labelled(fail_after_w_trace, request)
 
 
 @pytest.fixture
 def afk_alarm_w_trace_factory(request):
     """``factory(seconds, label=None, **kw)`` -> `afk_alarm_w_trace` with the
     label defaulting to this test's node id."""
-    def factory(seconds: float, label: str | None = None, **kw):
-        return afk_alarm_w_trace(seconds, label or request.node.nodeid, **kw)
-
-    return factory
+    return _labelled(afk_alarm_w_trace, request)
 
 
 def pytest_addoption(parser):
