@@ -208,6 +208,20 @@ def test_undelimited_dump_collected_until_quiet(spawn):
     assert alive(pid)
 
 
+def test_armed_process_outside_trio_run(spawn):
+    proc = spawn([sys.executable, "-c", "import time; from tractor_diag import taskdump; "
+                  "taskdump.arm(); print('READY', flush=True); time.sleep(600)"])
+    try:
+        rc, text, _ = cli("--color", "never", str(proc.root))
+        procs = stacks_json(str(proc.root))
+    finally:
+        Path(f"/tmp/tractor-stackscope-{proc.root}.log").unlink(missing_ok=True)
+    assert rc == 0
+    tree = procs[proc.root].tasks
+    assert tree.status == "collected" and tree.complete and tree.tasks == []
+    assert "  trio tasks: none -- no trio run active on thread 'MainThread'" in text
+
+
 def test_zombie_is_reported_not_dumped(zombie_maker):
     maker = zombie_maker(count=1, code=3)
     (zpid,) = maker.zombies

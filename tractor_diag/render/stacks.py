@@ -128,6 +128,12 @@ def task_lines(tree: TaskTree, st: Style) -> list[str]:
         n = len(tree.tasks)
         out = [f"  trio tasks (tractor-diag taskdump, {n} task{'s' if n != 1 else ''}):"]
         out += [_task_line(t, "    " + "  " * t.depth) for t in tree.tasks]
+    elif tree.format == "tractor-diag":
+        # No trio run to walk: the dump's own one-line verdict says why (its
+        # thread stacks repeat what py-spy showed).
+        verdict = next((ln for ln in tree.text.splitlines() if ln.startswith("trio run:")),
+                       "no trio tasks in the dump")
+        out = [f"  trio tasks: {verdict.removeprefix('trio run: ')}"]
     else:
         out = ["  trio tasks (as the process's dump handler wrote them):"]
         out += ["    " + ln for ln in tree.text.splitlines()]
