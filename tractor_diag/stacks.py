@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -325,8 +324,7 @@ def default_jobs() -> int:
     return min(16, 4 * (os.cpu_count() or 1))
 
 
-def _skip_reason(entry: Entry) -> tuple[str, str] | None:
-    proc = entry.proc
+def _skip_reason(proc: Proc) -> tuple[str, str] | None:
     if proc.state in ("Z", "X", "x"):
         from .render.ptree import exit_status
 
@@ -349,7 +347,7 @@ def capture(
 
     ``deadline`` (``time.monotonic()`` value) bounds the whole capture: a
     dump not started by then is reported as timed out, and no dump outlives
-    it by more than a second. ``interactive`` allows ``sudo`` to prompt when
+    it by more than a fraction of a second. ``interactive`` allows ``sudo`` to prompt when
     ``options.sudo == "prompt"`` (the CLI passes "stdin is a terminal").
     """
     from . import tasks as taskmod
@@ -360,8 +358,7 @@ def capture(
     py_spy = find_py_spy()
     jobs = options.jobs if options.jobs > 0 else default_jobs()
     results: dict[int, ProcStacks] = {}
-    pending: list[taskmod.Pending] = []
-    lock = threading.Lock()
+    pending: list[taskmod.Pending] = []  # appended from the workers
 
     def budget() -> float:
         if deadline is None:
@@ -371,7 +368,8 @@ def capture(
     def one(entry: Entry) -> None:
         proc = entry.proc
         side, fresh = kernel_side(proc)
-        skip = _skip_reason(entry)
+        # The fresh record: it may have exited since the snapshot.
+        skip = _skip_reason(fresh or proc)
         if fresh is None:
             py = PyStack(status="gone", reason="process gone before its stack was read")
         elif skip is not None:
@@ -395,8 +393,7 @@ def capture(
                 tree = req
             else:
                 tree = TaskTree(status="timeout", path=req.path)
-                with lock:
-                    pending.append(req)
+                pending.append(req)
         results[proc.pid] = ProcStacks(
             pid=proc.pid, ppid=proc.ppid, title=proc.title,
             actor=proc.actor.name if proc.actor else None,
