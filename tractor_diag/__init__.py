@@ -17,6 +17,7 @@ _LAZY = {
     "Sampler": "sampler",
     "format_task_tree": "taskdump", "write_dump": "taskdump",
     "parse_dumps": "taskdump", "DumpBlock": "taskdump",
+    "capture": "stacks", "dump_all": "snapshot", "write_bundle": "snapshot",
 }
 
 __all__ = ["__version__", *_LAZY]
