@@ -1,0 +1,487 @@
+"""Helpers for the reap / bindspace / shm safety suite.
+
+Stdlib only at import time: some programs below run as uid 65534 under the
+system python (``/usr/bin/python3``), which cannot see the project venvs.
+
+PID namespace
+-------------
+Default-mode ``reap`` acts on every orphaned actor of the user on the box.
+Other test sessions run on this machine as the same user (root), so a real
+default-mode reap must never run in the host PID namespace. `NsInit` starts
+``unshare --pid --fork --mount-proc --kill-child`` with this file's
+``ns-init`` program as pid 1 of a fresh namespace and drives it over a
+JSON-lines pipe: every process a test starts through it lives (and is
+orphaned, re-parented to that pid 1, and reaped) inside the namespace, and
+``/proc`` there shows nothing else. When the test ends, the namespace's init
+exits and the kernel SIGKILLs everything left inside it: nothing can leak.
+
+Programs (``python tests/_reap_helpers.py PROGRAM ...``)
+-------------------------------------------------------
+``ns-init``                the namespace init + RPC server (see `NsInit`)
+``spawner JSON``           start each argv of the JSON list as a child, print
+                           ``READY <pid> ...``, then sleep (a parent to scope
+                           ``reap --parent`` to)
+``as-actor NAME -- ARGV``  set the title ``_subactor[NAME@pid]`` (a current
+                           actor to /proc), run ARGV as a child, relay its
+                           stdout, exit with its code
+``mapper PATH MODE``       MODE ``map``: mmap PATH and close the fd;
+                           ``hold``: keep it open without mapping; then
+                           ``READY <pid>`` and sleep
+``scenario NAME ARGS``     one of `SCENARIOS`, run whole inside a namespace
+                           (they need ``ns_last_pid`` or a private /dev/shm);
+                           prints its findings as one JSON line
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+THIS = os.path.abspath(__file__)
+SYSTEM_PYTHON = "/usr/bin/python3"
+NOBODY = 65534
+
+
+# --- small programs -------------------------------------------------------------------
+
+def _ready(*parts) -> None:
+    print(" ".join(["READY", *map(str, parts)]), flush=True)
+
+
+def _sleep_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def prog_spawner(spec: str) -> None:
+    """A parent that reaps its children as they exit and takes the rest down
+    with it on SIGINT (so teardown never waits on init to reap them)."""
+    kids = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            for argv in json.loads(spec)]
+    for kid in kids:
+        threading.Thread(target=kid.wait, daemon=True).start()
+    _ready(*(k.pid for k in kids))
+    try:
+        _sleep_forever()
+    finally:
+        for kid in kids:
+            if kid.poll() is None:
+                kid.kill()
+        for kid in kids:
+            kid.wait()
+
+
+def prog_as_actor(name: str, argv: list[str]) -> None:
+    import setproctitle
+
+    setproctitle.setproctitle(f"_subactor[{name}@{os.getpid()}]")
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    sys.stdout.buffer.write(proc.stdout)
+    sys.stdout.flush()
+    sys.exit(proc.returncode)
+
+
+def prog_mapper(path: str, mode: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    if mode == "map":
+        # libc mmap, not the mmap module: that one keeps a dup of the fd, and
+        # the point here is a mapping with no fd left at all
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        addr = libc.mmap(None, os.fstat(fd).st_size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+        if addr in (None, ctypes.c_void_p(-1).value):
+            sys.exit(f"mmap failed: errno {ctypes.get_errno()}")
+        os.close(fd)
+    _ready(os.getpid())
+    _sleep_forever()
+
+
+def fake_released_pkg(root: str) -> str:
+    """A dir holding a stand-in ``tractor._child`` module, so that any python
+    run as ``python -m tractor._child --uid ... --parent_addr ...`` has the
+    exact command line of a released-runtime actor (used for actors of
+    another uid, whose python cannot import the real runtime's venv)."""
+    pkg = os.path.join(root, "tractor")
+    os.makedirs(pkg, exist_ok=True)
+    with open(os.path.join(pkg, "__init__.py"), "w") as f:
+        f.write("")
+    with open(os.path.join(pkg, "_child.py"), "w") as f:
+        f.write("import time\nprint('READY', flush=True)\n"
+                "try:\n    time.sleep(3600)\nexcept KeyboardInterrupt:\n    raise SystemExit(130)\n")
+    for d in (root, pkg):
+        os.chmod(d, 0o755)
+    return root
+
+
+def released_argv(python: str, name: str, port: int = 1) -> list[str]:
+    return [python, "-m", "tractor._child", "--uid", repr((name, "0" * 32)),
+            "--parent_addr", repr(("127.0.0.1", port)), "--loglevel", "error"]
+
+
+def as_nobody(argv: list[str]) -> list[str]:
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+
+
+# --- /proc reads (no tractor_diag: the suite must not share its bugs) --------------------
+
+def proc_info(pid: int) -> dict | None:
+    """{'state', 'ppid', 'start'} or None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(b")") + 2:].split()
+    return {"state": rest[0].decode(), "ppid": int(rest[1]), "start": int(rest[19])}
+
+
+def alive(pid: int, start: int | None = None) -> bool:
+    """Running (not a zombie), and the same process when ``start`` is given."""
+    info = proc_info(pid)
+    if info is None or info["state"] in ("Z", "X"):
+        return False
+    return start is None or info["start"] == start
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def orphans_go_to_init():
+    """Within this block, orphans re-parent to init even if another test left
+    this pytest process a child subreaper (the dashboard's launch mode makes
+    its process one): the host-namespace orphan tests need init's adoption."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    flag = ctypes.c_int(0)
+    was = libc.prctl(37, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value  # PR_GET_CHILD_SUBREAPER
+    if was:
+        libc.prctl(36, 0, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    try:
+        yield
+    finally:
+        if was:
+            libc.prctl(36, 1, 0, 0, 0)
+
+
+# --- the namespace init --------------------------------------------------------------
+
+def _ns_procs() -> list[dict]:
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        info = proc_info(pid)
+        if info is None:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        while argv and argv[-1] == "":
+            argv.pop()
+        out.append({"pid": pid, "ppid": info["ppid"], "state": info["state"],
+                    "start": info["start"], "uid": uid, "argv": argv})
+    return out
+
+
+def prog_ns_init() -> None:
+    """pid 1 of a PID namespace: adopt and reap orphans, serve requests."""
+    assert os.getpid() == 1, "ns-init must be the init of its namespace"
+    lock = threading.Lock()
+    waited: set[int] = set()  # children a `run` request waits on itself
+    stop = threading.Event()
+
+    def reap_orphans() -> None:
+        while not stop.wait(0.05):
+            with lock:
+                for p in _ns_procs():
+                    if p["ppid"] == 1 and p["state"] == "Z" and p["pid"] not in waited:
+                        try:
+                            os.waitpid(p["pid"], os.WNOHANG)
+                        except ChildProcessError:
+                            pass
+
+    threading.Thread(target=reap_orphans, daemon=True).start()
+    out = sys.stdout
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            resp = _ns_handle(req, lock, waited)
+        except Exception as exc:  # reported to the test, which fails loudly
+            resp = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(resp) + "\n")
+        out.flush()
+        if req["op"] == "exit":
+            break
+    stop.set()
+
+
+def _ns_handle(req: dict, lock: threading.Lock, waited: set[int]) -> dict:
+    op = req["op"]
+    env = dict(os.environ)
+    env.update(req.get("env") or {})
+    if op == "spawn":
+        with lock:
+            proc = subprocess.Popen(req["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, env=env)
+        line = ""
+        if req.get("ready"):
+            line = _read_line(proc, req["ready"], req.get("timeout", 30))
+        return {"pid": proc.pid, "line": line}
+    if op == "run":
+        with lock:
+            proc = subprocess.Popen(req["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env)
+            waited.add(proc.pid)
+        try:
+            out, err = proc.communicate(timeout=req.get("timeout", 60))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        finally:
+            waited.discard(proc.pid)
+        return {"rc": proc.returncode, "stdout": out.decode(errors="replace"),
+                "stderr": err.decode(errors="replace")}
+    if op == "procs":
+        return {"procs": _ns_procs()}
+    if op == "kill":
+        os.kill(req["pid"], req["sig"])
+        return {}
+    if op == "mount-tmpfs":
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tdiag", req["path"]], check=True)
+        return {}
+    if op == "exit":
+        return {}
+    raise ValueError(f"unknown op {op!r}")
+
+
+def _read_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            for line in buf.decode(errors="replace").splitlines():
+                if line.startswith(prefix):
+                    return line
+    raise TimeoutError(f"no {prefix!r} line from {proc.args}")
+
+
+class NsError(RuntimeError):
+    pass
+
+
+class NsInit:
+    """Client side: a PID namespace whose init serves JSON requests."""
+
+    def __init__(self, python: str, log_path: str):
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+             python, THIS, "ns-init"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            start_new_session=True,
+        )
+        self._buf = b""
+
+    def call(self, op: str, timeout: float = 60.0, **kw) -> dict:
+        self.popen.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        self.popen.stdin.flush()
+        return self._answer(op, timeout)
+
+    def _answer(self, op: str, timeout: float) -> dict:
+        fd = self.popen.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NsError(f"ns-init: no answer to {op} within {timeout}s")
+            r, _, _ = select.select([fd], [], [], min(left, 0.2))
+            if r:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise NsError(f"ns-init exited (rc={self.popen.poll()})")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        resp = json.loads(line)
+        if "error" in resp:
+            raise NsError(f"ns-init {op}: {resp['error']}")
+        return resp
+
+    def spawn(self, argv, ready: str | None = "READY", env=None, timeout: float = 60.0) -> dict:
+        # `timeout` bounds the ready line inside; the call itself gets a margin
+        return self._call_with("spawn", timeout, argv=[str(a) for a in argv], ready=ready, env=env)
+
+    def _call_with(self, op: str, inner: float, **kw) -> dict:
+        self.popen.stdin.write((json.dumps({"op": op, "timeout": inner, **kw}) + "\n").encode())
+        self.popen.stdin.flush()
+        return self._answer(op, inner + 5)
+
+    def run(self, argv, env=None, timeout: float = 60.0) -> dict:
+        return self._call_with("run", timeout, argv=[str(a) for a in argv], env=env)
+
+    def procs(self) -> dict[int, dict]:
+        return {p["pid"]: p for p in self.call("procs")["procs"]}
+
+    def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
+        self.call("kill", pid=pid, sig=int(sig))
+
+    def wait_until(self, pred, timeout: float = 15.0) -> bool:
+        return wait_for(lambda: pred(self.procs()), timeout, 0.1)
+
+    def close(self) -> None:
+        try:
+            if self.popen.poll() is None:
+                self.call("exit", timeout=5)
+        except (NsError, OSError, ValueError):
+            pass
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()  # --kill-child: the namespace dies with it
+            self.popen.wait(5)
+        self._log.close()
+
+
+
+# --- scenarios run as a whole inside a PID namespace (they print one JSON line) ---------
+
+def _spawn_ready(argv, env=None) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
+    line = proc.stdout.readline()
+    assert line.startswith(b"READY"), (argv, line)
+    return proc
+
+
+def _take_pid(pid: int) -> None:
+    """Make the next fork of this namespace get ``pid`` (CRIU's mechanism)."""
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+
+
+def scenario_pid_reuse(fake_pkg: str) -> dict:
+    """Plan a reap of an actor child, let the kernel give its pid to a new
+    actor, then signal the old plan, with and without pidfds."""
+    from tractor_diag import reap
+
+    env = dict(os.environ, PYTHONPATH=fake_pkg)
+    out = {}
+    for use_pidfd in (True, False):
+        old = _spawn_ready(released_argv(sys.executable, "old"), env)
+        plan = reap.make_plan(parent=os.getpid())
+        assert [t.pid for t in plan.targets] == [old.pid], plan
+        old.kill()
+        old.wait()
+        time.sleep(0.05)  # the newcomer starts clock ticks later
+        _take_pid(old.pid)
+        new = _spawn_ready(released_argv(sys.executable, "new"), env)
+        outcome = reap.execute(plan, grace=1, use_pidfd=use_pidfd)
+        time.sleep(0.2)
+        fate = outcome.fates[0]
+        out[str(use_pidfd)] = dict(
+            reused_pid=new.pid == old.pid, fate=fate.fate, signals=fate.signals,
+            detail=fate.detail, new_alive=new.poll() is None, pidfd=outcome.pidfd)
+        new.kill()
+        new.wait()
+    return out
+
+
+_BIND = ("import os, socket, sys, time; s = socket.socket(socket.AF_UNIX); "
+         "s.bind(sys.argv[1] % os.getpid()); s.listen(); print('READY', flush=True); time.sleep(600)")
+_SLEEP = "import time; print('READY', flush=True); time.sleep(600)"
+
+
+def scenario_socket_reuse(bindspace: str) -> dict:
+    """A binder dies leaving its socket file; a younger process gets its pid."""
+    old = _spawn_ready([sys.executable, "-c", _BIND, bindspace + "/ghost@%d.sock"])
+    old.kill()
+    old.wait()
+    time.sleep(1.5)  # younger than the file beyond the clock slack
+    _take_pid(old.pid)
+    new = _spawn_ready([sys.executable, "-c", _SLEEP])
+    cli = [sys.executable, "-m", "tractor_diag"]
+    scan = subprocess.run([*cli, "bindspace", "--json"], capture_output=True, text=True)
+    sweep = subprocess.run([*cli, "reap", "--uds-only", "--json"], capture_output=True, text=True)
+    out = dict(old=old.pid, new=new.pid, scan=json.loads(scan.stdout),
+               sweep=json.loads(sweep.stdout), sweep_rc=sweep.returncode,
+               new_alive=new.poll() is None)
+    new.kill()
+    new.wait()
+    return out
+
+
+def scenario_shm_default() -> dict:
+    """``reap --shm-only`` on the default /dev/shm (a private tmpfs here)."""
+    for name in ("mapped", "held", "unused"):
+        with open("/dev/shm/" + name, "wb") as f:
+            f.write(b"x" * 8192)
+    os.symlink("/dev/shm/unused", "/dev/shm/link")
+    m = _spawn_ready([sys.executable, THIS, "mapper", "/dev/shm/mapped", "map"])
+    h = _spawn_ready([sys.executable, THIS, "mapper", "/dev/shm/held", "hold"])
+    r = subprocess.run([sys.executable, "-m", "tractor_diag", "reap", "--shm-only", "--json"],
+                       capture_output=True, text=True)
+    out = dict(rc=r.returncode, report=json.loads(r.stdout), left=sorted(os.listdir("/dev/shm")),
+               alive=m.poll() is None and h.poll() is None)
+    for p in (m, h):
+        p.kill()
+        p.wait()
+    return out
+
+
+SCENARIOS = {
+    "pid-reuse": scenario_pid_reuse,
+    "socket-reuse": scenario_socket_reuse,
+    "shm-default": scenario_shm_default,
+}
+
+
+def main(argv: list[str]) -> None:
+    prog, args = argv[0], argv[1:]
+    try:
+        if prog == "ns-init":
+            prog_ns_init()
+        elif prog == "spawner":
+            prog_spawner(args[0])
+        elif prog == "as-actor":
+            sep = args.index("--")
+            prog_as_actor(args[0], args[sep + 1:])
+        elif prog == "mapper":
+            prog_mapper(args[0], args[1])
+        elif prog == "scenario":
+            print(json.dumps(SCENARIOS[args[0]](*args[1:])), flush=True)
+        else:
+            sys.exit(f"unknown program {prog!r}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,312 @@
+"""``reap`` in the host PID namespace, always scoped with ``--parent`` (or a
+dry run): other sessions' processes share this machine and this uid.
+
+Every test starts real processes, runs the real CLI (or the library), and
+checks from ``/proc`` (start times included) that exactly the intended
+processes were signalled and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from _reap_helpers import (
+    SYSTEM_PYTHON, THIS, alive, as_nobody, fake_released_pkg, orphans_go_to_init, proc_info,
+    released_argv, wait_for,
+)
+
+PY = sys.executable
+CLI = [PY, "-m", "tractor_diag"]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def reap_json(*args) -> tuple[int, dict]:
+    r = cli("reap", *args, "--json")
+    assert r.stdout.strip(), f"rc={r.returncode} stderr={r.stderr}"
+    return r.returncode, json.loads(r.stdout)
+
+
+def planned(report: dict) -> set[int]:
+    return {t["pid"] for t in report["plan"]["targets"]}
+
+
+def skipped(report: dict) -> dict[int, str]:
+    return {s["pid"]: s["reason"] for s in report["plan"]["skipped"]}
+
+
+def starts(pids) -> dict[int, int]:
+    return {p: proc_info(p)["start"] for p in pids}
+
+
+def untouched(start_of: dict[int, int]) -> list[int]:
+    """Pids that are no longer the same live process."""
+    return [p for p, s in start_of.items() if not alive(p, s)]
+
+
+@pytest.fixture
+def fake_pkg():
+    d = tempfile.mkdtemp(prefix="tdiag-fake-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield fake_released_pkg(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def family(spawn, fake_pkg):
+    """A parent (the --parent scope) with one child of each kind.
+
+    -> (parent pid, {kind: pid})"""
+    envpy = ["env", f"PYTHONPATH={fake_pkg}"]
+    sleep = "import time; time.sleep(600)"
+    kinds = {
+        "ours": [*envpy, PY, *released_argv(PY, "ours")[1:]],
+        "nobody": as_nobody([*envpy, SYSTEM_PYTHON, *released_argv(SYSTEM_PYTHON, "theirs")[1:]]),
+        "plain": ["sleep", "600"],
+        "args": [PY, "-c", sleep, "-k", "_subactor[ghost@1]", "tractor._child"],
+        "near": ["bash", "-c", "exec -a '_subactor[ghost@1]x' sleep 600"],
+    }
+    h = spawn([PY, THIS, "spawner", json.dumps(list(kinds.values()))], label="family")
+    pids = dict(zip(kinds, map(int, h.ready_line.split()[1:])))
+
+    def settled() -> bool:
+        try:
+            return (Path(f"/proc/{pids['nobody']}/status").read_text().count("65534") >= 4
+                    and Path(f"/proc/{pids['near']}/cmdline").read_bytes().startswith(b"_subactor[ghost@1]x")
+                    and b"tractor._child" in Path(f"/proc/{pids['ours']}/cmdline").read_bytes()
+                    and b"tractor._child" in Path(f"/proc/{pids['nobody']}/cmdline").read_bytes())
+        except OSError:
+            return False
+
+    assert wait_for(settled, 10), "family did not settle"
+    return h.root, pids
+
+
+# --- real trees ----------------------------------------------------------------------------
+
+def test_released_tree_dry_run_is_exactly_what_gets_signalled(released_tree):
+    tree = released_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+    root = actors.pop("root")
+    sub = set(actors.values())
+    rc, dry = reap_json("--parent", root, "--dry-run")
+    assert rc == 0
+    assert planned(dry) == sub
+    assert all(alive(p) for p in sub), "the dry run signalled something"
+
+    rc, report = reap_json("--parent", root, "--grace", "3")
+    assert planned(report) == planned(dry)
+    fates = {f["pid"]: f for f in report["outcome"]["fates"]}
+    assert set(fates) == sub
+    assert {f["fate"] for f in fates.values()} <= {"exited", "killed"}
+    assert all(f["signals"][0] == "SIGINT" for f in fates.values())
+    assert rc == (1 if report["outcome"]["escalated"] else 0)
+    assert wait_for(lambda: not any(alive(p) for p in sub), 5)
+    assert root not in planned(report)
+
+
+def test_current_tree_escalation_and_progress(current_tree):
+    """``leaf_0_0`` ignores SIGINT: the ladder must end in SIGKILL, exit 1,
+    with progress lines on stderr while the grace runs."""
+    tree = current_tree(depth=2, breadth=2, hang="wait-child")
+    actors = tree.actors()
+    root = actors.pop("root")
+    r = cli("reap", "--parent", root, "--grace", "2")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "sent SIGINT to 6 processes" in r.stderr
+    assert "still running after 1." in r.stderr
+    assert "SIGKILL" in r.stderr
+    leaf = actors["leaf_0_0"]
+    line = next(ln for ln in r.stdout.splitlines() if f" {leaf} " in ln)
+    assert line.split()[0] == "killed" and "SIGINT+SIGKILL" in line
+    assert "SIGKILL was needed" in r.stdout
+    assert wait_for(lambda: not any(alive(p) for p in actors.values()), 5)
+
+
+def test_json_and_quiet_have_no_progress(spawn, fake_pkg):
+    h = spawn([PY, THIS, "spawner", json.dumps([["env", f"PYTHONPATH={fake_pkg}", PY,
+                                                  *released_argv(PY, "a")[1:]]])])
+    child = int(h.ready_line.split()[1])
+    assert wait_for(lambda: b"tractor._child" in Path(f"/proc/{child}/cmdline").read_bytes(), 10)
+    r = cli("reap", "--parent", h.root, "--grace", "3", "--json")
+    assert r.returncode == 0
+    assert r.stderr == ""
+    report = json.loads(r.stdout)
+    assert report["clean"] is True
+    assert [f["fate"] for f in report["outcome"]["fates"]] == ["exited"]
+
+
+# --- must-not cases, scoped with --parent ------------------------------------------------------
+
+def test_only_own_actors_without_all(family):
+    parent, pids = family
+    keep = starts([parent, *(p for k, p in pids.items() if k != "ours")])
+    rc, report = reap_json("--parent", parent, "--grace", "3")
+    assert rc == 0, report
+    assert planned(report) == {pids["ours"]}
+    why = skipped(report)
+    assert why[pids["nobody"]] == "belongs to uid 65534"
+    for kind in ("plain", "args", "near"):
+        assert why[pids[kind]] == "not an actor (--all to include)"
+    assert not untouched(keep), "a must-not process was signalled"
+    assert wait_for(lambda: not alive(pids["ours"]), 5)
+
+
+def test_all_widens_to_non_actors_but_never_another_uid(family):
+    parent, pids = family
+    keep = starts([parent, pids["nobody"]])
+    rc, dry = reap_json("--parent", parent, "--all", "--dry-run")
+    expected = {pids[k] for k in ("ours", "plain", "args", "near")}
+    assert planned(dry) == expected
+    text = cli("reap", "--parent", parent, "--all", "--dry-run", "--color", "never").stdout
+    listed = {int(ln.split()[1]) for ln in text.splitlines() if ln.strip().startswith("planned")}
+    assert listed == expected
+    assert f"{pids['nobody']}" in text and "belongs to uid 65534" in text
+    rc, report = reap_json("--parent", parent, "--all", "--grace", "3")
+    assert planned(report) == expected
+    assert skipped(report)[pids["nobody"]] == "belongs to uid 65534"
+    assert {f["fate"] for f in report["outcome"]["fates"]} == {"exited"}
+    assert not untouched(keep), "another user's process (or the parent) was signalled"
+    assert wait_for(lambda: not any(alive(p) for p in expected), 5)
+
+
+def test_never_the_reaper_or_its_ancestors(spawn, tmp_path, fake_pkg):
+    """The reaper runs below an actor-looking wrapper, itself a child of the
+    --parent pid: with --all every other descendant goes, never the chain
+    reaper -> sh -> wrapper."""
+    out = tmp_path / "report.json"
+    script = (f"P=$(cut -d' ' -f4 /proc/$PPID/stat); "
+              f"{PY} -m tractor_diag reap --parent $P --all --grace 3 --json > {out}; "
+              f"echo done >> {out}.done; exec sleep 600")
+    wrapper = [PY, THIS, "as-actor", "wrapper", "--", "sh", "-c", script]
+    sibling_actor = ["env", f"PYTHONPATH={fake_pkg}", PY, *released_argv(PY, "sib")[1:]]
+    h = spawn([PY, THIS, "spawner", json.dumps([["sleep", "600"], sibling_actor, wrapper])])
+    sleeper, sib, wrap = map(int, h.ready_line.split()[1:])
+    assert wait_for(lambda: Path(f"{out}.done").exists(), 30), "the reaper did not finish"
+    report = json.loads(out.read_text())
+    assert planned(report) == {sleeper, sib}
+    why = skipped(report)
+    assert why[wrap] == "an ancestor of the reaper"
+    reaper = [p for p, r in why.items() if r == "the reaper itself"]
+    shell = [p for p, r in why.items() if r == "an ancestor of the reaper" and p != wrap]
+    assert len(reaper) == 1 and len(shell) == 1
+    assert alive(wrap) and alive(shell[0]), "an ancestor of the reaper was signalled"
+    assert proc_info(shell[0])["ppid"] == wrap
+    assert not alive(sleeper) and not alive(sib)
+
+
+def test_changed_create_time_aborts_the_signal(spawn, fake_pkg):
+    """A plan whose create time no longer matches the live process (what a
+    reused pid looks like) signals nothing, through pidfds or kill(2)."""
+    from tractor_diag import reap
+
+    h = spawn([PY, THIS, "spawner", json.dumps([["env", f"PYTHONPATH={fake_pkg}", PY,
+                                                  *released_argv(PY, "victim")[1:]]])])
+    child = int(h.ready_line.split()[1])
+    assert wait_for(lambda: b"tractor._child" in Path(f"/proc/{child}/cmdline").read_bytes(), 10)
+    plan = reap.make_plan(parent=h.root)
+    assert plan.pids() == [child]
+    start = proc_info(child)["start"]
+    (target,) = plan.targets
+    for use_pidfd in (True, False):
+        for delta in (-10.0, +0.5):
+            forged = msgspec.structs.replace(
+                plan, targets=[msgspec.structs.replace(target, create_time=target.create_time + delta)])
+            outcome = reap.execute(forged, grace=0.5, use_pidfd=use_pidfd)
+            (fate,) = outcome.fates
+            assert fate.fate == "reused", fate
+            assert fate.signals == []
+            assert alive(child, start)
+    # the genuine plan still works
+    outcome = reap.execute(plan, grace=3)
+    assert outcome.fates[0].fate == "exited"
+    assert outcome.fates[0].signals == ["SIGINT"]
+
+
+def test_gone_before_signal(spawn, fake_pkg):
+    from tractor_diag import reap
+
+    h = spawn([PY, THIS, "spawner", json.dumps([["env", f"PYTHONPATH={fake_pkg}", PY,
+                                                  *released_argv(PY, "brief")[1:]]])])
+    child = int(h.ready_line.split()[1])
+    assert wait_for(lambda: b"tractor._child" in Path(f"/proc/{child}/cmdline").read_bytes(), 10)
+    plan = reap.make_plan(parent=h.root)
+    os.kill(child, signal.SIGKILL)
+    assert wait_for(lambda: not alive(child), 5)
+    outcome = reap.execute(plan, grace=1)
+    assert outcome.fates[0].fate == "gone"
+    assert outcome.fates[0].signals == []
+
+
+def test_default_mode_dry_run_sees_host_orphans(current_tree):
+    """Default mode on the host only as a dry run: our orphans are planned,
+    our live actors and the root are not."""
+    tree = current_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+    with orphans_go_to_init():
+        orphans = set(tree.orphan("spawner_0"))
+    assert len(orphans) == 2
+    before = starts(orphans)
+    rc, report = reap_json("--dry-run")
+    assert rc == 0
+    assert orphans <= planned(report)
+    mine = set(actors.values()) - orphans - {actors["spawner_0"]}
+    assert len(mine) == 4  # root, spawner_1 and its two leaves
+    assert not (planned(report) & mine), "a non-orphaned actor of the tree was planned"
+    assert not untouched(before), "a dry run signalled"
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["--parent", "abc"],
+    ["--grace", "-1"],
+    ["--grace", "nan"],
+    ["--uds-only", "--parent", "1"],
+    ["--shm-only", "--all"],
+    ["--uds", "--uds-only"],
+    ["--shm-dir", "/tmp"],
+    ["--bindspace", "x"],
+])
+def test_usage_errors(args):
+    r = cli("reap", *args)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_unknown_parent_is_one_line():
+    r = cli("reap", "--parent", "4194304")  # above any pid_max
+    assert r.returncode == 1
+    assert r.stderr.strip() == "tractor-diag: no such process: 4194304"
+
+
+def test_help_mentions_the_rules():
+    r = cli("reap", "--help")
+    assert r.returncode == 0
+    for word in ("--dry-run", "--uds-only", "--shm-only", "--grace", "another user", "ancestors"):
+        assert word in r.stdout
+
+
+def test_bad_bindspace_fails_before_signalling(family):
+    parent, pids = family
+    before = starts([pids["ours"]])
+    r = cli("reap", "--parent", parent, "--uds", "--bindspace", "/nonexistent/tdx")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "tractor-diag: no such bindspace dir: /nonexistent/tdx"
+    assert not untouched(before)

@@ -1,0 +1,410 @@
+"""The UDS bindspace: which socket files belong to live actors, which are stale.
+
+A tractor runtime that talks over Unix-domain sockets binds one socket file
+per actor in ``platformdirs.user_runtime_dir('tractor')``, named
+``<name>@<pid>.sock`` (``actor.<32 hex>@<pid>.sock`` when the path would
+overflow the 108-byte limit), plus ``registry@1616.sock`` for the registrar,
+where 1616 is a sentinel, not a pid. A socket file outlives its binder when
+the binder is killed, so the dir fills with stale files over time.
+
+Each entry is classified by its binder:
+
+- ``live-active``: the binder runs and is not orphaned;
+- ``orphaned-alive``: the binder runs but is an orphaned actor;
+- ``orphaned-dead``: the binder is gone or a zombie (or its pid now belongs to
+  a process younger than the socket file: the pid was reused);
+- ``non-tractor``: not a socket, or a name of neither shape.
+
+The registry sentinel is alive exactly when something listens on its path.
+Who listens is read from ``/proc/net/unix`` (one read per scan). That table
+is per network namespace and lists the path a socket was bound to even after
+the file was replaced, so it can only err towards "listening": the sweep
+treats "listening" as "keep", which makes that the safe direction.
+
+The sweep (`sweep`) never follows a symlink and never leaves the dir: it
+works through a dir fd, re-checks each file (same inode, still a socket, still
+ours, binder still dead, still nobody listening) right before unlinking it.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from typing import Literal
+
+import msgspec
+
+from . import procfs
+from .actors import REGISTRY_SENTINEL_PORT, is_hashed_sock_name, parse_sock_name
+from .classify import is_reparented
+from .errors import DiagError, NotFound, UsageError
+
+APP = "tractor"
+REGISTRY_NAME = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
+# __SO_ACCEPTCON in the Flags column of /proc/net/unix: a listening socket.
+_SO_ACCEPTCON = 0x10000
+# A binder starts before it binds, so a process younger than the socket file
+# holds a reused pid. Start times from /proc/<pid>/stat derive from the boot
+# time truncated to whole seconds: they read up to 1 s *early*, which errs
+# towards "the binder", never towards "reused". The slack absorbs clock-tick
+# granularity and small clock adjustments.
+_CLOCK_SLACK = 0.25
+
+SockStatus = Literal["live-active", "orphaned-alive", "orphaned-dead", "non-tractor"]
+SOCK_STATUSES: tuple[str, ...] = ("live-active", "orphaned-alive", "orphaned-dead", "non-tractor")
+DirSource = Literal["default", "name", "path"]
+
+
+class SockEntry(msgspec.Struct):
+    """One entry of the bindspace dir."""
+
+    name: str  # the file name inside the dir
+    status: SockStatus
+    kind: Literal["actor", "registry", "other"]
+    file_type: str  # socket, symlink, regular, directory, fifo, ...
+    uid: int  # the file's owner
+    mtime: float
+    ino: int
+    actor: str | None = None  # the <name> part; None for hashed names
+    hashed: bool = False  # actor.<hex>@<pid>.sock
+    pid: int | None = None  # the binder pid the name claims (never 1616)
+    listening: bool = False  # something listens on this path (/proc/net/unix)
+    binder: str | None = None  # the binder's title, when it runs
+    binder_ppid: int | None = None
+    holders: list[int] = []  # registry only: pids holding the listening socket
+    note: str = ""
+
+
+class BindspaceScan(msgspec.Struct):
+    dir: str
+    source: DirSource  # platformdirs default, an app name beside it, or a path
+    exists: bool
+    entries: list[SockEntry] = []
+    resolved: str | None = None  # realpath, when it differs from ``dir``
+    notes: list[str] = []
+    scanned_at: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in SOCK_STATUSES}
+        for e in self.entries:
+            out[e.status] += 1
+        return out
+
+
+class Removal(msgspec.Struct):
+    """One file a sweep removed, would remove (dry run) or had to keep."""
+
+    path: str
+    removed: bool
+    reason: str  # why it was chosen, or why it was kept at the last check
+    error: str | None = None
+
+
+# --- where the bindspace is ---------------------------------------------------
+
+def default_dir(app: str = APP) -> tuple[str, list[str]]:
+    """``platformdirs.user_runtime_dir(app)`` as the runtime computes it.
+
+    -> (dir, notes). platformdirs warns (once per process) when it falls back
+    because ``XDG_RUNTIME_DIR`` is unset; that fact goes into the notes instead.
+    """
+    import warnings
+
+    import platformdirs
+
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            path = platformdirs.user_runtime_dir(app)
+        except OSError as exc:  # the fallback dir is someone else's, etc.
+            raise DiagError(f"cannot resolve the runtime dir: {exc}") from None
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        notes.append(f"XDG_RUNTIME_DIR is not set; platformdirs' fallback is {os.path.dirname(path)}")
+    return path, notes
+
+
+def resolve_dir(arg: str | None = None) -> tuple[str, DirSource, list[str]]:
+    """``None`` -> the default dir; a bare NAME -> that app's dir beside the
+    default one; anything with a ``/`` (or ``.``, ``~``) -> that path as is."""
+    if arg is None or arg == "":
+        path, notes = default_dir()
+        return path, "default", notes
+    if "/" in arg or arg.startswith((".", "~")):
+        return os.path.expanduser(arg), "path", []
+    if arg in ("..",) or "\0" in arg:
+        raise UsageError(f"not a bindspace name: {arg!r}")
+    base, notes = default_dir()
+    return os.path.join(os.path.dirname(base), arg), "name", notes
+
+
+# --- /proc/net/unix -------------------------------------------------------------
+
+class UnixTable:
+    """Bound Unix sockets of this network namespace, by path."""
+
+    def __init__(self, text: str | None = None):
+        self.listening: dict[str, list[int]] = {}  # path -> socket inodes
+        self.bound: set[str] = set()
+        if text is None:
+            try:
+                with open("/proc/net/unix", "rb") as f:
+                    text = f.read().decode("utf-8", "surrogateescape")
+            except OSError:
+                text = ""
+        for line in text.splitlines()[1:]:
+            # Num RefCount Protocol Flags Type St Inode [Path]; the path may hold spaces.
+            parts = line.split(None, 7)
+            if len(parts) < 8:
+                continue
+            path = parts[7]
+            if path.startswith("@"):  # abstract namespace: no file
+                continue
+            try:
+                flags = int(parts[3], 16)
+                inode = int(parts[6])
+            except ValueError:
+                continue
+            self.bound.add(path)
+            if flags & _SO_ACCEPTCON:
+                self.listening.setdefault(path, []).append(inode)
+
+    def is_listening(self, path: str) -> bool:
+        return path in self.listening
+
+
+def socket_holders(inodes: set[int]) -> list[int]:
+    """Pids with an fd on any of these socket inodes (one pass over fds)."""
+    if not inodes:
+        return []
+    wanted = {f"socket:[{i}]" for i in inodes}
+    holders: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") in wanted:
+                    holders.append(int(name))
+                    break
+            except OSError:
+                continue
+    return sorted(holders)
+
+
+# --- the scan -------------------------------------------------------------------
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symlink"), (stat.S_ISREG, "regular"),
+        (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "char-device"),
+        (stat.S_ISBLK, "block-device"),
+    ):
+        if test(mode):
+            return name
+    return "unknown"
+
+
+def _binder_verdict(pid: int, st_mtime: float, procs: dict) -> tuple[SockStatus, str, object]:
+    """-> (status, note, proc or None) for the process a socket name claims."""
+    proc = procs.get(pid)
+    if proc is None:
+        return "orphaned-dead", f"binder {pid} is gone", None
+    if proc.state in ("Z", "X", "x"):
+        return "orphaned-dead", f"binder {pid} is a zombie", proc
+    if proc.create_time > st_mtime + _CLOCK_SLACK:
+        # The binder existed before it bound the file: a younger process
+        # holding that pid is a reuse, not the binder.
+        return "orphaned-dead", f"binder gone; pid {pid} now belongs to {proc.title[:40]!r}", proc
+    parent = procs.get(proc.ppid)
+    if proc.actor is not None and is_reparented(proc, parent):
+        return "orphaned-alive", "binder is an orphaned actor", proc
+    return "live-active", "", proc
+
+
+def scan(arg: str | None = None, *, must_exist: bool | None = None,
+         holders: bool = True) -> BindspaceScan:
+    """Classify every entry of the bindspace dir.
+
+    ``must_exist`` (default: only for an explicit path or name) turns a
+    missing dir into `NotFound` instead of an empty scan.
+    """
+    path, source, notes = resolve_dir(arg)
+    if must_exist is None:
+        must_exist = source != "default"
+    result = BindspaceScan(dir=path, source=source, exists=False, notes=notes,
+                           scanned_at=time.time())
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        if must_exist:
+            raise NotFound(f"no such bindspace dir: {path}") from None
+        result.notes.append("the dir does not exist yet (no actor has bound a socket here)")
+        return result
+    except NotADirectoryError:
+        raise NotFound(f"not a directory: {path}") from None
+    except OSError as exc:
+        raise DiagError(f"cannot open {path}: {exc.strerror}") from None
+    result.exists = True
+    real = os.path.realpath(path)
+    if real != os.path.abspath(path):
+        result.resolved = real
+    try:
+        names = sorted(os.listdir(dfd))
+        stats = {}
+        for name in names:
+            try:
+                stats[name] = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                continue  # removed while we looked
+    finally:
+        os.close(dfd)
+
+    table = UnixTable()
+    claimed: dict[str, tuple[str, int]] = {}
+    for name, st in stats.items():
+        if stat.S_ISSOCK(st.st_mode) and name != REGISTRY_NAME:
+            parsed = parse_sock_name(name)
+            if parsed is not None:
+                claimed[name] = parsed
+    procs = _procs_with_parents({pid for _, pid in claimed.values()})
+
+    for name, st in stats.items():
+        full = os.path.join(path, name)
+        listening = table.is_listening(full) or (
+            result.resolved is not None and table.is_listening(os.path.join(real, name)))
+        entry = SockEntry(
+            name=name, status="non-tractor", kind="other",
+            file_type=_file_type(st.st_mode), uid=st.st_uid, mtime=st.st_mtime,
+            ino=st.st_ino, listening=listening,
+        )
+        if entry.file_type != "socket":
+            entry.note = f"not a socket ({entry.file_type})"
+        elif name == REGISTRY_NAME:
+            entry.kind = "registry"
+            if listening:
+                entry.status = "live-active"
+                entry.note = "registrar sentinel: something listens on it"
+                if holders:
+                    inodes = set(table.listening.get(full, ()))
+                    if result.resolved is not None:
+                        inodes |= set(table.listening.get(os.path.join(real, name), ()))
+                    entry.holders = socket_holders(inodes)
+            else:
+                entry.status = "orphaned-dead"
+                entry.note = "registrar sentinel: nothing listens on it"
+        elif name in claimed:
+            actor, pid = claimed[name]
+            entry.kind = "actor"
+            entry.pid = pid
+            entry.hashed = is_hashed_sock_name(actor)
+            entry.actor = None if entry.hashed else actor
+            status, note, proc = _binder_verdict(pid, st.st_mtime, procs)
+            entry.status = status
+            entry.note = note
+            if proc is not None and status != "orphaned-dead":
+                entry.binder = proc.title
+                entry.binder_ppid = proc.ppid
+            if status != "orphaned-dead" and not listening:
+                entry.note = (note + "; " if note else "") + "nothing listens on it"
+        else:
+            entry.note = "socket with a name of neither <name>@<pid>.sock shape"
+        result.entries.append(entry)
+    return result
+
+
+def _procs_with_parents(pids: set[int]) -> dict:
+    """The claimed binders and their parents: two small targeted reads
+    instead of a pass over every process."""
+    if not pids:
+        return {}
+    procs = procfs.scan(only=sorted(pids))
+    parents = {p.ppid for p in procs.values()} - set(procs)
+    if parents:
+        procs.update(procfs.scan(only=sorted(parents), detail_actors=False))
+    return procs
+
+
+# --- the sweep ------------------------------------------------------------------
+
+def sweep(result: BindspaceScan, *, dry_run: bool = False, uid: int | None = None,
+          also_dead: set[int] = frozenset()) -> list[Removal]:
+    """Unlink the stale (``orphaned-dead``) socket files of ``result``.
+
+    Only sockets named like actors or the registry, owned by ``uid`` (default:
+    ours), inside ``result.dir``. Each is re-checked right before the unlink.
+    In a dry run, ``also_dead`` names binder pids about to be reaped: their
+    sockets are listed as what would go once they exit.
+    """
+    if not result.exists:
+        return []
+    uid = os.getuid() if uid is None else uid
+    chosen = [
+        e for e in result.entries
+        if e.kind in ("actor", "registry") and e.file_type == "socket" and e.uid == uid
+        and (e.status == "orphaned-dead" or (dry_run and e.pid in also_dead and e.pid is not None))
+    ]
+    if not chosen:
+        return []
+    try:
+        dfd = os.open(result.dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        return [Removal(path=os.path.join(result.dir, e.name), removed=False,
+                        reason="dir unavailable", error=str(exc)) for e in chosen]
+    out: list[Removal] = []
+    try:
+        table = UnixTable()  # fresh: something may have started listening since the scan
+        dirs = {result.dir, result.resolved or os.path.abspath(result.dir)}
+        procs = _procs_with_parents({e.pid for e in chosen if e.pid is not None})
+        for e in chosen:
+            full = os.path.join(result.dir, e.name)
+            if e.status != "orphaned-dead":  # dry run only: its binder is in the plan
+                out.append(Removal(path=full, removed=False,
+                                   reason=f"once binder {e.pid} (in the reap plan) exits"))
+                continue
+            keep = _recheck(e, dfd, uid, table, [os.path.join(d, e.name) for d in dirs], procs)
+            if keep is not None:
+                out.append(Removal(path=full, removed=False, reason=f"kept: {keep}"))
+                continue
+            reason = e.note or "binder gone"
+            if dry_run:
+                out.append(Removal(path=full, removed=False, reason=reason))
+                continue
+            try:
+                os.unlink(e.name, dir_fd=dfd)
+                out.append(Removal(path=full, removed=True, reason=reason))
+            except FileNotFoundError:
+                out.append(Removal(path=full, removed=False, reason="kept: already gone"))
+            except OSError as exc:
+                out.append(Removal(path=full, removed=False, reason=reason,
+                                   error=exc.strerror or str(exc)))
+    finally:
+        os.close(dfd)
+    return out
+
+
+def _recheck(e: SockEntry, dfd: int, uid: int, table: UnixTable, paths: list[str],
+             procs: dict) -> str | None:
+    """Why ``e`` must be kept now, or ``None`` when it may go."""
+    try:
+        st = os.stat(e.name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return "already gone"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if not stat.S_ISSOCK(st.st_mode) or st.st_ino != e.ino:
+        return "replaced since the scan"
+    if st.st_uid != uid:
+        return f"owned by uid {st.st_uid}"
+    if any(table.is_listening(p) for p in paths):
+        return "something listens on it"
+    if e.kind == "actor" and e.pid is not None:
+        status, _, _ = _binder_verdict(e.pid, st.st_mtime, procs)
+        if status != "orphaned-dead":
+            return f"binder {e.pid} runs"
+    return None
