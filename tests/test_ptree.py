@@ -287,7 +287,8 @@ def test_sleep_tree_is_live_and_not_actors(sleep_tree):
     assert [e.proc.cmdline for e in sleeps] == [["sleep", "600"]] * 2
     assert all(e.state == "blocked" for e in sleeps)  # nanosleep is not an event loop
 
-    text = cli("ptree", str(sh)).stdout
+    # --no-strays: other runs' ghosts on this box would add to the counts
+    text = cli("ptree", "--no-strays", str(sh)).stdout
     assert len(re.findall(r"  sleep 600$", text, re.M)) == 2
     assert "0 zombie, 0 orphan, 0 stray, 3 live" in text
     # discovery (no root given) finds actor trees only: the sleep tree is no
