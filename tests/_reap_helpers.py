@@ -62,9 +62,21 @@ def _sleep_forever() -> None:
 
 def prog_spawner(spec: str) -> None:
     """A parent that reaps its children as they exit and takes the rest down
-    with it on SIGINT (so teardown never waits on init to reap them)."""
-    kids = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-            for argv in json.loads(spec)]
+    with it on SIGINT (so teardown never waits on init to reap them).
+
+    ``spec``: a JSON list; an entry is an argv, or ``{"argv": [...], "ready":
+    PREFIX}`` for a child whose stdout line starting with PREFIX must be seen
+    before we report READY (it is fully up, past its interpreter's start-up)."""
+    kids = []
+    for entry in json.loads(spec):
+        if isinstance(entry, dict):
+            kid = subprocess.Popen(entry["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            while not kid.stdout.readline().startswith(entry["ready"].encode()):
+                if kid.poll() is not None:
+                    sys.exit(f"child {entry['argv']} exited before {entry['ready']!r}")
+        else:
+            kid = subprocess.Popen(entry, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        kids.append(kid)
     for kid in kids:
         threading.Thread(target=kid.wait, daemon=True).start()
     _ready(*(k.pid for k in kids))

@@ -243,10 +243,12 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
             if reason is not None:
                 skipped.append(Skip(pid=pid, title=proc.title, reason=reason))
                 continue
-            why = ("orphaned actor" if depth == 0 and mode == "orphans"
-                   else f"in the subtree of {top}")
             if mode == "parent":
                 why = f"descendant of {top}"
+            elif depth == 0:
+                why = "orphaned actor"
+            else:
+                why = f"in the orphaned subtree of {top}"
             targets.append(Target(
                 pid=pid, ppid=proc.ppid, create_time=proc.create_time, uid=uid,
                 title=proc.title, depth=depth, top=top,
@@ -464,8 +466,8 @@ def _signal_all(handles: list[_Handle], sig: signal.Signals, plan: Plan,
             continue
         h.done = True
         word, _, detail = why.partition(": ")
-        if word == "gone" and h.fate.signals:
-            word, detail = "exited", ""  # it went between two of our signals
+        if word in ("gone", "reused") and h.fate.signals:
+            word, detail = "exited", ""  # it went (and maybe its pid too) between our signals
         h.fate.fate = word  # type: ignore[assignment]
         h.fate.detail = detail
     return reached
