@@ -165,7 +165,8 @@ def test_key_t_task_tree_only_with_a_handler(current_tree):
             await pilot.press("t")
             await until(lambda: "tasks" in app._extras.get(armed, {}), 15, pilot=pilot)
             text = app._extras[armed]["tasks"][1].plain
-            assert "taskdump BEGIN" in text or "Task" in text, text
+            assert "Actor.main [running]" in text, text  # the task wedged in time.sleep
+            assert "Actor.hang" in text and "full dump: /tmp/tractor-stackscope-" in text
             assert alive(armed)
 
     run(body())
@@ -393,5 +394,22 @@ def test_launch_of_a_missing_command_is_reported_not_raised():
             await until(lambda: app.launch_error is not None, 10, pilot=pilot)
             assert "cannot launch /nonexistent/nope" in app.launch_error
             assert app.launch_error in app.log_pane.text
+
+    run(body())
+
+
+def test_a_failing_action_is_reported_and_sampling_goes_on():
+    async def boom():
+        raise RuntimeError("kaboom")
+
+    async def body():
+        app = DashApp([str(os.getpid())], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(lambda: app.samples_shown >= 1, 10, pilot=pilot)
+            assert app.guest.spawn(boom)
+            await until(lambda: "kaboom" in app.events_pane.text, 5, pilot=pilot)
+            n = app.samples_shown
+            await until(lambda: app.samples_shown >= n + 2, 5, pilot=pilot, what="sampling")
+            assert app.guest.running
 
     run(body())

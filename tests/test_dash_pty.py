@@ -3,6 +3,7 @@ resize, quit; the tree must be gone and the terminal restored."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
@@ -18,8 +19,9 @@ def test_dash_launch_resize_quit_in_a_pty(xdg_runtime_dir):
             "--", *DEMO_TREE]
     script = (f"stty -a; echo STTY-BEFORE-END; {shlex.join(dash)}; echo RC=$?; "
               f"stty -a; echo DONE")
-    env = dict(os.environ, TERM="xterm-256color", COLUMNS="140", LINES="40")
-    env.pop("NO_COLOR", None)
+    env = dict(os.environ, TERM="xterm-256color")
+    for var in ("NO_COLOR", "COLUMNS", "LINES"):  # COLUMNS/LINES would pin the size
+        env.pop(var, None)
     child = pexpect.spawn("bash", ["--noprofile", "--norc", "-c", script], env=env,
                           dimensions=(40, 140), encoding="utf-8", codec_errors="replace",
                           timeout=30)
@@ -27,18 +29,42 @@ def test_dash_launch_resize_quit_in_a_pty(xdg_runtime_dir):
     try:
         child.expect("STTY-BEFORE-END")
         before = child.before
-        # the screen shows the launched tree's actors
-        for name in ("db_pool", "stubborn", "flaky_parent"):
-            child.expect(name)
+        # the screen shows the launched tree's actors (in whatever order
+        # the tree sorts them)
+        screen = ""
+        deadline = time.monotonic() + 30
+        while not all(n in screen for n in ("db_pool", "stubborn", "flaky_parent")):
+            assert time.monotonic() < deadline, screen[-2000:]
+            try:
+                screen += child.read_nonblocking(65536, timeout=1)
+            except pexpect.TIMEOUT:
+                pass
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(seen) < 10:
             seen.update(descendants_of(child.pid))
             time.sleep(0.1)
         assert len(seen) >= 10, "dash + root + 8 sub-actors expected"
 
-        child.setwinsize(30, 100)  # SIGWINCH: the app must redraw at the new size
-        child.expect("processes", timeout=10)
-        child.expect("db_pool", timeout=10)
+        # SIGWINCH: the app must redraw at the new size: the footer moves up
+        # to row 30, and nothing is drawn past column 100 from then on.
+        child.setwinsize(30, 100)
+        footer_on_30 = re.compile(r"\x1b\[30;\d+H(?:(?!\x1b\[\d+;\d+H).)*Stacks", re.S)
+        screen = ""
+        deadline = time.monotonic() + 15
+        while not footer_on_30.search(screen):
+            assert time.monotonic() < deadline, screen[-2000:]
+            try:
+                screen += child.read_nonblocking(65536, timeout=1)
+            except pexpect.TIMEOUT:
+                pass
+        later = ""
+        deadline = time.monotonic() + 1.5  # a few more ticks of repaint
+        while time.monotonic() < deadline:
+            try:
+                later += child.read_nonblocking(65536, timeout=0.3)
+            except pexpect.TIMEOUT:
+                pass
+        assert not re.search(r"\x1b\[\d+;1(0[1-9]|[1-9]\d)H", later), "drew past column 100"
         assert child.isalive()
 
         child.send("q")

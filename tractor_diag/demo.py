@@ -37,12 +37,21 @@ def _gone(pid: int) -> bool:
 
 
 def sweep_sockets(pids: set[int]) -> list[str]:
-    """Unlink ``<name>@<pid>.sock`` files of ``pids`` that are gone."""
+    """Unlink ``<name>@<pid>.sock`` files of ``pids`` that are gone, and the
+    task-dump files (``/tmp/tractor-stackscope-<pid>.log``) they wrote."""
     import platformdirs
 
     from .actors import parse_sock_name
 
     removed: list[str] = []
+    for pid in pids:
+        dump = f"/tmp/tractor-stackscope-{pid}.log"
+        if os.path.isfile(dump) and not os.path.islink(dump) and _gone(pid):
+            try:
+                os.unlink(dump)
+                removed.append(dump)
+            except OSError:
+                pass
     directory = platformdirs.user_runtime_dir("tractor")
     try:
         names = os.listdir(directory)

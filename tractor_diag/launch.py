@@ -120,8 +120,8 @@ def _our_children() -> list[int]:
     return kids
 
 
-def _stat_fields(pid: int) -> tuple[str, int] | None:
-    """-> (state letter, process group) of ``pid``, or None if gone."""
+def _stat_fields(pid: int) -> tuple[str, int, int] | None:
+    """-> (state letter, parent pid, process group) of ``pid``, or None."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -129,7 +129,7 @@ def _stat_fields(pid: int) -> tuple[str, int] | None:
         return None
     fields = raw[raw.rfind(b")") + 2:].split()
     try:
-        return fields[0].decode(), int(fields[2])
+        return fields[0].decode(), int(fields[1]), int(fields[2])
     except (IndexError, ValueError):
         return None
 
@@ -307,13 +307,17 @@ class Supervisor:
         exited; -> [(pid, exit code)]. Never touches the launched child
         (trio waits on it) nor any other child of ours."""
         reaped: list[tuple[int, int]] = []
-        for pid in _our_children():
+        me = os.getpid()
+        # Our children as the kernel lists them per thread, plus every
+        # member we know of: an adopted orphan hangs off one of our threads,
+        # and may move to another as threads come and go mid-read.
+        for pid in set(_our_children()) | set(self._members):
             if pid == self.pid:
                 continue
             fields = _stat_fields(pid)
-            if fields is None or fields[0] not in ("Z", "X"):
+            if fields is None or fields[0] not in ("Z", "X") or fields[1] != me:
                 continue
-            if not self._is_member(pid, fields[1], None):
+            if not self._is_member(pid, fields[2], None):
                 continue
             try:
                 got, status = os.waitpid(pid, os.WNOHANG)
@@ -343,7 +347,7 @@ class Supervisor:
             pgid = None
             if proc.ppid == os.getpid() or pid in self._members:
                 fields = _stat_fields(pid)
-                pgid = fields[1] if fields else None
+                pgid = fields[2] if fields else None
             if self._is_member(pid, pgid, proc.create_time):
                 tops.append(pid)
         out: dict[int, str] = {}
@@ -401,8 +405,22 @@ class Supervisor:
                 os.killpg(self.pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        await run(self.reap_adopted)
+        # SIGKILLed orphans turn into zombies a moment later: collect them.
+        with trio.move_on_after(1.0):
+            while await run(self._adopted_left):
+                await run(self.reap_adopted)
+                await trio.sleep(0.02)
         return killed
+
+    def _adopted_left(self) -> list[int]:
+        me = os.getpid()
+        out = []
+        for pid in set(_our_children()) | set(self._members):
+            fields = _stat_fields(pid)
+            if fields is not None and fields[1] == me and pid != self.pid \
+                    and self._is_member(pid, fields[2], None):
+                out.append(pid)
+        return out
 
     async def _wait_gone(self, timeout: float) -> dict[int, str]:
         import trio

@@ -57,7 +57,7 @@ def render_py_stack(py) -> Text:
         text.append(head + "\n", "bold")
         for frame in thread.frames:
             text.append(f"  {frame.name}", "green" if not frame.native else "dim")
-            text.append(f"  {frame.where}\n", "dim")
+            text.append(f"  {frame.short or frame.filename}:{frame.line}\n", "dim")
             for local in frame.locals or ():
                 text.append(f"      {local.name} = {local.repr}\n", "dim")
     return text
@@ -105,17 +105,45 @@ async def task_tree(app: "DashApp", pid: int) -> None:
         _done(app, "tasks", pid, title, Text("process gone", "yellow"),
               f"no task tree for {pid}: process gone", ok=False)
         return
-    body = Text()
-    if tree.reason:
-        body.append(f"({tree.reason})\n", "dim" if tree.status == "collected" else "yellow")
-    if tree.text:
-        body.append(tree.text.rstrip("\n") + "\n")
-    if tree.path:
-        body.append(f"from {tree.path}\n", "dim")
+    body = render_task_tree(tree)
     ok = tree.status == "collected"
     summary = (f"task tree of {pid}: {len(tree.tasks) or 'some'} task(s)" if ok
                else f"no task tree for {pid}: {tree.reason or tree.status}")
     _done(app, "tasks", pid, title, body, summary, ok)
+
+
+def render_task_tree(tree) -> Text:
+    """A collected `TaskTree`, compact: one line per task, indented by
+    nesting, with where it waits (the user's frame, and what it called)."""
+    text = Text()
+    if tree.reason:
+        text.append(f"({tree.reason})\n", "dim" if tree.status == "collected" else "yellow")
+    if tree.tasks:
+        try:
+            from tractor_diag.stacks import await_point
+        except ImportError:
+            await_point = None
+        for task in tree.tasks:
+            text.append("  " * task.depth)
+            text.append(task.name, "bold" if task.state == "running" else "")
+            text.append(f" [{task.state}]", "magenta" if task.state == "running" else "dim")
+            if task.cancelling:
+                text.append(" cancelling", "bold red")
+            user = callee = None
+            if await_point is not None and task.frames:
+                user, callee = await_point(task.frames)
+            elif task.frames:
+                user = task.frames[-1]
+            if user is not None:
+                text.append(f"  {os.path.basename(user.filename)}:{user.line} {user.name}", "green")
+            if callee is not None:
+                text.append(f" -> {callee.name}", "dim")
+            text.append("\n")
+    elif tree.text:
+        text.append(tree.text.rstrip("\n") + "\n")
+    if tree.path:
+        text.append(f"full dump: {tree.path}\n", "dim")
+    return text
 
 
 # -- signals -------------------------------------------------------------------

@@ -114,6 +114,7 @@ class DashApp(App):
         subreaper: bool = True,
         grace: float = 3.0,
         dump_root: str | None = None,
+        strays: bool = True,
     ) -> None:
         super().__init__()
         from tractor_diag.sampler import Sampler
@@ -124,13 +125,15 @@ class DashApp(App):
         self.use_subreaper = subreaper
         self.grace = grace
         self.dump_root = dump_root
+        self.show_strays = strays
         self.sampler = Sampler(self.targets, interval=interval)
         self.supervisor = None
         self.child_pid: int | None = None
         self.child_code: int | None = None
         self.launch_error: str | None = None
         self.snapshot: Snapshot | None = None
-        self.guest = TrioGuest(self._trio_main, on_done=self._trio_done)
+        self.guest = TrioGuest(self._trio_main, on_done=self._trio_done,
+                               on_error=self._action_failed)
         self.first_frame_at: float | None = None
         self.samples_shown = 0
         self._extras: dict[int, dict[str, tuple[str, Text]]] = {}
@@ -140,6 +143,8 @@ class DashApp(App):
         self._quitting = False
         self._trio_error: str | None = None
         self.last_bundle: str | None = None
+        self._status_text: Text | None = None
+        self._shown_pids: set[int] = set()
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◈")
@@ -222,6 +227,13 @@ class DashApp(App):
                 pass
         self._old_handlers = {}
 
+    def _action_failed(self, exc: BaseException) -> None:
+        import traceback
+
+        what = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self.events_pane.note(Text(f"{stamp()} action failed: {what}", "bold red"))
+        self.notify(f"action failed: {what}", severity="error", markup=False, timeout=10)
+
     def _trio_done(self, outcome) -> None:
         # Runs on the loop thread once trio has finished. Expected when we
         # stop it; otherwise it died (or got a SIGINT): say so and leave.
@@ -297,9 +309,13 @@ class DashApp(App):
 
     def show(self, snap: Snapshot, events: Iterable[Event] = ()) -> None:
         """Show one snapshot and its events (what every sampler tick does)."""
+        events = list(events)
+        if not self.show_strays:
+            snap = self._only_ours(snap)
+            self._shown_pids.update(snap.entries)
+            events = [e for e in events if e.pid in self._shown_pids]
         self.snapshot = snap
         self.proc_tree.show_snapshot(snap)
-        events = list(events)
         if events:
             self.events_pane.add_events(events)
         self.samples_shown += 1
@@ -310,6 +326,24 @@ class DashApp(App):
         self._update_status()
         if self.first_frame_at is None:
             self.call_after_refresh(self._mark_first_frame)
+
+    def _only_ours(self, snap: Snapshot) -> Snapshot:
+        """Without the box's other strays: keep only orphans we adopted (as
+        the launched tree's subreaper) or saw inside the launched tree."""
+        from tractor_diag.trees import descendants
+
+        ours = set(self.supervisor.seen_pids) if self.supervisor is not None else set()
+        keep = [pid for pid in snap.strays if pid in snap.entries and (
+            pid in ours or snap.entries[pid].proc.ppid in self.sampler.subreapers)]
+        if keep == snap.strays:
+            return snap
+        kids = {pid: e.children for pid, e in snap.entries.items()}
+        drop = set(descendants(kids, [p for p in snap.strays if p not in keep]))
+        drop -= set(descendants(kids, [*snap.roots, *keep]))
+        entries = {pid: e for pid, e in snap.entries.items() if pid not in drop}
+        import msgspec
+
+        return msgspec.structs.replace(snap, entries=entries, strays=keep)
 
     def _mark_first_frame(self) -> None:
         if self.first_frame_at is None:
@@ -355,12 +389,15 @@ class DashApp(App):
         self._update_status()
 
     def on_dash_app_action_done(self, message: ActionDone) -> None:
-        self._extras.setdefault(message.pid, {})[message.section] = (message.title, message.body)
+        extras = self._extras.setdefault(message.pid, {})
+        extras.pop(message.section, None)  # the newest result goes on top
+        extras[message.section] = (message.title, message.body)
         self.events_pane.note(Text(f"{stamp()} {message.summary}", "italic" if message.ok else "bold red"))
         self.notify(message.summary, severity="information" if message.ok else "error",
                     markup=False, timeout=6)
         if self.detail.pid == message.pid:
             self._refresh_detail(force=True)
+            self.detail.call_after_refresh(self.detail.scroll_home, animate=False)
 
     def on_dash_app_sockets_read(self, message: SocketsRead) -> None:
         self.show_sockets(message.pid, message.socks)
@@ -443,7 +480,9 @@ class DashApp(App):
                 text.append(*part)
             else:
                 text.append(part)
-        self.query_one("#status", Static).update(text)
+        if text != self._status_text:
+            self._status_text = text
+            self.query_one("#status", Static).update(text, layout=False)
 
     # -- actions (keys, palette) ---------------------------------------------
 

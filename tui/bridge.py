@@ -22,9 +22,11 @@ import trio
 
 class TrioGuest:
     def __init__(self, main: Callable[[trio.Nursery], Awaitable[Any]] | None = None,
-                 on_done: Callable[[Any], None] | None = None):
+                 on_done: Callable[[Any], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None):
         self._main = main
         self._on_done = on_done
+        self._on_error = on_error
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._done: asyncio.Future | None = None
@@ -78,10 +80,20 @@ class TrioGuest:
         if nursery is None or token is None:
             return False
         try:
-            token.run_sync_soon(nursery.start_soon, async_fn, *args)
+            token.run_sync_soon(nursery.start_soon, self._guarded, async_fn, args)
         except trio.RunFinishedError:
             return False
         return True
+
+    async def _guarded(self, async_fn, args) -> None:
+        # A failing action must never take the sampler (the whole guest
+        # run) down with it: report it and carry on.
+        try:
+            await async_fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            if self._on_error is None:
+                raise
+            self._on_error(exc)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Cancel everything in the guest and wait until trio has finished."""

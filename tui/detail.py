@@ -21,6 +21,18 @@ from .labels import BUCKET_STYLE, STATE_STYLE, badge, entry_name
 from .sockets import Sock
 
 
+def coarse_duration(seconds: float) -> str:
+    """Seconds for the first minute, then minutes: the pane is redrawn
+    only when what it says changes, and a per-second clock would redraw it
+    (and re-lay the screen out) on every tick."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    return human_duration(s)
+
+
 def _field(text: Text, name: str, value: str | Text, style: str = "") -> None:
     text.append(f"{name:<10}", "bold dim")
     if isinstance(value, Text):
@@ -44,12 +56,13 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     if entry.bucket != "live" and entry.note:
         _field(text, "why", entry.note, BUCKET_STYLE.get(entry.bucket, ""))
     if entry.stuck_for is not None and entry.stuck_for >= 1:
-        _field(text, "no cpu", f"for {human_duration(entry.stuck_for)}",
+        _field(text, "no cpu", f"for {coarse_duration(entry.stuck_for)}",
                STATE_STYLE["blocked"] if entry.stuck_for > 10 else "")
     cpu = "-" if entry.cpu_percent is None else f"{entry.cpu_percent:.1f}%"
     _field(text, "cpu", f"{cpu}   (total {proc.cpu_time:.2f}s)")
     _field(text, "rss", f"{human_bytes(proc.rss)}   threads {proc.num_threads}")
-    _field(text, "age", human_duration(now - proc.create_time))
+    started = time.strftime("%H:%M:%S", time.localtime(proc.create_time))
+    _field(text, "started", f"{started} ({coarse_duration(now - proc.create_time)} ago)")
     _field(text, "wchan", proc.wchan or "-")
     if proc.vol_ctx is not None:
         _field(text, "ctx sw", f"{proc.vol_ctx} voluntary, {proc.invol_ctx} involuntary")
@@ -128,6 +141,8 @@ class DetailPane(VerticalScroll):
         self.extras: dict[str, tuple[str, Text]] = {}  # section -> (title, body)
         self._facts = Text()
         self._sockets = Text()
+        self._shown: tuple | None = None
+        self._shape: tuple = ()
 
     def compose(self):
         yield self._body
@@ -155,11 +170,21 @@ class DetailPane(VerticalScroll):
         self._render_body()
 
     def _render_body(self) -> None:
-        parts: list = [self._facts, self._sockets]
-        for title, body in self.extras.values():
+        key = (self._facts, self._sockets, tuple(self.extras.items()))
+        if key == self._shown:
+            return  # unchanged: skip the repaint and the layout it implies
+        self._shown = key
+        # What the user asked for last comes first; the facts follow.
+        parts: list = []
+        for title, body in reversed(list(self.extras.values())):
             parts.append(Text(f"── {title} ──", "bold cyan"))
             parts.append(body)
-        self._body.update(Group(*parts))
+        parts += [self._facts, self._sockets]
+        # A layout pass re-flows the whole screen: only ask for one when the
+        # text's shape (and so, at this width, its height) may have changed.
+        shape = tuple(len(line) for part in parts for line in part.plain.split("\n"))
+        self._body.update(Group(*parts), layout=shape != self._shape)
+        self._shape = shape
 
 
 def stamp(at: float | None = None) -> str:

@@ -33,6 +33,11 @@ def add_options(parser) -> None:
         help="launch mode: how long the tree gets after SIGINT on quit before SIGKILL (default 3)",
     )
     parser.add_argument(
+        "--no-strays", action="store_true",
+        help="leave out actors outside the watched trees (ghosts of other runs); "
+             "orphans of a launched tree are still shown",
+    )
+    parser.add_argument(
         "--no-subreaper", action="store_true",
         help="launch mode: do not adopt orphans of the launched tree "
              "(they then re-parent to init and are shown as strays/orphans only if actors)",
@@ -68,7 +73,7 @@ def split_argv(args) -> tuple[list[str], list[str] | None]:
         add_options(p)
         p.add_argument("targets", nargs="*")
         ns = p.parse_args(argv)
-        for name in ("interval", "grace", "no_subreaper"):
+        for name in ("interval", "grace", "no_subreaper", "no_strays"):
             if getattr(ns, name) != p.get_default(name):
                 setattr(args, name, getattr(ns, name))
         argv = ns.targets
@@ -114,7 +119,7 @@ def run(args, out) -> int:
     from ..tui.app import DashApp
 
     app = DashApp(targets, launch=command, interval=args.interval, grace=args.grace,
-                  subreaper=not args.no_subreaper)
+                  subreaper=not args.no_subreaper, strays=not args.no_strays)
     try:
         app.run()
     finally:
