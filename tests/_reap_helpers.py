@@ -315,6 +315,7 @@ class NsInit:
     """Client side: a PID namespace whose init serves JSON requests."""
 
     def __init__(self, python: str, log_path: str):
+        self.log_path = log_path
         self._log = open(log_path, "wb")
         self.popen = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
@@ -340,7 +341,11 @@ class NsInit:
             if r:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
-                    raise NsError(f"ns-init exited (rc={self.popen.poll()})")
+                    self._log.flush()
+                    with open(self.log_path, errors="replace") as f:
+                        tail = f.read()[-2000:]
+                    # unshare --pid needs CAP_SYS_ADMIN: these tests run as root
+                    raise NsError(f"ns-init exited (rc={self.popen.wait(5)}): {tail}")
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         resp = json.loads(line)

@@ -80,7 +80,7 @@ def test_dash_launch_resize_quit_in_a_pty(xdg_runtime_dir):
         seen.update(descendants_of(child.pid))
         kill_all(p for p in seen if alive(p))
     assert rc == 0, quit_output[-2000:]
-    assert "launched pid" in after or "launched pid" in quit_output
+    assert "was running at quit: stopped its tree (SIGINT, then SIGKILL)" in quit_output
     # the alternate screen was left and the cursor shown again
     assert "\x1b[?1049l" in quit_output
     assert "\x1b[?25h" in quit_output

@@ -276,8 +276,9 @@ def scan(arg: str | None = None, *, must_exist: bool | None = None,
 
     for name, st in stats.items():
         full = os.path.join(path, name)
-        listening = table.is_listening(full) or (
-            result.resolved is not None and table.is_listening(os.path.join(real, name)))
+        # the path as binders may have spelt it: as given, absolute, resolved
+        spellings = {full, os.path.join(os.path.abspath(path), name), os.path.join(real, name)}
+        listening = any(table.is_listening(p) for p in spellings)
         entry = SockEntry(
             name=name, status="non-tractor", kind="other",
             file_type=_file_type(st.st_mode), uid=st.st_uid, mtime=st.st_mtime,
@@ -291,9 +292,7 @@ def scan(arg: str | None = None, *, must_exist: bool | None = None,
                 entry.status = "live-active"
                 entry.note = "registrar sentinel: something listens on it"
                 if holders:
-                    inodes = set(table.listening.get(full, ()))
-                    if result.resolved is not None:
-                        inodes |= set(table.listening.get(os.path.join(real, name), ()))
+                    inodes = {i for p in spellings for i in table.listening.get(p, ())}
                     entry.holders = socket_holders(inodes)
             else:
                 entry.status = "orphaned-dead"
@@ -359,7 +358,7 @@ def sweep(result: BindspaceScan, *, dry_run: bool = False, uid: int | None = Non
     out: list[Removal] = []
     try:
         table = UnixTable()  # fresh: something may have started listening since the scan
-        dirs = {result.dir, result.resolved or os.path.abspath(result.dir)}
+        dirs = {result.dir, os.path.abspath(result.dir), os.path.realpath(result.dir)}
         procs = _procs_with_parents({e.pid for e in chosen if e.pid is not None})
         for e in chosen:
             full = os.path.join(result.dir, e.name)

@@ -128,7 +128,7 @@ def processes() -> list[Suggestion]:
         proc = procs[pid]
         if not proc.cmdline or pid == me:
             continue
-        line = " ".join(proc.cmdline)
+        line = proc.command_line(short=True)
         name = command_name(proc)
         by_pid.append(Suggestion(str(pid), _one_line(f"{name}: {line}")))
         names.setdefault(name, []).append(line)

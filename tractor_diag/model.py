@@ -104,6 +104,25 @@ class Proc(msgspec.Struct):
             return " ".join(self.cmdline).translate(_ONE_LINE)
         return f"[{self.comm}]"
 
+    @property
+    def short_title(self) -> str:
+        """`title` with argv[0] cut to its base name: a venv's
+        ``/long/path/bin/python`` would push the words that matter out of
+        any clipped column."""
+        if self.actor is not None or not self.cmdline:
+            return self.title
+        return self.command_line(short=True)
+
+    def command_line(self, short: bool = False) -> str:
+        """The whole command line on one line, control characters escaped;
+        `short` cuts argv[0] to its base name."""
+        if not self.cmdline:
+            return f"[{self.comm}]"
+        argv = self.cmdline
+        if short:
+            argv = [argv[0].rsplit("/", 1)[-1], *argv[1:]]
+        return " ".join(argv).translate(_ONE_LINE)
+
     def handles_signal(self, signum: int) -> bool | None:
         if self.sig_caught is None:
             return None

@@ -113,7 +113,7 @@ class ProcStacks(msgspec.Struct):
 
     pid: int
     ppid: int
-    title: str  # actor name or command line
+    title: str  # actor name, else the command line with argv[0] cut to its base name
     actor: str | None  # actor name when it is a tractor actor
     bucket: str
     state: str  # the snapshot's state (idle, blocked, runaway, ...)

@@ -395,7 +395,7 @@ def capture(
                 tree = TaskTree(status="timeout", path=req.path)
                 pending.append(req)
         results[proc.pid] = ProcStacks(
-            pid=proc.pid, ppid=proc.ppid, title=proc.title,
+            pid=proc.pid, ppid=proc.ppid, title=proc.short_title,
             actor=proc.actor.name if proc.actor else None,
             bucket=entry.bucket, state=entry.state, depth=entry.depth,
             kernel=side, python=py, tasks=tree, exit_code=proc.exit_code,

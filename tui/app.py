@@ -145,6 +145,7 @@ class DashApp(App):
         self.last_bundle: str | None = None
         self._status_text: Text | None = None
         self._shown_pids: set[int] = set()
+        self.child_running_at_quit = False
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◈")
@@ -269,6 +270,8 @@ class DashApp(App):
     async def _trio_main(self, nursery) -> None:
         if self.launch_argv:
             await self._start_launch(nursery)
+            if self.launch_error:
+                return  # with no root, the sampler would watch every tree on the box
         if self.live:
             nursery.start_soon(self.sampler.run, self._on_sample)
 
@@ -621,6 +624,7 @@ class DashApp(App):
         if self._quitting:
             return
         self._quitting = True
+        self.child_running_at_quit = self.child_pid is not None and self.child_code is None
         if self.supervisor is not None and self.child_pid is not None:
             self.notify("stopping the launched tree (SIGINT, then SIGKILL)…", timeout=10)
             self.query_one("#status", Static).update(

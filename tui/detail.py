@@ -86,7 +86,7 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     if proc.cgroup:
         _field(text, "cgroup", proc.cgroup)
     text.append("cmdline   ", "bold dim")
-    text.append(" ".join(proc.cmdline).strip() or f"[{proc.comm}]")
+    text.append(proc.command_line())
     text.append("\n")
     kids = [snap.entries[c] for c in entry.children if c in snap.entries]
     text.append(f"children  ", "bold dim")

@@ -5,7 +5,6 @@ markup, and a state like ``[zombie]`` would silently vanish.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from rich.text import Text
@@ -42,11 +41,7 @@ def entry_name(entry: Entry, width: int = 48) -> str:
     proc = entry.proc
     if proc.actor is not None:
         return proc.actor.name + ("…" if proc.actor.name_truncated else "")
-    if proc.cmdline:
-        # argv[0] without its directory: the rest of the line says more.
-        name = " ".join([os.path.basename(proc.cmdline[0]), *proc.cmdline[1:]]).strip()
-    else:
-        name = proc.title
+    name = proc.short_title
     return name if len(name) <= width else name[: width - 1] + "…"
 
 

@@ -134,6 +134,11 @@ def run(args, out) -> int:
             from ..render.ptree import exit_status
 
             code = sup.returncode
-            status = "still running at quit, stopped" if code is None else f"exited {exit_status(code)}"
-            out.write(f"tractor-diag dash: launched pid {sup.pid} {status}\n")
+            status = "?" if code is None else exit_status(code)
+            if app.child_running_at_quit:
+                how = "SIGINT, then SIGKILL" if sup.killed else "SIGINT"
+                out.write(f"tractor-diag dash: launched pid {sup.pid} was running at quit: "
+                          f"stopped its tree ({how}); exit status {status}\n")
+            else:
+                out.write(f"tractor-diag dash: launched pid {sup.pid} exited {status}\n")
     return 0
