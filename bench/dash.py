@@ -81,22 +81,10 @@ trio.run(Sampler([sys.argv[1]], interval=1.0).run, tick)
 
 
 def _descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        kids.setdefault(int(raw[raw.rfind(b")") + 2:].split()[1]), []).append(int(name))
-    out, stack = [], list(kids.get(pid, ()))
-    while stack:
-        p = stack.pop()
-        out.append(p)
-        stack.extend(kids.get(p, ()))
-    return out
+    from tractor_diag.procfs import scan
+    from tractor_diag.trees import children_map, descendants
+
+    return descendants(children_map(scan(detail_actors=False)), [pid])[1:]
 
 
 class ActorTree:

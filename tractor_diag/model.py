@@ -203,3 +203,16 @@ def to_json(value: object) -> bytes:
 
 def snapshot_from_json(data: bytes | str) -> Snapshot:
     return msgspec.json.decode(data, type=Snapshot)
+
+
+def exit_status(code: int) -> str:
+    """An exit code in the subprocess convention as a person reads it:
+    ``0``, ``1``, ``SIGKILL``."""
+    if code < 0:
+        import signal
+
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)

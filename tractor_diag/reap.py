@@ -38,7 +38,7 @@ from . import procfs
 from .bindspace import BindspaceScan, Removal
 from .classify import is_reparented
 from .errors import DiagError, NotFound, Unsupported
-from .model import Proc
+from .model import Proc, exit_status
 from .shm import ShmScan
 from .trees import children_map, self_and_ancestors
 
@@ -446,7 +446,7 @@ def execute(plan: Plan, grace: float = DEFAULT_GRACE, *, progress: Progress | No
                     h.fate.detail = "still running after SIGKILL (uninterruptible sleep?)"
         for h in live:
             if h.fate.exit_code is not None and not h.fate.detail:
-                h.fate.detail = f"exit status {_status_text(h.fate.exit_code)}"
+                h.fate.detail = f"exit status {exit_status(h.fate.exit_code)}"
     finally:
         for h in handles:
             h.close()
@@ -471,15 +471,6 @@ def _signal_all(handles: list[_Handle], sig: signal.Signals, plan: Plan,
         h.fate.fate = word  # type: ignore[assignment]
         h.fate.detail = detail
     return reached
-
-
-def _status_text(code: int) -> str:
-    if code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return str(code)
 
 
 def dry_run_outcome(plan: Plan) -> Outcome:

@@ -326,7 +326,7 @@ def default_jobs() -> int:
 
 def _skip_reason(proc: Proc) -> tuple[str, str] | None:
     if proc.state in ("Z", "X", "x"):
-        from .render.ptree import exit_status
+        from .model import exit_status
 
         code = "" if proc.exit_code is None else f", exit status {exit_status(proc.exit_code)}"
         return "exited", (f"zombie{code}: no Python left to dump; "

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from tractor_diag.model import Entry, Event
 from tractor_diag.render import human_bytes
-from tractor_diag.render.ptree import exit_status
+from tractor_diag.model import exit_status
 
 BUCKET_STYLE = {
     "zombie": "bold bright_red",

@@ -131,7 +131,7 @@ def run(args, out) -> int:
             out.write(f"tractor-diag dash: {app.launch_error}\n")
             return 1
         if sup is not None and sup.pid is not None:
-            from ..render.ptree import exit_status
+            from ..model import exit_status
 
             code = sup.returncode
             status = "?" if code is None else exit_status(code)

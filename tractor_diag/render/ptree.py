@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 
-from ..model import BUCKETS, Entry, Snapshot
+from ..model import BUCKETS, Entry, Snapshot, exit_status
 from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
 
 
@@ -20,18 +20,6 @@ def _state(entry: Entry) -> str:
     if entry.state == "exited" and entry.proc.exit_code is not None:
         return f"exited:{exit_status(entry.proc.exit_code)}"
     return entry.state
-
-
-def exit_status(code: int) -> str:
-    """An exit code as a person reads it: ``0``, ``1``, ``SIGKILL``."""
-    if code < 0:
-        import signal
-
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return str(code)
 
 
 def _cpu(entry: Entry) -> str:

@@ -25,7 +25,7 @@ _REPR_WIDTH = 100
 
 def _state(p: ProcStacks) -> str:
     if p.state == "exited" and p.exit_code is not None:
-        from .ptree import exit_status
+        from ..model import exit_status
 
         return f"exited:{exit_status(p.exit_code)}"
     return p.state
