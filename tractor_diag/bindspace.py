@@ -274,10 +274,13 @@ def scan(arg: str | None = None, *, must_exist: bool | None = None,
                 claimed[name] = parsed
     procs = _procs_with_parents({pid for _, pid in claimed.values()})
 
+    # the dir as binders may have spelt it: as given, absolute, resolved
+    # (joined by hand below: os.path.join per entry and spelling was a third
+    # of the scan)
+    prefixes = {d if d.endswith("/") else d + "/"
+                for d in (path, os.path.abspath(path), real)}
     for name, st in stats.items():
-        full = os.path.join(path, name)
-        # the path as binders may have spelt it: as given, absolute, resolved
-        spellings = {full, os.path.join(os.path.abspath(path), name), os.path.join(real, name)}
+        spellings = [d + name for d in prefixes]
         listening = any(table.is_listening(p) for p in spellings)
         entry = SockEntry(
             name=name, status="non-tractor", kind="other",
