@@ -1,0 +1,169 @@
+"""Helpers for the leak-check / session-end-reap tests (stdlib only at import
+time: the inner pytest runs of tests/test_pytest_leaks.py import this too).
+
+Every process a test starts is recorded as ``LABEL PID START`` in a pid file
+(START: the clock-tick start time from ``/proc/<pid>/stat``), so that the
+outer test can find it afterwards and kill exactly it, even if it was
+orphaned and even if the plugin under test misbehaved.
+
+Program: ``python _leaks_helpers.py actor NAME SECONDS [new-session]`` sets
+the process title ``_subactor[NAME@<pid>]`` (what the current tractor runtime
+shows to /proc), prints ``READY <pid>`` and sleeps SECONDS; SIGINT ends it at
+once. ``new-session``: first leave the caller's session (``setsid``), like a
+program started from another terminal.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+THIS = os.path.abspath(__file__)
+
+# Popen objects of processes left running on purpose: kept referenced so
+# that their garbage collection does not warn or wait.
+KEEP: list[subprocess.Popen] = []
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time in clock ticks since boot, or None when the pid is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def state_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()[0].decode()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[1])
+
+
+def alive(pid: int, start: int) -> bool:
+    """Still the same process and not yet exited (a zombie has exited)."""
+    return start_ticks(pid) == start and state_of(pid) not in (None, "Z", "X", "x")
+
+
+def record(pid_file: str, label: str, pid: int) -> int:
+    start = start_ticks(pid)
+    if start is None:
+        raise RuntimeError(f"{label} (pid {pid}) exited at once")
+    with open(pid_file, "a") as f:
+        f.write(f"{label} {pid} {start}\n")
+    return pid
+
+
+def recorded(pid_file: str) -> dict[str, tuple[int, int]]:
+    """label -> (pid, start)."""
+    out = {}
+    try:
+        with open(pid_file) as f:
+            for line in f:
+                label, pid, start = line.split()
+                out[label] = (int(pid), int(start))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def actor_argv(name: str, seconds: float = 600, new_session: bool = False) -> list[str]:
+    return [sys.executable, THIS, "actor", name, str(seconds)] + (
+        ["new-session"] if new_session else [])
+
+
+def start_child(pid_file: str, label: str, argv: list[str], ready: bool = True) -> subprocess.Popen:
+    """A child of this process, recorded; waits for its READY line."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    KEEP.append(p)
+    record(pid_file, label, p.pid)
+    if ready:
+        line = p.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"{label}: no READY line (got {line!r})")
+    return p
+
+
+def start_orphan(pid_file: str, label: str, argv: list[str], ready: bool = True,
+                 timeout: float = 30) -> int:
+    """Double fork: ``sh`` starts ``argv`` in the background and exits at
+    once, so the process is adopted by init (or the nearest subreaper).
+    Returns its pid once it is adopted (and READY, when ``ready``)."""
+    sh = subprocess.Popen(["sh", "-c", '"$@" & echo "PID $!"', "sh", *argv],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    pid = None
+    seen_ready = not ready
+    while pid is None or not seen_ready:
+        line = sh.stdout.readline()
+        if not line:
+            sh.wait(timeout)
+            raise RuntimeError(f"{label}: ended before it was up (pid {pid})")
+        if line.startswith("PID "):
+            pid = int(line.split()[1])
+            record(pid_file, label, pid)
+        elif line.startswith("READY"):
+            seen_ready = True
+    sh.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while parent_of(pid) == sh.pid:  # adoption happens as sh exits
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{label}: pid {pid} was not adopted")
+        time.sleep(0.01)
+    return pid
+
+
+def kill_recorded(pid_file: str, timeout: float = 10) -> list[str]:
+    """SIGKILL every recorded process that is still the one recorded; wait
+    (bounded) until each has exited. -> labels of those still running."""
+    procs = recorded(pid_file)
+    for label, (pid, start) in procs.items():
+        if alive(pid, start):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [label for label, (pid, start) in procs.items() if alive(pid, start)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return left
+
+
+def prog_actor(name: str, seconds: str, new_session: bool = False) -> None:
+    import setproctitle
+
+    if new_session:
+        os.setsid()
+    setproctitle.setproctitle(f"_subactor[{name}@{os.getpid()}]")
+    # sh starts background commands with SIGINT ignored (and python keeps it
+    # so); an actor handles it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"READY {os.getpid()}", flush=True)
+    try:
+        time.sleep(float(seconds))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["actor"] and len(sys.argv) in (4, 5) and sys.argv[4:] in ([], ["new-session"]):
+        prog_actor(sys.argv[2], sys.argv[3], new_session=len(sys.argv) == 5)
+    else:
+        sys.exit(f"usage: {sys.argv[0]} actor NAME SECONDS [new-session]")
