@@ -27,32 +27,32 @@ THIS = os.path.abspath(__file__)
 KEEP: list[subprocess.Popen] = []
 
 
-def start_ticks(pid: int) -> int | None:
-    """Start time in clock ticks since boot, or None when the pid is gone."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat after the comm, split: [state, ppid, ...]. Read
+    here with the stdlib, not the library under test: the checks must not
+    share its bugs."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    return data[data.rindex(b")") + 2:].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time in clock ticks since boot, or None when the pid is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def state_of(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()[0].decode()
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[0].decode()
 
 
 def parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[1])
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def alive(pid: int, start: int) -> bool:
