@@ -39,9 +39,9 @@ def _gone(pid: int) -> bool:
 def sweep_sockets(pids: set[int]) -> list[str]:
     """Unlink ``<name>@<pid>.sock`` files of ``pids`` that are gone, and the
     task-dump files (``/tmp/tractor-stackscope-<pid>.log``) they wrote."""
-    import platformdirs
-
     from .actors import parse_sock_name
+    from .bindspace import default_dir
+    from .errors import DiagError
 
     removed: list[str] = []
     for pid in pids:
@@ -52,10 +52,10 @@ def sweep_sockets(pids: set[int]) -> list[str]:
                 removed.append(dump)
             except OSError:
                 pass
-    directory = platformdirs.user_runtime_dir("tractor")
     try:
+        directory, _notes = default_dir()  # without platformdirs' fallback warning
         names = os.listdir(directory)
-    except OSError:
+    except (OSError, DiagError):
         return removed
     for name in names:
         parsed = parse_sock_name(name)
