@@ -22,8 +22,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
 
-from tractor_diag.model import Entry, Event, Snapshot
-from tractor_diag.model import exit_status
+from tractor_diag.model import Entry, Event, Snapshot, exit_status
 
 from . import actions
 from .bridge import TrioGuest
