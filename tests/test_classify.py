@@ -139,3 +139,33 @@ def test_live_and_stray_by_tree_membership():
     parent = proc(pid=50, create=900.0)
     assert bucket_of(proc(), parent, in_root_tree=True) == "live"
     assert bucket_of(proc(), parent, in_root_tree=False) == "stray"
+
+
+# -- CPU rates over too short a window ----------------------------------------
+
+def _snap_of(cpu_seconds: float, mono: float, prev=None, rate_base=None):
+    from tractor_diag.trees import Targets, build_snapshot
+
+    p = proc(pid=100, ppid=1, state="R", actor=None)
+    p.utime = cpu_seconds
+    return build_snapshot({100: p}, Targets([100]), prev=prev, rate_base=rate_base,
+                          monotonic=mono, include_strays=False)
+
+
+def test_two_ticks_a_few_milliseconds_apart_are_not_a_runaway():
+    """CPU time moves in 10 ms ticks: 20 ms of CPU seen 20 ms apart would
+    read as 100%. Below trees.MIN_RATE_WINDOW there is no rate at all."""
+    first = _snap_of(1.00, mono=100.0)
+    second = _snap_of(1.02, mono=100.02, prev=first)
+    entry = second.entries[100]
+    assert entry.cpu_percent is None and entry.state != "runaway"
+
+
+def test_the_rate_comes_from_an_older_base_when_given():
+    base = _snap_of(1.00, mono=99.0)
+    prev = _snap_of(1.49, mono=99.98, prev=base)
+    snap = _snap_of(1.50, mono=100.0, prev=prev, rate_base=base)
+    assert snap.entries[100].cpu_percent == pytest.approx(50.0)
+    # and a sustained burn over a long enough window still is a runaway
+    hot = _snap_of(1.99, mono=100.0, prev=prev, rate_base=base)
+    assert hot.entries[100].state == "runaway"

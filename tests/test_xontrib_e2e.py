@@ -63,7 +63,7 @@ def test_failing_calls_give_one_line_and_their_exit_code():
     assert res.stderr.splitlines() == [
         "acli.ptree: no such process: 99999999",
         "acli.ptree: unrecognized arguments: --bogus",
-        "acli.ptree: --cpu needs a positive number of seconds",
+        "acli.ptree: --cpu needs at least 0.2 seconds (CPU time is counted in 10 ms ticks)",
     ]
 
 

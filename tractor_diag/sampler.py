@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .model import Entry, Event, Snapshot
-from .trees import Targets, take_snapshot
+from .trees import MIN_RATE_WINDOW, Targets, take_snapshot
 
 # (pid, create time) names a process across ticks even if the pid is reused.
 _Key = tuple[int, float]
@@ -67,11 +67,21 @@ class Sampler:
 
     # -- one tick ---------------------------------------------------------
 
+    def _rate_base(self) -> Snapshot | None:
+        """The newest snapshot old enough for a CPU rate (see
+        `trees.MIN_RATE_WINDOW`): at short intervals, a few samples back."""
+        now = time.monotonic()
+        for snap in reversed(self.history):
+            if now - snap.monotonic >= MIN_RATE_WINDOW:
+                return snap
+        return None
+
     def sample(self) -> tuple[Snapshot, list[Event]]:
         """Take one snapshot now; returns it with the events it implies."""
         prev = self.latest
         # full detail: context-switch deltas and the dashboard's detail pane
-        snap = take_snapshot(self.targets, prev=prev, subreapers=self.subreapers, full=True)
+        snap = take_snapshot(self.targets, prev=prev, rate_base=self._rate_base(),
+                             subreapers=self.subreapers, full=True)
         events = self._diff(prev, snap)
         self._track_progress(snap)
         self.history.append(snap)

@@ -129,11 +129,18 @@ def _has_ancestor_in(procs: dict[int, Proc], pid: int, pids: set[int]) -> bool:
     return False
 
 
+#: Shortest window a CPU rate is computed over. The kernel counts CPU time
+#: in clock ticks (10 ms): over a few milliseconds one tick reads as 50% and
+#: two as a runaway. Over 0.2 s a tick is 5%.
+MIN_RATE_WINDOW = 0.2
+
+
 def build_snapshot(
     procs: dict[int, Proc],
     targets: Targets,
     *,
     prev: Snapshot | None = None,
+    rate_base: Snapshot | None = None,
     subreapers: frozenset[int] | set[int] = frozenset(),
     taken_at: float | None = None,
     monotonic: float | None = None,
@@ -143,6 +150,10 @@ def build_snapshot(
     roots, missing, unmatched = resolve_roots(procs, targets, kids)
     mono = time.monotonic() if monotonic is None else monotonic
     window = (mono - prev.monotonic) if prev is not None else 0.0
+    # CPU rates against `rate_base` (default `prev`): the sampler passes an
+    # older snapshot when the last one is too recent for a rate.
+    base = rate_base if rate_base is not None else prev
+    rate_window = (mono - base.monotonic) if base is not None else 0.0
     entries: dict[int, Entry] = {}
 
     def place(top: int, root: int | None) -> None:
@@ -154,7 +165,7 @@ def build_snapshot(
             proc = procs[pid]
             parent = procs.get(proc.ppid)
             in_tree = root is not None
-            cpu = _cpu_percent(proc, prev, window)
+            cpu = _cpu_percent(proc, base, rate_window)
             entry = Entry(
                 proc=proc,
                 bucket=bucket_of(proc, parent, in_tree, subreapers),
@@ -203,7 +214,7 @@ def build_snapshot(
 
 
 def _cpu_percent(proc: Proc, prev: Snapshot | None, window: float) -> float | None:
-    if prev is None or window <= 0:
+    if prev is None or window < MIN_RATE_WINDOW:
         return None
     old = prev.entries.get(proc.pid)
     if old is None or abs(old.proc.create_time - proc.create_time) > 0.02:
@@ -220,6 +231,7 @@ def _orphan_note(proc: Proc, parent: Proc | None) -> str:
 
 
 def take_snapshot(targets: Targets, *, prev: Snapshot | None = None,
+                  rate_base: Snapshot | None = None,
                   subreapers: frozenset[int] | set[int] = frozenset(),
                   full: bool = False) -> Snapshot:
     """One pass over /proc, classified. ``full`` also reads each tree
@@ -231,7 +243,7 @@ def take_snapshot(targets: Targets, *, prev: Snapshot | None = None,
         kids = children_map(procs)
         roots, _, _ = resolve_roots(procs, targets, kids)
         procfs.fill_detail(procs, descendants(kids, roots), full=full)
-    return build_snapshot(procs, targets, prev=prev, subreapers=subreapers)
+    return build_snapshot(procs, targets, prev=prev, rate_base=rate_base, subreapers=subreapers)
 
 
 def take_two(targets: Targets, window: float = 0.3, *, full: bool = False) -> Snapshot:

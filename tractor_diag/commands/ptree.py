@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tree", action="store_true", help="indented tree instead of bucket groups")
     parser.add_argument(
         "--cpu", nargs="?", type=float, const=0.3, default=None, metavar="SECONDS",
-        help="take two samples SECONDS apart (default 0.3) for CPU%% and runaways",
+        help="take two samples SECONDS apart (default 0.3, at least 0.2) for CPU%% and runaways",
     )
     parser.add_argument("--no-strays", action="store_true", help="leave out actors outside the given roots")
     add_common(parser)
@@ -44,11 +44,12 @@ def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool
     import time
 
     from ..errors import NotFound, UsageError
-    from ..trees import Targets, take_snapshot
+    from ..trees import MIN_RATE_WINDOW, Targets, take_snapshot
 
     targets = Targets(targets_args)
-    if cpu is not None and cpu <= 0:
-        raise UsageError("--cpu needs a positive number of seconds")
+    if cpu is not None and cpu < MIN_RATE_WINDOW:
+        raise UsageError(f"--cpu needs at least {MIN_RATE_WINDOW:g} seconds "
+                         "(CPU time is counted in 10 ms ticks)")
     snap = take_snapshot(targets, full=full)
     if cpu is not None:
         time.sleep(cpu)
