@@ -15,6 +15,7 @@ import pytest
 from tractor_diag.actors import parse_actor
 from tractor_diag.model import Entry, Event, Proc, Snapshot
 from tractor_diag.tui.app import DashApp
+from tractor_diag.tui.proc_tree import ProcTree
 from tractor_diag.tui.sockets import Sock
 
 T0 = 1_800_000_000.0  # a fixed "now"
@@ -185,3 +186,30 @@ def test_reconcile_keeps_nodes_and_cursor():
             assert all(ptree.node_for(k) is n for k, n in nodes.items() if k != 4011)
 
     asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_messages_from_trio_during_teardown_are_dropped():
+    """Not a picture either: trio keeps posting until its guest run stops,
+    which is after the panes may be gone. A sample, output, an exit and a
+    finished action arriving then must not raise (the app would end with a
+    NoMatches traceback instead of a clean exit), and the child's exit code
+    is still kept."""
+    import asyncio
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            app.show(fake_snapshot())
+            await pilot.pause()
+            app.child_pid = 4000
+            await app.default_screen.query_one(ProcTree).remove()
+            await pilot.pause()
+            app.post_message(DashApp.Sampled(fake_snapshot(), fake_events()))
+            app.post_message(DashApp.Output("stdout", ["late line"]))
+            app.post_message(DashApp.Exited(4000, 3))
+            app.post_message(DashApp.SocketsRead(4010, []))
+            await pilot.pause()
+            await pilot.pause()
+            assert app.child_code == 3
+
+    asyncio.run(body())

@@ -18,6 +18,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
@@ -362,20 +363,34 @@ class DashApp(App):
         if self.detail.pid == pid:
             self._refresh_detail(force=True)
 
+    def _panes_gone(self) -> bool:
+        """True while the app takes its screen down: trio keeps posting
+        messages after `exit()` until the guest run has stopped, and by then
+        there may be no pane left to show them in."""
+        try:
+            self.query_one(ProcTree)
+        except NoMatches:
+            return True
+        return False
+
     def on_dash_app_sampled(self, message: Sampled) -> None:
-        if not self._quitting:
+        if not self._quitting and not self._panes_gone():
             self.show(message.snapshot, message.events)
 
     def on_dash_app_output(self, message: Output) -> None:
-        self.add_output(message.stream, message.lines)
+        if not self._panes_gone():
+            self.add_output(message.stream, message.lines)
 
     def on_dash_app_launched(self, message: Launched) -> None:
+        if message.pid is not None:
+            self.child_pid = message.pid
+        if self._panes_gone():
+            return
         if message.pid is None:
             self.log_pane.note(message.error or "launch failed", "bold red")
             self.events_pane.note(Text(message.error or "launch failed", "bold red"))
             self.notify(message.error or "launch failed", severity="error", markup=False)
         else:
-            self.child_pid = message.pid
             self.log_pane.note(f"launched pid {message.pid}: {shlex.join(self.launch_argv or [])}", "bold green")
         self._update_status()
 
@@ -383,6 +398,9 @@ class DashApp(App):
         status = exit_status(message.code)
         if message.pid == self.child_pid:
             self.child_code = message.code
+        if self._panes_gone():
+            return
+        if message.pid == self.child_pid:
             line = f"launched program (pid {message.pid}) exited: {status}"
             self.log_pane.note(line, "bold red" if message.code else "bold green")
             self.events_pane.note(Text(f"{stamp()} {line}", "bold"))
@@ -391,6 +409,8 @@ class DashApp(App):
         self._update_status()
 
     def on_dash_app_action_done(self, message: ActionDone) -> None:
+        if self._panes_gone():
+            return
         extras = self._extras.setdefault(message.pid, {})
         extras.pop(message.section, None)  # the newest result goes on top
         extras[message.section] = (message.title, message.body)
@@ -402,7 +422,8 @@ class DashApp(App):
             self.detail.call_after_refresh(self.detail.scroll_home, animate=False)
 
     def on_dash_app_sockets_read(self, message: SocketsRead) -> None:
-        self.show_sockets(message.pid, message.socks)
+        if not self._panes_gone():
+            self.show_sockets(message.pid, message.socks)
 
     @on(Tree.NodeHighlighted, "#tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
