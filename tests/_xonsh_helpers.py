@@ -8,7 +8,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pexpect
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -138,3 +141,16 @@ class Screen:
 
     def text(self) -> str:
         return "\n".join(self.lines()).rstrip("\n")
+
+
+def read_for(child: pexpect.spawn, seconds: float) -> bytes:
+    """Everything the pty gets for ``seconds`` (after what expect() left)."""
+    data = child.buffer
+    child.buffer = b""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data += child.read_nonblocking(65536, timeout=max(0.01, end - time.monotonic()))
+        except pexpect.TIMEOUT:
+            pass
+    return data

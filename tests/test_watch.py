@@ -14,7 +14,7 @@ import pytest
 
 from tractor_diag import watch as screen
 
-from _xonsh_helpers import REPO, TRACTOR_DIAG, Screen
+from _xonsh_helpers import REPO, TRACTOR_DIAG, Screen, read_for
 
 ALT_ON, ALT_OFF = b"\x1b[?1049h", b"\x1b[?1049l"
 SHOW, HIDE = b"\x1b[?25h", b"\x1b[?25l"
@@ -108,19 +108,6 @@ def spawn(args: list[str], cols: int = 100, rows: int = 30, **kw) -> pexpect.spa
         env.pop(key, None)
     return pexpect.spawn(args[0], args[1:], dimensions=(rows, cols), env=env,
                          timeout=20, cwd=str(REPO), **kw)
-
-
-def read_for(child: pexpect.spawn, seconds: float) -> bytes:
-    """Everything the pty gets for ``seconds`` (after what expect() left)."""
-    data = child.buffer
-    child.buffer = b""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            data += child.read_nonblocking(65536, timeout=max(0.01, end - time.monotonic()))
-        except pexpect.TIMEOUT:
-            pass
-    return data
 
 
 def finish(child: pexpect.spawn) -> bytes:

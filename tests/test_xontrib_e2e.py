@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pexpect
 import pytest
 
-from _xonsh_helpers import REPO, XONSH, Screen, run_xonsh, xonsh_env
+from _xonsh_helpers import REPO, XONSH, Screen, read_for, run_xonsh, xonsh_env
 
 pytest.importorskip("xonsh")
 
@@ -83,18 +82,6 @@ def spawn_xonsh(code: str, cols: int = 100, rows: int = 30, **env) -> pexpect.sp
         env.pop(key, None)
     return pexpect.spawn(str(XONSH), ["--no-rc", "-c", "$XONSH_SUBPROC_RAISE_ERROR = False\n" + code],
                          dimensions=(rows, cols), env=env, timeout=30, cwd=str(REPO))
-
-
-def read_for(child: pexpect.spawn, seconds: float) -> bytes:
-    data = child.buffer
-    child.buffer = b""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            data += child.read_nonblocking(65536, timeout=max(0.01, end - time.monotonic()))
-        except pexpect.TIMEOUT:
-            pass
-    return data
 
 
 def test_alias_output_is_coloured_on_a_terminal_only(tree):
