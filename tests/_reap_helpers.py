@@ -141,6 +141,21 @@ def released_argv(python: str, name: str, port: int = 1) -> list[str]:
             "--parent_addr", repr(("127.0.0.1", port)), "--loglevel", "error"]
 
 
+def build_leader_exits(out_dir: str) -> str:
+    """Compile ``progs/leader_exits.c`` (a process whose main thread exits
+    while another runs) into ``out_dir`` -> the executable's path."""
+    exe = os.path.join(out_dir, "leader_exits")
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", exe,
+                    os.path.join(HERE, "progs", "leader_exits.c")],
+                   check=True, capture_output=True, timeout=60)
+    return exe
+
+
+def leader_exits_argv(exe: str, title: str) -> list[str]:
+    """Run ``exe`` with argv[0] ``title`` (e.g. an actor title)."""
+    return ["bash", "-c", 'exec -a "$0" "$1"', title, exe]
+
+
 def as_nobody(argv: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
 

@@ -89,6 +89,9 @@ class Proc(msgspec.Struct):
     invol_ctx: int | None = None
     sig_caught: int | None = None  # SigCgt bitmask
     actor: ActorInfo | None = None
+    # The main thread exited while other threads run: the process is live
+    # (``state`` is a live thread's), only its leader is a zombie.
+    leader_exited: bool = False
 
     @property
     def cpu_time(self) -> float:

@@ -24,6 +24,11 @@ wrap-around) gets its detail read once afterwards.
 Files are opened relative to a directory fd (``openat``), which avoids
 re-resolving ``/proc/<pid>`` for each file.
 
+A thread-group leader that exited while its other threads run (the main
+thread called ``pthread_exit``) is a zombie in its own ``stat`` but a live
+process: its state, ``cmdline`` and detail are read through a live thread
+and ``Proc.leader_exited`` is set.
+
 Processes vanish at any moment: a process whose ``stat`` cannot be read is
 simply not in the result; a detail file that cannot be read leaves its field
 ``None``.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from .actors import parse_actor, split_cmdline
 from .model import Proc
@@ -80,9 +86,29 @@ def _read(name: str, dfd: int) -> bytes:
         os.close(fd)
 
 
-def _parse_stat(pid: int, raw: bytes, btime: float) -> tuple | None:
-    """-> (ppid, state, comm, utime, stime, threads, create_time, rss, exit,
-    sigcatch)."""
+class Stat(NamedTuple):
+    """The fields of ``/proc/<pid>/stat`` this package uses."""
+
+    ppid: int
+    state: str
+    comm: str
+    utime: float  # seconds
+    stime: float
+    threads: int
+    create_time: float  # seconds since the epoch (boot time + start ticks)
+    rss: int  # bytes
+    exit_code: int | None  # zombies only: as in `subprocess`, -N for signal N
+    sigcatch: int | None  # the same mask as SigCgt in status (first 64 signals)
+    start_ticks: int  # clock ticks after boot: the exact start time
+
+
+def parse_stat(raw: bytes, btime: float | None = None) -> Stat | None:
+    """The one parser of a ``/proc/<pid>/stat`` line (``None`` if malformed).
+
+    The comm may hold spaces and parentheses: fields are split after the
+    *last* ``)``."""
+    if btime is None:
+        btime = boot_time()
     lpar = raw.find(b"(")
     rpar = raw.rfind(b")")
     if lpar < 0 or rpar < 0:
@@ -95,19 +121,44 @@ def _parse_stat(pid: int, raw: bytes, btime: float) -> tuple | None:
     if len(f) > 49 and f[0] in (b"Z", b"X"):
         status = int(f[49])  # a waitpid() status
         exit_code = -(status & 0x7F) if status & 0x7F else status >> 8 & 0xFF
-    return (
+    ticks = int(f[19])
+    return Stat(
         int(f[1]),
         f[0].decode(),
         comm,
         int(f[11]) / _CLK_TCK,
         int(f[12]) / _CLK_TCK,
         int(f[17]),
-        btime + int(f[19]) / _CLK_TCK,
+        btime + ticks / _CLK_TCK,
         int(f[21]) * _PAGE,
         exit_code,
-        # the same mask as SigCgt in status (first 64 signals), for free
         int(f[31]) if len(f) > 31 else None,
+        ticks,
     )
+
+
+def _parse_stat(pid: int, raw: bytes, btime: float) -> Stat | None:
+    return parse_stat(raw, btime)
+
+
+def read_stat(pid: int, task: int | None = None) -> Stat | None:
+    """``/proc/<pid>/stat`` (or one thread's, ``task``), or ``None`` when
+    the process is gone or the file is unreadable."""
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    try:
+        return parse_stat(raw)
+    except ValueError:
+        return None
+
+
+def ticks_of(create_time: float) -> int:
+    """A `Proc.create_time` back to the clock ticks it was computed from."""
+    return round((create_time - boot_time()) * _CLK_TCK)
 
 
 def _status_field(status: bytes, key: bytes) -> bytes | None:
@@ -203,16 +254,27 @@ def scan(
                 st = _parse_stat(pid, _read("stat", dfd), btime)
                 if st is None:
                     continue
-                argv = split_cmdline(_read("cmdline", dfd))
                 uid = os.fstat(dfd).st_uid
+                leader_exited = False
+                if st.state == "Z" and st.threads > 1:
+                    live = _live_thread(dfd)
+                    if live is not None:
+                        # the main thread exited, the others run: read the
+                        # process through one of them (cmdline, detail)
+                        os.close(dfd)
+                        dfd, thread = live
+                        st = st._replace(state=thread.state, rss=thread.rss, exit_code=None)
+                        leader_exited = True
+                argv = split_cmdline(_read("cmdline", dfd))
             except OSError:
                 continue  # gone between listdir and here
-            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt = st
+            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt, _ = st
             proc = Proc(
                 pid=pid, ppid=ppid, uid=uid, state=state, comm=comm,
                 cmdline=argv, create_time=ctime, utime=ut, stime=stt,
                 rss=rss, num_threads=nthr, exit_code=exit_code,
                 sig_caught=sigcgt, actor=parse_actor(argv, comm),
+                leader_exited=leader_exited,
             )
             procs[pid] = proc
             if (
@@ -228,6 +290,33 @@ def scan(
     if is_root is not None:
         _fill_late_detail(procs, want, detailed, full)
     return procs
+
+
+def _live_thread(dfd: int) -> tuple[int, Stat] | None:
+    """For a zombie thread-group leader (``dfd``: its /proc dir): a thread
+    that still runs, as (its task dir fd, its stat), or ``None``."""
+    try:
+        tfd = os.open("task", _O_DIR, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        for tid in sorted(os.listdir(tfd), key=int):
+            try:
+                thread_dfd = os.open(tid, _O_DIR, dir_fd=tfd)
+            except OSError:
+                continue
+            try:
+                st = parse_stat(_read("stat", thread_dfd))
+            except (OSError, ValueError):
+                st = None
+            if st is not None and st.state not in ("Z", "X", "x"):
+                return thread_dfd, st
+            os.close(thread_dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(tfd)
+    return None
 
 
 def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int],
@@ -266,6 +355,12 @@ def fill_detail(procs: dict[int, Proc], pids: Iterable[int], *, full: bool = Tru
             dfd = os.open(f"/proc/{pid}", _O_DIR)
         except OSError:
             continue
+        if proc.leader_exited:
+            live = _live_thread(dfd)
+            os.close(dfd)
+            if live is None:
+                continue
+            dfd = live[0]
         try:
             if need_wchan:
                 _read_wchan(proc, dfd)
