@@ -25,7 +25,10 @@ Programs (``python tests/_reap_helpers.py PROGRAM ...``)
                            actor to /proc), run ARGV as a child, relay its
                            stdout, exit with its code
 ``mapper PATH MODE``       MODE ``map``: mmap PATH and close the fd;
-                           ``hold``: keep it open without mapping; then
+                           ``hold``: keep it open without mapping;
+                           ``thread-hold``: a thread unshares its fd table
+                           (``unshare(CLONE_FILES)``) and holds it there,
+                           the process's own table never has it; then
                            ``READY <pid>`` and sleep
 ``scenario NAME ARGS``     one of `SCENARIOS`, run whole inside a namespace
                            (they need ``ns_last_pid`` or a private /dev/shm);
@@ -101,6 +104,24 @@ def prog_as_actor(name: str, argv: list[str]) -> None:
 
 
 def prog_mapper(path: str, mode: str) -> None:
+    if mode == "thread-hold":
+        import ctypes
+
+        opened = threading.Event()
+
+        def holder() -> None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(0x400) != 0:  # CLONE_FILES
+                os._exit(3)
+            os.open(path, os.O_RDONLY)
+            opened.set()
+            _sleep_forever()
+
+        threading.Thread(target=holder, daemon=True).start()
+        if not opened.wait(10):
+            sys.exit("the holder thread did not open the file")
+        _ready(os.getpid())
+        _sleep_forever()
     fd = os.open(path, os.O_RDONLY)
     if mode == "map":
         # libc mmap, not the mmap module: that one keeps a dup of the fd, and

@@ -221,3 +221,71 @@ def test_unknown_is_reported_in_text(ns, shm_dir):
     assert r["rc"] == 0
     assert f"kept (unknown) {shm_dir}/other" in r["stdout"]
     assert "cannot prove it unused" in r["stdout"]
+
+
+# --- holders that reach the file by another path or through another fd table --------------
+# A tmpfs mounted only inside the namespace stands in for /dev/shm: the bind
+# mount and the files live and die with the namespace.
+
+@pytest.fixture
+def private_shm(ns, tmp_path):
+    """-> (shm, view): a private tmpfs and a bind mount of it, both in the namespace only."""
+    root, view = tmp_path / "shm", tmp_path / "view"
+    root.mkdir()
+    view.mkdir()
+    ns.call("mount-tmpfs", path=str(root))
+    r = ns.run(["mount", "--bind", root, view])
+    assert r["rc"] == 0, r["stderr"]
+    return root, view
+
+
+def ns_sh(ns: NsInit, script: str) -> str:
+    r = ns.run(["sh", "-ec", script])
+    assert r["rc"] == 0, r["stderr"]
+    return r["stdout"]
+
+
+def ns_segments(ns: NsInit, d: Path, *names: str) -> None:
+    ns_sh(ns, "; ".join(f"head -c 8192 /dev/zero > {d}/{n}" for n in names))
+
+
+def ns_left(ns: NsInit, d: Path) -> list[str]:
+    return sorted(ns_sh(ns, f"ls -A {d}").split())
+
+
+def test_held_through_a_bind_mount(ns, private_shm):
+    root, view = private_shm
+    ns_segments(ns, root, "held", "unused")
+    pid = ns_mapper(ns, view / "held", "hold")
+    rc, report = ns_sweep(ns, root)
+    assert rc == 0
+    files = files_of(report)
+    assert files["held"]["status"] == "in-use" and files["held"]["holders"] == [pid]
+    assert removed(report) == ["unused"]
+    assert ns_left(ns, root) == ["held"]
+
+
+def test_held_through_a_hard_link_in_a_subdirectory(ns, private_shm):
+    root, _ = private_shm
+    ns_segments(ns, root, "held", "unused")
+    ns_sh(ns, f"mkdir {root}/sub && ln {root}/held {root}/sub/alias")
+    pid = ns_mapper(ns, root / "sub" / "alias", "hold")
+    rc, report = ns_sweep(ns, root)
+    files = files_of(report)
+    assert files["held"]["status"] == "in-use" and files["held"]["holders"] == [pid]
+    assert removed(report) == ["unused"]
+    assert ns_left(ns, root) == ["held", "sub"]
+
+
+def test_held_by_a_thread_with_its_own_fd_table(ns, private_shm):
+    """unshare(CLONE_FILES) in a thread: /proc/<pid>/fd never shows the file."""
+    root, _ = private_shm
+    ns_segments(ns, root, "held", "unused")
+    pid = ns_mapper(ns, root / "held", "thread-hold")
+    leader_fds = ns_sh(ns, f"ls -l /proc/{pid}/fd/")
+    assert f"{root}/held" not in leader_fds  # the case: only the thread's table has it
+    rc, report = ns_sweep(ns, root)
+    files = files_of(report)
+    assert files["held"]["status"] == "in-use" and files["held"]["holders"] == [pid]
+    assert removed(report) == ["unused"]
+    assert ns_left(ns, root) == ["held"]

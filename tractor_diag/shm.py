@@ -11,14 +11,25 @@ A file is:
 - ``unused``: every process's maps and fds were read and none refers to it;
 - ``unknown``: no reader found it, but some process could not be read
   (another user's process, when we lack the privilege): it might be the one
-  using it. The sweep keeps these (SPEC "Reaping safety").
+  using it. The sweep keeps these.
 
-Matching is by (device, inode), which holds across renames and mount
-namespaces; fd links are compared by path within our mount namespace and by
-``stat`` for processes in another one. Two limits, both towards keeping:
-a thread that unshared its fd table is only seen through its thread group's
-table, and a process may ``shm_open`` a name it does not currently hold (no
-scan can know that; unlinking the name never breaks an existing mapping).
+Holders are matched by (device, inode), never by path: an fd's link names
+the file as its holder reached it (through a bind mount of the same tmpfs, a
+hard link in a subdirectory, a path of another mount namespace), so every fd
+is ``stat``-ed through its ``/proc`` link. A thread that called
+``unshare(CLONE_FILES)`` has an fd table of its own, visible only under
+``/proc/<pid>/task/<tid>/fd``: every distinct table of a thread group is read
+(``kcmp`` tells which threads share one; without it, every thread's is).
+Mappings are per address space, which all threads of a process share.
+
+What no scan can see, all towards unlinking a file still wanted:
+
+- an fd in flight: sent in an ``SCM_RIGHTS`` message and not yet received,
+  it sits in a socket's queue, in no process's fd table, and nothing in
+  ``/proc`` shows it;
+- a process of another PID namespace (``/proc`` lists only ours);
+- a name a process will ``shm_open`` again later without holding it now
+  (unlinking the name never breaks an existing mapping or fd).
 
 Without the privilege to read other users' processes (any non-root user, and
 root without ``CAP_SYS_PTRACE``-level access to e.g. a sandbox's init) every
@@ -131,6 +142,76 @@ def _mapped(text: bytes, token: bytes, inodes: dict[int, tuple[int, int]]) -> se
     return hits
 
 
+# Links of fds that cannot be a file on a tmpfs: no need to stat them.
+_PSEUDO = ("socket:[", "pipe:[", "anon_inode:")
+# kcmp(2) numbers; elsewhere every thread's fd table is read.
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}
+_KCMP_FILES = 2
+_kcmp = None
+
+
+def _same_fd_table(tid1: int, tid2: int) -> bool:
+    """True only when the kernel says both threads use one fd table."""
+    global _kcmp
+    if _kcmp is None:
+        import ctypes
+        import platform
+
+        nr = _SYS_KCMP.get(platform.machine())
+        if nr is None:
+            _kcmp = False
+        else:
+            syscall = ctypes.CDLL(None, use_errno=True).syscall
+            _kcmp = lambda a, b: syscall(nr, a, b, _KCMP_FILES, 0, 0)  # noqa: E731
+    return bool(_kcmp) and _kcmp(tid1, tid2) == 0
+
+
+def _fd_dirs(pid: int) -> list[str]:
+    """One ``fd`` dir per distinct fd table of the thread group.
+
+    Threads share their process's table unless one called
+    ``unshare(CLONE_FILES)``; then only ``/proc/<pid>/task/<tid>/fd`` shows
+    what that thread holds. A thread whose table cannot be proved shared
+    (kcmp missing or refused, a zombie leader) is read on its own.
+    """
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except (OSError, ValueError):
+        return [f"/proc/{pid}/fd"]
+    if len(tids) <= 1:
+        return [f"/proc/{pid}/fd"]
+    read: list[int] = []
+    for tid in tids:
+        if not any(_same_fd_table(r, tid) for r in read):
+            read.append(tid)
+    return [f"/proc/{pid}/task/{tid}/fd" for tid in read]
+
+
+def _held(fd_dir: str, holders: dict[tuple[int, int], set[int]], pid: int) -> bool:
+    """Add ``pid`` to the holders of every candidate an fd of ``fd_dir``
+    refers to. -> True when some fd could not be read (permission)."""
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError as exc:
+        return exc.errno in _DENIED
+    for fd in fds:
+        link = f"{fd_dir}/{fd}"
+        try:
+            if os.readlink(link).startswith(_PSEUDO):
+                continue
+            # The link's path is the holder's view (a bind mount, another
+            # hard link, another mount namespace): only the inode counts.
+            st = os.stat(link)
+        except OSError as exc:
+            if exc.errno in _DENIED:
+                return True
+            continue  # closed meanwhile, or the process is gone
+        key = (st.st_dev, st.st_ino)
+        if key in holders:
+            holders[key].add(pid)
+    return False
+
+
 def scan(directory: str = DEFAULT_DIR, uid: int | None = None) -> ShmScan:
     """Classify the regular files of ``directory`` owned by ``uid`` (default: ours)."""
     uid = os.getuid() if uid is None else uid
@@ -152,13 +233,6 @@ def scan(directory: str = DEFAULT_DIR, uid: int | None = None) -> ShmScan:
     for dev, ino in files:
         per_dev.setdefault(dev, {})[ino] = (dev, ino)
     tokens = [(_maps_token(dev), inodes) for dev, inodes in per_dev.items()]
-    prefix = os.path.realpath(directory).rstrip("/") + "/"
-    by_name = {prefix + f.name: key for key, f in files.items()}
-    try:
-        my_mnt = os.readlink("/proc/self/ns/mnt")
-    except OSError:
-        my_mnt = None
-
     holders: dict[tuple[int, int], set[int]] = {key: set() for key in files}
     unreadable: list[int] = []
     count = 0
@@ -180,47 +254,10 @@ def scan(directory: str = DEFAULT_DIR, uid: int | None = None) -> ShmScan:
         for token, inodes in tokens:
             for key in _mapped(text, token, inodes):
                 holders[key].add(pid)
-        # -- open files
-        try:
-            fds = os.listdir(f"{base}/fd")
-        except OSError as exc:
-            if exc.errno in _DENIED:
+        # -- open files, in every fd table of the thread group
+        for fd_dir in _fd_dirs(pid):
+            if _held(fd_dir, holders, pid):
                 denied = True
-            fds = []
-        other_ns = None
-        for fd in fds:
-            link = f"{base}/fd/{fd}"
-            try:
-                target = os.readlink(link)
-            except OSError as exc:
-                if exc.errno in _DENIED:
-                    denied = True
-                    break
-                continue
-            if not target.startswith("/"):
-                continue  # socket:[..], pipe:[..], anon_inode:..
-            key = by_name.get(target.removesuffix(" (deleted)"))
-            if key is not None:
-                holders[key].add(pid)
-                continue
-            if other_ns is None:
-                try:
-                    other_ns = os.readlink(f"/proc/{pid}/ns/mnt") != my_mnt
-                except OSError as exc:
-                    other_ns = True
-                    if exc.errno in _DENIED:
-                        denied = True
-            if other_ns:
-                # Paths are that process's view: compare the inode itself.
-                try:
-                    st = os.stat(link)
-                except OSError as exc:
-                    if exc.errno in _DENIED:
-                        denied = True
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in holders:
-                    holders[key].add(pid)
         if denied and os.path.exists(f"/proc/{pid}"):
             unreadable.append(pid)
 
