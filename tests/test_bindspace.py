@@ -236,3 +236,66 @@ def test_sweep_keeps_a_socket_that_started_listening(uds_socket, bindspace):
     finally:
         s.close()
         os.unlink(dead.path)
+
+
+# --- binders in another network namespace ------------------------------------------------------
+# /proc/net/unix lists only our namespace's sockets: a container sharing the
+# dir listens where our table cannot show it.
+
+_NETNS_LISTENER = ("import os, socket, sys, time\n"
+                   "s = socket.socket(socket.AF_UNIX)\n"
+                   "s.bind(sys.argv[1].replace('PID', str(os.getpid())))\n"
+                   "s.listen()\n"
+                   "print('READY', os.getpid(), os.readlink('/proc/self/ns/net'), flush=True)\n"
+                   "time.sleep(600)\n")
+
+
+@pytest.fixture
+def netns_listener():
+    """Start ``unshare --net python`` listening on a path ('PID' -> its pid)."""
+    started: list[subprocess.Popen] = []
+
+    def start(path: str) -> tuple[int, str]:
+        p = subprocess.Popen(["unshare", "--net", PY, "-c", _NETNS_LISTENER, path],
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        started.append(p)
+        line = p.stdout.readline().split()
+        assert line[:1] == ["READY"], f"listener did not start (rc={p.poll()})"
+        assert int(line[1]) == p.pid  # unshare execs: the pid is the listener's
+        return p.pid, line[2]
+
+    yield start
+    for p in started:
+        p.kill()
+        p.wait(10)
+
+
+def test_sweep_keeps_listeners_in_another_network_namespace(bindspace, netns_listener):
+    assert os.readlink("/proc/self/ns/net") != ""
+    binder, ns = netns_listener(str(bindspace / "svc@PID.sock"))
+    _, ns2 = netns_listener(str(bindspace / "registry@1616.sock"))
+    # a socket whose name claims a pid gone from our PID namespace (say, a
+    # container's own), listened on in another network namespace
+    gone = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    netns_listener(str(bindspace / f"boxed@{gone}.sock"))
+    dead = bindspace / f"ghost@{gone}.sock"
+    stale_socket(dead)  # the control: truly stale
+    assert ns != os.readlink("/proc/self/ns/net") and ns2 != os.readlink("/proc/self/ns/net")
+
+    entries = by_name(scan_json(bindspace))
+    svc = entries[f"svc@{binder}.sock"]
+    assert svc["status"] == "live-active" and svc["listening"]
+    assert f"another network namespace ({ns})" in svc["note"] and "nothing listens" not in svc["note"]
+    reg = entries["registry@1616.sock"]
+    assert reg["status"] == "live-active" and reg["listening"]
+    assert "another network namespace" in reg["note"]
+    assert entries[f"boxed@{gone}.sock"]["status"] == "live-active"
+    assert entries[dead.name]["status"] == "orphaned-dead"
+
+    r = cli("reap", "--uds-only", "--bindspace", bindspace, "--json")
+    assert r.returncode == 0, r.stderr
+    removals = json.loads(r.stdout)["uds"]["removals"]
+    assert [(Path(x["path"]).name, x["removed"]) for x in removals] == [(dead.name, True)]
+    assert {p.name for p in bindspace.iterdir()} == {
+        f"svc@{binder}.sock", "registry@1616.sock", f"boxed@{gone}.sock"}

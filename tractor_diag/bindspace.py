@@ -21,6 +21,16 @@ is per network namespace and lists the path a socket was bound to even after
 the file was replaced, so it can only err towards "listening": the sweep
 treats "listening" as "keep", which makes that the safe direction.
 
+A dir shared with a container is seen by binders of other network
+namespaces, whose sockets our table never lists. A binder that runs in
+another namespace is kept and said to be there (its own table,
+``/proc/<pid>/net/unix``, tells whether it listens). A socket that looks
+dead here (the registry sentinel, a binder pid gone from our PID namespace)
+is looked up in the table of every other network namespace we can read, one
+process of each; a listener found there keeps it. What stays invisible: a
+namespace none of whose processes we may read, and a listener that bound the
+file under another spelling of the path (another mount namespace's view).
+
 The sweep (`sweep`) never follows a symlink and never leaves the dir: it
 works through a dir fd, re-checks each file (same inode, still a socket, still
 ours, binder still dead, still nobody listening) right before unlinking it.
@@ -173,6 +183,73 @@ class UnixTable:
         return path in self.listening
 
 
+class NetTables:
+    """Socket tables of the network namespaces other than ours, read through
+    ``/proc/<pid>/net/unix`` of one of their processes, each at most once."""
+
+    def __init__(self) -> None:
+        try:
+            self.mine: str | None = os.readlink("/proc/self/ns/net")
+        except OSError:
+            self.mine = None
+        self._tables: dict[int, UnixTable | None] = {}
+        self._foreign: list[tuple[int, UnixTable]] | None = None
+
+    @staticmethod
+    def ns_of(pid: int) -> str | None:
+        """``net:[…]``; ``""`` when not readable; None when the pid is gone."""
+        try:
+            return os.readlink(f"/proc/{pid}/ns/net")
+        except (PermissionError, ProcessLookupError):
+            return "" if os.path.exists(f"/proc/{pid}") else None
+        except OSError:
+            return None
+
+    def table_of(self, pid: int) -> UnixTable | None:
+        if pid not in self._tables:
+            try:
+                with open(f"/proc/{pid}/net/unix", "rb") as f:
+                    text = f.read().decode("utf-8", "surrogateescape")
+                self._tables[pid] = UnixTable(text)
+            except OSError:
+                self._tables[pid] = None
+        return self._tables[pid]
+
+    def binder_view(self, pid: int, paths: list[str]) -> tuple[bool, str] | None:
+        """For a running binder in another network namespace: (listens on
+        one of ``paths`` there, a note); None when it shares ours."""
+        ns = self.ns_of(pid)
+        if ns is None or self.mine is None or ns == self.mine:
+            return None
+        if ns == "":
+            return False, f"cannot read binder {pid}'s network namespace (its sockets are not in our table)"
+        table = self.table_of(pid)
+        if table is None:
+            return False, f"binder {pid} is in another network namespace ({ns}) whose socket table is not readable"
+        listening = any(table.is_listening(p) for p in paths)
+        return listening, f"binder {pid} is in another network namespace ({ns})"
+
+    def foreign_listener(self, paths: list[str]) -> int | None:
+        """A pid whose (other) network namespace has a listener on ``paths``."""
+        if self._foreign is None:
+            self._foreign = []
+            seen = {self.mine}
+            for name in os.listdir("/proc"):
+                if not name.isdigit():
+                    continue
+                ns = self.ns_of(int(name))
+                if not ns or ns in seen:
+                    continue
+                table = self.table_of(int(name))
+                if table is not None:
+                    seen.add(ns)
+                    self._foreign.append((int(name), table))
+        for pid, table in self._foreign:
+            if any(table.is_listening(p) for p in paths):
+                return pid
+        return None
+
+
 def socket_holders(inodes: set[int]) -> list[int]:
     """Pids with an fd on any of these socket inodes (one pass over fds)."""
     if not inodes:
@@ -266,6 +343,7 @@ def scan(arg: str | None = None, *, must_exist: bool | None = None,
         os.close(dfd)
 
     table = UnixTable()
+    nets = NetTables()
     claimed: dict[str, tuple[str, int]] = {}
     for name, st in stats.items():
         if stat.S_ISSOCK(st.st_mode) and name != REGISTRY_NAME:
@@ -312,10 +390,24 @@ def scan(arg: str | None = None, *, must_exist: bool | None = None,
             if proc is not None and status != "orphaned-dead":
                 entry.binder = proc.title
                 entry.binder_ppid = proc.ppid
-            if status != "orphaned-dead" and not listening:
-                entry.note = (note + "; " if note else "") + "nothing listens on it"
+            elsewhere = None if listening or status == "orphaned-dead" else \
+                nets.binder_view(pid, spellings)
+            if elsewhere is not None:
+                entry.listening, where = elsewhere
+                entry.note = (note + "; " if note else "") + where
+            if status != "orphaned-dead" and not entry.listening:
+                entry.note = (entry.note + "; " if entry.note else "") + "nothing listens on it"
         else:
             entry.note = "socket with a name of neither <name>@<pid>.sock shape"
+        if entry.status == "orphaned-dead":
+            # dead as far as our namespace shows: a listener elsewhere keeps it
+            other = nets.foreign_listener(spellings)
+            if other is not None:
+                entry.status = "live-active"
+                entry.listening = True
+                there = f"something listens on it in another network namespace (that of pid {other})"
+                entry.note = (f"registrar sentinel: {there}" if entry.kind == "registry"
+                              else f"{entry.note}, but {there}")
         result.entries.append(entry)
     return result
 
@@ -361,6 +453,7 @@ def sweep(result: BindspaceScan, *, dry_run: bool = False, uid: int | None = Non
     out: list[Removal] = []
     try:
         table = UnixTable()  # fresh: something may have started listening since the scan
+        nets = NetTables()
         dirs = {result.dir, os.path.abspath(result.dir), os.path.realpath(result.dir)}
         procs = _procs_with_parents({e.pid for e in chosen if e.pid is not None})
         for e in chosen:
@@ -369,7 +462,8 @@ def sweep(result: BindspaceScan, *, dry_run: bool = False, uid: int | None = Non
                 out.append(Removal(path=full, removed=False,
                                    reason=f"once binder {e.pid} (in the reap plan) exits"))
                 continue
-            keep = _recheck(e, dfd, uid, table, [os.path.join(d, e.name) for d in dirs], procs)
+            keep = _recheck(e, dfd, uid, table, [os.path.join(d, e.name) for d in dirs], procs,
+                            nets)
             if keep is not None:
                 out.append(Removal(path=full, removed=False, reason=f"kept: {keep}"))
                 continue
@@ -391,7 +485,7 @@ def sweep(result: BindspaceScan, *, dry_run: bool = False, uid: int | None = Non
 
 
 def _recheck(e: SockEntry, dfd: int, uid: int, table: UnixTable, paths: list[str],
-             procs: dict) -> str | None:
+             procs: dict, nets: NetTables) -> str | None:
     """Why ``e`` must be kept now, or ``None`` when it may go."""
     try:
         st = os.stat(e.name, dir_fd=dfd, follow_symlinks=False)
@@ -405,6 +499,9 @@ def _recheck(e: SockEntry, dfd: int, uid: int, table: UnixTable, paths: list[str
         return f"owned by uid {st.st_uid}"
     if any(table.is_listening(p) for p in paths):
         return "something listens on it"
+    other = nets.foreign_listener(paths)
+    if other is not None:
+        return f"something listens on it in another network namespace (that of pid {other})"
     if e.kind == "actor" and e.pid is not None:
         status, _, _ = _binder_verdict(e.pid, st.st_mtime, procs)
         if status != "orphaned-dead":
