@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from _reap_helpers import alive, orphans_go_to_init
-from tractor_diag.bindspace import UnixTable, resolve_dir
+from tractor_diag.bindspace import resolve_dir
+from tractor_diag.socktables import UnixTable, parse_proc_unix
 
 PY = sys.executable
 CLI = [PY, "-m", "tractor_diag"]
@@ -159,9 +160,8 @@ def test_unix_table_parsing():
         "0000000000000000: 00000002 00000000 00010000 0001 01 104\n"
         "garbage\n"
     )
-    t = UnixTable(text)
+    t = UnixTable(parse_proc_unix(text))
     assert t.listening == {"/run/a b.sock": [101]}
-    assert t.bound == {"/run/a b.sock", "/run/c.sock"}
 
 
 # --- the UDS sweep ----------------------------------------------------------------------------

@@ -16,7 +16,8 @@ Each entry is classified by its binder:
 - ``non-tractor``: not a socket, or a name of neither shape.
 
 The registry sentinel is alive exactly when something listens on its path.
-Who listens is read from ``/proc/net/unix`` (one read per scan). That table
+Who listens is read from the kernel's Unix socket table (`socktables`, one
+read per scan). That table
 is per network namespace and lists the path a socket was bound to even after
 the file was replaced, so it can only err towards "listening": the sweep
 treats "listening" as "keep", which makes that the safe direction.
@@ -48,11 +49,11 @@ from . import procfs
 from .actors import REGISTRY_SENTINEL_PORT, is_hashed_sock_name, parse_sock_name
 from .classify import is_reparented
 from .errors import DiagError, NotFound, UsageError
+from .socktables import UnixTable, parse_proc_unix
+from .socktables import holders as socket_holders
 
 APP = "tractor"
 REGISTRY_NAME = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
-# __SO_ACCEPTCON in the Flags column of /proc/net/unix: a listening socket.
-_SO_ACCEPTCON = 0x10000
 # A binder starts before it binds, so a process younger than the socket file
 # holds a reused pid. Start times from /proc/<pid>/stat derive from the boot
 # time truncated to whole seconds: they read up to 1 s *early*, which errs
@@ -78,7 +79,7 @@ class SockEntry(msgspec.Struct):
     actor: str | None = None  # the <name> part; None for hashed names
     hashed: bool = False  # actor.<hex>@<pid>.sock
     pid: int | None = None  # the binder pid the name claims (never 1616)
-    listening: bool = False  # something listens on this path (/proc/net/unix)
+    listening: bool = False  # something listens on this path (the Unix socket table)
     binder: str | None = None  # the binder's title, when it runs
     binder_ppid: int | None = None
     holders: list[int] = []  # registry only: pids holding the listening socket
@@ -148,40 +149,7 @@ def resolve_dir(arg: str | None = None) -> tuple[str, DirSource, list[str]]:
     return os.path.join(os.path.dirname(base), arg), "name", notes
 
 
-# --- /proc/net/unix -------------------------------------------------------------
-
-class UnixTable:
-    """Bound Unix sockets of this network namespace, by path."""
-
-    def __init__(self, text: str | None = None):
-        self.listening: dict[str, list[int]] = {}  # path -> socket inodes
-        self.bound: set[str] = set()
-        if text is None:
-            try:
-                with open("/proc/net/unix", "rb") as f:
-                    text = f.read().decode("utf-8", "surrogateescape")
-            except OSError:
-                text = ""
-        for line in text.splitlines()[1:]:
-            # Num RefCount Protocol Flags Type St Inode [Path]; the path may hold spaces.
-            parts = line.split(None, 7)
-            if len(parts) < 8:
-                continue
-            path = parts[7]
-            if path.startswith("@"):  # abstract namespace: no file
-                continue
-            try:
-                flags = int(parts[3], 16)
-                inode = int(parts[6])
-            except ValueError:
-                continue
-            self.bound.add(path)
-            if flags & _SO_ACCEPTCON:
-                self.listening.setdefault(path, []).append(inode)
-
-    def is_listening(self, path: str) -> bool:
-        return path in self.listening
-
+# --- other network namespaces --------------------------------------------------
 
 class NetTables:
     """Socket tables of the network namespaces other than ours, read through
@@ -210,7 +178,7 @@ class NetTables:
             try:
                 with open(f"/proc/{pid}/net/unix", "rb") as f:
                     text = f.read().decode("utf-8", "surrogateescape")
-                self._tables[pid] = UnixTable(text)
+                self._tables[pid] = UnixTable(parse_proc_unix(text))
             except OSError:
                 self._tables[pid] = None
         return self._tables[pid]
@@ -248,30 +216,6 @@ class NetTables:
             if any(table.is_listening(p) for p in paths):
                 return pid
         return None
-
-
-def socket_holders(inodes: set[int]) -> list[int]:
-    """Pids with an fd on any of these socket inodes (one pass over fds)."""
-    if not inodes:
-        return []
-    wanted = {f"socket:[{i}]" for i in inodes}
-    holders: list[int] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        fd_dir = f"/proc/{name}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") in wanted:
-                    holders.append(int(name))
-                    break
-            except OSError:
-                continue
-    return sorted(holders)
 
 
 # --- the scan -------------------------------------------------------------------
