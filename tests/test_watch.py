@@ -61,9 +61,12 @@ def test_clip_counts_visible_columns_and_keeps_colour():
 
 def test_sanitize_drops_cursor_movement_but_keeps_colour():
     line = "a\x1b[2Jb\x1b[10;3Hc\x1b]0;title\x07d\x1b7e\x1b[32mf\x1b[0m\tg\x00h"
-    assert screen.sanitize(line) == "abcde\x1b[32mf\x1b[0m  gh"
+    assert screen.sanitize(line) == "abcde\x1b[32mf\x1b[0m  g\\x00h"
     assert screen.sanitize("progress 10%\rprogress 90%") == "progress 90%"
     assert screen.sanitize("crlf line\r") == "crlf line"
+    # C1 CSI (U+009B) and a smuggled byte: visible, not raw
+    assert screen.sanitize("x\x9b2Jy\udcff") == "x\\x9b2Jy\\xff"
+    assert "\\x1b]52" in screen.header_line(2, "ptree \x1b]52;c;eA==\x07", 0, 0, 80)
 
 
 def test_fit_says_how_much_is_hidden():

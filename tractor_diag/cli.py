@@ -12,6 +12,7 @@ from typing import TextIO
 
 from .commands import VERBS
 from .errors import DiagError, UsageError
+from .safetext import escape
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,7 +91,7 @@ def run_verb(argv: list[str], out: TextIO | None = None, err: TextIO | None = No
     except _Exit as exc:
         return exc.status
     except DiagError as exc:
-        msg = str(exc)
+        msg = escape(str(exc))  # it may quote a process title or a file name
         if not msg.startswith("tractor-diag"):
             msg = f"tractor-diag: {msg}"
         print(msg, file=err)

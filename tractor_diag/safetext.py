@@ -30,12 +30,17 @@ everything else like ``escape``.
 
 Text that is already all printable (the usual case) is returned as is after
 one C-level ``str.isprintable`` check.
+
+``escaped(value)`` does this to every string inside a computed value (msgspec
+Structs, lists, dicts), so a renderer that escapes its input once covers
+every field, future ones included. A Struct names its multi-line fields in a
+``TEXT_BLOCKS`` class variable; those get ``escape_block``.
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["escape", "escape_block", "UNSAFE"]
+__all__ = ["escape", "escape_block", "escaped", "UNSAFE"]
 
 # Everything ``escape`` rewrites. Each of these is non-printable for
 # ``str.isprintable``, which is what makes the fast path sound.
@@ -76,3 +81,47 @@ def escape_block(text: str) -> str:
     if text.isprintable():
         return text
     return _UNSAFE_IN_BLOCK.sub(_one, text)
+
+
+_ATOMS = (int, float, bool, type(None), bytes)
+
+
+def escaped(value, block: bool = False):
+    """A copy of ``value`` with every string in it escaped (dict keys too).
+
+    Parts that need no change are returned as they are, not copied: the walk
+    of an all-printable snapshot allocates nothing but the walk itself.
+    """
+    kind = type(value)
+    if kind is str:
+        return escape_block(value) if block else escape(value)
+    if kind in _ATOMS:
+        return value
+    if kind is list or kind is tuple:
+        new = [escaped(v, block) for v in value]
+        if all(a is b for a, b in zip(new, value)):
+            return value
+        return new if kind is list else tuple(new)
+    if kind is dict:
+        changed = False
+        out = {}
+        for k, v in value.items():
+            k2, v2 = escaped(k, block), escaped(v, block)
+            changed = changed or k2 is not k or v2 is not v
+            out[k2] = v2
+        return out if changed else value
+    fields = getattr(kind, "__struct_fields__", None)
+    if fields is None:
+        return value
+    blocks = getattr(kind, "TEXT_BLOCKS", ())
+    changes = {}
+    for name in fields:
+        old = getattr(value, name)
+        new = escaped(old, name in blocks)
+        if new is not old:
+            changes[name] = new
+    if not changes:
+        return value
+    import msgspec.structs
+
+    return msgspec.structs.replace(value, **changes)

@@ -170,6 +170,9 @@ def _md(text: str) -> str:
 
 
 def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> str:
+    from .safetext import escaped
+
+    report, snap, meta = escaped(report), escaped(snap), escaped(meta)
     why = stuck_reasons(report.procs)
     taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(meta.started))
     title = f"Hung-dump summary: {meta.label}" if meta.label else "Hung-dump summary"
@@ -256,6 +259,7 @@ def write_bundle(
     from .render import Style
     from .render.ptree import render_tree
     from .render.stacks import render_proc, render_report
+    from .safetext import escape_block
     from .stackmodel import to_json
     from .stacks import capture, py_spy_version
 
@@ -281,7 +285,9 @@ def write_bundle(
             files[f"stacks/{p.pid}.txt"] = render_proc(p, plain) + "\n"
             files[f"stacks/{p.pid}.json"] = to_json(p)
             if p.tasks.status == "collected":
-                files[f"tasks/{p.pid}.txt"] = p.tasks.text + "\n"
+                # as the process wrote it, but no raw escape sequence in a
+                # file someone will `cat`
+                files[f"tasks/{p.pid}.txt"] = escape_block(p.tasks.text) + "\n"
         if history is not None:
             files["history.json"] = msgspec.json.encode(history)
         scan_missing: list[Missing] = []

@@ -7,7 +7,7 @@ person can read ("py-spy not found", "permission denied", "process gone",
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -96,6 +96,9 @@ class TaskInfo(msgspec.Struct):
 
 
 class TaskTree(msgspec.Struct):
+    # Multi-line: escaping for a terminal keeps its newlines (`safetext`).
+    TEXT_BLOCKS: ClassVar[tuple[str, ...]] = ("text",)
+
     status: TaskStatus
     reason: str | None = None
     text: str = ""  # what the process appended after our request

@@ -44,15 +44,15 @@ RESET = "\x1b[0m"
 MIN_INTERVAL = 0.1
 DEFAULT_INTERVAL = 2.0
 
-# SGR (colour) sequences survive into the frame; any other escape sequence or
-# control character could move the cursor and break the layout, so it goes.
+# SGR (colour) sequences survive into the frame; any other escape sequence
+# could move the cursor, break the layout or reach the clipboard, so it goes.
+# A control character left over is shown escaped (`safetext`), never raw.
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")
 _OTHER_ESC = re.compile(
     r"\x1b(\[[0-?]*[ -/]*[@-~]"          # CSI
     r"|[\]PX^_][^\x07\x1b]*(\x07|\x1b\\)?"  # OSC, DCS and other strings
     r"|[ -/]*[0-~])?"                    # two-byte escapes; a lone ESC
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class Frame(NamedTuple):
@@ -95,7 +95,7 @@ def sanitize(line: str) -> str:
     """
     if "\r" in line:
         line = line.rstrip("\r").rsplit("\r", 1)[-1]
-    if "\x1b" in line or _CONTROL.search(line):
+    if not line.isprintable():
         pieces: list[str] = []
         pos = 0
         for m in _SGR.finditer(line):
@@ -110,7 +110,9 @@ def sanitize(line: str) -> str:
 
 
 def _strip_controls(text: str) -> str:
-    return _CONTROL.sub("", _OTHER_ESC.sub("", text))
+    from .safetext import escape_block
+
+    return escape_block(_OTHER_ESC.sub("", text))
 
 
 def _expand_tabs(line: str) -> str:
@@ -223,6 +225,9 @@ def fit(header: str, body: list[str], rows: int, st=None) -> list[str]:
 def header_line(interval: float, command: str, rc: int | None, when: float,
                 cols: int, st=None) -> str:
     """``Every 2s: <command>`` on the left; exit code and time on the right."""
+    from .safetext import escape
+
+    command = escape(command)
     left = f"Every {interval:g}s: "
     stamp = time.strftime("%H:%M:%S", time.localtime(when))
     right_plain = stamp

@@ -95,7 +95,9 @@ def run_parsed(run, parser, argv: list[str], out, prog: str) -> int:
     except _Exit as exc:
         return exc.status
     except DiagError as exc:
-        msg = str(exc)
+        from ..safetext import escape
+
+        msg = escape(str(exc))
         out.write(msg if msg.startswith(prog) else f"{prog}: {msg}")
         out.write("\n")
         return exc.code

@@ -1,7 +1,11 @@
 """Text renderers, one module per verb; shared formatting lives here.
 
 Renderers take computed values (Structs) and return strings: nothing here
-reads the system or prints.
+reads the system or prints. Every public renderer first passes its value
+through `safetext.escaped`: names, titles, paths and frames come from other
+people's processes, and a control character in them must not reach a
+terminal (or a bundle's text file) raw. The only escape sequences in the
+output are the colours of `Style`.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from ..bindspace import SOCK_STATUSES, BindspaceScan, SockEntry
+from ..safetext import escaped
 from . import Style, age, clip
 
 STATUS_STYLE = {
@@ -34,6 +35,7 @@ def _binder(e: SockEntry) -> str:
 
 
 def render_bindspace(result: BindspaceScan, st: Style) -> str:
+    result = escaped(result)
     lines = [dir_line(result)]
     lines += [f"  note: {n}" for n in result.notes]
     if not result.exists:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 from ..model import BUCKETS, Entry, Snapshot, exit_status
+from ..safetext import escaped
 from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
 
 
@@ -78,6 +79,7 @@ def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> li
 
 def render_grouped(snap: Snapshot, st: Style, width: int | None = None) -> str:
     width = width or shutil.get_terminal_size((120, 24)).columns
+    snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
     by_bucket: dict[str, list[Entry]] = {b: [] for b in BUCKETS}
@@ -117,6 +119,7 @@ def _short(entry: Entry) -> str:
 
 def render_tree(snap: Snapshot, st: Style, width: int | None = None) -> str:
     width = width or shutil.get_terminal_size((120, 24)).columns
+    snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
     sections = [(f"root {r}", [r]) for r in snap.roots]

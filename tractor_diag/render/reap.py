@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..bindspace import Removal
 from ..reap import ReapReport
+from ..safetext import escaped
 from . import Style, clip
 from .bindspace import dir_line
 
@@ -90,6 +91,7 @@ def _removals(title: str, removals: list[Removal], dry_run: bool, st: Style) -> 
 
 
 def render_reap(report: ReapReport, st: Style) -> str:
+    report = escaped(report)
     lines: list[str] = []
     if report.dry_run:
         lines.append(st("dry run: nothing is signalled or unlinked", "cyan"))

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+from ..safetext import escaped
 from ..stackmodel import ProcStacks, PyStack, StacksReport, TaskTree, Thread
 from . import BUCKET_STYLE, STATE_STYLE, Style, clip
 
@@ -143,6 +144,10 @@ def task_lines(tree: TaskTree, st: Style) -> list[str]:
 
 
 def render_proc(p: ProcStacks, st: Style) -> str:
+    return _render_proc(escaped(p), st)
+
+
+def _render_proc(p: ProcStacks, st: Style) -> str:
     lines = [header(p, st), "  " + kernel_line(p)]
     lines += python_lines(p.python, st)
     lines += task_lines(p.tasks, st)
@@ -150,7 +155,8 @@ def render_proc(p: ProcStacks, st: Style) -> str:
 
 
 def render_report(report: StacksReport, st: Style) -> str:
-    blocks = [render_proc(p, st) for p in report.procs]
+    report = escaped(report)
+    blocks = [_render_proc(p, st) for p in report.procs]
     n = len(report.procs)
     ok = sum(p.python.status == "ok" for p in report.procs)
     trees = sum(p.tasks.status == "collected" for p in report.procs)
