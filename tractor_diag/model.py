@@ -144,6 +144,9 @@ class Entry(msgspec.Struct):
     cpu_percent: float | None = None  # needs two samples
     stuck_for: float | None = None  # seconds without CPU progress (sampler)
     note: str | None = None  # e.g. "re-parented to init"
+    # listening addresses (host:port, or a Unix socket path), when asked for
+    # (`ipc.annotate`)
+    listens: list[str] = []
 
 
 class Snapshot(msgspec.Struct):
