@@ -12,7 +12,13 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def snapshot_of(*pids: int):
-    return trees.take_snapshot(trees.Targets(list(pids)))
+    """The trees of ``pids`` only: stray actors elsewhere on the box (other
+    tests' orphans) are left out."""
+    snap = trees.take_snapshot(trees.Targets(list(pids)))
+    for pid in [p for p, e in snap.entries.items() if e.root is None]:
+        del snap.entries[pid]
+    snap.strays = []
+    return snap
 
 
 @pytest.mark.released
@@ -39,7 +45,7 @@ def test_released_tree_over_tcp(released_tree):
     assert g.port_holders(f"127.0.0.1:{tree.port}") == [root]
     assert g.unknown == []
     # the box-wide question names the same holder
-    assert [pid for pid, _ in ipc.who_listens(tree.port)] == [root]
+    assert [pid for pid, _ in ipc.who_listens(tree.port)[0]] == [root]
 
 
 def test_current_tree_over_uds(current_tree, bindspace):
@@ -56,7 +62,7 @@ def test_current_tree_over_uds(current_tree, bindspace):
     assert pc == {(spawner, root, root_sock), (leaf, spawner, spawner_sock)}
     assert g.port_holders("registry@1616.sock") == [root]
     assert g.port_holders(reg) == [root]
-    assert [pid for pid, _ in ipc.who_listens(reg)] == [root]
+    assert [pid for pid, _ in ipc.who_listens(reg)[0]] == [root]
 
 
 # Root listens on a UDS path and on a TCP port; it also holds a socketpair
@@ -134,3 +140,27 @@ def test_port_argument_forms():
     assert listener_matches(local, 1616) and not listener_matches(local, 1617)
     assert listener_matches(uds, "registry@1616.sock") and not listener_matches(uds, 1616)
     assert not listener_matches(uds, "/other/registry@1616.sock")
+
+
+def test_dump_all_bundle_holds_the_ipc_graph(current_tree, tmp_path):
+    import json
+    import os
+    import subprocess
+
+    tree = current_tree(depth=2, breadth=1, hang="sleep")
+    a = tree.actors()
+    r = subprocess.run([PY, "-m", "tractor_diag", "dump-all", str(tree.root), "-o", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stderr
+    bundle = tmp_path / r.stdout.strip()
+    g = json.loads((bundle / "ipc.json").read_text())
+    edges = {(e["src"], e["dst"], e["kind"]) for e in g["edges"]}
+    assert edges == {(a["spawner_0"], tree.root, "parent-channel"),
+                     (a["leaf_0_0"], a["spawner_0"], "parent-channel")}
+    assert "ipc.json" in json.loads((bundle / "meta.json").read_text())["files"]
+    text = (bundle / "tree.txt").read_text()
+    leaf = a["leaf_0_0"]
+    assert f"listens leaf_0_0@{leaf}.sock" in next(ln for ln in text.splitlines() if f"{leaf} " in ln)
+    entries = json.loads((bundle / "tree.json").read_text())["entries"]
+    assert entries[str(leaf)]["listens"] == [str(tree.bindspace / f"leaf_0_0@{leaf}.sock")]

@@ -48,8 +48,8 @@ from collections.abc import Iterable
 from . import socktables
 from .model import Snapshot, TCPAddr, UDSAddr
 from .sockmodel import (
-    IpcEdge, IpcGraph, Listener, Peer, SockTables, TcpSock, listener_matches, split_port_arg,
-    tcp_text,
+    IpcEdge, IpcGraph, Listener, Peer, PortHolder, PortQuery, SockTables, TcpSock,
+    listener_matches, split_port_arg, tcp_text,
 )
 
 REGISTRY_PORT = 1616
@@ -275,18 +275,22 @@ def listeners_by_pid(snapshot: Snapshot, pids: Iterable[int] | None = None) -> d
     return out
 
 
-def annotate(snapshot: Snapshot, pids: Iterable[int] | None = None) -> Snapshot:
-    """Fill each entry's ``listens`` (its listening addresses) in place."""
-    for pid, lst in listeners_by_pid(snapshot, pids).items():
+def annotate(snapshot: Snapshot, graph: IpcGraph | None = None) -> Snapshot:
+    """Fill each entry's ``listens`` (its listening addresses) in place,
+    from ``graph`` when there is one, else from the listeners-only tables."""
+    found = graph.listeners if graph is not None else listeners_by_pid(snapshot)
+    for pid, lst in found.items():
         entry = snapshot.entries.get(pid)
         if entry is not None:
             entry.listens = [x.addr for x in lst]
     return snapshot
 
 
-def who_listens(port_or_path: int | str) -> list[tuple[int, Listener]]:
+def who_listens(port_or_path: int | str) -> tuple[list[tuple[int, Listener]], list[Listener]]:
     """Every process of our network namespace listening on this port (TCP)
-    or Unix socket path / file name: (pid, listener), by pid.
+    or Unix socket path / file name: ((pid, listener) by pid, listeners
+    that no process we can see holds: one in another PID namespace, or
+    whose fds we may not read).
 
     A path is compared as the kernel recorded it at bind time: a relative
     one is made absolute against our cwd first. Raises ValueError for text
@@ -310,11 +314,32 @@ def who_listens(port_or_path: int | str) -> list[tuple[int, Listener]]:
             if listener_matches(lst, spec):
                 matched[u.inode] = lst
     if not matched:
-        return []
+        return [], []
     out: list[tuple[int, Listener]] = []
     own = socktables.owners(socktables.holders(matched, tables.netns), tables.netns)
+    seen: set[int] = set()
     for pid, inodes in sorted(own.by_pid.items()):
         for inode in inodes:
             if inode in matched:
                 out.append((pid, matched[inode]))
-    return out
+                seen.add(inode)
+    return out, [lst for inode, lst in matched.items() if inode not in seen]
+
+
+def port_query(port_or_path: str) -> PortQuery:
+    """`who_listens`, with each holder's name (one small /proc read)."""
+    from . import procfs
+
+    found, unseen = who_listens(port_or_path)
+    procs = procfs.scan(only=sorted({pid for pid, _ in found}), detail_actors=False)
+    q = PortQuery(query=port_or_path, holders=[], unseen=unseen, netns=socktables.netns_of())
+    for pid, lst in found:
+        proc = procs.get(pid)
+        title = ""
+        if proc is not None:  # exact text: the renderer escapes it
+            title = (proc.actor.name if proc.actor is not None
+                     else " ".join(proc.cmdline) or f"[{proc.comm}]")
+        q.holders.append(PortHolder(
+            pid=pid, title=title, listener=lst,
+            actor=proc is not None and proc.actor is not None))
+    return q

@@ -4,7 +4,8 @@ Layout of a bundle (``<root>/<UTC stamp>-<label>-<random>/``)::
 
     summary.md          read this first: who looks stuck, and where
     meta.json           versions, host, kernel, argv, label, times, what is missing and why
-    tree.txt/.json      the process tree (ptree --tree / Snapshot)
+    tree.txt/.json      the process tree (ptree --tree / Snapshot), with listening addresses
+    ipc.json            the IPC graph (`ipc.graph`): listeners, peers, parent/registrar edges
     stacks.txt/.json    every process: kernel side, Python stacks, task trees
     stacks/<pid>.txt    the same, one file per process (and .json)
     tasks/<pid>.txt     a process's whole task-tree dump, as it wrote it
@@ -275,6 +276,8 @@ def write_bundle(
     try:
         report = capture(snap, options, deadline=deadline, interactive=interactive)
         plain = Style(False)
+        scan_missing: list[Missing] = []
+        graph = _ipc_graph(snap, scan_missing)
         files: dict[str, bytes | str] = {
             "tree.txt": render_tree(snap, plain, width=200) + "\n",
             "tree.json": snap_json(snap),
@@ -290,7 +293,8 @@ def write_bundle(
                 files[f"tasks/{p.pid}.txt"] = escape_block(p.tasks.text) + "\n"
         if history is not None:
             files["history.json"] = msgspec.json.encode(history)
-        scan_missing: list[Missing] = []
+        if graph is not None:
+            files["ipc.json"] = msgspec.json.encode(graph)
         files.update(_scans(scan_missing, deadline))
         uname = platform.uname()
         meta = BundleMeta(
@@ -322,6 +326,20 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _ipc_graph(snap: Snapshot, missing: list[Missing]):
+    """The IPC graph of the snapshot (``ipc.json``), its listening addresses
+    put on the entries for ``tree.txt``; a failure goes into ``missing``."""
+    from .ipc import annotate, graph
+
+    try:
+        g = graph(snap)
+    except Exception as exc:  # noqa: BLE001 - reported in meta.json instead
+        missing.append(Missing(what="IPC graph", why=f"{type(exc).__name__}: {exc}"))
+        return None
+    annotate(snap, g)
+    return g
 
 
 def _scans(missing: list[Missing], deadline: float | None) -> dict[str, bytes | str]:

@@ -237,3 +237,23 @@ def listener_matches(lst: Listener, port_or_path: int | str) -> bool:
         return True
     lhost = lst.addr.rsplit(":", 1)[0].strip("[]")
     return lhost == host or lhost in _WILDCARD
+
+
+class PortHolder(msgspec.Struct, frozen=True):
+    """A process listening on the address asked about."""
+
+    pid: int
+    title: str  # actor name, else the command line ("" when it just exited)
+    listener: Listener
+    actor: bool = False
+
+
+class PortQuery(msgspec.Struct):
+    """``ptree --port``: who listens on this port or socket path."""
+
+    query: str
+    holders: list[PortHolder] = []
+    # listening there, but held by no process we can see (another PID
+    # namespace, or fds we may not read)
+    unseen: list[Listener] = []
+    netns: int | None = None  # the network namespace looked in

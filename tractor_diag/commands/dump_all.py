@@ -12,7 +12,9 @@ matched against command lines / process titles) into one new directory:
                     innermost Python and trio frames: read this first
   meta.json         versions, host, kernel, argv, label, timings, and what
                     could not be collected and why
-  tree.txt/.json    the process tree
+  tree.txt/.json    the process tree, with each process's listening addresses
+  ipc.json          who listens where and who talks to whom (parent
+                    channels, registrar connections), from the kernel
   stacks.txt/.json  kernel side, Python stacks (py-spy) and trio task trees
   stacks/<pid>.*    the same per process; tasks/<pid>.txt whole task dumps
   bindspace.*, shm.json  the UDS socket dir and /dev/shm scans

@@ -15,7 +15,14 @@ the full command line / process title), every process classified:
 
 With no root given, every tree that holds tractor actors is shown.
 A pattern that begins with '-' goes after '--':  tractor-diag ptree -- -k
-Exit codes: 0 shown, 1 nothing matched / no such pid, 2 usage error.
+Each process that listens shows its addresses (TCP host:port, Unix sockets
+by file name; --json has whole paths).
+
+--port PORT|HOST:PORT|PATH names the processes listening there instead,
+one line each: any process of this network namespace, e.g. who holds the
+registry (--port 1616, --port registry@1616.sock).
+Exit codes: 0 shown, 1 nothing matched / no such pid / nothing listens on
+--port, 2 usage error.
 """
 
 
@@ -34,6 +41,8 @@ def add_arguments(parser) -> None:
         help="take two samples SECONDS apart (default 0.3, at least 0.2) for CPU%% and runaways",
     )
     parser.add_argument("--no-strays", action="store_true", help="leave out actors outside the given roots")
+    parser.add_argument("--port", default=None, metavar="PORT|HOST:PORT|PATH",
+                        help="name the processes listening on this TCP port or Unix socket path")
     add_common(parser)
 
 
@@ -68,13 +77,43 @@ def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool
     return snap
 
 
+def run_port(args, out) -> int:
+    from ..errors import NotFound, UsageError
+    from ..ipc import port_query
+    from ..model import to_json
+    from ..render import Style, want_color
+    from ..render.ptree import render_port
+    from ..sockmodel import split_port_arg
+
+    if args.targets or args.tree or args.cpu is not None:
+        raise UsageError("--port takes no roots, --tree or --cpu: it looks at every process")
+    if split_port_arg(args.port) == (None, None, None):
+        raise UsageError(f"--port: not a port, host:port or socket path: {args.port!r}")
+    query = port_query(args.port)
+    if not query.holders:
+        if query.unseen:
+            where = ", ".join(f"{x.kind} {x.addr}" for x in query.unseen)
+            raise NotFound(f"{where}: listening, but held by no process we can see "
+                           "(another PID namespace, or fds we may not read)")
+        raise NotFound(f"nothing listens on {args.port}")
+    if args.json:
+        out.write(to_json(query).decode() + "\n")
+    else:
+        out.write(render_port(query, Style(want_color(args.color, out))) + "\n")
+    return 0
+
+
 def run(args, out) -> int:
+    from ..ipc import annotate
     from ..model import to_json
     from ..render import Style, want_color
     from ..render.ptree import render_grouped, render_tree
 
+    if args.port is not None:
+        return run_port(args, out)
     # machine output carries every field; the text shows none of the costly ones
     snap = snapshot_for(args.targets, args.cpu, strays=not args.no_strays, full=args.json)
+    annotate(snap)
     if args.json:
         out.write(to_json(snap).decode() + "\n")
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 from ..model import BUCKETS, Entry, Snapshot, exit_status
+from ..sockmodel import PortQuery
 from ..safetext import escaped
 from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
 
@@ -107,7 +108,17 @@ def _annotation(snap: Snapshot, entry: Entry) -> str:
         notes.append(f"parent {parent.proc.pid} {_short(parent)} is {parent.bucket}")
     elif entry.proc.pid in snap.roots:
         notes.append("root")
+    if entry.listens:
+        notes.append(listens_text(entry.listens))
     return f"  ({'; '.join(notes)})" if notes else ""
+
+
+def listens_text(addrs: list[str]) -> str:
+    """``listens 127.0.0.1:1616, leaf@123.sock``: a Unix socket by its file
+    name (the dir is the bindspace, and it would push the rest out of the
+    column; ``--json`` has the whole path)."""
+    short = [a.rsplit("/", 1)[-1] if a.startswith("/") else a for a in addrs]
+    return "listens " + ", ".join(short)
 
 
 def _short(entry: Entry) -> str:
@@ -149,6 +160,8 @@ def _tree_lines(snap: Snapshot, pid: int, prefix: str, last: bool,
         extra.append(proc.wchan)
     if entry.note:
         extra.append(entry.note)
+    if entry.listens:
+        extra.append(listens_text(entry.listens))
     tail = f"  ({', '.join(extra)})" if extra else ""
     text = f"{prefix}{branch}{proc.pid} {badge} {state} {_name(entry)}"
     lines.append(clip(text + tail, width + (len(text) - len(_plain(text)))))
@@ -171,3 +184,20 @@ def _problems(snap: Snapshot) -> list[str]:
     if snap.unmatched_patterns:
         out.append("matched nothing: " + ", ".join(repr(p) for p in snap.unmatched_patterns))
     return out
+
+
+def render_port(query: PortQuery, st: Style, width: int | None = None) -> str:
+    """One line per process listening on the address asked about."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    query = escaped(query)
+    lines = []
+    for h in query.holders:
+        where = f"{h.listener.kind} {h.listener.addr}"
+        if h.listener.pending:
+            where += f" ({h.listener.pending} waiting to be accepted)"
+        name = h.title or "(exited)"
+        if h.actor:
+            name += " [actor]"
+        head = f"{st(str(h.pid), 'bold')}  {where}  "
+        lines.append(head + clip(name, max(20, width - len(_plain(head)))))
+    return "\n".join(lines)
