@@ -103,6 +103,80 @@ def prog_as_actor(name: str, argv: list[str]) -> None:
     sys.exit(proc.returncode)
 
 
+GOT_SIGNAL = 99  # exit code of a twin's child that received SIGINT/SIGTERM
+
+
+def prog_twin() -> None:
+    """A fork server titled ``_subactor[twin@1]`` (an actor to /proc), driven
+    by stdin lines: ``fork`` forks a child (same title, same command line)
+    and prints its pid; ``kill PID`` SIGKILLs and waits for that child of
+    ours; ``status PID`` prints ``running`` or the child's exit code
+    (`GOT_SIGNAL` when a SIGINT or SIGTERM reached it)."""
+    import setproctitle
+
+    setproctitle.setproctitle("_subactor[twin@1]")
+    kids: dict[int, int | None] = {}
+    _ready(os.getpid())
+    for line in sys.stdin:
+        cmd, *arg = line.split()
+        if cmd == "fork":
+            pid = os.fork()
+            if pid == 0:
+                def got(signum, frame):
+                    os._exit(GOT_SIGNAL)
+
+                signal.signal(signal.SIGINT, got)
+                signal.signal(signal.SIGTERM, got)
+                while True:
+                    time.sleep(3600)
+            kids[pid] = None
+            answer = str(pid)
+        elif cmd == "kill":
+            pid = int(arg[0])
+            if kids.get(pid, 0) is None:  # ours and not yet waited for
+                os.kill(pid, signal.SIGKILL)
+                kids[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            answer = "ok"
+        elif cmd == "status":
+            pid = int(arg[0])
+            if kids.get(pid, 0) is None:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    kids[pid] = os.waitstatus_to_exitcode(status)
+            answer = "running" if kids.get(pid) is None else str(kids[pid])
+        else:
+            answer = f"unknown {cmd}"
+        print(answer, flush=True)
+
+
+class Twin:
+    """Client of a `prog_twin` started as our child."""
+
+    def __init__(self):
+        self.popen = subprocess.Popen([sys.executable, THIS, "twin"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        line = self.popen.stdout.readline()
+        assert line.startswith("READY"), line
+        self.pid = self.popen.pid
+        self.kids: list[int] = []
+
+    def ask(self, *words) -> str:
+        self.popen.stdin.write(" ".join(map(str, words)) + "\n")
+        self.popen.stdin.flush()
+        return self.popen.stdout.readline().strip()
+
+    def fork(self) -> int:
+        pid = int(self.ask("fork"))
+        self.kids.append(pid)
+        return pid
+
+    def close(self) -> None:
+        for pid in self.kids:  # the twin kills only children it has not waited for
+            self.ask("kill", pid)
+        self.popen.kill()
+        self.popen.wait(10)
+
+
 def prog_mapper(path: str, mode: str) -> None:
     if mode == "thread-hold":
         import ctypes
@@ -200,6 +274,26 @@ def alive(pid: int, start: int | None = None) -> bool:
     if info is None or info["state"] in ("Z", "X"):
         return False
     return start is None or info["start"] == start
+
+
+def kill_pinned(pid: int, start: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal ``pid`` only if it is still the process that started at clock
+    tick ``start``: pinned by a pidfd first, then checked (the pidfd cannot
+    be redirected to a newcomer). -> sent."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        info = proc_info(pid)
+        if info is None or info["start"] != start:
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
@@ -442,29 +536,105 @@ def _take_pid(pid: int) -> None:
 
 def scenario_pid_reuse(fake_pkg: str) -> dict:
     """Plan a reap of an actor child, let the kernel give its pid to a new
-    actor, then signal the old plan, with and without pidfds."""
+    actor, then signal the old plan."""
     from tractor_diag import reap
 
     env = dict(os.environ, PYTHONPATH=fake_pkg)
-    out = {}
-    for use_pidfd in (True, False):
-        old = _spawn_ready(released_argv(sys.executable, "old"), env)
-        plan = reap.make_plan(parent=os.getpid())
-        assert [t.pid for t in plan.targets] == [old.pid], plan
-        old.kill()
-        old.wait()
-        time.sleep(0.05)  # the newcomer starts clock ticks later
-        _take_pid(old.pid)
-        new = _spawn_ready(released_argv(sys.executable, "new"), env)
-        outcome = reap.execute(plan, grace=1, use_pidfd=use_pidfd)
-        time.sleep(0.2)
-        fate = outcome.fates[0]
-        out[str(use_pidfd)] = dict(
-            reused_pid=new.pid == old.pid, fate=fate.fate, signals=fate.signals,
-            detail=fate.detail, new_alive=new.poll() is None, pidfd=outcome.pidfd)
-        new.kill()
-        new.wait()
+    old = _spawn_ready(released_argv(sys.executable, "old"), env)
+    plan = reap.make_plan(parent=os.getpid())
+    assert [t.pid for t in plan.targets] == [old.pid], plan
+    old.kill()
+    old.wait()
+    time.sleep(0.05)  # the newcomer starts clock ticks later
+    _take_pid(old.pid)
+    new = _spawn_ready(released_argv(sys.executable, "new"), env)
+    outcome = reap.execute(plan, grace=1)
+    time.sleep(0.2)
+    fate = outcome.fates[0]
+    out = dict(reused_pid=new.pid == old.pid, fate=fate.fate, signals=fate.signals,
+               detail=fate.detail, new_alive=new.poll() is None, pidfd=outcome.pidfd)
+    new.kill()
+    new.wait()
     return out
+
+
+def scenario_tick_reuse(mode: str) -> dict:
+    """A planned (or observed) actor exits and its pid goes to a process with
+    the same command line, started within the same clock tick, under
+    another parent: a start-time check alone cannot tell them apart.
+
+    Two `Twin` fork servers, A and B, with identical titles. A forks C (the
+    observed process); C is planned / pinned; A kills and reaps C; B forks N
+    with C's pid (``ns_last_pid``). Retried until N starts in C's tick.
+
+    ``mode``: ``reap`` (make_plan, then execute the plan), ``pin-held`` (a
+    Pin on C, then send), ``pin-open`` (Pin.open with C's identity after the
+    reuse). -> whether N was signalled, and what the API said."""
+    from tractor_diag import procfs, reap
+
+    a, b = Twin(), Twin()
+    try:
+        for attempt in range(1, 81):
+            pid = 300 + 5 * attempt  # a pid this namespace has not used yet
+            _take_pid(pid)
+            c = a.fork()
+            seen = procfs.read_proc(c, detail=False)
+            assert c == pid and seen is not None and seen.actor is not None, (c, pid, seen)
+            plan = pin = None
+            if mode == "reap":
+                plan = reap.make_plan(parent=a.pid)
+                assert plan.pids() == [c], plan
+            elif mode == "pin-held":
+                from tractor_diag.pinning import Pin
+
+                pin = Pin.open(c, start_time=seen.create_time, ppid=seen.ppid,
+                               cmdline=seen.cmdline)
+            a.ask("kill", c)
+            _take_pid(pid)
+            n = b.fork()
+            now = proc_info(n)
+            if n != c or now is None or now["start"] != procfs.ticks_of(seen.create_time):
+                b.ask("kill", n)
+                if plan is not None and hasattr(plan, "release"):  # (older API: no pins)
+                    plan.release()
+                if pin is not None:
+                    pin.close()
+                continue
+            out: dict = dict(attempts=attempt, pid=n, old_ppid=seen.ppid, new_ppid=now["ppid"],
+                             same_cmdline=_cmdline(n) == _cmdline_of(seen))
+            if mode == "reap":
+                outcome = reap.execute(plan, grace=0.5)
+                (fate,) = outcome.fates
+                out.update(fate=fate.fate, signals=fate.signals, detail=fate.detail)
+            elif mode == "pin-held":
+                out.update(sent=pin.send(signal.SIGINT))
+                pin.close()
+            else:
+                from tractor_diag.pinning import Pin, PinError
+
+                try:
+                    Pin.open(n, start_time=seen.create_time, ppid=seen.ppid,
+                             cmdline=seen.cmdline).close()
+                    out.update(outcome="pinned")
+                except PinError as exc:
+                    out.update(outcome=exc.outcome, detail=str(exc))
+            time.sleep(0.3)
+            status = b.ask("status", n)
+            out.update(new_signalled=status == str(GOT_SIGNAL), new_status=status)
+            return out
+        return dict(attempts=80, reproduced=False)
+    finally:
+        a.close()
+        b.close()
+
+
+def _cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")
+
+
+def _cmdline_of(proc) -> list[str]:
+    return ("\0".join(proc.cmdline) + "\0").encode().split(b"\0")
 
 
 _BIND = ("import os, socket, sys, time; s = socket.socket(socket.AF_UNIX); "
@@ -511,6 +681,7 @@ def scenario_shm_default() -> dict:
 
 SCENARIOS = {
     "pid-reuse": scenario_pid_reuse,
+    "tick-reuse": scenario_tick_reuse,
     "socket-reuse": scenario_socket_reuse,
     "shm-default": scenario_shm_default,
 }
@@ -526,6 +697,8 @@ def main(argv: list[str]) -> None:
         elif prog == "as-actor":
             sep = args.index("--")
             prog_as_actor(args[0], args[sep + 1:])
+        elif prog == "twin":
+            prog_twin()
         elif prog == "mapper":
             prog_mapper(args[0], args[1])
         elif prog == "scenario":

@@ -20,8 +20,8 @@ import msgspec
 import pytest
 
 from _reap_helpers import (
-    SYSTEM_PYTHON, THIS, alive, as_nobody, fake_released_pkg, orphans_go_to_init, proc_info,
-    released_argv, wait_for,
+    SYSTEM_PYTHON, THIS, alive, as_nobody, build_leader_exits, fake_released_pkg, kill_pinned,
+    leader_exits_argv, orphans_go_to_init, proc_info, released_argv, wait_for,
 )
 
 PY = sys.executable
@@ -213,7 +213,7 @@ def test_never_the_reaper_or_its_ancestors(spawn, tmp_path, fake_pkg):
 
 def test_changed_create_time_aborts_the_signal(spawn, fake_pkg):
     """A plan whose create time no longer matches the live process (what a
-    reused pid looks like) signals nothing, through pidfds or kill(2)."""
+    reused pid looks like: start time, parent or command line) signals nothing."""
     from tractor_diag import reap
 
     h = spawn([PY, THIS, "spawner", json.dumps([fake_actor(fake_pkg, "victim")])])
@@ -222,15 +222,17 @@ def test_changed_create_time_aborts_the_signal(spawn, fake_pkg):
     assert plan.pids() == [child]
     start = proc_info(child)["start"]
     (target,) = plan.targets
-    for use_pidfd in (True, False):
-        for delta in (-10.0, +0.5):
-            forged = msgspec.structs.replace(
-                plan, targets=[msgspec.structs.replace(target, create_time=target.create_time + delta)])
-            outcome = reap.execute(forged, grace=0.5, use_pidfd=use_pidfd)
-            (fate,) = outcome.fates
-            assert fate.fate == "reused", fate
-            assert fate.signals == []
-            assert alive(child, start)
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    for change in (dict(create_time=target.create_time - 10.0),
+                   dict(create_time=target.create_time + tick),  # one clock tick apart
+                   dict(ppid=1), dict(cmdline=["python", "other"])):
+        # a copy of the plan holds no pins: execute pins it against the forged identity
+        forged = msgspec.structs.replace(plan, targets=[msgspec.structs.replace(target, **change)])
+        outcome = reap.execute(forged, grace=0.5)
+        (fate,) = outcome.fates
+        assert fate.fate == "reused", (change, fate)
+        assert fate.signals == []
+        assert alive(child, start)
     # the genuine plan still works
     status = Path(f"/proc/{child}/status").read_text()
     outcome = reap.execute(plan, grace=3)
@@ -243,9 +245,10 @@ def test_gone_before_signal(spawn, fake_pkg):
 
     h = spawn([PY, THIS, "spawner", json.dumps([fake_actor(fake_pkg, "brief")])])
     child = int(h.ready_line.split()[1])
+    start = proc_info(child)["start"]
     plan = reap.make_plan(parent=h.root)
     assert plan.pids() == [child], (plan, Path(f"/proc/{child}/status").read_text())
-    os.kill(child, signal.SIGKILL)
+    kill_pinned(child, start)
     assert wait_for(lambda: not alive(child), 5)
     outcome = reap.execute(plan, grace=1)
     assert outcome.fates[0].fate == "gone"
@@ -268,6 +271,88 @@ def test_default_mode_dry_run_sees_host_orphans(current_tree):
     assert len(mine) == 4  # root, spawner_1 and its two leaves
     assert not (planned(report) & mine), "a non-orphaned actor of the tree was planned"
     assert not untouched(before), "a dry run signalled"
+
+
+def test_stopped_actor_gets_sigcont_after_sigint(spawn, fake_pkg):
+    """A stopped actor (state T) cannot act on SIGINT: SIGCONT follows, it
+    exits politely within the grace (no SIGKILL), and the report says it was
+    stopped."""
+    h = spawn([PY, THIS, "spawner", json.dumps([fake_actor(fake_pkg, "frozen"),
+                                                fake_actor(fake_pkg, "awake")])])
+    frozen, awake = map(int, h.ready_line.split()[1:])
+    assert kill_pinned(frozen, proc_info(frozen)["start"], signal.SIGSTOP)
+    assert wait_for(lambda: proc_info(frozen)["state"] == "T", 5)
+    rc, dry = reap_json("--parent", h.root, "--dry-run")
+    assert {t["pid"]: t["state"] for t in dry["plan"]["targets"]}[frozen] == "T"
+    rc, report = reap_json("--parent", h.root, "--grace", "5")
+    fates = {f["pid"]: f for f in report["outcome"]["fates"]}
+    assert fates[frozen]["fate"] == "exited", fates
+    assert fates[frozen]["signals"] == ["SIGINT", "SIGCONT"]
+    assert fates[frozen]["stopped"] is True
+    assert "was stopped" in fates[frozen]["detail"]
+    assert fates[awake]["signals"] == ["SIGINT"] and fates[awake]["stopped"] is False
+    assert rc == 0 and not report["outcome"]["escalated"], report
+    assert not alive(frozen) and not alive(awake)
+
+
+def test_stopped_actor_report_in_text(spawn, fake_pkg):
+    h = spawn([PY, THIS, "spawner", json.dumps([fake_actor(fake_pkg, "frozen")])])
+    frozen = int(h.ready_line.split()[1])
+    assert kill_pinned(frozen, proc_info(frozen)["start"], signal.SIGSTOP)
+    assert wait_for(lambda: proc_info(frozen)["state"] == "T", 5)
+    dry = cli("reap", "--parent", h.root, "--dry-run", "--color", "never").stdout
+    line = next(ln for ln in dry.splitlines() if f" {frozen} " in ln)
+    assert "stopped" in line, dry
+    r = cli("reap", "--parent", h.root, "--grace", "5", "-q", "--color", "never")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if f" {frozen} " in ln)
+    assert line.split()[0] == "exited" and "SIGINT+SIGCONT" in line and "was stopped" in line
+
+
+def test_main_thread_exited_actor_is_live_and_reaped(spawn, tmp_path):
+    """An actor whose main thread exited while another thread runs: its
+    leader is a zombie in /proc/<pid>/stat, the process is alive. ptree
+    shows it live with its threads; reap signals it like any live actor."""
+    exe = build_leader_exits(str(tmp_path))
+    h = spawn([PY, THIS, "spawner", json.dumps([
+        {"argv": leader_exits_argv(exe, "_subactor[halfdead@1]"), "ready": "READY"}])])
+    pid = int(h.ready_line.split()[1])
+    assert wait_for(lambda: proc_info(pid)["state"] == "Z", 5)  # the leader thread's own state
+    snap = json.loads(cli("ptree", h.root, "--json").stdout)
+    entry = snap["entries"][str(pid)]
+    assert entry["bucket"] == "live" and entry["state"] == "blocked", entry
+    assert entry["proc"]["leader_exited"] and entry["proc"]["num_threads"] == 2
+    assert entry["proc"]["actor"]["name"] == "halfdead"
+    assert entry["note"] == "main thread exited, 1 other thread running"
+    rc, report = reap_json("--parent", h.root, "--grace", "3")
+    assert planned(report) == {pid}, report
+    (fate,) = report["outcome"]["fates"]
+    assert fate["fate"] == "exited" and fate["signals"] == ["SIGINT"], fate
+    assert rc == 0
+    assert wait_for(lambda: proc_info(pid) is None or proc_info(pid)["state"] == "Z", 5)
+
+
+def test_parent_init_or_subreaper_is_refused_without_all(spawn, tmp_path):
+    """``--parent 1`` (or a subreaper) would plan every orphan on the box,
+    live trees included: refused with one line, exit 2, unless --all. (Dry
+    runs only: this is the host namespace.)"""
+    for args in (["--parent", "1", "--dry-run"], ["--parent", "1", "--dry-run", "--json"]):
+        r = cli("reap", *args)
+        assert r.returncode == 2, r.stdout[-500:]
+        assert r.stdout == ""
+        assert r.stderr.strip() == ("tractor-diag: refusing --parent 1: it is init, whose "
+                                    "children are every orphan it adopted, live trees included "
+                                    "(add --all to mean it)")
+    tini = tmp_path / "tini"  # a subreaper by name
+    shutil.copy("/bin/sleep", tini)
+    h = spawn(["bash", "-c", f"echo READY; exec {tini} 600"])
+    assert wait_for(lambda: Path(f"/proc/{h.root}/comm").read_text().strip() == "tini", 5)
+    r = cli("reap", "--parent", h.root, "--dry-run")
+    assert r.returncode == 2 and "it is a subreaper (tini)" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = cli("reap", "--parent", h.root, "--dry-run", "--all", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["targets"] == []
 
 
 # --- usage ---------------------------------------------------------------------------------------

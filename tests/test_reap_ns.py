@@ -209,15 +209,45 @@ def scenario(ns: NsInit, name: str, *args, env=None) -> dict:
 def test_pid_reuse_between_scan_and_signal(ns, fake_pkg):
     """Make the kernel really hand a planned pid to a new actor (through
     ``ns_last_pid``, which only this namespace uses), then signal the old plan:
-    the new process must receive nothing, with or without pidfds."""
-    out = scenario(ns, "pid-reuse", fake_pkg)
-    for use_pidfd in ("True", "False"):
-        r = out[use_pidfd]
-        assert r["reused_pid"], "the kernel did not reuse the pid"
-        assert r["fate"] == "reused", r
-        assert r["signals"] == []
-        assert r["new_alive"], "the process that took over the pid was signalled"
-        assert r["pidfd"] == (use_pidfd == "True")
+    the new process must receive nothing."""
+    r = scenario(ns, "pid-reuse", fake_pkg)
+    assert r["reused_pid"], "the kernel did not reuse the pid"
+    assert r["fate"] == "gone", r  # the plan's pin held the old process
+    assert r["signals"] == []
+    assert r["new_alive"], "the process that took over the pid was signalled"
+    assert r["pidfd"]
+
+
+def test_pid_reused_within_one_clock_tick(ns):
+    """The planned actor exits and its pid goes, within the same clock tick,
+    to an actor with the same command line under another parent: start
+    times cannot tell them apart. Pinned at plan time, the plan reaches
+    nobody; the newcomer receives nothing."""
+    r = scenario(ns, "tick-reuse", "reap")
+    assert r.get("reproduced", True), f"no same-tick reuse in {r['attempts']} attempts"
+    assert r["same_cmdline"] and r["new_ppid"] != r["old_ppid"], r
+    assert r["signals"] == [], r
+    assert not r["new_signalled"], r
+    assert r["fate"] == "gone", r
+
+
+def test_pin_never_reaches_the_next_owner_of_a_pid(ns):
+    """A pin held on a process that exited: its pid reused within the same
+    tick, same command line, ``send`` reaches nobody and says so."""
+    r = scenario(ns, "tick-reuse", "pin-held")
+    assert r.get("reproduced", True), f"no same-tick reuse in {r['attempts']} attempts"
+    assert r["sent"] is False, r
+    assert not r["new_signalled"], r
+
+
+def test_pin_open_tells_a_same_tick_replacement_by_its_parent(ns):
+    """Observed, exited, pid reused in the same tick with the same command
+    line: Pin.open with the observed identity refuses (the parent differs)."""
+    r = scenario(ns, "tick-reuse", "pin-open")
+    assert r.get("reproduced", True), f"no same-tick reuse in {r['attempts']} attempts"
+    assert r["outcome"] == "replaced", r
+    assert "parent" in r["detail"], r
+    assert not r["new_signalled"], r
 
 
 def test_stale_socket_whose_pid_was_reused(ns, xdg_runtime_dir, bindspace):

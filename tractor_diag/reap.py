@@ -11,22 +11,26 @@ Two steps, kept apart so that what is signalled is exactly what was shown:
    the reaper itself and its ancestors, init and kernel threads; zombies are
    listed as skipped (they have exited; they go when their parent reaps them).
 
-2. `execute` signals the plan: SIGINT to every target, parents first; poll
-   up to ``grace`` seconds; SIGKILL the survivors; report each pid's fate.
-   Immediately before each signal the target is re-identified: same create
-   time as in the scan (a reused pid has a different one), same uids, still an
-   actor (unless ``--all``), not an ancestor. Where the kernel has pidfds, the
-   target is pinned with ``pidfd_open`` *before* that check, and every signal
-   goes through the pidfd, so the process that passed the check is the only
-   one that can receive it: no window for pid reuse. Without pidfds (old
-   kernels) the check-then-kill window is a few microseconds.
+   Each target is pinned (`pinning.Pin`) as soon as it is chosen: a pidfd
+   opened, then its start time, parent and command line re-read and compared
+   with the scan's. A target that exited or was replaced in between is
+   listed as skipped. From then on the pidfd holds that very process: a pid
+   reused later can never receive a signal meant for it.
+
+2. `execute` signals the plan: SIGINT to every target, parents first (a
+   stopped one also gets SIGCONT, so it can act on the SIGINT); poll up to
+   ``grace`` seconds; SIGKILL the survivors; report each pid's fate. Every
+   signal goes through the plan's pidfds; before each one the pinned process
+   is read again and must still pass the rules (same uids, still an actor
+   unless ``--all``, not an ancestor). A plan built by hand (without
+   `make_plan`) is pinned the same way when `execute` starts. Without pidfds
+   nothing is signalled (`pinning.NoPidfd`).
 
 `reap` ties both to the UDS and ``/dev/shm`` sweeps for the CLI.
 """
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -37,8 +41,11 @@ import msgspec
 from . import procfs
 from .bindspace import BindspaceScan, Removal
 from .classify import is_reparented
-from .errors import DiagError, NotFound, Unsupported
+from .classify import is_subreaper
+from .errors import DiagError, NotFound, Unsupported, UsageError
 from .model import Proc, exit_status
+from .pinning import Gone, NoPidfd, Pin, PinError, Replaced
+from .pinning import supported as pidfd_supported
 from .shm import ShmScan
 from .trees import children_map, self_and_ancestors
 
@@ -53,7 +60,7 @@ Fate = Literal[
     "killed",    # needed SIGKILL, then exited
     "survived",  # still there after SIGKILL (uninterruptible sleep?)
     "gone",      # exited before we signalled it
-    "reused",    # its pid now belongs to another process: not signalled
+    "reused",    # its pid belongs to another process than the planned one: not signalled
     "skipped",   # no longer passes the rules at signal time: not signalled
     "error",     # the kernel refused the signal
 ]
@@ -71,6 +78,8 @@ class Target(msgspec.Struct):
     actor: str | None = None
     generation: str | None = None
     why: str = ""
+    cmdline: list[str] = []  # as scanned: part of its identity
+    state: str = ""  # the kernel's state letter when planned (T: stopped)
 
 
 class Skip(msgspec.Struct):
@@ -79,7 +88,10 @@ class Skip(msgspec.Struct):
     reason: str
 
 
-class Plan(msgspec.Struct):
+class Plan(msgspec.Struct, dict=True):
+    """What a reap signals. `make_plan` also keeps a `pinning.Pin` per target
+    (not part of the JSON); `execute` uses them and `release` closes them."""
+
     mode: Literal["orphans", "parent"]
     uid: int
     # --all: non-actors in the subtrees too (``all`` in JSON, like the flag)
@@ -93,6 +105,15 @@ class Plan(msgspec.Struct):
     def pids(self) -> list[int]:
         return [t.pid for t in self.targets]
 
+    def pins(self) -> dict[int, Pin]:
+        return self.__dict__.setdefault("_pins", {})
+
+    def release(self) -> None:
+        """Close the pidfds the plan holds (a released plan re-pins if run)."""
+        for pin in self.pins().values():
+            pin.close()
+        self.pins().clear()
+
 
 class PidFate(msgspec.Struct):
     pid: int
@@ -101,6 +122,7 @@ class PidFate(msgspec.Struct):
     signals: list[str] = []  # what was actually sent, in order
     exit_code: int | None = None  # when it was seen as a zombie
     detail: str = ""
+    stopped: bool = False  # it was stopped (state T): SIGCONT followed the SIGINT
 
 
 class Outcome(msgspec.Struct):
@@ -109,7 +131,7 @@ class Outcome(msgspec.Struct):
     fates: list[PidFate]
     escalated: bool = False  # SIGKILL was needed
     waited: float = 0.0  # seconds spent in the grace window
-    pidfd: bool = False  # signals went through pidfds
+    pidfd: bool = True  # signals went through pidfds (always: there is no other way)
 
 
 class UdsSweep(msgspec.Struct):
@@ -150,18 +172,6 @@ class ReapReport(msgspec.Struct):
 
 # --- identity checks ------------------------------------------------------------
 
-def _ids(pid: int) -> tuple[set[int], float | None, bool | None, str]:
-    """-> (all uids, create time, is an actor, state) read fresh, or
-    ``(set(), None, None, '')`` when the process is gone."""
-    proc = procfs.read_proc(pid, detail=False)
-    if proc is None:
-        return set(), None, None, ""
-    uids = _uids(pid)
-    if uids is None:
-        return set(), None, None, ""
-    return uids, proc.create_time, proc.actor is not None, proc.state
-
-
 def _uids(pid: int) -> set[int] | None:
     """Real, effective, saved and filesystem uids from ``status``."""
     try:
@@ -180,25 +190,21 @@ def _ancestors_now() -> set[int]:
     pid = os.getpid()
     while pid > 0 and pid not in out:
         out.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                raw = f.read()
-            pid = int(raw[raw.rfind(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
+        st = procfs.read_stat(pid)
+        if st is None:
             break
+        pid = st.ppid
     return out
-
-
-def _same_start(a: float, b: float) -> bool:
-    # Both come from the same boot time and clock ticks: equal unless reused.
-    return abs(a - b) < 1e-3
 
 
 # --- the plan -------------------------------------------------------------------
 
 def make_plan(parent: int | None = None, *, everything: bool = False,
-              uid: int | None = None, procs: dict[int, Proc] | None = None) -> Plan:
-    """Decide exactly which processes a reap would signal (nothing is sent)."""
+              uid: int | None = None, procs: dict[int, Proc] | None = None,
+              pin: bool = True) -> Plan:
+    """Decide exactly which processes a reap would signal (nothing is sent)
+    and pin each of them (``pin=False``: only look, e.g. for a report).
+    Call `Plan.release` (or `execute`) when done with a pinned plan."""
     if not procfs.HAVE_PROCFS:
         raise Unsupported("reap needs Linux /proc")
     uid = os.getuid() if uid is None else uid
@@ -254,10 +260,49 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
                 title=proc.title, depth=depth, top=top,
                 actor=proc.actor.name if proc.actor else None,
                 generation=proc.actor.generation if proc.actor else None,
-                why=why,
+                why=why, cmdline=list(proc.cmdline), state=proc.state,
             ))
-    return Plan(mode=mode, uid=uid, everything=everything, targets=targets,
+    plan = Plan(mode=mode, uid=uid, everything=everything, targets=targets,
                 skipped=skipped, parent=parent, tops=tops, scanned_at=scanned_at)
+    if pin and pidfd_supported():
+        _pin_all(plan)
+    return plan
+
+
+def _pin(t: Target) -> Pin:
+    return Pin.open(t.pid, start_time=t.create_time, ppid=t.ppid, cmdline=t.cmdline or None)
+
+
+def _pin_all(plan: Plan) -> None:
+    """Pin every target; one that exited or was replaced since the scan
+    moves to the skipped list."""
+    pins = plan.pins()
+    kept = []
+    for t in plan.targets:
+        try:
+            pins[t.pid] = _pin(t)
+        except PinError as exc:
+            word = "exited while planning" if isinstance(exc, Gone) else str(exc)
+            plan.skipped.append(Skip(pid=t.pid, title=t.title, reason=f"{exc.outcome}: {word}"))
+            continue
+        kept.append(t)
+    plan.targets = kept
+
+
+def check_parent(parent: int, procs: dict[int, Proc] | None = None) -> None:
+    """``--parent`` must not be init or a subreaper without ``--all``: their
+    children are every orphan they adopted, live trees included."""
+    proc = (procs or {}).get(parent) or procfs.read_proc(parent, detail=False)
+    if proc is None:
+        return  # make_plan says it is gone
+    if parent == 1 or proc.ppid == 0:
+        what = "init"
+    elif is_subreaper(proc):
+        what = f"a subreaper ({proc.comm})"
+    else:
+        return
+    raise UsageError(f"refusing --parent {parent}: it is {what}, whose children are every "
+                     "orphan it adopted, live trees included (add --all to mean it)")
 
 
 def _refusal(proc: Proc, uid: int, everything: bool, excluded: set[int], me: int) -> str | None:
@@ -283,97 +328,59 @@ def _refusal(proc: Proc, uid: int, everything: bool, excluded: set[int], me: int
 
 # --- signalling -----------------------------------------------------------------
 
-def pidfd_supported() -> bool:
-    if not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")):
-        return False
-    try:
-        fd = os.pidfd_open(os.getpid())
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
 class _Handle:
-    """A verified target: its pidfd when we have one."""
+    """A target pinned for the signals, and what happened to it."""
 
-    def __init__(self, target: Target, fate: PidFate, pidfd: int | None):
+    def __init__(self, target: Target, fate: PidFate, pin: Pin):
         self.target = target
         self.fate = fate
-        self.pidfd = pidfd
+        self.pin = pin
         self.done = False
 
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
 
-
-def _verify(target: Target, plan: Plan, ancestors: set[int]) -> str | None:
-    """Re-identify ``target`` right now: ``None`` when it may be signalled,
-    else the fate word and why (``'gone: ...'``, ``'reused: ...'``, ``'skipped: ...'``)."""
-    if target.pid in ancestors:
-        return "skipped: an ancestor of the reaper"
-    uids, ctime, is_actor, state = _ids(target.pid)
-    if ctime is None:
-        return "gone: exited before it was signalled"
-    if not _same_start(ctime, target.create_time):
-        return (f"reused: pid {target.pid} now belongs to a process started "
-                f"{ctime - target.create_time:+.2f}s after the scanned one")
+def _verify(h: _Handle, plan: Plan, ancestors: set[int]) -> tuple[str | None, Proc | None]:
+    """Read the pinned process now: (``None``, the process) when it may be
+    signalled, else (the fate word and why, ``None``)."""
+    t = h.target
+    if t.pid in ancestors:
+        return "skipped: an ancestor of the reaper", None
+    proc = h.pin.proc()
+    uids = _uids(t.pid)
+    if proc is None or uids is None or h.pin.exited():
+        # (read while the pin showed it running: these reads are of it)
+        return "gone: exited before it was signalled", None
     if uids != {plan.uid}:
-        return f"skipped: its uids changed to {sorted(uids)}"
-    if state in ("Z", "X", "x"):
-        return "gone: exited (zombie) before it was signalled"
-    if not is_actor and not plan.everything:
-        return "skipped: no longer an actor (exec'd?)"
-    return None
-
-
-def _open(target: Target, use_pidfd: bool) -> tuple[int | None, str | None]:
-    fd = None
-    if use_pidfd:
-        try:
-            fd = os.pidfd_open(target.pid)
-        except ProcessLookupError:
-            return None, "gone: exited before it was signalled"
-        except OSError as exc:
-            return None, f"error: pidfd_open: {exc.strerror}"
-    return fd, None
+        return f"skipped: its uids changed to {sorted(uids)}", None
+    if proc.actor is None and not plan.everything:
+        return "skipped: no longer an actor (exec'd?)", None
+    return None, proc
 
 
 def _send(h: _Handle, sig: signal.Signals, plan: Plan, ancestors: set[int]) -> str | None:
-    """Re-check, then signal. -> ``None`` when sent, else why not."""
-    why = _verify(h.target, plan, ancestors)
+    """Re-check, then signal through the pin. -> ``None`` when sent, else why not."""
+    why, proc = _verify(h, plan, ancestors)
     if why is not None:
         return why
+    stopped = proc is not None and proc.state == "T"
     try:
-        if h.pidfd is not None:
-            signal.pidfd_send_signal(h.pidfd, sig)
-        else:
-            os.kill(h.target.pid, sig)
-    except ProcessLookupError:
-        return "gone: exited before it was signalled"
-    except PermissionError as exc:
-        return f"error: {sig.name}: {exc.strerror}"
-    h.fate.signals.append(sig.name)
+        if not h.pin.send(sig):
+            return "gone: exited before it was signalled"
+        h.fate.signals.append(sig.name)
+        if stopped and sig != signal.SIGKILL:
+            # a stopped process acts on nothing but SIGKILL until continued
+            if h.pin.send(signal.SIGCONT):
+                h.fate.signals.append("SIGCONT")
+            h.fate.stopped = True
+    except PinError as exc:
+        return f"error: {exc}"
     return None
 
 
-def _has_exited(h: _Handle) -> bool:
-    """Exited means gone or a zombie: it runs no more code."""
-    if h.pidfd is not None:
-        p = select.poll()
-        p.register(h.pidfd, select.POLLIN)
-        return bool(p.poll(0))
-    proc = procfs.read_proc(h.target.pid, detail=False)
-    return (proc is None or proc.state in ("Z", "X", "x")
-            or not _same_start(proc.create_time, h.target.create_time))
-
-
 def _exit_code(h: _Handle) -> int | None:
-    proc = procfs.read_proc(h.target.pid, detail=False)
-    if proc is not None and _same_start(proc.create_time, h.target.create_time):
-        return proc.exit_code
+    # exited and not yet reaped by its parent: the pid is still its own
+    st = procfs.read_stat(h.target.pid)
+    if st is not None and st.start_ticks == h.pin.start_ticks:
+        return st.exit_code
     return None
 
 
@@ -385,7 +392,7 @@ def _wait(handles: list[_Handle], seconds: float, progress: Progress | None,
     next_note = start + _PROGRESS_EVERY
     while True:
         for h in handles:
-            if not h.done and _has_exited(h):
+            if not h.done and h.pin.exited():
                 h.done = True
                 h.fate.exit_code = _exit_code(h)
         left = [h for h in handles if not h.done]
@@ -403,27 +410,31 @@ def _wait(handles: list[_Handle], seconds: float, progress: Progress | None,
 
 
 def execute(plan: Plan, grace: float = DEFAULT_GRACE, *, progress: Progress | None = None,
-            use_pidfd: bool | None = None, kill_wait: float = KILL_WAIT) -> Outcome:
-    """Signal exactly ``plan.targets``: SIGINT, up to ``grace`` s, SIGKILL."""
-    if use_pidfd is None:
-        use_pidfd = pidfd_supported()
+            kill_wait: float = KILL_WAIT) -> Outcome:
+    """Signal exactly ``plan.targets``: SIGINT, up to ``grace`` s, SIGKILL.
+    Closes the plan's pins when done."""
+    if not pidfd_supported():
+        plan.release()
+        raise NoPidfd("reap needs pidfds (Linux 5.3 or newer): "
+                      "refusing to signal processes by pid alone")
     ancestors = _ancestors_now()
     fates: list[PidFate] = []
     handles: list[_Handle] = []
-    for t in plan.targets:  # parents first: a supervisor cannot respawn what we stop
-        fate = PidFate(pid=t.pid, title=t.actor or t.title, fate="exited")
-        fates.append(fate)
-        fd, why = _open(t, use_pidfd)
-        if why is None:
-            # pinned (with a pidfd): now the identity check below is final
-            why = _verify(t, plan, ancestors)
-        if why is not None:
-            if fd is not None:
-                os.close(fd)
-            fate.fate, _, fate.detail = why.partition(": ")  # type: ignore[assignment]
-            continue
-        handles.append(_Handle(t, fate, fd))
+    pins = plan.pins()
     try:
+        for t in plan.targets:  # parents first: a supervisor cannot respawn what we stop
+            fate = PidFate(pid=t.pid, title=t.actor or t.title, fate="exited")
+            fates.append(fate)
+            pin = pins.pop(t.pid, None)
+            if pin is None or pin.closed:
+                try:  # a plan not made (or already released) by make_plan
+                    pin = _pin(t)
+                except PinError as exc:
+                    fate.fate = {"gone": "gone", "replaced": "reused"}.get(exc.outcome, "error")
+                    fate.detail = ("exited before it was signalled" if isinstance(exc, Gone)
+                                   else str(exc))
+                    continue
+            handles.append(_Handle(t, fate, pin))
         live = _signal_all(handles, signal.SIGINT, plan, ancestors)
         if progress is not None and live:
             progress(f"sent SIGINT to {len(live)} process{'es' if len(live) != 1 else ''}; "
@@ -445,12 +456,19 @@ def execute(plan: Plan, grace: float = DEFAULT_GRACE, *, progress: Progress | No
                     h.fate.fate = "survived"
                     h.fate.detail = "still running after SIGKILL (uninterruptible sleep?)"
         for h in live:
+            notes = []
+            if h.fate.stopped:
+                notes.append("was stopped (state T): SIGCONT after SIGINT")
             if h.fate.exit_code is not None and not h.fate.detail:
-                h.fate.detail = f"exit status {exit_status(h.fate.exit_code)}"
+                notes.append(f"exit status {exit_status(h.fate.exit_code)}")
+            if h.fate.detail:
+                notes.append(h.fate.detail)
+            h.fate.detail = "; ".join(notes)
     finally:
         for h in handles:
-            h.close()
-    return Outcome(fates=fates, escalated=escalated, waited=waited, pidfd=use_pidfd)
+            h.pin.close()
+        plan.release()
+    return Outcome(fates=fates, escalated=escalated, waited=waited, pidfd=True)
 
 
 def _signal_all(handles: list[_Handle], sig: signal.Signals, plan: Plan,
@@ -466,8 +484,8 @@ def _signal_all(handles: list[_Handle], sig: signal.Signals, plan: Plan,
             continue
         h.done = True
         word, _, detail = why.partition(": ")
-        if word in ("gone", "reused") and h.fate.signals:
-            word, detail = "exited", ""  # it went (and maybe its pid too) between our signals
+        if word == "gone" and h.fate.signals:
+            word, detail = "exited", ""  # it went between our signals
         h.fate.fate = word  # type: ignore[assignment]
         h.fate.detail = detail
     return reached
@@ -483,7 +501,7 @@ def dry_run_outcome(plan: Plan) -> Outcome:
 def reap(*, parent: int | None = None, everything: bool = False, grace: float = DEFAULT_GRACE,
          dry_run: bool = False, processes: bool = True, uds: bool = False, shm: bool = False,
          bindspace_arg: str | None = None, shm_dir: str | None = None,
-         progress: Progress | None = None, use_pidfd: bool | None = None) -> ReapReport:
+         progress: Progress | None = None) -> ReapReport:
     """Plan, signal (unless ``dry_run``), then sweep what was asked."""
     from . import bindspace as bs
     from . import shm as shm_mod
@@ -496,12 +514,18 @@ def reap(*, parent: int | None = None, everything: bool = False, grace: float = 
             raise NotFound(f"no such bindspace dir: {path}")
     plan = None
     if processes:
+        if parent is not None and not everything:
+            check_parent(parent)
+        if not dry_run and not pidfd_supported():
+            raise NoPidfd("reap needs pidfds (Linux 5.3 or newer): "
+                          "refusing to signal processes by pid alone")
         plan = make_plan(parent, everything=everything)
         report.plan = plan
         if dry_run:
+            plan.release()
             report.outcome = dry_run_outcome(plan)
         elif plan.targets:
-            report.outcome = execute(plan, grace, progress=progress, use_pidfd=use_pidfd)
+            report.outcome = execute(plan, grace, progress=progress)
             report.appeared = _appeared(plan)
         else:
             report.outcome = Outcome(fates=[])
@@ -531,7 +555,7 @@ def _appeared(plan: Plan) -> list[Target]:
     """New processes the same rules would now pick: children spawned (or
     orphans made) while we were reaping. They were not signalled."""
     try:
-        again = make_plan(plan.parent, everything=plan.everything, uid=plan.uid)
+        again = make_plan(plan.parent, everything=plan.everything, uid=plan.uid, pin=False)
     except NotFound:  # the --parent pid itself went away
         return []
     before = {(t.pid, round(t.create_time, 2)) for t in plan.targets}

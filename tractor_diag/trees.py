@@ -175,8 +175,15 @@ def build_snapshot(
                 children=list(kids.get(pid, ())),
                 cpu_percent=cpu,
             )
+            notes = []
             if entry.bucket == "orphan":
-                entry.note = _orphan_note(proc, parent)
+                notes.append(_orphan_note(proc, parent))
+            if proc.leader_exited:
+                others = max(1, proc.num_threads - 1)
+                notes.append(f"main thread exited, {others} other thread"
+                             f"{'s' if others != 1 else ''} running")
+            if notes:
+                entry.note = "; ".join(notes)
             entries[pid] = entry
             stack.extend((c, depth + 1) for c in reversed(entry.children))
 

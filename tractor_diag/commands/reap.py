@@ -7,16 +7,20 @@ HELP = "clean up orphaned actors (SIGINT, grace, SIGKILL), stale UDS sockets and
 DESCRIPTION = """\
 Default: every orphaned actor of the current user (adopted by init or a
 subreaper) and its whole subtree. --parent PID: the actor descendants of a
-live pid instead. Only actors are signalled unless --all is given.
+live pid instead (init or a subreaper as PID only with --all: their
+children are every orphan on the machine). Only actors are signalled
+unless --all is given.
 
-Ladder: SIGINT to every target, wait up to --grace seconds (progress on
-stderr), SIGKILL the survivors; then each pid's fate is reported.
---dry-run lists exactly the set that would be signalled.
+Ladder: SIGINT to every target (a stopped one also gets SIGCONT so it can
+act on it), wait up to --grace seconds (progress on stderr), SIGKILL the
+survivors; then each pid's fate is reported. --dry-run lists exactly the
+set that would be signalled.
 
 Never signalled: another user's process, a non-actor (without --all), the
-reaper and its ancestors, a pid whose process changed since the scan (the
-start time is re-checked right before each signal; with pidfds the check
-cannot race with pid reuse).
+reaper and its ancestors, a pid whose process changed since the scan. Each
+target is pinned by a pidfd when planned, after its start time, parent and
+command line are checked against the scan; every signal goes through that
+pidfd. Without pidfds (Linux < 5.3) nothing is signalled.
 
 Sweeps (after reaping; the *-only forms skip the signalling):
   --uds   unlink stale socket files (binder gone) in the bindspace dir; never

@@ -47,6 +47,8 @@ def _plan_lines(report: ReapReport, st: Style) -> list[str]:
             extra = []
             if f and f.signals and not report.dry_run:
                 extra.append("+".join(f.signals))
+            if report.dry_run and t.state == "T":
+                extra.append("stopped: SIGCONT will follow the SIGINT")
             if f and f.detail:
                 extra.append(f.detail)
             tail = f"  ({'; '.join(extra)})" if extra else ""
@@ -66,8 +68,7 @@ def _summary(report: ReapReport) -> str:
     for f in out.fates:
         counts[f.fate] = counts.get(f.fate, 0) + 1
     parts = [f"{n} {fate}" for fate, n in counts.items()]
-    how = "pidfd" if out.pidfd else "kill(2) after a start-time check"
-    text = f"{', '.join(parts)}; waited {out.waited:.1f}s of {report.grace:g}s grace; signals via {how}"
+    text = f"{', '.join(parts)}; waited {out.waited:.1f}s of {report.grace:g}s grace; signals via pidfd"
     if out.escalated:
         text += "; SIGKILL was needed"
     return text
