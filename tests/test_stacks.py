@@ -198,7 +198,8 @@ def test_undelimited_dump_collected_until_quiet(spawn):
     log = Path(f"/tmp/tractor-stackscope-{pid}.log")
     log.write_text("an old dump that must not be reported\n")
     try:
-        report = capture(tree_of(pid), StacksOptions(task_timeout=3))
+        # not an actor and no dumper announced: asked only when named
+        report = capture(tree_of(pid), StacksOptions(task_timeout=3, tasks_from=(pid,)))
         tree = report.procs[0].tasks
         assert tree.status == "collected" and tree.format == "undelimited"
         assert tree.text == "Task tree of <root>\n  <Task sleeper> awaiting trio.sleep_forever"

@@ -413,7 +413,10 @@ def test_custom_path_and_stderr(start_prog, tmp_path):
     path = tmp_path / f"dump-{prog.pid}.log"
     block = prog.request_dump(path)
     assert_full_tree(block)
-    assert not prog.dump_path.exists(), "custom path given: the default file must stay untouched"
+    # custom path given: the default file only announces where dumps go
+    announce = prog.dump_path.read_text()
+    assert taskdump.ARMED_RE.match(announce.splitlines()[0])["dumps"] == str(path)
+    assert not taskdump.parse_dumps(announce)
     deadline = time.monotonic() + 5
     while block.dump_id not in prog.stderr and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -694,5 +697,7 @@ def test_parse_dumps_ignores_foreign_text_and_flags_incomplete():
 
 
 def test_default_dump_path():
-    assert taskdump.default_dump_path(42) == "/tmp/tractor-stackscope-42.log"
-    assert taskdump.default_dump_path() == f"/tmp/tractor-stackscope-{os.getpid()}.log"
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    assert taskdump.default_dump_path(42) == f"/tmp/tractor-diag-taskdump-{ns}-42.log"
+    assert taskdump.default_dump_path(42, 7) == "/tmp/tractor-diag-taskdump-7-42.log"
+    assert taskdump.default_dump_path() == f"/tmp/tractor-diag-taskdump-{ns}-{os.getpid()}.log"

@@ -158,6 +158,7 @@ class Supervisor:
         max_line: int = 4096,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        arm_taskdump: bool = True,
     ):
         if not argv:
             raise ValueError("nothing to launch")
@@ -166,6 +167,12 @@ class Supervisor:
         self.on_exit = on_exit
         self.grace = grace
         self.max_line = max_line
+        if arm_taskdump:
+            # Every Python process of the launched tree arms the task dumper
+            # at start-up (an env var and a start-up hook; no code change).
+            from .taskdump import startup_env
+
+            env = startup_env(env)
         self.env = env
         self.cwd = cwd
         self.pid: int | None = None

@@ -117,7 +117,10 @@ def trio_where(p: ProcStacks) -> str:
         return {
             "no-handler": "no task dumper armed",
             "not-requested": "not requested",
+            "not-asked": "not asked (not an actor, no dumper announced)",
         }.get(tree.status, f"{tree.status}: {tree.reason}")
+    if tree.empty:
+        return f"EMPTY stackscope dump: {tree.reason}"
     if tree.format != "tractor-diag":
         return "see the task dump (not a tractor-diag taskdump)"
     focus = trio_focus(tree)
@@ -191,8 +194,9 @@ def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> st
                      "event loop. See the table below for where each one waits.")
         if not any(p.tasks.status == "collected" for p in report.procs):
             lines += ["", "No process had a task dumper armed, so no trio task tree shows "
-                      "where tasks wait: run the tree with TRACTOR_ENABLE_STACKSCOPE=1 (or "
-                      "call tractor_diag.taskdump.arm() in each actor) and dump again."]
+                      "where tasks wait: run the program under `tractor-diag run -- CMD` "
+                      "(every Python process of the tree arms tractor_diag.taskdump at "
+                      "start-up) and dump again."]
     for p in stuck:
         lines.append(
             f"- **{_md(_name(p))}** (pid {p.pid}): {_md(why[p.pid])}; {p.bucket}/{p.state}, "
@@ -207,6 +211,16 @@ def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> st
             f"| {p.pid} | {'  ' * p.depth}{_md(_name(p))} | {p.bucket}/{p.state} | "
             f"{p.kernel.wchan or '-'} | {_md(python_where(p))} | {_md(trio_where(p))} |"
         )
+    empty = [p for p in report.procs if p.tasks.empty]
+    if empty:
+        lines += ["", "## Empty task dumps", "",
+                  f"{len(empty)} process(es) answered with a stackscope dump that shows no "
+                  f"task below trio's main nursery (pid {', '.join(str(p.pid) for p in empty)}): "
+                  f"{_md(empty[0].tasks.reason or '')}."]
+    noted = [p for p in report.procs if p.tasks.note]
+    if noted:
+        lines += ["", "## What asking for task trees may have changed", ""]
+        lines += [f"- pid {p.pid}: {_md(p.tasks.note or '')}" for p in noted]
     if meta.missing:
         lines += ["", "## Not collected", ""]
         for m in meta.missing:
@@ -232,7 +246,7 @@ def _missing(report: StacksReport) -> list[Missing]:
                                why=f"{p.python.status}: {p.python.reason}"))
         if p.kernel.stack is None:
             out.append(Missing(pid=p.pid, what="kernel stack", why=p.kernel.stack_reason or "?"))
-        if p.tasks.status not in ("collected", "no-handler", "not-requested"):
+        if p.tasks.status not in ("collected", "no-handler", "not-requested", "not-asked"):
             out.append(Missing(pid=p.pid, what="task tree",
                                why=f"{p.tasks.status}: {p.tasks.reason}"))
     return out

@@ -33,6 +33,7 @@ TaskStatus = Literal[
     "gone",          # vanished (or the pid was reused) before the request
     "error",         # could not signal or read the dump file
     "not-requested", # task trees were not asked for
+    "not-asked",     # not an actor, no dumper announced, not named: never signalled
 ]
 
 
@@ -109,6 +110,11 @@ class TaskTree(msgspec.Struct):
     tasks: list[TaskInfo] = []  # parsed from a tractor-diag block
     path: str | None = None
     elapsed: float = 0.0
+    # An undelimited (stackscope) dump that shows no task below trio's main
+    # nursery: the task tree is unknown, not idle.
+    empty: bool = False
+    # What asking may have changed (a handler that reaps exited children).
+    note: str | None = None
 
 
 class ProcStacks(msgspec.Struct):
@@ -135,6 +141,8 @@ class StacksOptions(msgspec.Struct, frozen=True):
     task_timeout: float = 2.0  # bound on waiting for an appended task tree
     jobs: int = 0  # concurrent dumps; 0: stacks.default_jobs()
     sudo: Literal["never", "noninteractive", "prompt"] = "noninteractive"
+    # pids asked for task trees even when neither an actor nor announced
+    tasks_from: tuple[int, ...] = ()
 
 
 class StacksReport(msgspec.Struct):

@@ -365,9 +365,14 @@ def capture(
             return options.timeout
         return min(options.timeout, deadline - time.monotonic())
 
+    # Every process's kernel side is read before any signal goes out: a
+    # task-tree request can change the tree (tractor's handler reaps exited
+    # children), and what is reported must be the tree as it was found.
+    sides = {e.proc.pid: kernel_side(e.proc) for e in entries}
+
     def one(entry: Entry) -> None:
         proc = entry.proc
-        side, fresh = kernel_side(proc)
+        side, fresh = sides[proc.pid]
         # The fresh record: it may have exited since the snapshot.
         skip = _skip_reason(fresh or proc)
         if fresh is None:
@@ -388,7 +393,7 @@ def capture(
             what = "a zombie" if skip[0] == "exited" else "a kernel thread"
             tree = TaskTree(status="no-handler", reason=f"{what}: not signalled")
         else:
-            req = taskmod.request(proc)
+            req = taskmod.request(proc, explicit=proc.pid in options.tasks_from)
             if isinstance(req, TaskTree):
                 tree = req
             else:

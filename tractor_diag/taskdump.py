@@ -2,10 +2,11 @@
 
 ``arm()`` installs a SIGUSR1 handler that appends the complete trio task
 tree -- every task, every nursery, and each task's await frames as
-``file:line in function`` -- to ``/tmp/tractor-stackscope-<pid>.log``, the
-same file tractor's runtime appends its own stackscope dumps to. An
-out-of-process collector (``tractor_diag.stacks``) notes the file's size,
-sends the signal, and reads the delimited block that gets appended::
+``file:line in function`` -- to its dump file,
+``/tmp/tractor-diag-taskdump-<pid namespace inode>-<pid>.log`` (two
+containers' pid 5 never share one). An out-of-process collector
+(``tractor_diag.tasks``) notes the file's size, sends the signal, and reads
+the delimited block that gets appended::
 
     ===== tractor-diag taskdump BEGIN pid=<pid> seq=<n> id=<32 hex> time=<UTC ISO-8601> =====
     ...body...
@@ -32,6 +33,22 @@ sends the signal, and reads the delimited block that gets appended::
     other threads: <n>
       thread '<name>' ident=<n> daemon=<bool> (most recent call last):
         at ...
+
+The dump file is also the announcement that this process has a
+tractor-diag dumper, which is what makes a collector willing to signal a
+process it does not recognise as a tractor actor. ``arm()`` creates it
+(mode 0600, never through a symlink, only if the file is ours) and its first
+line names the process that armed it::
+
+    ===== tractor-diag taskdump ARMED pid=<pid> start=<ticks> pidns=<inode> signal=<n> dumps=<path or '-'> =====
+
+``start`` is the start time from ``/proc/self/stat`` (clock ticks since
+boot), so a file left by an earlier process with the same pid announces
+nothing; a child forked without exec writes its own at fork time. The file
+is rotated to ``<name>.1`` before it would grow past ``MAX_FILE_BYTES``.
+``TRACTOR_DIAG_TASKDUMP=1`` plus the start-up hook ``startup_env()`` puts on
+``PYTHONPATH`` arm the dumper at interpreter start in every Python process of
+a launched tree, without changing its code.
 
 Indentation is structure (two spaces a level): a task's await frames
 (outermost first) are one level below it, its nurseries (outer first) one
@@ -82,25 +99,42 @@ import gc
 import os
 import re
 import signal
+import stat as _stat
 import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, NamedTuple
 
 __all__ = [
+    "ARMED_RE",
     "BEGIN_RE",
     "END_RE",
     "DumpBlock",
     "arm",
+    "arm_from_env",
     "default_dump_path",
     "format_dump",
     "format_task_tree",
     "parse_dumps",
+    "startup_env",
     "write_dump",
 ]
 
-#: Where tractor's runtime (and this module, by default) appends dumps.
-DEFAULT_PATH_TEMPLATE = "/tmp/tractor-stackscope-{pid}.log"
+#: Where this module appends dumps by default (and announces its dumper).
+DEFAULT_PATH_TEMPLATE = "/tmp/tractor-diag-taskdump-{pidns}-{pid}.log"
+#: Where tractor's own stackscope handler appends its dumps.
+TRACTOR_PATH_TEMPLATE = "/tmp/tractor-stackscope-{pid}.log"
+#: A dump file is rotated to ``<path>.1`` before it would grow past this.
+MAX_FILE_BYTES = 8 << 20
+#: Set (to anything but "" or "0") to arm at interpreter start; see startup_env().
+ENV_VAR = "TRACTOR_DIAG_TASKDUMP"
+
+_ARMED = "{mark} tractor-diag taskdump ARMED pid={pid} start={start} pidns={pidns} signal={sig} dumps={dumps} {mark}"
+#: Matches an announcement (a dump file's first line).
+ARMED_RE = re.compile(
+    r"^===== tractor-diag taskdump ARMED pid=(?P<pid>\d+) start=(?P<start>\d+)"
+    r" pidns=(?P<pidns>\d+) signal=(?P<signal>\d+) dumps=(?P<dumps>.*) =====$"
+)
 
 _MARK = "====="
 _BEGIN = "{mark} tractor-diag taskdump BEGIN pid={pid} seq={seq} id={id} time={time} {mark}"
@@ -131,9 +165,32 @@ _INDENT = "  "
 # ---------------------------------------------------------------------------
 
 
-def default_dump_path(pid: int | None = None) -> str:
-    """The dump file of ``pid`` (default: this process), as tractor uses it."""
-    return DEFAULT_PATH_TEMPLATE.format(pid=os.getpid() if pid is None else pid)
+def default_dump_path(pid: int | None = None, pidns: int | None = None) -> str:
+    """The dump file of ``pid`` in PID namespace ``pidns`` (default: this
+    process, in its own namespace)."""
+    if pid is None:
+        pid = os.getpid()
+    if pidns is None:
+        pidns = _pidns_of("self")
+    return DEFAULT_PATH_TEMPLATE.format(pid=pid, pidns=pidns)
+
+
+def _pidns_of(who: str) -> int:
+    """Inode of ``/proc/<who>/ns/pid`` (0 where it cannot be read)."""
+    try:
+        return os.stat(f"/proc/{who}/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _start_ticks() -> int:
+    """This process's start time, clock ticks after boot (0 if unknown)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            raw = f.read()
+        return int(raw[raw.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def arm(
@@ -144,9 +201,10 @@ def arm(
 ) -> Callable[[], None]:
     """Install a handler for ``signum`` that appends a task-tree dump.
 
-    ``path`` defaults to ``/tmp/tractor-stackscope-<pid>.log``; a ``{pid}``
-    in a given path is replaced by the pid at dump time (so a forked child
-    writes its own file). With ``stderr=True`` each dump also goes to
+    ``path`` defaults to ``default_dump_path()``; a ``{pid}`` in a given
+    path is replaced by the pid at dump time (so a forked child writes its
+    own file). Either way the default file is created now and announces the
+    dumper (see the module docstring). With ``stderr=True`` each dump also goes to
     stderr. Works before, during and after ``trio.run`` and in processes
     that never run trio; the handler never raises (errors are written into
     the dump) except to let a ``KeyboardInterrupt`` through.
@@ -163,8 +221,10 @@ def arm(
         )
     _preload()
     signum = signal.Signals(signum)
-    dumper = _SignalDumper(path, stderr=stderr)
+    dumper = _SignalDumper(path, stderr=stderr, signum=signum)
     previous = signal.signal(signum, dumper)
+    _armed.append(dumper)
+    dumper.announce()
     disarmed = False
 
     def disarm() -> None:
@@ -177,6 +237,9 @@ def arm(
         disarmed = True
         if signal.getsignal(signum) is dumper:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        if dumper in _armed:
+            _armed.remove(dumper)
+        dumper.unannounce()
 
     return disarm
 
@@ -291,12 +354,48 @@ _seq = 0
 class _SignalDumper:
     """The installed handler: ``signal.signal(signum, _SignalDumper(...))``."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, *, stderr: bool):
+    def __init__(self, path: str | os.PathLike[str] | None, *, stderr: bool,
+                 signum: int = signal.SIGUSR1):
         self.path = path
         self.stderr = stderr
+        self.signum = int(signum)
 
     def __repr__(self) -> str:
         return f"<taskdump handler path={self.path!r} stderr={self.stderr}>"
+
+    def announce(self) -> None:
+        """Create (or claim) this process's default dump file with its
+        ARMED line; never raises (a problem goes to stderr)."""
+        target = default_dump_path()
+        dumps = "-" if self.path is None else _target_path(self.path)
+        try:
+            fd = _open_owned(target)
+            try:
+                _claim(fd, _armed_line(self.signum, dumps))
+            finally:
+                os.close(fd)
+        except Exception as exc:
+            _to_stderr(f"tractor-diag taskdump: cannot announce the dumper in {target}: {exc!r}\n".encode())
+
+    def unannounce(self) -> None:
+        """Remove the announcement if it is still this process's."""
+        target = default_dump_path()
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            first = os.pread(fd, 4096, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        m = ARMED_RE.match(first)
+        if m and st.st_uid == os.geteuid() and int(m["pid"]) == os.getpid() \
+                and int(m["start"]) == _identity()[1]:
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
 
     def __call__(self, signum: int, frame: Any) -> None:
         global _dumping
@@ -329,7 +428,99 @@ class _SignalDumper:
                 _END.format(mark=_MARK, pid=pid, seq=0, id=dump_id),
                 "",
             ])
-        _emit(text, self.path, self.stderr)
+        _emit(text, self.path, self.stderr, self.signum)
+
+
+#: Handlers armed in this process (the fork hook re-announces them).
+_armed: list[_SignalDumper] = []
+
+
+def _after_fork_in_child() -> None:
+    """A child forked without exec inherits the armed handler: announce it
+    under the child's own pid, and forget the parent's dump in progress."""
+    global _dumping, _identity_cache
+    _identity_cache = None
+    _dumping = False
+    _queued.clear()
+    for dumper in _armed:
+        if signal.getsignal(dumper.signum) is dumper:
+            dumper.announce()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------
+# arming at interpreter start
+# ---------------------------------------------------------------------------
+
+#: The directory ``startup_env()`` puts first on ``PYTHONPATH``: a
+#: ``sitecustomize`` that arms the dumper when ``ENV_VAR`` is set and then
+#: runs the ``sitecustomize`` it shadows.
+STARTUP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_startup")
+
+
+def startup_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` (default: ``os.environ``) that arms the dumper at
+    start-up in every Python process started with it, their children
+    included, whatever venv they run in (this file is stdlib-only)."""
+    out = dict(os.environ if env is None else env)
+    out[ENV_VAR] = "1"
+    parts = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if STARTUP_DIR not in parts:
+        parts.insert(0, STARTUP_DIR)
+    out["PYTHONPATH"] = os.pathsep.join(parts)
+    return out
+
+
+def arm_from_env() -> Callable[[], None] | None:
+    """``arm()`` when ``ENV_VAR`` asks for it; never raises.
+
+    Leaves alone a process that already handles (or ignores) the signal:
+    its own handler is its business, and an ignored SIGUSR1 was inherited
+    on purpose.
+    """
+    if os.environ.get(ENV_VAR, "") in ("", "0"):
+        return None
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL:
+            return None
+        disarm = arm()
+        _watch_replacement()
+        return disarm
+    except Exception as exc:
+        _to_stderr(f"tractor-diag taskdump: not armed at start-up: {exc!r}\n".encode())
+        return None
+
+
+def _watch_replacement() -> None:
+    """Withdraw the announcement when the program installs its own handler.
+
+    Armed at start-up, the dumper is there before the program's code runs;
+    a program that then takes SIGUSR1 for itself ("graceful restart", or
+    tractor's own stackscope handler) must stop being announced as ours,
+    or a collector would signal it on our word.
+    """
+    original = signal.signal
+    if getattr(original, "_tractor_diag_watch", False):
+        return
+
+    def watched_signal(signalnum, handler):
+        previous = original(signalnum, handler)
+        if not isinstance(handler, _SignalDumper):
+            for dumper in list(_armed):
+                if dumper.signum == signalnum:
+                    _armed.remove(dumper)
+                    dumper.unannounce()
+        return previous
+
+    watched_signal._tractor_diag_watch = True  # type: ignore[attr-defined]
+    watched_signal.__doc__ = original.__doc__
+    watched_signal.__wrapped__ = original  # type: ignore[attr-defined]
+    signal.signal = watched_signal
 
 
 # ---------------------------------------------------------------------------
@@ -643,38 +834,105 @@ class _TreeWalker:
 # ---------------------------------------------------------------------------
 
 
-def _emit(text: str, path: str | os.PathLike[str] | None, to_stderr: bool) -> None:
+_identity_cache: tuple[int, int, int] | None = None
+
+
+def _identity() -> tuple[int, int, int]:
+    """(pid, start ticks, pid namespace inode) of this process."""
+    global _identity_cache
+    if _identity_cache is None or _identity_cache[0] != os.getpid():
+        _identity_cache = (os.getpid(), _start_ticks(), _pidns_of("self"))
+    return _identity_cache
+
+
+def _armed_line(signum: int, dumps: str) -> bytes:
+    pid, start, pidns = _identity()
+    return (_ARMED.format(mark=_MARK, pid=pid, start=start, pidns=pidns, sig=signum,
+                          dumps=dumps) + "\n").encode("utf-8", "backslashreplace")
+
+
+def _target_path(path: str | os.PathLike[str] | None) -> str:
+    if path is None:
+        return default_dump_path()
+    return os.fspath(path).replace("{pid}", str(os.getpid()))
+
+
+def _open_owned(target: str) -> int:
+    """An fd for appending to ``target``: created 0600 if missing, never
+    through a symlink, refused unless it is a regular file of ours (the
+    default name in /tmp is predictable: someone may have planted it)."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = os.open(target, flags)
+    try:
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            raise PermissionError(f"{target} is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"{target} belongs to uid {st.st_uid}, not to us")
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _claim(fd: int, header: bytes) -> None:
+    """Make ``header`` the file's first line, emptying a file left by an
+    earlier process (same pid, other start time) or an older arm()."""
+    if os.pread(fd, len(header), 0) != header:
+        os.ftruncate(fd, 0)
+        _write_all(fd, header)
+
+
+def _emit(text: str, path: str | os.PathLike[str] | None, to_stderr: bool,
+          signum: int = signal.SIGUSR1) -> None:
     """Append ``text`` to the dump file (and stderr); never raises."""
     data = text.encode("utf-8", "backslashreplace")
-    target = default_dump_path() if path is None else os.fspath(path).replace("{pid}", str(os.getpid()))
+    target = _target_path(path)
+    announced = path is None
     problem = None
+    if len(data) > MAX_FILE_BYTES // 2:
+        cut = data[: MAX_FILE_BYTES // 2].rsplit(b"\n", 1)[0]
+        end = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        data = cut + b"\n!!! taskdump truncated: the dump was larger than the file cap\n" + end + b"\n"
     try:
-        # O_APPEND: one write() per block keeps blocks whole even if another
-        # writer (tractor's own handler) appends to the same file.
-        # O_NOFOLLOW: the default name in /tmp is predictable.
-        fd = os.open(
-            target,
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-        )
+        fd = _open_owned(target)
         try:
+            if announced:
+                _claim(fd, _armed_line(signum, "-"))
+            if os.fstat(fd).st_size + len(data) > MAX_FILE_BYTES:
+                # Rotate: the previous file's dumps stay readable as .1.
+                os.rename(target, target + ".1")
+                os.close(fd)
+                fd = _open_owned(target)
+                if announced:
+                    _claim(fd, _armed_line(signum, "-"))
+            # O_APPEND: one write() per block keeps blocks whole even if
+            # another writer appends to the same file.
             _write_all(fd, data)
         finally:
             os.close(fd)
     except Exception as exc:
         problem = f"tractor-diag taskdump: cannot append to {target}: {exc!r}\n"
     if to_stderr or problem:
-        payload = (problem.encode() if problem else b"") + (data if to_stderr or problem else b"")
-        try:
-            # Straight to the fd: sys.stderr's buffer lock may be held by the
-            # very code the signal interrupted.
-            fileno = sys.stderr.fileno() if sys.stderr is not None else 2
-        except Exception:
-            fileno = 2
-        try:
-            _write_all(fileno, payload)
-        except Exception:
-            pass
+        _to_stderr((problem.encode() if problem else b"") + data)
+
+
+def _to_stderr(payload: bytes) -> None:
+    try:
+        # Straight to the fd: sys.stderr's buffer lock may be held by the
+        # very code the signal interrupted.
+        fileno = sys.stderr.fileno() if sys.stderr is not None else 2
+    except Exception:
+        fileno = 2
+    try:
+        _write_all(fileno, payload)
+    except Exception:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

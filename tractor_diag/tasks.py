@@ -1,25 +1,41 @@
 """Trio task trees from outside: ask with SIGUSR1, read what gets appended.
 
-A process that armed a task dumper (tractor's ``enable_stack_on_sig`` /
-``TRACTOR_ENABLE_STACKSCOPE``, or `tractor_diag.taskdump.arm`) appends its
-task tree to ``/tmp/tractor-stackscope-<pid>.log`` on SIGUSR1. We note the
-file's size, signal, and collect what appears after that offset:
+Who is asked. SIGUSR1 means whatever a program makes it mean (a "graceful
+restart", a log rotation); its default action kills. So a process is
+signalled only when ``SigCgt`` shows a handler (read again right before the
+signal, with the start time that proves the pid was not reused) AND it is
+either a recognised tractor actor, or it announced a tractor-diag dumper
+(`tractor_diag.taskdump`'s ARMED line, first in its dump file, names its
+pid, start time and PID namespace; the file must be a regular file owned by
+the process's user), or the caller named it explicitly.
+
+Where the tree appears: in the announced dump file, or where tractor's own
+stackscope handler writes (``/tmp/tractor-stackscope-<pid>.log``, the pid
+as the process itself sees it). Both are watched: a runtime with stackscope
+enabled replaces our handler with its own. A process in another mount
+namespace is read through ``/proc/<pid>/root``. We note each file's size,
+signal, and collect what appears after that offset:
 
 - a tractor-diag taskdump block (``===== tractor-diag taskdump BEGIN ...``)
   is complete at its END line;
 - anything else (tractor's own stackscope text has no delimiters) is
-  complete once the file stops growing for a short quiet period;
+  complete once the file stops growing for a short quiet period; one that
+  shows no task below trio's main nursery (stackscope on Python 3.13) is
+  flagged ``empty``, with the fix;
 
-both bounded in time. SIGUSR1's default action terminates the process, so
-a process is only signalled when ``SigCgt`` in ``/proc/<pid>/status`` (read
-again right before the signal, together with the start time that proves the
-pid was not reused) shows a handler for it.
+both bounded in time.
+
+Side effects: tractor's own handler relays SIGUSR1 to its sub-actors with
+``Popen.send_signal``, which polls and so reaps a child that already exited.
+Callers take their process snapshot before any request, and a request to
+such a handler carries a ``note`` saying so.
 """
 from __future__ import annotations
 
 import os
 import re
 import signal
+import stat
 import time
 
 import msgspec
@@ -28,23 +44,40 @@ from . import procfs
 from .model import Proc
 from .stackmodel import TaskFrame, TaskInfo, TaskTree
 
-DUMP_PATH = "/tmp/tractor-stackscope-{pid}.log"
+STACKSCOPE_PATH = "/tmp/tractor-stackscope-{pid}.log"
+#: kept for callers that read tractor's own dump file by pid
+DUMP_PATH = STACKSCOPE_PATH
 
 # An undelimited dump is done when the file has not grown for this long.
 QUIET = 0.25
 _POLL = 0.01
 _MAX_READ = 4 << 20  # never slurp more than this from one dump file
 
+NOT_ASKED = ("not a tractor actor and no tractor-diag dumper announced: not "
+             "signalled (its SIGUSR1 handler may do anything; --tasks-from PID "
+             "asks it anyway)")
+EMPTY_STACKSCOPE = (
+    "tractor's stackscope dump shows no task below trio's main nursery "
+    "(stackscope cannot see inside nurseries on this Python): the tree is "
+    "unknown, not idle. For full task trees run the program under "
+    "'tractor-diag run -- CMD' (or 'dash -- CMD'), or call "
+    "tractor_diag.taskdump.arm() in it"
+)
+
 
 def dump_path(pid: int) -> str:
-    return DUMP_PATH.format(pid=pid)
+    """Where tractor's own stackscope handler of ``pid`` writes."""
+    return STACKSCOPE_PATH.format(pid=pid)
 
 
 class Pending(msgspec.Struct):
     pid: int
-    path: str
+    path: str  # the file the dumper is expected to write (first of paths)
     offset: int
     sent_at: float  # monotonic
+    paths: list[str] = []
+    offsets: list[int] = []
+    note: str | None = None
 
 
 def _size(path: str) -> int:
@@ -54,8 +87,89 @@ def _size(path: str) -> int:
         return 0
 
 
-def request(proc: Proc) -> Pending | TaskTree:
-    """Signal ``proc`` for a task tree if (and only if) it handles SIGUSR1."""
+class _Target(msgspec.Struct):
+    nspid: int  # the pid as the process sees it
+    uids: set[int]
+    start: int  # clock ticks after boot
+    pidns: int
+    root: str  # "" or /proc/<pid>/root when its /tmp is not ours
+    children: list[int]
+    zombies: list[int]
+
+
+def _target(pid: int) -> _Target | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read().decode("utf-8", "replace")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        start = int(raw[raw.rindex(b")") + 2:].split()[19])
+        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except (OSError, ValueError, IndexError):
+        return None
+    fields = dict(ln.split(":", 1) for ln in status.splitlines() if ":" in ln)
+    nspids = fields.get("NSpid", str(pid)).split()
+    uids = {int(u) for u in fields.get("Uid", "").split()}
+    root = ""
+    try:
+        theirs = os.stat(f"/proc/{pid}/root/tmp")
+        ours = os.stat("/tmp")
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            root = f"/proc/{pid}/root"
+    except OSError:
+        pass
+    children: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                children += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    zombies = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/stat", "rb") as f:
+                raw = f.read()
+            if raw[raw.rindex(b")") + 2:].split()[0] in (b"Z", b"X"):
+                zombies.append(child)
+        except (OSError, ValueError):
+            pass
+    return _Target(nspid=int(nspids[-1]), uids=uids, start=start, pidns=pidns,
+                   root=root, children=children, zombies=zombies)
+
+
+def announced_path(pid: int, target: _Target | None = None) -> str | None:
+    """The file ``pid``'s tractor-diag dumper writes to, if it announced one
+    (right process, right start time, right namespace, owned by its user)."""
+    from . import taskdump
+
+    target = target or _target(pid)
+    if target is None:
+        return None
+    path = target.root + taskdump.default_dump_path(target.nspid, target.pidns)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in target.uids:
+            return None
+        first = os.pread(fd, 4096, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    m = taskdump.ARMED_RE.match(first)
+    if m is None or (int(m["pid"]), int(m["start"]), int(m["pidns"])) != (
+            target.nspid, target.start, target.pidns):
+        return None
+    return path if m["dumps"] == "-" else target.root + m["dumps"]
+
+
+def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
+    """Signal ``proc`` for a task tree if it handles SIGUSR1 and is an
+    actor, announced a dumper, or is ``explicit``ly named."""
     fresh = procfs.read_proc(proc.pid)
     if fresh is None or abs(fresh.create_time - proc.create_time) > 0.05:
         return TaskTree(status="gone", reason="process gone (or its pid was reused)")
@@ -66,16 +180,31 @@ def request(proc: Proc) -> Pending | TaskTree:
     if not handles:
         return TaskTree(status="no-handler", reason="no SIGUSR1 handler (no task "
                         "dumper armed): not signalled")
-    path = dump_path(proc.pid)
-    offset = _size(path)
+    target = _target(proc.pid)
+    if target is None:
+        return TaskTree(status="gone", reason="process gone before the request")
+    ours = announced_path(proc.pid, target)
+    actor = (fresh.actor or proc.actor) is not None
+    if ours is None and not actor and not explicit:
+        return TaskTree(status="not-asked", reason=NOT_ASKED)
+    paths = [p for p in (ours, target.root + dump_path(target.nspid)) if p]
+    note = None
+    if ours is None and target.children:
+        note = ("asked through a handler that may be tractor's own, which relays "
+                "SIGUSR1 to the sub-actors and reaps any that already exited")
+        if target.zombies:
+            note += (" (zombie child " + ", ".join(map(str, target.zombies))
+                     + " may be gone after this; it was recorded before the signal)")
+    offsets = [_size(p) for p in paths]
     try:
         signal_main_thread(proc.pid, signal.SIGUSR1)
     except ProcessLookupError:
-        return TaskTree(status="gone", reason="process gone before the request", path=path)
+        return TaskTree(status="gone", reason="process gone before the request", path=paths[0])
     except PermissionError:
-        return TaskTree(status="error", path=path,
+        return TaskTree(status="error", path=paths[0],
                         reason="not allowed to signal this process (another user's)")
-    return Pending(pid=proc.pid, path=path, offset=offset, sent_at=time.monotonic())
+    return Pending(pid=proc.pid, path=paths[0], offset=offsets[0], sent_at=time.monotonic(),
+                   paths=paths, offsets=offsets, note=note)
 
 
 _tgkill = None
@@ -137,36 +266,60 @@ def _taskdump():
     return taskdump
 
 
+class _File:
+    def __init__(self, path: str, offset: int):
+        self.path = path
+        self.offset = offset
+        self.size = offset
+        self.grew_at: float | None = None
+        self.text = ""
+
+
 class _Watch:
     def __init__(self, req: Pending):
         self.req = req
-        self.size = req.offset
-        self.grew_at: float | None = None
-        self.text = ""
+        paths = req.paths or [req.path]
+        offsets = req.offsets or [req.offset]
+        self.files = [_File(p, o) for p, o in zip(paths, offsets)]
         self.done = False
         self.complete = False
         self.format: str | None = None
+        self.chosen: _File = self.files[0]
 
     def poll(self, now: float) -> None:
-        size = _size(self.req.path)
-        if size != self.size:
-            self.size = size
-            self.grew_at = now
-            self.text = _read_from(self.req.path, self.req.offset)
-        if not self.text:
-            return
+        for f in self.files:
+            size = _size(f.path)
+            if size != f.size:
+                f.size = size
+                f.grew_at = now
+                f.text = _read_from(f.path, f.offset)
         td = _taskdump()
-        begin = td.BEGIN_RE.search(self.text)
-        if begin is not None and int(begin["pid"]) == self.req.pid:
-            self.format = "tractor-diag"
-            for end in td.END_RE.finditer(self.text, begin.end()):
-                if end["id"] == begin["id"]:
-                    self.done = self.complete = True
-                    return
-            return  # a block in progress: wait for its END line
-        self.format = "undelimited"
-        if self.grew_at is not None and now - self.grew_at >= QUIET:
-            self.done = True
+        for f in self.files:
+            begin = td.BEGIN_RE.search(f.text) if f.text else None
+            if begin is not None and int(begin["pid"]) in self._pids():
+                self.chosen = f
+                self.format = "tractor-diag"
+                for end in td.END_RE.finditer(f.text, begin.end()):
+                    if end["id"] == begin["id"]:
+                        self.done = self.complete = True
+                        return
+                return  # a block in progress: wait for its END line
+        for f in self.files:
+            if f.text:
+                self.chosen = f
+                self.format = "undelimited"
+                if f.grew_at is not None and now - f.grew_at >= QUIET:
+                    self.done = True
+                return
+
+    def _pids(self) -> set[int]:
+        # The block carries the pid as the process sees it (its namespace).
+        pids = {self.req.pid}
+        for f in self.files:
+            m = re.search(r"-(\d+)\.log$", f.path)
+            if m:
+                pids.add(int(m[1]))
+        return pids
 
 
 def collect(pending: list[Pending], until: float) -> dict[int, TaskTree]:
@@ -187,25 +340,43 @@ def collect(pending: list[Pending], until: float) -> dict[int, TaskTree]:
     out: dict[int, TaskTree] = {}
     end = time.monotonic()
     for w in watches:
-        out[w.req.pid] = _result(w, end)
+        tree = _result(w, end)
+        tree.note = w.req.note
+        out[w.req.pid] = tree
     return out
+
+
+_STACKSCOPE_TASK_RE = re.compile(r"<Task '((?:[^'\\]|\\.)*)' at 0x[0-9a-f]+>")
+# The tasks trio itself runs: a dump holding only these shows nothing of
+# the program.
+_TRIO_OWN_TASKS = {"<init>", "<TrioToken.run_sync_soon task>"}
+
+
+def stackscope_is_empty(text: str) -> bool:
+    """True for a stackscope dump that shows no task below trio's main
+    nursery (what tractor's handler writes on Python 3.13), or none at all."""
+    names = set(_STACKSCOPE_TASK_RE.findall(text))
+    return "stackscope" in text and names <= _TRIO_OWN_TASKS
 
 
 def _result(w: _Watch, now: float) -> TaskTree:
     elapsed = now - w.req.sent_at
-    path = w.req.path
-    if not w.text:
+    f = w.chosen
+    path = f.path
+    if not f.text:
         gone = not os.path.exists(f"/proc/{w.req.pid}")
+        where = " or ".join(x.path for x in w.files)
         return TaskTree(
             status="gone" if gone else "timeout", path=path, elapsed=elapsed,
             reason="process gone before it wrote a task tree" if gone else
-            f"SIGUSR1 sent, nothing appended to {path} within {elapsed:.1f}s "
+            f"SIGUSR1 sent, nothing appended to {where} within {elapsed:.1f}s "
             "(main thread stuck in a C call, or the handler writes elsewhere)",
         )
     if w.format == "tractor-diag":
-        blocks = _taskdump().parse_dumps(w.text)
-        block = next((b for b in blocks if b.pid == w.req.pid), None)
-        body = block.body if block is not None else w.text
+        blocks = _taskdump().parse_dumps(f.text)
+        pids = w._pids()
+        block = next((b for b in blocks if b.pid in pids), None)
+        body = block.body if block is not None else f.text
         complete = bool(block and block.complete)
         return TaskTree(
             status="collected", text=body, format="tractor-diag",
@@ -214,7 +385,12 @@ def _result(w: _Watch, now: float) -> TaskTree:
             reason=None if complete else "the dump was still being written "
             f"when the {elapsed:.1f}s bound ran out",
         )
-    return TaskTree(status="collected", text=w.text.rstrip("\n"),
+    text = f.text.rstrip("\n")
+    if stackscope_is_empty(text):
+        return TaskTree(status="collected", text=text, format="undelimited",
+                        complete=w.done, path=path, elapsed=elapsed, empty=True,
+                        reason=EMPTY_STACKSCOPE)
+    return TaskTree(status="collected", text=text,
                     format="undelimited", complete=w.done, path=path,
                     elapsed=elapsed,
                     reason=None if w.done else "the file was still growing when the bound ran out")

@@ -30,6 +30,8 @@ RELEASED_SCRIPT = TREES_DIR / 'released_tree.py'
 CURRENT_SCRIPT = TREES_DIR / 'current_tree.py'
 HELPERS_SCRIPT = TREES_DIR / 'helpers.py'
 STACKSCOPE_LOG = '/tmp/tractor-stackscope-{pid}.log'
+# tractor_diag.taskdump's own dump files (namespace inode, pid; .1: rotated)
+TASKDUMP_LOG = '/tmp/tractor-diag-taskdump-{ns}-{pid}.log'
 REGISTRY_SOCK = 'registry@1616.sock'
 
 TITLE_RE = re.compile(r'^_subactor\[(?P<name>.+)@(?P<pid>\d+)\]$')
@@ -392,11 +394,17 @@ class ProcTree:
 
     def _remove_files(self, pids: Iterable[int]) -> None:
         pids = set(pids)
+        try:
+            ns = os.stat('/proc/self/ns/pid').st_ino
+        except OSError:
+            ns = 0
         for pid in pids:
-            try:
-                os.unlink(STACKSCOPE_LOG.format(pid=pid))
-            except OSError:
-                pass
+            for path in (STACKSCOPE_LOG.format(pid=pid), TASKDUMP_LOG.format(ns=ns, pid=pid),
+                         TASKDUMP_LOG.format(ns=ns, pid=pid) + '.1'):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         candidates = set(self.files)
         if self.bindspace is not None and self.bindspace.is_dir():
             for entry in self.bindspace.iterdir():

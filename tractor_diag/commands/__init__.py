@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "reap": ("tractor_diag.commands.reap", "acli.reap"),
     "watch": ("tractor_diag.commands.watch", "acli.watch"),
     "dash": ("tractor_diag.commands.dash", "acli.dash"),
+    "run": ("tractor_diag.commands.run", "acli.run"),
 }
 
 

@@ -10,7 +10,10 @@ full command line / process title): the kernel state, wchan and kernel
 stack, the Python stack of every thread (py-spy, innermost frame last), and
 the trio task tree of processes that armed a SIGUSR1 task dumper (tractor's
 stackscope handler or tractor_diag.taskdump). A process without a SIGUSR1
-handler is never signalled: the signal's default action would kill it.
+handler is never signalled: the signal's default action would kill it. Nor
+is one that is neither a tractor actor nor announced a tractor-diag dumper
+(its SIGUSR1 may mean "restart"), unless named with --tasks-from PID. The
+process tree is read before any signal is sent.
 
 Dumps run concurrently (--jobs, default 4 per CPU), each bounded by
 --timeout. py-spy runs without sudo; on a permission error it is retried
@@ -33,6 +36,9 @@ def add_stack_options(parser) -> None:
     sudo.add_argument("--no-sudo", action="store_true", help="never fall back to sudo")
     parser.add_argument("--no-tasks", action="store_true",
                         help="do not request trio task trees (no SIGUSR1 is sent)")
+    parser.add_argument("--tasks-from", type=int, action="append", default=[], metavar="PID",
+                        help="also ask PID for its task tree when it is not a recognised "
+                             "actor and announced no dumper (repeatable)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                         help="bound on each py-spy dump (default 5)")
     parser.add_argument("--task-timeout", type=float, default=2.0, metavar="SECONDS",
@@ -64,7 +70,7 @@ def options_from(args):
     return StacksOptions(
         locals=args.locals, native=args.native, tasks=not args.no_tasks,
         timeout=args.timeout, task_timeout=args.task_timeout, jobs=args.jobs,
-        sudo=sudo,
+        sudo=sudo, tasks_from=tuple(args.tasks_from),
     )
 
 

@@ -124,7 +124,13 @@ def task_lines(tree: TaskTree, st: Style) -> list[str]:
     if tree.status == "not-requested":
         return []
     if tree.status != "collected":
-        return [st(f"  trio tasks: {tree.status}: {tree.reason or ''}".rstrip(": "), "dim")]
+        out = [st(f"  trio tasks: {tree.status}: {tree.reason or ''}".rstrip(": "), "dim")]
+        if tree.note:
+            out.append(st(f"    (note: {tree.note})", "yellow"))
+        return out
+    if tree.empty:
+        return [st(f"  trio tasks: empty stackscope dump: {tree.reason}", "yellow")] + (
+            [st(f"    (note: {tree.note})", "yellow")] if tree.note else [])
     if tree.format == "tractor-diag" and tree.tasks:
         n = len(tree.tasks)
         out = [f"  trio tasks (tractor-diag taskdump, {n} task{'s' if n != 1 else ''}):"]
@@ -140,6 +146,8 @@ def task_lines(tree: TaskTree, st: Style) -> list[str]:
         out += ["    " + ln for ln in tree.text.splitlines()]
     if tree.reason:
         out.append(st(f"    ({tree.reason})", "yellow"))
+    if tree.note:
+        out.append(st(f"    (note: {tree.note})", "yellow"))
     return out
 
 
