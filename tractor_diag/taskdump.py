@@ -225,6 +225,7 @@ def arm(
     previous = signal.signal(signum, dumper)
     _armed.append(dumper)
     dumper.announce()
+    _tidy_at_exit()
     disarmed = False
 
     def disarm() -> None:
@@ -377,8 +378,9 @@ class _SignalDumper:
         except Exception as exc:
             _to_stderr(f"tractor-diag taskdump: cannot announce the dumper in {target}: {exc!r}\n".encode())
 
-    def unannounce(self) -> None:
-        """Remove the announcement if it is still this process's."""
+    def unannounce(self, only_if_unused: bool = False) -> None:
+        """Remove the announcement if it is still this process's (with
+        ``only_if_unused``: and holds no dump)."""
         target = default_dump_path()
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -390,6 +392,8 @@ class _SignalDumper:
         finally:
             os.close(fd)
         m = ARMED_RE.match(first)
+        if only_if_unused and st.st_size > len(first.encode()) + 1:
+            return
         if m and st.st_uid == os.geteuid() and int(m["pid"]) == os.getpid() \
                 and int(m["start"]) == _identity()[1]:
             try:
@@ -433,6 +437,29 @@ class _SignalDumper:
 
 #: Handlers armed in this process (the fork hook re-announces them).
 _armed: list[_SignalDumper] = []
+_tidy_registered = False
+
+
+def _tidy_at_exit() -> None:
+    """At a normal exit, remove an announcement that never got a dump: a
+    launched tree arms every Python process, and /tmp should not keep one
+    empty file per process. A file with dumps in it stays for whoever reads
+    it later (as does any file of a process that died by a signal or
+    ``os._exit``)."""
+    global _tidy_registered
+    if _tidy_registered:
+        return
+    _tidy_registered = True
+    import atexit
+
+    def tidy() -> None:
+        for dumper in list(_armed):
+            try:
+                dumper.unannounce(only_if_unused=True)
+            except Exception:
+                pass
+
+    atexit.register(tidy)
 
 
 def _after_fork_in_child() -> None:
