@@ -166,7 +166,7 @@ def test_key_t_task_tree_only_with_a_handler(current_tree):
             await until(lambda: "tasks" in app._extras.get(armed, {}), 15, pilot=pilot)
             text = app._extras[armed]["tasks"][1].plain
             assert "Actor.main [running]" in text, text  # the task wedged in time.sleep
-            assert "Actor.hang" in text and "full dump: /tmp/tractor-stackscope-" in text
+            assert "Actor.hang" in text and "full dump: /tmp/tractor-diag-taskdump-" in text
             assert alive(armed)
 
     run(body())

@@ -50,7 +50,9 @@ def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for required in ("tractor_diag/__init__.py", "tractor_diag/cli.py",
                      "tractor_diag/commands/ptree.py", "tractor_diag/render/ptree.py",
-                     "tractor_diag/tui/__init__.py", "xontrib/tractor_diag.py"):
+                     "tractor_diag/tui/__init__.py", "xontrib/tractor_diag.py",
+                     # the start-up hook `run` and `dash --` put on PYTHONPATH
+                     "tractor_diag/_startup/sitecustomize.py"):
         assert required in names
     assert any(n.startswith("tractor_diag/tui/") and n.endswith(".tcss") for n in names)
     # the dashboard lives under our package only, never as a generic `tui`
