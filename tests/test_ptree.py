@@ -255,14 +255,14 @@ def test_runaway_needs_cpu(released_tree, cpu_boost):
     # two samples: a core's worth of CPU makes it a runaway (retried: the
     # box is shared, a window may be starved)
     for _ in range(6):
-        two = cli_json("--cpu", "0.5", str(tree.root))
+        two = cli_json("--cpu-window", "0.5", str(tree.root))
         if two.entries[burner].state == "runaway":
             break
     assert two.samples == 2 and 0.4 < two.window < 2.0
     assert two.entries[burner].state == "runaway" and two.entries[burner].cpu_percent >= 90
     assert two.entries[calm].state != "runaway" and two.entries[calm].cpu_percent < 50
 
-    text = cli("ptree", "--cpu", "0.3", "--tree", str(tree.root), script=True).stdout
+    text = cli("ptree", "--cpu", "--tree", str(tree.root), script=True).stdout
     assert "CPU over 0.3" in text and re.search(r"cpu \d+%", text)
 
 
@@ -346,8 +346,8 @@ def test_no_match_and_bad_pid(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["ptree", "--bogus"],
-    ["ptree", "--cpu", "abc", "1"],
-    ["ptree", "--cpu", "-1", "1"],
+    ["ptree", "--cpu-window", "abc", "1"],
+    ["ptree", "--cpu-window", "-1", "1"],
     ["ptree", "--color", "purple", "1"],
     ["no-such-verb"],
 ])

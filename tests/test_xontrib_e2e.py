@@ -55,14 +55,14 @@ def test_failing_calls_give_one_line_and_their_exit_code():
         "print('RC', p.returncode)\n"
         "p = ![acli.ptree --bogus]\n"
         "print('RC', p.returncode)\n"
-        "p = ![acli.ptree 1 --cpu -1]\n"
+        "p = ![acli.ptree 1 --cpu-window -1]\n"
         "print('RC', p.returncode)\n"
     ))
     assert res.stdout.split("\n")[:3] == ["RC 1", "RC 2", "RC 2"], (res.stdout, res.stderr)
     assert res.stderr.splitlines() == [
         "acli.ptree: no such process: 99999999",
         "acli.ptree: unrecognized arguments: --bogus",
-        "acli.ptree: --cpu needs at least 0.2 seconds (CPU time is counted in 10 ms ticks)",
+        "acli.ptree: argument --cpu-window: '-1' is not a number of seconds from 0.2 to 60",
     ]
 
 

@@ -100,7 +100,7 @@ async def print_once(argv: list[str], out, grace: float = 2.0, cpu: float = 0.5)
         else:
             buf = io.StringIO()
             rc = await trio.to_thread.run_sync(
-                lambda: run_verb(["ptree", "--tree", "--no-strays", "--cpu", str(cpu), str(pid)], out=buf, err=buf))
+                lambda: run_verb(["ptree", "--tree", "--no-strays", "--cpu-window", str(cpu), str(pid)], out=buf, err=buf))
             out.write(buf.getvalue())
         out.write("stopping the demo tree (SIGINT, grace, SIGKILL)...\n")
         nursery.cancel_scope.cancel()

@@ -289,7 +289,7 @@ def write_bundle(
         raise DiagError(f"cannot create a bundle in {root}: {exc.strerror or exc}") from None
     try:
         report = capture(snap, options, deadline=deadline, interactive=interactive)
-        plain = Style(False)
+        plain = Style(False, wide=True)  # a file: nothing clipped
         scan_missing: list[Missing] = []
         graph = _ipc_graph(snap, scan_missing)
         files: dict[str, bytes | str] = {
@@ -376,7 +376,7 @@ def _scans(missing: list[Missing], deadline: float | None) -> dict[str, bytes | 
             if stem == "bindspace":
                 from .render.bindspace import render_bindspace
 
-                files["bindspace.txt"] = render_bindspace(result, Style(False)) + "\n"
+                files["bindspace.txt"] = render_bindspace(result, Style(False, wide=True)) + "\n"
         except Exception as exc:  # noqa: BLE001 - reported in meta.json instead
             missing.append(Missing(what=what, why=f"{type(exc).__name__}: {exc}"))
     return files

@@ -22,7 +22,13 @@ from .model import Entry, Proc, Snapshot
 
 
 class Targets:
-    """Parsed ``<pid|pattern>...`` arguments."""
+    """Parsed ``<pid|pattern>...`` arguments.
+
+    An empty or blank argument is a usage error, not "no root": no roots
+    means every actor tree on the machine, and ``stacks "$UNSET"`` must not
+    turn into a task-tree request to all of them (nor ``' '`` into a
+    pattern that every command line with a space matches).
+    """
 
     def __init__(self, args: Iterable[str | int] = ()):
         self.pids: list[int] = []
@@ -30,7 +36,13 @@ class Targets:
         for arg in args:
             if isinstance(arg, int) or (isinstance(arg, str) and arg.isdigit()):
                 self.pids.append(int(arg))
-            elif arg:
+            elif not str(arg).strip():
+                from .errors import UsageError
+
+                raise UsageError(
+                    f"an empty root ({str(arg)!r}) matches nothing: give a pid or a "
+                    "pattern, or no root at all for every actor tree")
+            else:
                 self.patterns.append(str(arg))
 
     @property

@@ -35,12 +35,12 @@ def add_arguments(parser) -> None:
 def run(args, out) -> int:
     from ..bindspace import scan
     from ..model import to_json
-    from ..render import Style, want_color
+    from ..render import Style
     from ..render.bindspace import render_bindspace
 
     result = scan(args.dir)
     if args.json:
         out.write(to_json(result).decode() + "\n")
     else:
-        out.write(render_bindspace(result, Style(want_color(args.color, out))) + "\n")
+        out.write(render_bindspace(result, Style.for_output(args.color, out)) + "\n")
     return 0

@@ -37,13 +37,60 @@ def add_arguments(parser) -> None:
     add_targets(parser)
     parser.add_argument("--tree", action="store_true", help="indented tree instead of bucket groups")
     parser.add_argument(
-        "--cpu", nargs="?", type=float, const=0.3, default=None, metavar="SECONDS",
-        help="take two samples SECONDS apart (default 0.3, at least 0.2) for CPU%% and runaways",
+        "--cpu", action="store_true",
+        help=f"take two samples {DEFAULT_CPU_WINDOW:g} s apart for CPU%% and runaways",
+    )
+    parser.add_argument(
+        "--cpu-window", type=cpu_window, default=None, metavar="SEC",
+        help=f"the same, SEC seconds apart ({MIN_CPU_WINDOW:g} to {MAX_CPU_WINDOW:g}; implies --cpu)",
     )
     parser.add_argument("--no-strays", action="store_true", help="leave out actors outside the given roots")
     parser.add_argument("--port", default=None, metavar="PORT|HOST:PORT|PATH",
                         help="name the processes listening on this TCP port or Unix socket path")
     add_common(parser)
+
+
+DEFAULT_CPU_WINDOW = 0.3
+# CPU time moves in 10 ms ticks: below this a rate is noise (trees.MIN_RATE_WINDOW,
+# not imported here: building the parser must stay cheap).
+MIN_CPU_WINDOW = 0.2
+# A one-shot look, not a monitor: `watch` or the dashboard sample for longer.
+MAX_CPU_WINDOW = 60.0
+
+
+def cpu_window(text: str) -> float:
+    """``--cpu-window`` as argparse's type: a finite number of seconds in
+    range, else a usage error naming the bounds."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not MIN_CPU_WINDOW <= value <= MAX_CPU_WINDOW:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from {MIN_CPU_WINDOW:g} to {MAX_CPU_WINDOW:g}")
+    return value
+
+
+def cpu_of(args) -> float | None:
+    """The sampling window the options ask for, or None (one sample)."""
+    import re
+
+    from ..errors import UsageError
+
+    if args.cpu_window is not None:
+        return args.cpu_window
+    if not args.cpu:
+        return None
+    # `--cpu 0.5 PID` from before --cpu took no value: 0.5 would become a
+    # pattern matching any command line that holds it.
+    for t in args.targets:
+        if re.fullmatch(r"\d*\.\d+|\d+\.", t):
+            raise UsageError(f"--cpu takes no value ({t!r} would be a root pattern): "
+                             f"use --cpu-window {t}")
+    return DEFAULT_CPU_WINDOW
 
 
 def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool = True,
@@ -56,9 +103,9 @@ def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool
     from ..trees import MIN_RATE_WINDOW, Targets, take_snapshot
 
     targets = Targets(targets_args)
-    if cpu is not None and cpu < MIN_RATE_WINDOW:
-        raise UsageError(f"--cpu needs at least {MIN_RATE_WINDOW:g} seconds "
-                         "(CPU time is counted in 10 ms ticks)")
+    if cpu is not None and not MIN_RATE_WINDOW <= cpu <= MAX_CPU_WINDOW:
+        raise UsageError(f"the CPU sampling window must be from {MIN_RATE_WINDOW:g} to "
+                         f"{MAX_CPU_WINDOW:g} seconds (CPU time is counted in 10 ms ticks)")
     snap = take_snapshot(targets, full=full)
     if cpu is not None:
         time.sleep(cpu)
@@ -81,11 +128,11 @@ def run_port(args, out) -> int:
     from ..errors import NotFound, UsageError
     from ..ipc import port_query
     from ..model import to_json
-    from ..render import Style, want_color
+    from ..render import Style
     from ..render.ptree import render_port
     from ..sockmodel import split_port_arg
 
-    if args.targets or args.tree or args.cpu is not None:
+    if args.targets or args.tree or args.cpu or args.cpu_window is not None:
         raise UsageError("--port takes no roots, --tree or --cpu: it looks at every process")
     if split_port_arg(args.port) == (None, None, None):
         raise UsageError(f"--port: not a port, host:port or socket path: {args.port!r}")
@@ -99,25 +146,25 @@ def run_port(args, out) -> int:
     if args.json:
         out.write(to_json(query).decode() + "\n")
     else:
-        out.write(render_port(query, Style(want_color(args.color, out))) + "\n")
+        out.write(render_port(query, Style.for_output(args.color, out)) + "\n")
     return 0
 
 
 def run(args, out) -> int:
     from ..ipc import annotate
     from ..model import to_json
-    from ..render import Style, want_color
+    from ..render import Style
     from ..render.ptree import render_grouped, render_tree
 
     if args.port is not None:
         return run_port(args, out)
     # machine output carries every field; the text shows none of the costly ones
-    snap = snapshot_for(args.targets, args.cpu, strays=not args.no_strays, full=args.json)
+    snap = snapshot_for(args.targets, cpu_of(args), strays=not args.no_strays, full=args.json)
     annotate(snap)
     if args.json:
         out.write(to_json(snap).decode() + "\n")
         return 0
-    st = Style(want_color(args.color, out))
+    st = Style.for_output(args.color, out)
     if not snap.entries:
         out.write("no tractor actor trees found\n")
         return 0

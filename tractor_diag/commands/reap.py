@@ -77,7 +77,7 @@ def run(args, out) -> int:
 
     from ..model import to_json
     from ..reap import DEFAULT_GRACE, reap
-    from ..render import Style, want_color
+    from ..render import Style
     from ..render.reap import render_reap
 
     _check(args)
@@ -108,5 +108,5 @@ def run(args, out) -> int:
     if args.json:
         out.write(to_json(report).decode() + "\n")
     else:
-        out.write(render_reap(report, Style(want_color(args.color, out))) + "\n")
+        out.write(render_reap(report, Style.for_output(args.color, out)) + "\n")
     return 0 if report.clean else 1

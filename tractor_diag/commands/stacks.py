@@ -79,7 +79,7 @@ def run(args, out) -> int:
 
     from ..procfs import HAVE_PROCFS
     from ..errors import Unsupported
-    from ..render import Style, want_color
+    from ..render import Style
     from ..render.stacks import render_report
     from ..stackmodel import to_json
     from ..stacks import capture
@@ -100,5 +100,5 @@ def run(args, out) -> int:
     if args.json:
         out.write(to_json(report.procs).decode() + "\n")
         return 0
-    out.write(render_report(report, Style(want_color(args.color, out))) + "\n")
+    out.write(render_report(report, Style.for_output(args.color, out)) + "\n")
     return 0

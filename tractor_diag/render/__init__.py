@@ -30,6 +30,10 @@ def want_color(mode: str = "auto", stream=None) -> bool:
         return True
     if mode == "never" or os.environ.get("NO_COLOR"):
         return False
+    return is_terminal(stream)
+
+
+def is_terminal(stream) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
@@ -38,8 +42,21 @@ def want_color(mode: str = "auto", stream=None) -> bool:
 
 
 class Style:
-    def __init__(self, color: bool):
+    """How text output looks: coloured or not, and whether long fields may
+    be clipped to fit. ``wide`` (output to a pipe or a file, like ``ps``):
+    nothing is clipped, so ``ptree | grep`` finds what a long command line
+    holds."""
+
+    def __init__(self, color: bool, wide: bool = False):
         self.color = color
+        self.wide = wide
+
+    @classmethod
+    def for_output(cls, mode: str, stream) -> "Style":
+        return cls(want_color(mode, stream), wide=not is_terminal(stream))
+
+    def clip(self, text: str, width: int) -> str:
+        return text if self.wide else clip(text, width)
 
     def __call__(self, text: str, *styles: str) -> str:
         if not self.color or not styles:

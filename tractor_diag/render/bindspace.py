@@ -5,7 +5,7 @@ import re
 
 from ..bindspace import SOCK_STATUSES, BindspaceScan, SockEntry
 from ..safetext import escaped
-from . import Style, age, clip
+from . import Style, age
 
 STATUS_STYLE = {
     "live-active": "green", "orphaned-alive": "yellow",
@@ -24,14 +24,14 @@ def dir_line(result: BindspaceScan) -> str:
     return line
 
 
-def _binder(e: SockEntry) -> str:
+def _binder(e: SockEntry, st: Style) -> str:
     if e.kind == "registry":
         if e.holders:
             return "held by pid " + ", ".join(map(str, e.holders))
         return "listening" if e.listening else "-"
     if e.binder is None:
         return "-"
-    return clip(e.binder, 40)
+    return st.clip(e.binder, 40)
 
 
 def render_bindspace(result: BindspaceScan, st: Style) -> str:
@@ -50,7 +50,7 @@ def render_bindspace(result: BindspaceScan, st: Style) -> str:
             str(e.pid) if e.pid is not None else "-",
             age(e.mtime),
             e.name,
-            _binder(e),
+            _binder(e, st),
             e.note,
         ])
     widths = [max(len(_ANSI.sub("", r[i])) for r in rows) for i in range(len(rows[0]) - 1)]

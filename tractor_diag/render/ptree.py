@@ -62,7 +62,8 @@ def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> li
     head = ["PID", "BUCKET", "STATE", "CPU%", "RSS", "AGE", "WCHAN"]
     all_rows = [head, *rows]
     widths = [max(len(visible.sub("", r[i])) for r in all_rows) for i in range(len(head))]
-    widths[6] = min(widths[6], 22)
+    if not st.wide:
+        widths[6] = min(widths[6], 22)
     out = []
     for n, (row, name) in enumerate(zip(all_rows, ["NAME", *names])):
         cells = []
@@ -73,7 +74,7 @@ def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> li
             cells.append(cell + " " * (widths[i] - len(plain)))
         line = "  ".join(cells)
         used = len(visible.sub("", line)) + 2
-        text = "  ".join([line, clip(name, max(20, width - used))])
+        text = "  ".join([line, st.clip(name, max(20, width - used))])
         out.append(st(text, "bold") if n == 0 else text)
     return out
 
@@ -164,7 +165,7 @@ def _tree_lines(snap: Snapshot, pid: int, prefix: str, last: bool,
         extra.append(listens_text(entry.listens))
     tail = f"  ({', '.join(extra)})" if extra else ""
     text = f"{prefix}{branch}{proc.pid} {badge} {state} {_name(entry)}"
-    lines.append(clip(text + tail, width + (len(text) - len(_plain(text)))))
+    lines.append(st.clip(text + tail, width + (len(text) - len(_plain(text)))))
     kids = [c for c in entry.children if c in snap.entries]
     child_prefix = prefix + ("" if is_top else ("   " if last else "│  "))
     for i, child in enumerate(kids):
@@ -199,5 +200,5 @@ def render_port(query: PortQuery, st: Style, width: int | None = None) -> str:
         if h.actor:
             name += " [actor]"
         head = f"{st(str(h.pid), 'bold')}  {where}  "
-        lines.append(head + clip(name, max(20, width - len(_plain(head)))))
+        lines.append(head + st.clip(name, max(20, width - len(_plain(head)))))
     return "\n".join(lines)

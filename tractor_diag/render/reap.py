@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..bindspace import Removal
 from ..reap import ReapReport
 from ..safetext import escaped
-from . import Style, clip
+from . import Style
 from .bindspace import dir_line
 
 FATE_STYLE = {
@@ -43,7 +43,7 @@ def _plan_lines(report: ReapReport, st: Style) -> list[str]:
         for t in plan.targets:
             f = fates.get(t.pid)
             word = f.fate if f else "?"
-            name = f"{t.actor} [actor]" if t.actor else clip(t.title, 50)
+            name = f"{t.actor} [actor]" if t.actor else st.clip(t.title, 50)
             extra = []
             if f and f.signals and not report.dry_run:
                 extra.append("+".join(f.signals))
@@ -57,7 +57,7 @@ def _plan_lines(report: ReapReport, st: Style) -> list[str]:
     if plan.skipped:
         lines.append(f"left alone ({len(plan.skipped)}):")
         for s in plan.skipped:
-            lines.append(f"  {s.pid:>7}  {clip(s.title, 50)}  ({s.reason})")
+            lines.append(f"  {s.pid:>7}  {st.clip(s.title, 50)}  ({s.reason})")
     return lines
 
 
@@ -103,7 +103,7 @@ def render_reap(report: ReapReport, st: Style) -> str:
     if report.appeared:
         lines.append(st(f"appeared while reaping, not signalled ({len(report.appeared)}); "
                         "run reap again:", "yellow"))
-        lines += [f"  {t.pid:>7}  {t.actor or clip(t.title, 50)}" for t in report.appeared]
+        lines += [f"  {t.pid:>7}  {t.actor or st.clip(t.title, 50)}" for t in report.appeared]
     if report.uds is not None:
         scan = report.uds.scan
         if not scan.exists:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..safetext import escaped
 from ..stackmodel import ProcStacks, PyStack, StacksReport, TaskTree, Thread
-from . import BUCKET_STYLE, STATE_STYLE, Style, clip
+from . import BUCKET_STYLE, STATE_STYLE, Style
 
 # Syscall entry plumbing says nothing about where a process waits.
 _KERNEL_NOISE = ("entry_SYSCALL", "do_syscall_64", "__x64_sys_", "__do_sys_",
@@ -33,7 +33,7 @@ def _state(p: ProcStacks) -> str:
 
 
 def header(p: ProcStacks, st: Style) -> str:
-    name = f"{p.actor} [actor]" if p.actor else clip(p.title, 60)
+    name = f"{p.actor} [actor]" if p.actor else st.clip(p.title, 60)
     bucket = st(p.bucket, BUCKET_STYLE.get(p.bucket, ""))
     state = st(_state(p), STATE_STYLE.get(p.state, ""))
     wchan = p.kernel.wchan or "-"
@@ -63,7 +63,7 @@ def thread_lines(t: Thread, st: Style, indent: str = "  ") -> list[str]:
         text = f"{indent}  at {where} in {f.name}"
         out.append(st(text, "dim") if f.native else text)
         for v in f.locals or ():
-            out.append(f"{indent}      {v.name} = {clip(v.repr or '?', _REPR_WIDTH)}")
+            out.append(f"{indent}      {v.name} = {st.clip(v.repr or '?', _REPR_WIDTH)}")
     return out
 
 
