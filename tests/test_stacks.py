@@ -272,6 +272,57 @@ def test_wedged_py_spy_is_killed_at_its_timeout(spawn, monkeypatch, tmp_path):
     assert not alive(child), "the stand-in's child survived the group kill"
 
 
+# Runs a command with its data size bounded (so the unbounded read this test
+# guards against cannot take the machine down) and reports its peak RSS.
+_MEASURED = textwrap.dedent("""\
+    import json, resource, subprocess, sys, time
+    def bound():
+        resource.setrlimit(resource.RLIMIT_DATA, (1 << 30, 1 << 30))
+    t = time.monotonic()
+    r = subprocess.run(sys.argv[1:], capture_output=True, text=True, preexec_fn=bound, timeout=60)
+    print(json.dumps(dict(rc=r.returncode, out=r.stdout, err=r.stderr, took=time.monotonic() - t,
+                          maxrss_kb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)))
+""")
+
+
+def test_flooding_py_spy_is_cut_at_a_bound(spawn, tmp_path, monkeypatch):
+    """A py-spy that floods stdout: what is read is capped, the timeout holds
+    while reading, and the dump says it was cut."""
+    proc = spawn([sys.executable, "-c", _HANDLERLESS])
+    stand_in = tmp_path / "py-spy"
+    stand_in.write_text("#!/bin/sh\nexec yes '{\"flood\": true}'\n")
+    stand_in.chmod(0o755)
+    env = dict(os.environ, **{PY_SPY_ENV: str(stand_in)})
+    argv = [sys.executable, "-m", "tractor_diag", "stacks", "--no-tasks", "--timeout", "3"]
+    res = json.loads(subprocess.run(
+        [sys.executable, "-c", _MEASURED, *argv, "--json", str(proc.root)],
+        capture_output=True, text=True, env=env, timeout=90).stdout)
+    assert res["rc"] == 0 and "Traceback" not in res["err"], res["err"][-2000:]
+    assert res["took"] < 3, res["took"]
+    assert res["maxrss_kb"] < 200 * 1024, res["maxrss_kb"]
+    (p,) = procs_from_json(res["out"])
+    assert p.python.status == "failed" and "cut" in p.python.reason, p.python.reason
+    monkeypatch.setenv(PY_SPY_ENV, str(stand_in))
+    rc, text, _ = cli("--color", "never", "--no-tasks", "--timeout", "3", str(proc.root))
+    assert rc == 0 and "MiB: dump cut there" in text
+
+
+def test_flooding_py_spy_within_the_timeout_is_killed_at_it(spawn, tmp_path):
+    """A slow flood (below the cap) is still stopped at the timeout."""
+    proc = spawn([sys.executable, "-c", _HANDLERLESS])
+    stand_in = tmp_path / "py-spy"
+    stand_in.write_text("#!/bin/sh\nwhile :; do echo x; sleep 0.01; done\n")
+    stand_in.chmod(0o755)
+    env = dict(os.environ, **{PY_SPY_ENV: str(stand_in)})
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "tractor_diag", "stacks", "--json", "--no-tasks",
+                        "--timeout", "0.5", str(proc.root)], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert time.monotonic() - start < 5
+    (p,) = procs_from_json(r.stdout)
+    assert p.python.status == "timeout" and "0.5s" in p.python.reason
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv to run the collector as another user")
 def test_permission_denied_says_why(spawn, tmp_path):

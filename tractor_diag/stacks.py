@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,52 +64,131 @@ def no_py_spy_reason() -> str:
 # running a command with a hard bound
 # ---------------------------------------------------------------------------
 
+#: The most of a dump's stdout that is kept. py-spy's JSON of a large
+#: process with ``--locals`` runs to a few MiB; a py-spy (or stand-in) that
+#: floods past this is cut off and killed instead of eating the machine's
+#: memory. stderr only ever matters for its first lines.
+OUTPUT_CAP = 16 << 20
+_ERR_CAP = 64 << 10
+
+
 class _Ran(msgspec.Struct):
-    returncode: int | None  # None: timed out (killed)
+    returncode: int | None  # None: timed out, cut or cancelled (killed)
     stdout: bytes
     stderr: bytes
     elapsed: float
+    cut: bool = False  # stdout passed the cap: the rest was never read
 
 
-def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None = None) -> _Ran:
-    """Run ``argv`` for at most ``timeout`` seconds; never hangs.
+# Process groups of the dumps running now, so an interrupted capture can
+# stop them at once (`cancel_running`) instead of waiting out their bounds.
+_running: set[int] = set()
+_running_lock = threading.Lock()
+_cancelled = threading.Event()
 
-    The child gets its own session, so on timeout the whole process group is
-    SIGKILLed: a stand-in script whose own children inherited our pipes
-    would otherwise keep ``communicate()`` waiting for EOF forever. Output
-    left after the kill is drained for at most 0.2 s more.
+
+def cancel_running() -> None:
+    """Kill every dump running now and refuse to start new ones until
+    `allow_running` (a verb interrupted by a signal calls this)."""
+    _cancelled.set()
+    with _running_lock:
+        groups = list(_running)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def allow_running() -> None:
+    _cancelled.clear()
+
+
+def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None = None,
+                cap: int = OUTPUT_CAP) -> _Ran:
+    """Run ``argv`` for at most ``timeout`` seconds, keeping at most ``cap``
+    bytes of its stdout; never hangs, never buffers without bound.
+
+    The child gets its own session, so on timeout (or past the cap) the
+    whole process group is SIGKILLed: a stand-in script whose own children
+    inherited our pipes would otherwise keep us waiting for EOF forever.
+    Output left after the kill is drained for at most 0.2 s more.
     """
     start = time.monotonic()
+    if _cancelled.is_set():
+        return _Ran(None, b"", b"", 0.0)
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True, env=env,
     )
+    with _running_lock:
+        _running.add(proc.pid)
+    out, err = bytearray(), bytearray()
     try:
-        out, err = proc.communicate(timeout=max(0.01, timeout))
-        return _Ran(proc.returncode, out, err, time.monotonic() - start)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        # A killed group's output is already in the pipes: EOF comes at once
-        # unless something outside the group still holds them.
-        out, err = proc.communicate(timeout=0.2)
-    except subprocess.TimeoutExpired:
-        # Something outside the group holds our pipes: give up on them.
-        out, err = b"", b""
+        ended, cut = _drain(proc, start + max(0.01, timeout), out, cap, err)
+        if ended:
+            return _Ran(proc.returncode, bytes(out), bytes(err), time.monotonic() - start)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if not cut:
+            # A killed group's output is already in the pipes: EOF comes at
+            # once unless something outside the group still holds them.
+            _drain(proc, time.monotonic() + 0.2, out, cap, err)
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        return _Ran(None, bytes(out), bytes(err), time.monotonic() - start, cut=cut)
+    finally:
+        with _running_lock:
+            _running.discard(proc.pid)
         for pipe in (proc.stdout, proc.stderr):
             try:
                 pipe.close()
             except OSError:
                 pass
-        try:
-            proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
-    return _Ran(None, out or b"", err or b"", time.monotonic() - start)
+
+
+def _drain(proc: subprocess.Popen, deadline: float, out: bytearray, cap: int,
+           err: bytearray) -> tuple[bool, bool]:
+    """Read both pipes until EOF and exit, the deadline, or ``cap`` bytes of
+    stdout. -> (exited by itself in time, stdout cut at the cap)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    try:
+        for pipe, buf, limit in ((proc.stdout, out, cap), (proc.stderr, err, _ERR_CAP)):
+            if not pipe.closed:
+                os.set_blocking(pipe.fileno(), False)
+                sel.register(pipe.fileno(), selectors.EVENT_READ, (buf, limit))
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False, False
+            for key, _ in sel.select(left):
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                buf, limit = key.data
+                room = limit - len(buf)
+                buf += chunk[:room]
+                if len(chunk) > room and buf is out:
+                    return False, True
+                # past stderr's cap: keep reading (a writer blocked on a
+                # full pipe would never exit) but keep nothing
+    finally:
+        sel.close()
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False, False  # closed its output but runs on
+    return True, False
 
 
 # ---------------------------------------------------------------------------
@@ -245,11 +325,17 @@ def dump_python(
         ran = run_bounded(argv, timeout, env=env)
     except OSError as exc:
         return PyStack(status="no-py-spy", reason=f"cannot run py-spy: {exc.strerror or exc}")
-    if ran.returncode is None:
+    if ran.cut:
         return PyStack(
-            status="timeout", via_sudo=sudo, elapsed=ran.elapsed,
-            reason=f"py-spy did not answer within {timeout:.1f}s (killed)",
+            status="failed", via_sudo=sudo, elapsed=ran.elapsed,
+            reason=f"py-spy's output passed {OUTPUT_CAP >> 20} MiB: dump cut there "
+                   "and py-spy killed (no stack)",
         )
+    if ran.returncode is None:
+        why = ("the capture was interrupted" if _cancelled.is_set()
+               else f"py-spy did not answer within {timeout:.1f}s")
+        return PyStack(status="timeout", via_sudo=sudo, elapsed=ran.elapsed,
+                       reason=f"{why} (killed)")
     err = ran.stderr.decode("utf-8", "replace")
     if ran.returncode == 0:
         try:
