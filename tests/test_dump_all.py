@@ -158,3 +158,85 @@ def test_bad_input_one_line(argv, code, needle):
     assert rc == code
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+# --- every way out leaves no partial bundle ---------------------------------------------------
+
+_SLEEPER = "import time; print('READY', flush=True); time.sleep(600)"
+
+
+def test_full_filesystem_is_one_line(spawn, tmp_path):
+    """ENOSPC: a tiny tmpfs, filled up, in a mount namespace of its own."""
+    proc = spawn([sys.executable, "-c", _SLEEPER])
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    script = ('mount -t tmpfs -o size=64k tdiag "$1" && mkdir "$1/b" '
+              '&& { head -c 1M /dev/zero > "$1/fill" 2>/dev/null || true; } '
+              '&& shift && "$@"; echo "RC=$?"; ls -A "$0"')
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, f"{mnt}/b", str(mnt),
+         sys.executable, "-m", "tractor_diag", "dump-all", "--no-tasks", "-o", f"{mnt}/b",
+         str(proc.root)],
+        capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], r.stderr
+    rc_line, *left = r.stdout.split()
+    assert rc_line == "RC=1"
+    assert left == [], f"left in the bundle dir: {left}"
+    assert not any(mnt.iterdir())  # the tmpfs never showed up out here
+
+
+@pytest.fixture
+def wedged_py_spy(tmp_path):
+    """A py-spy stand-in that never answers (its sleep is in its group)."""
+    marker = tmp_path / "spy.pids"
+    stand_in = tmp_path / "py-spy"
+    stand_in.write_text(f"#!/bin/sh\nsleep 600 &\necho $! >> {marker}\nwait\n")
+    stand_in.chmod(0o755)
+    yield stand_in, marker
+    for pid in marker.read_text().split() if marker.exists() else ():
+        if proc_alive(int(pid)):
+            os.kill(int(pid), 9)
+
+
+def proc_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_signal_mid_run_removes_the_partial_bundle(spawn, tmp_path, wedged_py_spy, sig):
+    import signal
+    import time
+
+    stand_in, marker = wedged_py_spy
+    procs = [spawn([sys.executable, "-c", _SLEEPER]) for _ in range(3)]
+    out_dir = tmp_path / "bundles"
+    env = dict(os.environ, TRACTOR_DIAG_PY_SPY=str(stand_in))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tractor_diag", "dump-all", "--no-tasks", "--timeout", "60",
+         "--jobs", "1", "-o", str(out_dir), *(str(p.root) for p in procs)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text().strip()):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        assert [p.name[:9] for p in out_dir.iterdir()] == [".partial-"]
+        sent = time.monotonic()
+        run.send_signal(getattr(signal, sig))
+        out, err = run.communicate(timeout=20)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert time.monotonic() - sent < 5, "did not stop promptly"
+    assert run.returncode == 128 + getattr(signal, sig), (run.returncode, err)
+    assert out == "" and len(err.strip().splitlines()) == 1 and f"stopped by {sig}" in err, err
+    assert list(out_dir.iterdir()) == []
+    spies = [int(p) for p in marker.read_text().split()]
+    assert len(spies) == 1, "a dump started after the signal"
+    assert not proc_alive(spies[0]), "the running py-spy was left behind"

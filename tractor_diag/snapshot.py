@@ -324,20 +324,28 @@ def write_bundle(
             files=sorted([*files, "meta.json", "summary.md"]),
             missing=_missing(report) + scan_missing, sampler_history=history is not None,
         )
-        for name, data in files.items():
-            _write(tmp, name, data)
-        final = os.path.join(root, _bundle_name(label, started))
-        while os.path.exists(final):  # the random suffix makes this a formality
-            final = os.path.join(root, _bundle_name(label, time.time()))
-        meta.path = final
-        meta.finished = time.time()
-        meta.duration = meta.finished - started
-        _write(tmp, "summary.md", render_summary(report, snap, meta))
-        _write(tmp, "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
-        os.rename(tmp, final)
+        try:
+            for name, data in files.items():
+                _write(tmp, name, data)
+            final = os.path.join(root, _bundle_name(label, started))
+            while os.path.exists(final):  # the random suffix makes this a formality
+                final = os.path.join(root, _bundle_name(label, time.time()))
+            meta.path = final
+            meta.finished = time.time()
+            meta.duration = meta.finished - started
+            _write(tmp, "summary.md", render_summary(report, snap, meta))
+            _write(tmp, "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
+            os.rename(tmp, final)
+        except OSError as exc:  # a full disk, a quota, the dir removed under us
+            from .errors import DiagError
+
+            raise DiagError(f"cannot write the bundle in {root}: {exc.strerror or exc}; "
+                            "nothing was kept") from None
         return meta
     except BaseException:
+        # Every way out (an error, a signal turned into an exception, ^C)
+        # leaves no half-written bundle behind.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

@@ -80,24 +80,17 @@ class _Ran(msgspec.Struct):
     cut: bool = False  # stdout passed the cap: the rest was never read
 
 
-# Process groups of the dumps running now, so an interrupted capture can
-# stop them at once (`cancel_running`) instead of waiting out their bounds.
-_running: set[int] = set()
-_running_lock = threading.Lock()
+# Set while a verb unwinds after a signal: running dumps stop within a tick
+# (each killed by the thread that started it, while its pid is still
+# unreaped: a group id is never signalled after it may have been reused),
+# and no new one starts.
 _cancelled = threading.Event()
+_TICK = 0.1
 
 
 def cancel_running() -> None:
-    """Kill every dump running now and refuse to start new ones until
-    `allow_running` (a verb interrupted by a signal calls this)."""
+    """Stop every dump running now and refuse new ones until `allow_running`."""
     _cancelled.set()
-    with _running_lock:
-        groups = list(_running)
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def allow_running() -> None:
@@ -121,8 +114,6 @@ def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None =
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True, env=env,
     )
-    with _running_lock:
-        _running.add(proc.pid)
     out, err = bytearray(), bytearray()
     try:
         ended, cut = _drain(proc, start + max(0.01, timeout), out, cap, err)
@@ -142,8 +133,6 @@ def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None =
             pass
         return _Ran(None, bytes(out), bytes(err), time.monotonic() - start, cut=cut)
     finally:
-        with _running_lock:
-            _running.discard(proc.pid)
         for pipe in (proc.stdout, proc.stderr):
             try:
                 pipe.close()
@@ -165,9 +154,9 @@ def _drain(proc: subprocess.Popen, deadline: float, out: bytearray, cap: int,
                 sel.register(pipe.fileno(), selectors.EVENT_READ, (buf, limit))
         while sel.get_map():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or _cancelled.is_set():
                 return False, False
-            for key, _ in sel.select(left):
+            for key, _ in sel.select(min(left, _TICK)):
                 try:
                     chunk = os.read(key.fd, 1 << 16)
                 except BlockingIOError:
@@ -184,11 +173,14 @@ def _drain(proc: subprocess.Popen, deadline: float, out: bytearray, cap: int,
                 # full pipe would never exit) but keep nothing
     finally:
         sel.close()
-    try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        return False, False  # closed its output but runs on
-    return True, False
+    while True:  # closed its output; wait for the exit the same way
+        left = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(0.0, min(left, _TICK)))
+            return True, False
+        except subprocess.TimeoutExpired:
+            if left <= _TICK or _cancelled.is_set():
+                return False, False
 
 
 # ---------------------------------------------------------------------------
@@ -493,8 +485,14 @@ def capture(
         )
 
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tractor-diag-stacks") as pool:
-        for fut in [pool.submit(one, e) for e in entries]:
-            fut.result()
+        futures = [pool.submit(one, e) for e in entries]
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            # interrupted: no dump (or task-tree request) starts after this
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     _retry_with_sudo(results, options, py_spy, interactive, budget)
 
