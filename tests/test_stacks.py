@@ -323,6 +323,50 @@ def test_flooding_py_spy_within_the_timeout_is_killed_at_it(spawn, tmp_path):
     assert p.python.status == "timeout" and "0.5s" in p.python.reason
 
 
+# A tracer with a hostile name: PTRACE_SEIZE attaches without stopping the
+# tracee, then it sleeps (the tracee is detached when it exits).
+_SEIZER = textwrap.dedent("""\
+    import ctypes, sys, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(15, b"gdb\\x1b]0;pwn\\x07", 0, 0, 0)  # PR_SET_NAME
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(0x4206, int(sys.argv[1]), None, None) != 0:  # PTRACE_SEIZE
+        sys.exit(f"seize failed: errno {ctypes.get_errno()}")
+    print("READY", flush=True)
+    time.sleep(600)
+""")
+
+
+def tracer_pid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("tracer", ["strace", "seizer"])
+def test_already_traced_says_by_whom(spawn, tracer, monkeypatch):
+    if tracer == "strace" and shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    monkeypatch.setenv(PY_SPY_ENV, str(Path(sys.executable).parent / "py-spy"))
+    proc = spawn([sys.executable, "-c", _HANDLERLESS])
+    if tracer == "strace":
+        t = spawn(["strace", "-q", "-o", "/dev/null", "-p", str(proc.root)], ready=None)
+    else:
+        t = spawn([sys.executable, "-c", _SEIZER, str(proc.root)])
+    deadline = time.monotonic() + 10
+    while tracer_pid(proc.root) != t.root:
+        assert time.monotonic() < deadline, "the tracer did not attach"
+        time.sleep(0.05)
+    py = stacks_json("--no-tasks", str(proc.root))[proc.root].python
+    assert py.status == "traced", py
+    comm = "strace" if tracer == "strace" else "gdb\\x1b]0;pwn\\x07"
+    assert py.reason.startswith(f"already traced by pid {t.root} ({comm})"), py.reason
+    rc, text, _ = cli("--color", "never", "--no-tasks", str(proc.root))
+    assert rc == 0 and f"already traced by pid {t.root}" in text
+    assert "\x1b" not in text and "sudo" not in text
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv to run the collector as another user")
 def test_permission_denied_says_why(spawn, tmp_path):

@@ -16,6 +16,7 @@ PyStatus = Literal[
     "ok",           # dumped
     "no-py-spy",    # py-spy is not installed / not found
     "permission",   # not allowed to attach (and sudo -n did not help)
+    "traced",       # another tracer (gdb, strace, a debugger) is attached
     "gone",         # the process vanished before or during the dump
     "exited",       # a zombie: it has no Python left to dump
     "timeout",      # py-spy did not answer within the per-dump timeout

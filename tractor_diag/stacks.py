@@ -28,6 +28,7 @@ import msgspec
 
 from . import procfs
 from .model import Entry, Proc, Snapshot
+from .safetext import escape
 from .stackmodel import (
     Frame, KernelSide, Local, ProcStacks, PyStack, StacksOptions,
     StacksReport, TaskTree, Thread,
@@ -342,8 +343,38 @@ def dump_python(
             reason=f"permission denied: not allowed to attach to pid {pid}, and "
                    "sudo -n needs a password (run with --sudo on a terminal)",
         )
+    tracer = tracer_of(pid)
+    if tracer is not None:
+        # ptrace allows one tracer: py-spy's attach fails as "permission
+        # denied", which sudo would not change
+        return PyStack(status="traced", via_sudo=sudo, elapsed=ran.elapsed,
+                       reason=f"already traced by pid {tracer[0]} ({escape(tracer[1])}): "
+                              "py-spy cannot attach while another tracer is")
     status, reason = classify_py_spy_error(pid, err)
     return PyStack(status=status, reason=reason, via_sudo=sudo, elapsed=ran.elapsed)  # type: ignore[arg-type]
+
+
+def tracer_of(pid: int) -> tuple[int, str] | None:
+    """(pid, comm) of the tracer attached to ``pid`` (``TracerPid``), if any.
+    A tracer outside our PID namespace reads as none."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"TracerPid:"):
+                    tracer = int(line.split()[1])
+                    break
+            else:
+                return None
+    except (OSError, ValueError, IndexError):
+        return None
+    if tracer <= 0:
+        return None
+    try:
+        with open(f"/proc/{tracer}/comm", "rb") as f:
+            comm = f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
+    except OSError:
+        comm = "?"
+    return tracer, comm
 
 
 # ---------------------------------------------------------------------------
