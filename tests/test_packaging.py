@@ -64,6 +64,30 @@ def test_wheel_layout(wheel):
     assert "tractor_diag = xontrib.tractor_diag" in text
 
 
+def test_demo_imports_are_runtime_dependencies(wheel):
+    """The bundled demo runs after a plain ``pip install .``: every
+    third-party module it imports is a dependency, not a test extra (without
+    setproctitle its actors carry no ``_subactor[...]`` title)."""
+    import ast
+    import re
+
+    names = zipfile.ZipFile(wheel).namelist()
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    required = set()
+    for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" not in line:
+            required.add(re.split(r"[ <>=!~;\[(]", line.split(":", 1)[1].strip())[0].lower())
+    imported = set()
+    for node in ast.walk(ast.parse((REPO / "tractor_diag" / "demo_tree.py").read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "tractor_diag"}
+    assert "setproctitle" in third_party
+    assert third_party <= required, third_party - required
+
+
 def test_wheel_installs_into_a_fresh_venv(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
