@@ -60,6 +60,25 @@ def alive(pid: int, start: int) -> bool:
     return start_ticks(pid) == start and state_of(pid) not in (None, "Z", "X", "x")
 
 
+def kill_pinned(pid: int, start: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal ``pid`` only while it is the process that started at clock
+    tick ``start``: a pidfd first, then the check, then the signal through
+    the pidfd (which a newcomer with the same pid cannot inherit)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not alive(pid, start):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def record(pid_file: str, label: str, pid: int) -> int:
     start = start_ticks(pid)
     if start is None:
@@ -128,15 +147,12 @@ def start_orphan(pid_file: str, label: str, argv: list[str], ready: bool = True,
 
 
 def kill_recorded(pid_file: str, timeout: float = 10) -> list[str]:
-    """SIGKILL every recorded process that is still the one recorded; wait
+    """SIGKILL every recorded process that is still the one recorded (pinned
+    by a pidfd, see `kill_pinned`); wait
     (bounded) until each has exited. -> labels of those still running."""
     procs = recorded(pid_file)
     for label, (pid, start) in procs.items():
-        if alive(pid, start):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_pinned(pid, start)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         left = [label for label, (pid, start) in procs.items() if alive(pid, start)]

@@ -410,7 +410,8 @@ def _ns_handle(req: dict, lock: threading.Lock, waited: set[int]) -> dict:
     if op == "procs":
         return {"procs": _ns_procs()}
     if op == "kill":
-        os.kill(req["pid"], req["sig"])
+        if not kill_pinned(req["pid"], req["start"], req["sig"]):
+            raise ValueError(f"pid {req['pid']} is no longer the process started at {req['start']}")
         return {}
     if op == "mount-tmpfs":
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tdiag", req["path"]], check=True)
@@ -499,7 +500,9 @@ class NsInit:
         return {p["pid"]: p for p in self.call("procs")["procs"]}
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
-        self.call("kill", pid=pid, sig=int(sig))
+        """Signal ``pid`` in the namespace, pinned to the process listed now."""
+        start = self.procs()[pid]["start"]
+        self.call("kill", pid=pid, sig=int(sig), start=start)
 
     def wait_until(self, pred, timeout: float = 15.0) -> bool:
         return wait_for(lambda: pred(self.procs()), timeout, 0.1)

@@ -111,6 +111,27 @@ class Run:
         return lines
 
 
+def summary_pids(lines: list[str]) -> set[int]:
+    """The pids a session-end summary names: ``pid N ...`` lines and the
+    ``name@N.sock`` / ``binder N`` of socket lines. Whole numbers only: pid 6
+    must not match a ``16`` or a temp dir name."""
+    out: set[int] = set()
+    for ln in lines:
+        m = re.match(r"pid (\d+) ", ln)
+        if m:
+            out.add(int(m[1]))
+        out.update(int(n) for n in re.findall(r"@(\d+)\.sock\b", ln))
+        out.update(int(n) for n in re.findall(r"\bbinder (\d+)\b", ln))
+    return out
+
+
+def test_summary_pids_are_whole_numbers():
+    lines = ["pid 16 leaky (orphaned actor): exited after SIGINT",
+             "unlinked /tmp/pytest-6/x/leaky@26.sock (binder 26 is gone)"]
+    assert summary_pids(lines) == {16, 26}
+    assert 6 not in summary_pids(lines) and 1 not in summary_pids(lines)
+
+
 @pytest.fixture
 def leak_run(tmp_path, bindspace):
     pid_file = tmp_path / "started.pids"
@@ -213,8 +234,9 @@ def test_reap_at_end_takes_only_what_the_session_left(leak_run, bindspace, uds_s
     assert run.alive("elder") and run.pid("elder") == elder
     assert run.alive("plain-orphan") and run.alive("plain-child") and run.alive("foreign")
     assert old_socket.exists()
+    named = summary_pids(summary)
     for label in ("elder", "foreign", "plain-orphan", "plain-child"):
-        assert str(run.pid(label)) not in "\n".join(summary)
+        assert run.pid(label) not in named, (label, summary)
 
 
 def test_reap_at_end_alone_finds_session_orphans(leak_run):
