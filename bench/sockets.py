@@ -17,6 +17,7 @@ round:
 """
 from __future__ import annotations
 
+import os
 import statistics
 
 from tractor_diag import ipc, procfs, trees
@@ -58,10 +59,11 @@ def main() -> list[dict]:
                 times[fn].append(_timed(fn))
         med = {fn: statistics.median(t) for fn, t in times.items()}
         joined = len(ipc.endpoints(snap))
+        box = sum(1 for n in os.listdir("/proc") if n.isdigit())
     finally:
         tree.stop()
     b = med[base]
-    row = {"baseline": "snapshot pass", "baseline_ms": b, "n": REPEAT * 2}
+    row = {"baseline": f"snapshot pass (box {box})", "baseline_ms": b, "n": REPEAT * 2}
     return [
         {"case": f"snapshot + listeners ({joined} of {N} procs joined)", "median_ms": med[listeners],
          "ratio": med[listeners] / b, "target": "<= 1.3x", "ok": med[listeners] <= 1.3 * b, **row},

@@ -138,6 +138,7 @@ def test_port_argument_forms():
     uds = Listener(kind="uds", addr="/run/t/registry@1616.sock", inode=3)
     assert listener_matches(anyhost, "10.0.0.1:1616") and not listener_matches(local, "10.0.0.1:1616")
     assert listener_matches(local, 1616) and not listener_matches(local, 1617)
+    assert listener_matches(local, "localhost:1616")
     assert listener_matches(uds, "registry@1616.sock") and not listener_matches(uds, 1616)
     assert not listener_matches(uds, "/other/registry@1616.sock")
 

@@ -218,6 +218,8 @@ def split_port_arg(text: int | str) -> tuple[str | None, int | None, str | None]
 
 
 _WILDCARD = ("0.0.0.0", "::", "")
+# the one host name taken without a resolver (no DNS from a diagnosis tool)
+_LOCALHOST = ("127.0.0.1", "::1")
 
 
 def listener_matches(lst: Listener, port_or_path: int | str) -> bool:
@@ -236,7 +238,8 @@ def listener_matches(lst: Listener, port_or_path: int | str) -> bool:
     if host is None:
         return True
     lhost = lst.addr.rsplit(":", 1)[0].strip("[]")
-    return lhost == host or lhost in _WILDCARD
+    hosts = _LOCALHOST if host == "localhost" else (host,)
+    return lhost in hosts or lhost in _WILDCARD
 
 
 class PortHolder(msgspec.Struct, frozen=True):
