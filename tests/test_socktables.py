@@ -152,7 +152,8 @@ def test_sock_diag_agrees_with_proc_tables(procs, tmp_path):
     assert all(diag[i] == text[i] for i in common)
     udiag = {u.inode: u for u in socktables.read_unix_diag()}
     utext = {u.inode: u for u in socktables.parse_proc_unix(open("/proc/net/unix").read())}
-    ucommon = udiag.keys() & utext.keys()
+    # a path holding a newline splits its /proc row (sock_diag has it whole)
+    ucommon = {i for i in udiag.keys() & utext.keys() if "\n" not in (udiag[i].path or "")}
     assert ucommon
     for i in ucommon:
         d, t = udiag[i], utext[i]

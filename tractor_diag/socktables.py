@@ -217,7 +217,9 @@ def read_tcp_diag(timeout: float = 2.0, listening_only: bool = False) -> list[Tc
 
 def parse_proc_unix(text: str) -> list[UnixSock]:
     """``/proc/net/unix`` -> sockets, without peers (the table has none).
-    Paths may hold spaces; abstract names are shown ``@name`` by the kernel."""
+    Paths may hold spaces; abstract names are shown ``@name`` by the kernel.
+    A path holding a newline is cut there (the kernel prints it raw): one
+    more reason this table is only the fallback."""
     out: list[UnixSock] = []
     for line in text.splitlines()[1:]:
         # Num RefCount Protocol Flags Type St Inode [Path]
