@@ -16,8 +16,10 @@ import trio
 from rich.text import Text
 
 from tractor_diag import procfs
+from tractor_diag.safetext import escape, escaped
 
 from .detail import stamp
+from .safe import safe_block
 
 if TYPE_CHECKING:
     from .app import DashApp
@@ -28,7 +30,10 @@ TASK_TIMEOUT = 3.0
 
 def _done(app: "DashApp", section: str, pid: int, title: str, body: Text,
           summary: str, ok: bool = True) -> None:
-    app.post_message(app.ActionDone(section, pid, title, body, summary, ok))
+    # Bodies escape their fields line by line; this is the backstop (and the
+    # summary goes to a toast and the events pane as one line).
+    app.post_message(app.ActionDone(section, pid, escape(title), safe_block(body),
+                                    escape(summary), ok))
 
 
 def _failed(app: "DashApp", section: str, pid: int, title: str, what: str, exc: BaseException) -> None:
@@ -41,6 +46,7 @@ def _failed(app: "DashApp", section: str, pid: int, title: str, what: str, exc: 
 
 def render_py_stack(py) -> Text:
     """A `PyStack` as text: each thread, frames outermost first."""
+    py = escaped(py)
     text = Text()
     if py.status != "ok":
         text.append(f"no Python stack: {py.reason or py.status}\n", "yellow")
@@ -50,7 +56,7 @@ def render_py_stack(py) -> Text:
     for thread in py.threads:
         head = f"thread {thread.os_thread_id or thread.thread_id}"
         if thread.name:
-            head += f" {thread.name!r}"
+            head += f" '{thread.name}'"
         flags = [f for f, on in (("active", thread.active), ("holds GIL", thread.owns_gil)) if on]
         if flags:
             head += f" ({', '.join(flags)})"
@@ -115,6 +121,7 @@ async def task_tree(app: "DashApp", pid: int) -> None:
 def render_task_tree(tree) -> Text:
     """A collected `TaskTree`, compact: one line per task, indented by
     nesting, with where it waits (the user's frame, and what it called)."""
+    tree = escaped(tree)
     text = Text()
     if tree.reason:
         text.append(f"({tree.reason})\n", "dim" if tree.status == "collected" else "yellow")
@@ -209,12 +216,12 @@ async def dump_all(app: "DashApp", pid: int) -> None:
         return
     app.last_bundle = meta.path
     body = Text()
-    body.append(f"{meta.path}\n", "bold green")
+    body.append(f"{escape(meta.path)}\n", "bold green")
     body.append(f"{len(meta.pids)} process(es), {len(meta.stuck)} look stuck, "
                 f"{meta.duration:.1f}s; read summary.md first\n")
     for missing in meta.missing[:10]:
         where = f" (pid {missing.pid})" if missing.pid is not None else ""
-        body.append(f"  missing {missing.what}{where}: {missing.why}\n", "dim")
+        body.append(f"  missing {missing.what}{where}: {escape(missing.why)}\n", "dim")
     _done(app, "dump", pid, title, body, f"snapshot bundle written: {meta.path}")
 
 
@@ -250,13 +257,13 @@ def describe_plan(plan) -> Text:
         text.append("Will send SIGINT, wait the grace period, then SIGKILL survivors:\n", "bold")
         for t in plan.targets:
             text.append(f"  {'  ' * min(t.depth, 6)}{t.pid:>7} ", "cyan")
-            text.append(f"{t.actor or t.title}\n")
+            text.append(f"{escape(t.actor or t.title)}\n")
     else:
         text.append("Nothing in this subtree may be reaped.\n", "yellow")
     if plan.skipped:
         text.append("Left alone:\n", "bold dim")
         for s in plan.skipped:
-            text.append(f"  {s.pid:>7} {s.title[:50]}: {s.reason}\n", "dim")
+            text.append(f"  {s.pid:>7} {escape(s.title)[:50]}: {escape(s.reason)}\n", "dim")
     return text
 
 
@@ -285,10 +292,10 @@ async def reap(app: "DashApp", pid: int, plan) -> None:
     body = Text()
     for fate in outcome.fates:
         style = {"exited": "green", "killed": "yellow"}.get(fate.fate, "red")
-        body.append(f"  {fate.pid:>7} {fate.title[:40]}  ", "")
+        body.append(f"  {fate.pid:>7} {escape(fate.title)[:40]}  ", "")
         body.append(fate.fate, style)
         if fate.detail:
-            body.append(f" ({fate.detail})", "dim")
+            body.append(f" ({escape(fate.detail)})", "dim")
         body.append("\n")
     counts: dict[str, int] = {}
     for fate in outcome.fates:

@@ -231,7 +231,9 @@ class DashApp(App):
     def _action_failed(self, exc: BaseException) -> None:
         import traceback
 
-        what = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        from tractor_diag.safetext import escape
+
+        what = escape("".join(traceback.format_exception_only(type(exc), exc)).strip())
         self.events_pane.note(Text(f"{stamp()} action failed: {what}", "bold red"))
         self.notify(f"action failed: {what}", severity="error", markup=False, timeout=10)
 
@@ -291,7 +293,9 @@ class DashApp(App):
         try:
             pid = await nursery.start(self.supervisor.run)
         except OSError as exc:
-            self.launch_error = f"cannot launch {self.launch_argv[0]}: {exc.strerror or exc}"
+            from tractor_diag.safetext import escape
+
+            self.launch_error = escape(f"cannot launch {self.launch_argv[0]}: {exc.strerror or exc}")
             self.post_message(self.Launched(None, self.launch_error))
             return
         self.sampler.targets = Targets([pid])

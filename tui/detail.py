@@ -16,8 +16,10 @@ from textual.widgets import Static
 
 from tractor_diag.model import Entry, Snapshot
 from tractor_diag.render import human_bytes, human_duration
+from tractor_diag.safetext import escape, escaped
 
 from .labels import BUCKET_STYLE, STATE_STYLE, badge, entry_name
+from .safe import safe_block
 from .sockets import Sock
 
 
@@ -44,6 +46,7 @@ def _field(text: Text, name: str, value: str | Text, style: str = "") -> None:
 
 def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     """The snapshot's facts about one process, as text."""
+    entry = escaped(entry)  # every field a process chose, a line each
     proc = entry.proc
     now = snap.taken_at if now is None else now
     text = Text()
@@ -122,9 +125,9 @@ def describe_sockets(socks: list[Sock] | None, pending: str = "reading…") -> T
     for sock in named:
         style = "green" if sock.role == "listening" else ""
         text.append(f"  {sock.role:<11}", style)
-        text.append(f" {sock.kind:<5} {sock.local}")
+        text.append(f" {sock.kind:<5} {escape(sock.local)}")
         if sock.remote:
-            text.append(f" -> {sock.remote}")
+            text.append(f" -> {escape(sock.remote)}")
         text.append("\n")
     if unnamed:
         text.append(f"  {unnamed} unnamed unix (socketpairs, client ends)\n", "dim")
@@ -177,9 +180,10 @@ class DetailPane(VerticalScroll):
         # What the user asked for last comes first; the facts follow.
         parts: list = []
         for title, body in reversed(list(self.extras.values())):
-            parts.append(Text(f"── {title} ──", "bold cyan"))
+            parts.append(Text(f"── {escape(title)} ──", "bold cyan"))
             parts.append(body)
         parts += [self._facts, self._sockets]
+        parts = [safe_block(p) for p in parts]
         # A layout pass re-flows the whole screen: only ask for one when the
         # text's shape (and so, at this width, its height) may have changed.
         shape = tuple(len(line) for part in parts for line in part.plain.split("\n"))

@@ -4,6 +4,10 @@ from __future__ import annotations
 import signal
 
 from rich.text import Text
+
+from tractor_diag.safetext import escape
+
+from .safe import safe_block
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -39,9 +43,10 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
-            yield Label(Text(self._title, "bold"), id="dialog-title")
+            yield Label(Text(escape(self._title), "bold"), id="dialog-title")
             with VerticalScroll(id="dialog-body"):
-                yield Static(self._body if isinstance(self._body, Text) else Text(self._body))
+                body = self._body if isinstance(self._body, Text) else Text(self._body)
+                yield Static(safe_block(body))
             with Horizontal(id="dialog-buttons"):
                 yield Button(f"{self._yes} (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
@@ -76,7 +81,7 @@ class SignalScreen(ModalScreen[int | None]):
                 prompt.append(": no handler, it would die", "red")
             options.append(Option(prompt, id=name, disabled=disabled))
         with Vertical(id="dialog", classes="dialog"):
-            yield Label(Text(f"Send a signal to {self._target}", "bold"), id="dialog-title")
+            yield Label(Text(f"Send a signal to {escape(self._target)}", "bold"), id="dialog-title")
             yield OptionList(*options, id="signals")
 
     def on_mount(self) -> None:

@@ -10,6 +10,7 @@ from textual.widgets import RichLog
 from tractor_diag.model import Event
 
 from .labels import event_line
+from .safe import safe_line
 
 
 class EventsPane(RichLog):
@@ -28,7 +29,7 @@ class EventsPane(RichLog):
 
     def note(self, text: Text | str) -> None:
         """A line of the dashboard's own (launch, exit, actions)."""
-        line = text if isinstance(text, Text) else Text(text, "italic")
+        line = safe_line(text if isinstance(text, Text) else Text(text, "italic"))
         self.plain.append(line.plain)
         self.write(line)
 

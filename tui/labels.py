@@ -12,6 +12,9 @@ from rich.text import Text
 from tractor_diag.model import Entry, Event
 from tractor_diag.render import human_bytes
 from tractor_diag.model import exit_status
+from tractor_diag.safetext import escape
+
+from .safe import safe_line
 
 BUCKET_STYLE = {
     "zombie": "bold bright_red",
@@ -38,10 +41,11 @@ EVENT_STYLE = {
 
 
 def entry_name(entry: Entry, width: int = 48) -> str:
+    """The name a process goes by, its control characters escaped."""
     proc = entry.proc
     if proc.actor is not None:
-        return proc.actor.name + ("…" if proc.actor.name_truncated else "")
-    name = proc.short_title
+        return escape(proc.actor.name) + ("…" if proc.actor.name_truncated else "")
+    name = escape(proc.short_title)
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
@@ -74,7 +78,7 @@ def proc_label(entry: Entry, now: float | None = None) -> Text:
     text.append(f"  {coarse_age(now - proc.create_time)}", "dim")
     if proc.wchan:
         text.append(f"  {proc.wchan}", "italic dim")
-    return text
+    return safe_line(text)
 
 
 def coarse_age(seconds: float) -> str:
@@ -107,4 +111,4 @@ def event_line(event: Event) -> Text:
         text.append(f" exit {exit_status(event.exit_code)}", "red" if event.exit_code else "green")
     if event.detail:
         text.append(f" ({event.detail})", "dim")
-    return text
+    return safe_line(text)

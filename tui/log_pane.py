@@ -7,6 +7,8 @@ from collections import deque
 from rich.text import Text
 from textual.widgets import RichLog
 
+from .safe import safe_line
+
 _MARK = {"stdout": ("│ ", "dim"), "stderr": ("┃ ", "yellow")}
 
 
@@ -27,13 +29,15 @@ class LogPane(RichLog):
             self.received_chars += len(line)
             self.plain.append(line)
             text = Text(mark, style)
-            # Keep the program's own colours, drop other control sequences.
+            # Keep the program's own colours; Rich drops some other sequences,
+            # and what is left (an OSC 52 ended by BEL, a C1 CSI, a lone ESC)
+            # is shown escaped, never sent to the terminal.
             text.append_text(Text.from_ansi(line) if "\x1b" in line else Text(line))
-            self.write(text)
+            self.write(safe_line(text))
 
     def note(self, message: str, style: str = "bold") -> None:
         self.plain.append(message)
-        self.write(Text(message, style))
+        self.write(safe_line(Text(message, style)))
 
     @property
     def text(self) -> str:
