@@ -150,6 +150,9 @@ def test_json_prints_meta(spawn, tmp_path):
 @pytest.mark.parametrize("argv, code, needle", [
     (["999999999"], 1, "no such process"),
     (["-o", "/proc/self/nope", "1"], 1, "cannot create a bundle in /proc/self/nope"),
+    # an existing directory that takes no new entries answers ENOENT: not "missing"
+    (["-o", "/proc", "1"], 1, "cannot create a bundle in /proc: not writable"),
+    (["-o", "/etc/hostname", "1"], 1, "cannot create a bundle in /etc/hostname: not a directory"),
     (["--task-timeout", "-1", "1"], 2, "--task-timeout"),
     (["--label"], 2, "expected one argument"),
 ])
@@ -158,6 +161,7 @@ def test_bad_input_one_line(argv, code, needle):
     assert rc == code
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert "No such file or directory" not in err or "nope" in err
 
 
 # --- every way out leaves no partial bundle ---------------------------------------------------

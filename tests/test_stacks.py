@@ -397,6 +397,39 @@ def test_permission_denied_says_why(spawn, tmp_path):
     assert p.tasks.status == "no-handler"
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to drop CAP_SYS_PTRACE")
+@pytest.mark.parametrize("target_uid, needle", [
+    (65534, "it runs as uid 65534 and this process lacks CAP_SYS_PTRACE"),
+    (0, "it holds capabilities this process does not"),
+])
+def test_kernel_stack_refusal_says_what_failed(spawn, target_uid, needle):
+    """Root holding CAP_SYS_ADMIN but not CAP_SYS_PTRACE: the kernel answers
+    EPERM from its ptrace check, and the reason names that check, not a
+    missing root."""
+    argv = [sys.executable, "-c", _HANDLERLESS]
+    if target_uid:
+        argv = ["setpriv", f"--reuid={target_uid}", f"--regid={target_uid}",
+                "--clear-groups", *argv]
+    proc = spawn(argv)
+    pid = proc.root
+    while target_uid and Path(f"/proc/{pid}/comm").read_text().strip() == "setpriv":
+        time.sleep(0.02)  # setpriv execs the interpreter in place
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    out = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace",
+         sys.executable, "-m", "tractor_diag", "stacks", "--no-tasks", "--json", str(pid)],
+        capture_output=True, text=True, env=env, timeout=60, cwd="/",
+    )
+    assert out.returncode == 0, out.stderr
+    (p,) = procs_from_json(out.stdout)
+    assert p.kernel.stack is None
+    reason = p.kernel.stack_reason
+    assert "EPERM" in reason and needle in reason, reason
+    assert "needs root" not in reason
+
+
 # ---------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------

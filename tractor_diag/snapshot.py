@@ -256,6 +256,22 @@ def _missing(report: StacksReport) -> list[Missing]:
 # writing the bundle
 # ---------------------------------------------------------------------------
 
+def _mkdir_refusal(root: str, exc: OSError) -> str:
+    """Why no bundle directory could be made in ``root``. A directory that
+    exists but takes no new entries (``/proc``, ``/sys``) answers ENOENT,
+    which would read as if it were missing."""
+    import errno
+
+    if os.path.isdir(root):
+        if exc.errno == errno.EROFS:
+            return "not writable (read-only file system)"
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM):
+            return "not writable (the directory exists but refuses new entries)"
+    elif os.path.exists(root) or exc.errno == errno.ENOTDIR:
+        return "not a directory"
+    return exc.strerror or str(exc)
+
+
 def write_bundle(
     snap: Snapshot,
     *,
@@ -286,7 +302,7 @@ def write_bundle(
     except OSError as exc:
         from .errors import DiagError
 
-        raise DiagError(f"cannot create a bundle in {root}: {exc.strerror or exc}") from None
+        raise DiagError(f"cannot create a bundle in {root}: {_mkdir_refusal(root, exc)}") from None
     try:
         report = capture(snap, options, deadline=deadline, interactive=interactive)
         plain = Style(False, wide=True)  # a file: nothing clipped

@@ -387,6 +387,72 @@ def _stack_symbol(line: str) -> str:
     return sym.split("+", 1)[0]
 
 
+_CAP_SYS_PTRACE = 19
+_CAP_SYS_ADMIN = 21
+
+
+def _status_of(pid: int | str) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            lines = f.read().decode("ascii", "replace").splitlines()
+    except OSError:
+        return {}
+    return dict(ln.split(":", 1) for ln in lines if ":" in ln)
+
+
+def _has_cap(status: dict[str, str], bit: int) -> bool | None:
+    try:
+        return bool(int(status["CapEff"].strip(), 16) >> bit & 1)
+    except (KeyError, ValueError):
+        return None
+
+
+def _stack_refusal(pid: int, err: int | None) -> str:
+    """Why the kernel refused ``/proc/<pid>/stack``, from the errno it gave.
+
+    The kernel checks two things in turn: the reader holds CAP_SYS_ADMIN in
+    the initial user namespace (else EACCES), then it may ptrace-read the
+    target (else EPERM: another uid without CAP_SYS_PTRACE, an undumpable
+    process, a user namespace we do not own, or a security module's veto).
+    """
+    import errno as errnos
+
+    mine = _status_of("self")
+    if err == errnos.EACCES:
+        if _has_cap(mine, _CAP_SYS_ADMIN) is False:
+            return "needs root (CAP_SYS_ADMIN), which this process lacks"
+        return ("permission denied (EACCES) although this process holds CAP_SYS_ADMIN: "
+                "not in the initial user namespace (a container?)")
+    why = "the kernel refused ptrace access to it (EPERM)"
+    theirs = _status_of(pid)
+    try:
+        our_uid = int(mine["Uid"].split()[0])
+        their_uid = int(theirs["Uid"].split()[0])
+    except (KeyError, ValueError, IndexError):
+        our_uid = their_uid = None
+    if _has_cap(mine, _CAP_SYS_PTRACE) is False:
+        if their_uid is not None and their_uid != our_uid:
+            return f"{why}: it runs as uid {their_uid} and this process lacks CAP_SYS_PTRACE"
+        try:
+            extra = int(theirs["CapPrm"].strip(), 16) & ~int(mine["CapPrm"].strip(), 16)
+        except (KeyError, ValueError):
+            extra = 0
+        if extra:
+            return (f"{why}: it holds capabilities this process does not, "
+                    "and this process lacks CAP_SYS_PTRACE")
+        return (f"{why}: this process lacks CAP_SYS_PTRACE and the target is "
+                "undumpable (it changed credentials or asked not to be traced)")
+    lsm = ""
+    try:
+        with open("/sys/kernel/security/lsm") as f:
+            lsm = f.read().strip()
+    except OSError:
+        pass
+    tail = f" (security modules: {lsm})" if lsm else ""
+    return (f"{why} despite CAP_SYS_PTRACE: it runs in a user namespace this one does "
+            f"not own, or a security module forbids it{tail}")
+
+
 def kernel_side(proc: Proc) -> tuple[KernelSide, Proc | None]:
     """State, wchan and kernel stack at capture time (fresh ``/proc`` reads),
     and the fresh record (None when the pid is gone or was reused)."""
@@ -413,8 +479,8 @@ def kernel_side(proc: Proc) -> tuple[KernelSide, Proc | None]:
             side.stack_reason = "this kernel has no /proc/<pid>/stack (CONFIG_STACKTRACE off)"
         else:
             side.stack_reason = "process gone"
-    except PermissionError:
-        side.stack_reason = "not readable: /proc/<pid>/stack needs root (CAP_SYS_ADMIN)"
+    except PermissionError as exc:
+        side.stack_reason = "not readable: " + _stack_refusal(proc.pid, exc.errno)
     except OSError as exc:
         side.stack_reason = f"not readable: {exc.strerror or exc}"
     return side, fresh
