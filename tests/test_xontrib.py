@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tractor_diag.commands import VERBS
+from test_terminal_safety import hostile  # noqa: F401 (fixture)
 
 pytest.importorskip("xonsh")
 
@@ -263,3 +264,19 @@ def test_loading_imports_nothing_heavy(how, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout, res.stdout
     assert "acli.ptree" in res.stdout and "acli.watch" in res.stdout
+
+
+def test_completions_of_a_hostile_process_are_escaped(loaded, check_completer, hostile):
+    """Its pid's description shows its title escaped; its name, which holds
+    control characters, is not offered as a value to type."""
+    from test_terminal_safety import ACTOR_SHOWN
+
+    def raw(text: str) -> bool:
+        return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+    values, comps = check_completer("acli.ptree", prefix=str(hostile.pid), send_original=True)
+    assert str(hostile.pid) in values
+    desc = {c.value.strip(): c.description for c in comps}[str(hostile.pid)]
+    assert ACTOR_SHOWN in desc and not raw(desc), desc
+    values, comps = check_completer("acli.ptree", prefix="ev", send_original=True)
+    assert not any(raw(c.value) or raw(c.description) for c in comps), comps

@@ -106,7 +106,11 @@ def _kind(action) -> str | None:
 
 
 def _one_line(text: str, width: int = _DESC_WIDTH) -> str:
-    text = " ".join(text.split())
+    """A description: one line, control characters escaped (command lines
+    and names come from other people's processes)."""
+    from .safetext import escape
+
+    text = escape(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -135,7 +139,8 @@ def processes() -> list[Suggestion]:
     by_name = [
         Suggestion(name, _one_line(lines[0] if len(lines) == 1 else f"{len(lines)} processes, e.g. {lines[0]}"))
         for name, lines in sorted(names.items())
-        if name and not name.isdigit()
+        # a name with control characters cannot be typed: its pid is offered
+        if name and not name.isdigit() and name.isprintable()
     ]
     return by_name + by_pid
 
@@ -182,9 +187,10 @@ def bindspace_names() -> list[Suggestion]:
             socks = sum(1 for e in os.scandir(entry.path) if e.name.endswith(".sock"))
         except OSError:
             continue
-        if socks or entry.name == APP:
+        if (socks or entry.name == APP) and entry.name.isprintable():
             default_note = " (the default)" if entry.name == APP else ""
-            out.append(Suggestion(entry.name, f"{entry.path}: {socks} socket files{default_note}"))
+            out.append(Suggestion(entry.name,
+                                  _one_line(f"{entry.path}: {socks} socket files{default_note}")))
     if not any(s.value == APP for s in out):
         out.append(Suggestion(APP, f"{default} (the default; not created yet)"))
     return out

@@ -343,7 +343,9 @@ def _fd_capture():
 # -- output plumbing -----------------------------------------------------------
 
 def _one_line(err, name: str, msg: str) -> None:
-    msg = msg.strip().splitlines()[0] if msg.strip() else "failed"
+    from tractor_diag.safetext import escape
+
+    msg = escape(msg.strip().splitlines()[0]) if msg.strip() else "failed"
     try:
         err.write((msg if msg.startswith(name) else f"{name}: {msg}") + "\n")
         err.flush()
@@ -396,11 +398,14 @@ def _words(command) -> tuple[list[str], str]:
 
 
 def _rich(suggestions):
+    from tractor_diag.safetext import escape
     from xonsh.completers.tools import RichCompletion
 
+    # The menu shows values and descriptions on the terminal, and a value
+    # goes into the command line: one with control characters is not offered.
     return {
-        RichCompletion(s.value, description=s.description, append_space=s.append_space)
-        for s in suggestions
+        RichCompletion(s.value, description=escape(s.description), append_space=s.append_space)
+        for s in suggestions if s.value.isprintable()
     }
 
 
