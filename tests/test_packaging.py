@@ -1,6 +1,7 @@
 """Both install kinds work: a wheel in a fresh venv, and the editable
-install every project venv uses (which setuptools maps with a finder that
-bakes in the package layout at install time)."""
+install every project venv uses (one .pth entry: ``tractor_diag/tui`` is a
+symlink to ``tui/``, so no package needs a finder), and that install is
+quiet."""
 from __future__ import annotations
 
 import os
@@ -118,8 +119,37 @@ def test_editable_install_resolves_from_anywhere(tmp_path):
               cwd=tmp_path).stdout.split()
     # a stale install maps the package as a namespace (no __file__): that is
     # the failure this guards against
-    assert out == [str(REPO / "tractor_diag" / "__init__.py"), str(REPO / "tui" / "__init__.py")]
+    assert out == [str(REPO / "tractor_diag" / "__init__.py"),
+                   str(REPO / "tractor_diag" / "tui" / "__init__.py")]
+    assert (REPO / "tractor_diag" / "tui").resolve() == REPO / "tui"
     help_text = run([str(BIN / "tractor-diag"), "--help"], cwd=tmp_path).stdout
     assert "ptree" in help_text
     version = run([sys.executable, "-m", "tractor_diag", "--version"], cwd=tmp_path).stdout
     assert version.strip() == f"tractor-diag {tractor_diag.__version__}"
+
+
+def test_editable_install_into_a_fresh_venv_is_quiet(tmp_path):
+    """``pip install -e .`` prints no setuptools warning: no package-dir
+    mapping (which made setuptools install a finder and warn "Editable
+    installation... folders with the same name"), and no package left out
+    of the ``packages`` list."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("tractor_diag", "tui", "xontrib"):
+        shutil.copytree(REPO / pkg, src / pkg, ignore=ignore, symlinks=True)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    py = env_dir / "bin" / "python"
+    out = run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",
+               "-e", str(src)], cwd=tmp_path)
+    noise = [ln for ln in (out.stdout + out.stderr).splitlines()
+             if "Warning" in ln or "Editable installation" in ln]
+    assert noise == [], "\n".join(noise)
+    where = run([str(py), "-c", "import tractor_diag.tui, tractor_diag.commands.ptree, "
+                 "xontrib.tractor_diag as x; print(tractor_diag.tui.__file__); print(x.__file__)"],
+                cwd=tmp_path).stdout.split()
+    assert where == [str(src / "tractor_diag" / "tui" / "__init__.py"),
+                     str(src / "xontrib" / "tractor_diag.py")]
