@@ -45,13 +45,51 @@ def alive(pid: int) -> bool:
     return raw[raw.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
-def kill_all(pids) -> None:
-    """Last-resort teardown for pids a test started through the dashboard."""
+def start_of(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks (None when gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return int(raw[raw.rfind(b")") + 2:].split()[19])
+
+
+def pin_all(pids) -> dict[int, int]:
+    """{pid: start ticks} of those of ``pids`` alive now: what a test may
+    later kill (its own processes, recorded while they were surely its own)."""
+    out = {}
     for pid in pids:
+        start = start_of(pid)
+        if start is not None and alive(pid):
+            out[pid] = start
+    return out
+
+
+def alive_pinned(pinned: dict[int, int]) -> list[int]:
+    """Those of the recorded processes that still run (same pid, same start)."""
+    return sorted(p for p, start in pinned.items() if alive(p) and start_of(p) == start)
+
+
+def kill_pinned(pinned: dict[int, int]) -> list[int]:
+    """Last-resort teardown: SIGKILL what a test recorded, through a pidfd
+    opened first and checked against the recorded start time, so a pid
+    reused since reaches nobody. -> the pids killed."""
+    killed = []
+    for pid, start in pinned.items():
         try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            if start_of(pid) == start and alive(pid):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                killed.append(pid)
+        except OSError:
             pass
+        finally:
+            os.close(fd)
+    return killed
 
 
 def descendants_of(pid: int) -> list[int]:

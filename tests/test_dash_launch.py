@@ -16,7 +16,9 @@ from tractor_diag.launch import (
     set_child_subreaper,
 )
 
-from _dash_helpers import DEMO_TREE, alive, descendants_of, kill_all
+from _dash_helpers import (
+    DEMO_TREE, alive, alive_pinned, descendants_of, kill_pinned, pin_all, start_of,
+)
 
 
 # -- line splitting (pure) ------------------------------------------------------
@@ -47,26 +49,36 @@ def test_splitter_flush_returns_the_unterminated_tail():
 
 # -- the supervisor on real children --------------------------------------------
 
-def _launch(argv, body, *, grace=2.0, out=None, **kw):
-    """Run ``body(sup, nursery)`` with ``argv`` launched; cancel afterwards."""
+def _launch(argv, body, *, grace=2.0, out=None, pinned=None, may_survive=(), **kw):
+    """Run ``body(sup, nursery)`` with ``argv`` launched; cancel afterwards.
+
+    What the test started is recorded (pid + start time) after ``body`` and
+    must be gone once the supervisor has stopped: asserted here, before the
+    last-resort clean-up, which kills only those recorded processes."""
     out = [] if out is None else out
+    pinned = {} if pinned is None else pinned
     exits: list[tuple[int, int]] = []
 
     async def main():
         sup = Supervisor(argv, grace=grace,
                          on_output=lambda name, lines: out.extend((name, ln) for ln in lines),
                          on_exit=lambda pid, code: exits.append((pid, code)), **kw)
-        try:
-            with trio.fail_after(60):
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(sup.run)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sup.run)
+                try:
                     await body(sup, nursery)
-                    nursery.cancel_scope.cancel()
-        finally:
-            kill_all(sup.seen_pids)
+                finally:
+                    pinned.update(pin_all([sup.pid, *descendants_of(sup.pid)]))
+                nursery.cancel_scope.cancel()
         return sup
 
-    sup = trio.run(main)
+    try:
+        sup = trio.run(main)
+        survivors = [p for p in alive_pinned(pinned) if p not in may_survive]
+    finally:
+        kill_pinned(pinned)
+    assert not survivors, f"the supervisor left processes of its tree running: {survivors}"
     return sup, out, exits
 
 
@@ -195,3 +207,4 @@ def test_launch_of_a_missing_command_raises_oserror():
 
     with pytest.raises(OSError):
         trio.run(main)
+

@@ -12,9 +12,10 @@ clean it up afterwards:
   would block it) and never grows an unbounded buffer here;
 - the exit code is reported as soon as ``wait()`` returns, and so is the exit
   code of every orphan of the tree the dashboard adopts as a subreaper;
-- stopping sends SIGINT to the whole tree (its process group, every
-  descendant and every adopted orphan, which is what Ctrl-C at a terminal
-  would reach), waits a bounded grace, then SIGKILLs whatever is left.
+- stopping sends SIGINT to every member of the tree (every descendant,
+  every adopted orphan, every member of its cgroup), each pinned by a pidfd
+  first, waits a bounded grace, then SIGKILLs whatever is left (with
+  ``cgroup.kill`` when the tree runs in a cgroup of its own).
 
 Why a subreaper: when a mid-level actor dies, its children re-parent to the
 nearest subreaper, otherwise to init, and vanish from a tree walk that starts
@@ -28,13 +29,21 @@ from __future__ import annotations
 
 import codecs
 import os
+import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
 
 from . import procfs
+from .model import Proc
 from .trees import children_map, descendants
+
+# Every launched program gets this variable, with a value of its own: a
+# process of the tree that escaped everything else (no cgroup, no
+# subreaper) can still be named on quit, unless it cleared its environment
+# or overwrote it with a process title.
+ENV_MARK = "TRACTOR_DIAG_LAUNCH"
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
@@ -120,18 +129,9 @@ def _our_children() -> list[int]:
     return kids
 
 
-def _stat_fields(pid: int) -> tuple[str, int, int] | None:
-    """-> (state letter, parent pid, process group) of ``pid``, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2:].split()
-    try:
-        return fields[0].decode(), int(fields[1]), int(fields[2])
-    except (IndexError, ValueError):
-        return None
+def status_code(returncode: int) -> int:
+    """A child's exit status as a shell reports it: N, or 128+N for signal N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 class Supervisor:
@@ -146,6 +146,26 @@ class Supervisor:
 
     ``run`` returns (or is cancelled) only after the tree is gone: its
     cleanup is shielded and bounded by ``grace`` + a short SIGKILL wait.
+
+    Who belongs to the tree, and how it is signalled:
+
+    - the launched child, pinned by a pidfd taken at spawn time, before
+      anything could wait for it: once it has been reaped, nothing sent
+      "to the child" can reach whoever gets its pid next. Its process group
+      is never signalled as a group (``killpg`` of a group with nothing of
+      ours left would hit a stranger that got the number);
+    - its descendants, and orphans of the tree re-parented to us (we are a
+      child subreaper in the dashboard): a child of ours in another session
+      than ours, started after the launch (we start nothing else in a
+      session of its own);
+    - every process the sampler saw inside the tree, by pid *and* start
+      time, so a pid reused since is not ours;
+    - with a cgroup (`tractor_diag.cgroup`), every member of it: a
+      ``setsid`` double-forked daemon escapes all of the above, not that.
+
+    Each member is pinned (`pinning.Pin`: pidfd, then start time and parent
+    re-checked) before each signal; after the grace, ``cgroup.kill`` takes
+    the whole cgroup at once.
     """
 
     def __init__(
@@ -154,17 +174,22 @@ class Supervisor:
         *,
         on_output: OnOutput | None = None,
         on_exit: OnExit | None = None,
+        on_start: Callable[[int], None] | None = None,
         grace: float = 3.0,
         max_line: int = 4096,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         arm_taskdump: bool = True,
+        cgroup: bool | None = None,
     ):
         if not argv:
             raise ValueError("nothing to launch")
+        from .cgroup import disabled_by_env
+
         self.argv = list(argv)
         self.on_output = on_output
         self.on_exit = on_exit
+        self.on_start = on_start
         self.grace = grace
         self.max_line = max_line
         if arm_taskdump:
@@ -173,31 +198,46 @@ class Supervisor:
             from .taskdump import startup_env
 
             env = startup_env(env)
-        self.env = env
+        self.mark = f"{os.getpid()}.{secrets.token_hex(8)}"
+        self.env = dict(os.environ if env is None else env, **{ENV_MARK: self.mark})
         self.cwd = cwd
+        # None: a cgroup where the machine allows it, unless the environment
+        # says otherwise (TRACTOR_DIAG_NO_CGROUP)
+        self.want_cgroup = (not disabled_by_env()) if cgroup is None else cgroup
+        self.cgroup = None  # LaunchCgroup while the tree runs in one
+        self.cgroup_path: str | None = None
+        self.cgroup_unavailable: str | None = None  # why not, when one was wanted
+        self.cgroup_left: str | None = None  # a cgroup that could not be removed
         self.pid: int | None = None
-        self.pgid: int | None = None
         self.returncode: int | None = None
         self.started_at: float | None = None
         # Exit codes of the launched child and of adopted orphans we reaped.
         self.exit_codes: dict[int, int] = {}
-        # Everything ever seen inside the launched tree, (pid, create time):
-        # lets us recognise an adopted orphan after its parent is gone even
-        # if it left the process group.
-        self._members: dict[int, float] = {}
+        # Everything seen inside the launched tree: pid -> start time in
+        # clock ticks. A pid seen with another start time was reused.
+        self._members: dict[int, int] = {}
+        self._pin = None  # the launched child's Pin, from spawn time
+        self._start_ticks: int | None = None
+        self._children_before: set[int] = set()
+        self._sid: int = os.getsid(0)
         self._stopping = False
         self.killed: set[int] = set()  # pids that needed SIGKILL on stop
+        # (pid, title) of members still alive after the last SIGKILL
+        self.survivors: list[tuple[int, str]] = []
         self._drain_scopes: list = []
         self._open_drains = 0
 
+    @property
+    def containment(self) -> str:
+        """How the tree is held: ``cgroup`` or ``process tree``."""
+        return "cgroup" if self.cgroup_path else "process tree"
+
     # -- running ------------------------------------------------------------
 
-    async def run(self, *, task_status=None) -> int | None:
+    async def _spawn(self, preexec):
         import trio
 
-        if task_status is None:
-            task_status = trio.TASK_STATUS_IGNORED
-        proc = await trio.lowlevel.open_process(
+        return await trio.lowlevel.open_process(
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -205,11 +245,55 @@ class Supervisor:
             start_new_session=True,
             env=self.env,
             cwd=self.cwd,
+            preexec_fn=preexec,
         )
+
+    async def run(self, *, task_status=None) -> int | None:
+        import trio
+
+        from .cgroup import LaunchCgroup, Unavailable
+        from .pinning import Pin, PinError
+
+        if task_status is None:
+            task_status = trio.TASK_STATUS_IGNORED
+        self._children_before = set(_our_children())
+        self._sid = os.getsid(0)
+        if self.want_cgroup:
+            try:
+                self.cgroup = LaunchCgroup.create()
+            except Unavailable as exc:
+                self.cgroup_unavailable = str(exc)
+        try:
+            try:
+                proc = await self._spawn(self.cgroup.join_in_child if self.cgroup else None)
+            except subprocess.SubprocessError:
+                if self.cgroup is None:
+                    raise
+                # the child could not move itself into the cgroup
+                self.cgroup_unavailable = f"cannot move a process into {self.cgroup.path}"
+                self.cgroup.remove()
+                self.cgroup = None
+                proc = await self._spawn(None)
+        except BaseException:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+                self.cgroup = None
+            raise
+        if self.cgroup is not None:
+            self.cgroup.done_joining()
+            self.cgroup_path = self.cgroup.path
         self.pid = proc.pid
-        self.pgid = proc.pid  # a new session leads its own process group
+        try:
+            # before anything can wait for it: the pid is still its own
+            self._pin = Pin.of_child(proc.pid)
+            self._start_ticks = self._pin.start_ticks
+        except (PinError, OSError):
+            self._pin = None
+        if self._start_ticks is not None:
+            self._members[proc.pid] = self._start_ticks
         self.started_at = time.time()
-        self._members[proc.pid] = 0.0
+        if self.on_start is not None:
+            self.on_start(proc.pid)
         # The drains outlive a cancellation of run(): while the tree is
         # being stopped it keeps writing (last words, tracebacks), and a
         # closed pipe would kill it with EPIPE instead of our signals.
@@ -240,10 +324,25 @@ class Supervisor:
         finally:
             with trio.CancelScope(shield=True):
                 if self.returncode is None and proc.returncode is None:
-                    proc.kill()
+                    if self._pin is not None:
+                        self._send_child(signal.SIGKILL)
                     with trio.move_on_after(1.0):
                         self._exited(proc.pid, await proc.wait())
+                await trio.to_thread.run_sync(self._remove_cgroup)
+                if self._pin is not None:
+                    self._pin.close()
         return self.returncode
+
+    def _remove_cgroup(self) -> None:
+        cg = self.cgroup
+        if cg is None:
+            return
+        if cg.populated():
+            cg.kill()
+        if cg.remove(wait=1.0):
+            self.cgroup = None
+        else:
+            self.cgroup_left = cg.path
 
     def _exited(self, pid: int, code: int) -> None:
         if pid in self.exit_codes:
@@ -288,11 +387,17 @@ class Supervisor:
 
     # -- the tree -------------------------------------------------------------
 
+    def is_launched_child(self, pid: int, create_time: float) -> bool:
+        """Is (pid, start time) the launched child (not a successor of its
+        pid)?"""
+        return (pid == self.pid and self._start_ticks is not None
+                and procfs.ticks_of(create_time) == self._start_ticks)
+
     def note_members(self, pids: Iterable[tuple[int, float]]) -> None:
-        """Remember processes seen inside the launched tree (from the
-        sampler's snapshots), so they are still ours once orphaned."""
+        """Remember processes seen inside the launched tree (pid, start
+        time), so they are still ours once orphaned."""
         for pid, ctime in pids:
-            self._members.setdefault(pid, ctime)
+            self._members.setdefault(pid, procfs.ticks_of(ctime))
 
     @property
     def seen_pids(self) -> set[int]:
@@ -300,88 +405,90 @@ class Supervisor:
         clean-up of what they left behind, e.g. socket files)."""
         return set(self._members)
 
-    def _is_member(self, pid: int, pgid: int | None, ctime: float | None) -> bool:
-        if pgid is not None and pgid == self.pgid:
-            return True
-        known = self._members.get(pid)
-        if known is None:
+    def _adopted(self, pid: int, ticks: int) -> bool:
+        """A child of ours (checked by the caller) that came from the tree:
+        started after the launch, in another session than ours, and not a
+        child we had before launching."""
+        if pid == self.pid or pid in self._children_before:
             return False
-        # A pid seen before with another start time was reused: not ours.
-        return known == 0.0 or ctime is None or abs(known - ctime) < 0.05
+        if self._start_ticks is None or ticks < self._start_ticks:
+            return False
+        try:
+            return os.getsid(pid) != self._sid
+        except OSError:
+            return False
 
-    def reap_adopted(self) -> list[tuple[int, int]]:
-        """Wait for orphans of the tree that were re-parented to us and have
-        exited; -> [(pid, exit code)]. Never touches the launched child
-        (trio waits on it) nor any other child of ours."""
-        reaped: list[tuple[int, int]] = []
+    def _ours(self, pid: int, ppid: int, ticks: int) -> bool:
+        if self._members.get(pid) == ticks:
+            return True
+        return ppid == os.getpid() and self._adopted(pid, ticks)
+
+    def _scan(self) -> tuple[dict[int, Proc], set[int]]:
+        """Members alive or not, from one /proc pass: ({pid: Proc}, pids that
+        are members only through the cgroup)."""
+        if self.pid is None:
+            return {}, set()
         me = os.getpid()
-        # Our children as the kernel lists them per thread, plus every
-        # member we know of: an adopted orphan hangs off one of our threads,
-        # and may move to another as threads come and go mid-read.
-        for pid in set(_our_children()) | set(self._members):
-            if pid == self.pid:
-                continue
-            fields = _stat_fields(pid)
-            if fields is None or fields[0] not in ("Z", "X") or fields[1] != me:
-                continue
-            if not self._is_member(pid, fields[2], None):
-                continue
-            try:
-                got, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if got == pid:
-                code = os.waitstatus_to_exitcode(status)
-                reaped.append((pid, code))
-                self._exited(pid, code)
-        return reaped
+        procs = procfs.scan(detail_actors=False)
+        tops = []
+        for pid, proc in procs.items():
+            if pid != me and self._ours(pid, proc.ppid, procfs.ticks_of(proc.create_time)):
+                tops.append(pid)
+        kids = children_map(procs)
+        found = set(descendants(kids, tops))
+        cg_only: set[int] = set()
+        if self.cgroup is not None:
+            cg_tops = [p for p in self.cgroup.pids() if p in procs and p not in found]
+            cg_only = set(descendants(kids, cg_tops)) - found
+            found |= cg_only
+        found.discard(me)
+        return {pid: procs[pid] for pid in found if pid in procs}, cg_only
 
     def tree(self) -> dict[int, str]:
-        """Live members of the launched tree now: {pid: state letter}.
-
-        The launched child and its descendants, every process in its process
-        group, and adopted orphans we had seen in the tree, with their
-        descendants too.
-        """
-        if self.pid is None:
-            return {}
-        procs = procfs.scan(detail_actors=False)
-        kids = children_map(procs)
-        tops = [self.pid]
-        for pid, proc in procs.items():
-            if pid == self.pid or pid == os.getpid():
-                continue
-            pgid = None
-            if proc.ppid == os.getpid() or pid in self._members:
-                fields = _stat_fields(pid)
-                pgid = fields[2] if fields else None
-            if self._is_member(pid, pgid, proc.create_time):
-                tops.append(pid)
-        out: dict[int, str] = {}
-        for pid in descendants(kids, tops):
-            proc = procs.get(pid)
-            if proc is not None and pid != os.getpid():
-                out[pid] = proc.state
-        return out
+        """Members of the launched tree now: {pid: state letter}."""
+        return {pid: p.state for pid, p in self._scan()[0].items()}
 
     def _alive(self) -> dict[int, str]:
         return {p: s for p, s in self.tree().items() if s not in ("Z", "X")}
 
+    def _send_child(self, signum: int) -> bool:
+        from .pinning import PinError
+
+        try:
+            return self._pin is not None and self._pin.send(signum)
+        except (PinError, ValueError):
+            return False
+
+    def _send(self, proc: Proc, signum: int, in_cgroup: bool) -> bool:
+        """Pin ``proc`` as it was scanned, then signal it; -> sent."""
+        from .errors import Unsupported
+        from .pinning import Pin, PinError
+
+        if proc.pid == self.pid and self.is_launched_child(proc.pid, proc.create_time):
+            return self._send_child(signum)
+        try:
+            pin = Pin.open(proc.pid, start_time=proc.create_time, ppid=proc.ppid)
+        except (PinError, Unsupported):
+            return False
+        with pin:
+            if in_cgroup and not (self.cgroup is not None and self.cgroup.holds(proc.pid)):
+                return False
+            try:
+                return pin.send(signum)
+            except PinError:
+                return False
+
     def signal_tree(self, signum: int) -> list[int]:
-        """Send ``signum`` to the process group and every live member;
-        -> the members that were alive when signalled."""
-        alive = list(self._alive())
-        if self.pgid is not None:
-            try:
-                os.killpg(self.pgid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for pid in alive:
-            try:
-                os.kill(pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return alive
+        """Send ``signum`` to every live member, each pinned first;
+        -> the pids it was sent to."""
+        members, cg_only = self._scan()
+        sent = []
+        for pid, proc in sorted(members.items()):
+            if proc.state in ("Z", "X"):
+                continue
+            if self._send(proc, signum, pid in cg_only):
+                sent.append(pid)
+        return sent
 
     async def stop(self, grace: float | None = None) -> list[int]:
         """SIGINT the whole tree, wait up to ``grace`` seconds, SIGKILL the
@@ -395,37 +502,97 @@ class Supervisor:
         run = trio.to_thread.run_sync
         # Everyone in the tree now stays ours even once re-parented to init
         # by a parent dying first (when we are no subreaper).
-        procs = await run(procfs.scan, None)
-        members = await run(self.tree)
-        self.note_members((pid, procs[pid].create_time) for pid in members if pid in procs)
+        members = (await run(self._scan))[0]
+        self.note_members((pid, p.create_time) for pid, p in members.items())
         await run(self.signal_tree, signal.SIGINT)
         alive = await self._wait_gone(grace)
         killed: list[int] = []
-        if alive:
-            killed = await run(self.signal_tree, signal.SIGKILL)
+        if alive or (self.cgroup is not None and await run(self.cgroup.populated)):
+            if self.cgroup is not None:
+                await run(self.cgroup.kill)
+            sent = await run(self.signal_tree, signal.SIGKILL)
+            killed = sorted(set(alive) | set(sent))
             self.killed.update(killed)
-            await self._wait_gone(2.0)
-        elif self.pgid is not None:
-            # Group members we could not enumerate (re-parented to init when
-            # we are no subreaper) get no second chance either.
-            try:
-                os.killpg(self.pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            alive = await self._wait_gone(2.0)
         # SIGKILLed orphans turn into zombies a moment later: collect them.
         with trio.move_on_after(1.0):
             while await run(self._adopted_left):
                 await run(self.reap_adopted)
                 await trio.sleep(0.02)
+        self.survivors = await run(self._describe, alive)
         return killed
+
+    def _describe(self, alive: dict[int, str]) -> list[tuple[int, str]]:
+        out = []
+        pids = set(alive) | self._marked()
+        if self.cgroup is not None:
+            pids |= set(self.cgroup.pids())
+        for pid in sorted(pids):
+            proc = procfs.read_proc(pid, detail=False)
+            if proc is not None and proc.state not in ("Z", "X"):
+                out.append((pid, proc.title))
+        return out
+
+    def _marked(self) -> set[int]:
+        """Processes carrying this launch's `ENV_MARK` (named, never
+        signalled: the mark proves nothing a stranger could not copy)."""
+        me = os.getpid()
+        needle = f"{ENV_MARK}={self.mark}".encode()
+        uid = os.geteuid()
+        out: set[int] = set()
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return out
+        for name in names:
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                if uid and os.stat(f"/proc/{name}").st_uid != uid:
+                    continue
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    env = f.read()
+            except OSError:
+                continue
+            if needle in env.split(b"\0"):
+                out.add(int(name))
+        return out
+
+    def reap_adopted(self) -> list[tuple[int, int]]:
+        """Wait for orphans of the tree that were re-parented to us and have
+        exited; -> [(pid, exit code)]. Never touches the launched child
+        (trio waits on it) nor any other child of ours."""
+        reaped: list[tuple[int, int]] = []
+        me = os.getpid()
+        # Our children as the kernel lists them per thread, plus every
+        # member we know of: an adopted orphan hangs off one of our threads,
+        # and may move to another as threads come and go mid-read.
+        for pid in set(_our_children()) | set(self._members):
+            if pid == self.pid:
+                continue
+            st = procfs.read_stat(pid)
+            if st is None or st.state not in ("Z", "X") or st.ppid != me:
+                continue
+            if not self._ours(pid, st.ppid, st.start_ticks):
+                continue
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if got == pid:
+                code = os.waitstatus_to_exitcode(status)
+                reaped.append((pid, code))
+                self._exited(pid, code)
+        return reaped
 
     def _adopted_left(self) -> list[int]:
         me = os.getpid()
         out = []
         for pid in set(_our_children()) | set(self._members):
-            fields = _stat_fields(pid)
-            if fields is not None and fields[1] == me and pid != self.pid \
-                    and self._is_member(pid, fields[2], None):
+            if pid == self.pid:
+                continue
+            st = procfs.read_stat(pid)
+            if st is not None and st.ppid == me and self._ours(pid, st.ppid, st.start_ticks):
                 out.append(pid)
         return out
 
@@ -443,5 +610,10 @@ class Supervisor:
     def kill_now(self) -> None:
         """Synchronous last resort (e.g. the app died before trio could
         clean up): SIGKILL whatever is left of the tree."""
-        if self.pid is not None:
-            self.signal_tree(signal.SIGKILL)
+        if self.pid is None:
+            return
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        self.signal_tree(signal.SIGKILL)
+        self._send_child(signal.SIGKILL)
+        self._remove_cgroup()

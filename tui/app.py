@@ -115,6 +115,7 @@ class DashApp(App):
         grace: float = 3.0,
         dump_root: str | None = None,
         strays: bool = True,
+        cgroup: bool | None = None,
     ) -> None:
         super().__init__()
         from tractor_diag.sampler import Sampler
@@ -123,6 +124,7 @@ class DashApp(App):
         self.launch_argv = list(launch) if launch else None
         self.live = live
         self.use_subreaper = subreaper
+        self.use_cgroup = cgroup
         self.grace = grace
         self.dump_root = dump_root
         self.show_strays = strays
@@ -284,32 +286,40 @@ class DashApp(App):
         if self.use_subreaper and set_child_subreaper(True):
             self._subreaper_was_set = True
             self.sampler.subreapers.add(os.getpid())
+        def started(pid: int) -> None:
+            # Posted before the child can be waited for: its Exited message
+            # always comes after this one.
+            self.sampler.targets = Targets([pid])
+            self.post_message(self.Launched(pid))
+
         self.supervisor = Supervisor(
             self.launch_argv,
             on_output=lambda stream, lines: self.post_message(self.Output(stream, lines)),
             on_exit=self._on_exit,
+            on_start=started,
             grace=self.grace,
+            cgroup=self.use_cgroup,
         )
         try:
-            pid = await nursery.start(self.supervisor.run)
+            await nursery.start(self.supervisor.run)
         except OSError as exc:
             from tractor_diag.safetext import escape
 
             self.launch_error = escape(f"cannot launch {self.launch_argv[0]}: {exc.strerror or exc}")
             self.post_message(self.Launched(None, self.launch_error))
-            return
-        self.sampler.targets = Targets([pid])
-        self.post_message(self.Launched(pid))
 
     def _on_exit(self, pid: int, code: int) -> None:
         self.sampler.known_exit_codes[pid] = code
         self.post_message(self.Exited(pid, code))
 
     def _on_sample(self, snap: Snapshot, events: list[Event]) -> None:
-        if self.supervisor is not None and self.child_pid is not None:
-            self.supervisor.note_members(
-                (pid, e.proc.create_time) for pid, e in snap.entries.items()
-                if e.root == self.child_pid)
+        sup = self.supervisor
+        root = snap.entries.get(sup.pid) if sup is not None and sup.pid is not None else None
+        # Only under the launched child itself: once it is reaped, its pid
+        # may root a stranger's tree.
+        if root is not None and sup.is_launched_child(root.proc.pid, root.proc.create_time):
+            sup.note_members((pid, e.proc.create_time) for pid, e in snap.entries.items()
+                             if e.root == sup.pid)
         self.post_message(self.Sampled(snap, events))
 
     # -- feeding the panes ---------------------------------------------------
@@ -400,6 +410,8 @@ class DashApp(App):
 
     def on_dash_app_exited(self, message: Exited) -> None:
         status = exit_status(message.code)
+        if self.supervisor is not None and message.pid == self.supervisor.pid:
+            self.child_pid = message.pid
         if message.pid == self.child_pid:
             self.child_code = message.code
         if self._panes_gone():
@@ -499,6 +511,7 @@ class DashApp(App):
             else:
                 parts.append((f"child {self.child_pid} exited {exit_status(self.child_code)}",
                               "bold red" if self.child_code else "bold green"))
+            parts.append(("held by " + self.containment, "dim"))
         text = Text(" ")
         for i, part in enumerate(parts):
             if i:
@@ -510,6 +523,16 @@ class DashApp(App):
         if text != self._status_text:
             self._status_text = text
             self.query_one("#status", Static).update(text, layout=False)
+
+    @property
+    def containment(self) -> str:
+        """How the launched tree is held, in words for the status bar."""
+        sup = self.supervisor
+        if sup is None:
+            return "nothing"
+        if sup.containment == "cgroup":
+            return "cgroup"
+        return "process tree + subreaper" if self._subreaper_was_set else "process tree"
 
     # -- actions (keys, palette) ---------------------------------------------
 

@@ -14,7 +14,11 @@ exits (with codes), zombies, orphans and runaways.
 
 In launch mode the program's stdin is /dev/null, its stdout/stderr go to
 the Log tab line by line, its exit code is shown, and quitting stops its
-whole tree: SIGINT, a grace period (--grace), then SIGKILL.
+whole tree: SIGINT, a grace period (--grace), then SIGKILL. Where the
+machine allows it (cgroup v2, writable by us) the program runs in a cgroup
+of its own, so even a daemon that left its session is stopped; elsewhere
+orphans are adopted (child subreaper) and anything left is named on exit.
+The exit status is the program's (128+N when a signal N ended it).
 
 Keys: s stacks (py-spy) · t trio task tree (SIGUSR1, only with a handler)
 d dump-all of the selected tree · r reap the selected subtree (asks first)
@@ -41,6 +45,11 @@ def add_options(parser) -> None:
         "--no-subreaper", action="store_true",
         help="launch mode: do not adopt orphans of the launched tree "
              "(they then re-parent to init and are shown as strays/orphans only if actors)",
+    )
+    parser.add_argument(
+        "--no-cgroup", action="store_true",
+        help="launch mode: do not run the program in a cgroup of its own, even where "
+             "possible (also: TRACTOR_DIAG_NO_CGROUP=1)",
     )
 
 
@@ -73,7 +82,7 @@ def split_argv(args) -> tuple[list[str], list[str] | None]:
         add_options(p)
         p.add_argument("targets", nargs="*")
         ns = p.parse_args(argv)
-        for name in ("interval", "grace", "no_subreaper", "no_strays"):
+        for name in ("interval", "grace", "no_subreaper", "no_strays", "no_cgroup"):
             if getattr(ns, name) != p.get_default(name):
                 setattr(args, name, getattr(ns, name))
         argv = ns.targets
@@ -119,7 +128,8 @@ def run(args, out) -> int:
     from ..tui.app import DashApp
 
     app = DashApp(targets, launch=command, interval=args.interval, grace=args.grace,
-                  subreaper=not args.no_subreaper, strays=not args.no_strays)
+                  subreaper=not args.no_subreaper, strays=not args.no_strays,
+                  cgroup=False if args.no_cgroup else None)
     try:
         app.run()
     finally:
@@ -131,14 +141,28 @@ def run(args, out) -> int:
             out.write(f"tractor-diag dash: {app.launch_error}\n")
             return 1
         if sup is not None and sup.pid is not None:
-            from ..model import exit_status
-
-            code = sup.returncode
-            status = "?" if code is None else exit_status(code)
-            if app.child_running_at_quit:
-                how = "SIGINT, then SIGKILL" if sup.killed else "SIGINT"
-                out.write(f"tractor-diag dash: launched pid {sup.pid} was running at quit: "
-                          f"stopped its tree ({how}); exit status {status}\n")
-            else:
-                out.write(f"tractor-diag dash: launched pid {sup.pid} exited {status}\n")
+            return _report(app, sup, out)
     return 0
+
+
+def _report(app, sup, out) -> int:
+    """The quit message; -> the launched program's exit status."""
+    from ..launch import status_code
+    from ..model import exit_status
+
+    code = sup.returncode
+    status = "?" if code is None else exit_status(code)
+    if app.child_running_at_quit:
+        how = "SIGINT, then SIGKILL" if sup.killed else "SIGINT"
+        out.write(f"tractor-diag dash: launched pid {sup.pid} was running at quit: "
+                  f"stopped its tree ({how}, held by {app.containment}); exit status {status}\n")
+    else:
+        out.write(f"tractor-diag dash: launched pid {sup.pid} exited {status}; "
+                  f"its tree was held by {app.containment}\n")
+    for pid, title in sup.survivors:
+        out.write(f"tractor-diag dash: still running after quit: pid {pid} {title}\n")
+    if sup.cgroup_left:
+        out.write(f"tractor-diag dash: could not remove {sup.cgroup_left}\n")
+    if code is None:
+        return 1
+    return status_code(code)

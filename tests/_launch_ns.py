@@ -1,0 +1,163 @@
+"""Launch-mode scenarios run whole inside a private PID namespace.
+
+``python tests/_launch_ns.py SCENARIO ARGS...`` runs one scenario and prints
+its findings as one JSON line. They run under `_reap_helpers.NsInit`: pids
+are predictable there (``ns_last_pid``), and an orphan re-parents to the
+namespace's init, never to the host's.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+THIS = os.path.abspath(__file__)
+sys.path.insert(0, HERE)
+
+# A process of ours that is not part of any launched tree: it reports every
+# catchable signal it gets.
+NEWCOMER = (
+    "import os, signal, sys, time\n"
+    "def got(n, f):\n"
+    "    print('GOT', n, flush=True)\n"
+    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):\n"
+    "    signal.signal(s, got)\n"
+    "print('READY', os.getpid(), os.getpgid(0), flush=True)\n"
+    "while True:\n"
+    "    time.sleep(1)\n"
+)
+
+# Starts a daemon the classic way (fork, setsid, fork again, the middle
+# process exits): the daemon is in no process group, session or ancestry of
+# the launched program any more. It ignores SIGINT.
+DAEMONIZER = (
+    "import os, signal, sys, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "        sys.stdout.write(f'DAEMON {os.getpid()}\\n'); sys.stdout.flush()\n"
+    "        time.sleep(600)\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+    "print('READY', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def _take_pid(pid: int) -> None:
+    """Make the next fork of this namespace get ``pid``."""
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+
+
+def _read_all(proc: subprocess.Popen, wait: float = 0.3) -> str:
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode(errors="replace")
+
+
+def scenario_reused_pid(cgroup: str) -> dict:
+    """The dashboard launches a program that exits at once; once it has been
+    reaped, a process of ours gets its pid, as the leader of a process group
+    of the same number; the dashboard samples it (it watches that pid) and
+    quits. The newcomer must get no signal."""
+    from _dash_helpers import until
+    from tractor_diag.tui.app import DashApp
+
+    out: dict = {}
+
+    async def body() -> None:
+        app = DashApp(launch=[sys.executable, "-c", "print('BYE')"], interval=0.2, grace=0.5,
+                      **({"cgroup": False} if cgroup == "off" else {}))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(lambda: app.supervisor is not None
+                        and app.supervisor.returncode is not None, 20, pilot=pilot,
+                        what="the launched program to exit and be reaped")
+            old = app.supervisor.pid
+            _take_pid(old)
+            new = subprocess.Popen([sys.executable, "-c", NEWCOMER], stdout=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, process_group=0)
+            line = new.stdout.readline().decode().split()
+            out.update(old=old, new=new.pid, new_pgid=int(line[2]))
+            n = app.samples_shown
+            await until(lambda: app.samples_shown >= n + 3, 10, pilot=pilot, what="samples")
+            out["containment"] = getattr(app, "containment", None)
+            await pilot.press("q")
+            await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
+        time.sleep(0.3)
+        out["new_output"] = _read_all(new)
+        out["new_alive"] = new.poll() is None
+        new.kill()
+        new.wait()
+
+    asyncio.run(asyncio.wait_for(body(), 60))
+    return out
+
+
+def scenario_daemon(cgroup: str, subreaper: str) -> dict:
+    """Launch `DAEMONIZER`, stop the tree, report what became of the daemon."""
+    import trio
+
+    from tractor_diag.launch import Supervisor, set_child_subreaper
+
+    if subreaper == "on":
+        assert set_child_subreaper(True)
+    lines: list[str] = []
+    out: dict = {}
+
+    async def main() -> Supervisor:
+        sup = Supervisor([sys.executable, "-c", DAEMONIZER], grace=0.5, cgroup=cgroup == "on",
+                         on_output=lambda name, ls: lines.extend(ls))
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sup.run)
+                with trio.move_on_after(15):
+                    while "READY" not in lines or not any(ln.startswith("DAEMON ") for ln in lines):
+                        await trio.sleep(0.02)
+                assert "READY" in lines and any(ln.startswith("DAEMON ") for ln in lines), \
+                    (lines, sup.exit_codes, sup.tree())
+                out["containment"] = sup.containment
+                out["cgroup"] = sup.cgroup_path
+                nursery.cancel_scope.cancel()
+        return sup
+
+    sup = trio.run(main)
+    daemon = int(next(ln for ln in lines if ln.startswith("DAEMON ")).split()[1])
+    time.sleep(0.2)
+    try:
+        with open(f"/proc/{daemon}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        state = None
+    out.update(daemon=daemon, daemon_alive=state not in (None, "Z", "X"),
+               survivors=[[pid, title] for pid, title in sup.survivors],
+               killed=sorted(sup.killed),
+               cgroup_exists=bool(out["cgroup"]) and os.path.exists(out["cgroup"]))
+    if out["daemon_alive"]:
+        os.kill(daemon, signal.SIGKILL)  # ours: this namespace holds nothing else
+    return out
+
+
+SCENARIOS = {
+    "reused-pid": scenario_reused_pid,
+    "daemon": scenario_daemon,
+}
+
+
+if __name__ == "__main__":
+    print(json.dumps(SCENARIOS[sys.argv[1]](*sys.argv[2:])), flush=True)
