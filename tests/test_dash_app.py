@@ -12,7 +12,9 @@ import pytest
 from tractor_diag.tui.app import DashApp
 from tractor_diag.tui.dialogs import ConfirmScreen, IntervalScreen, SignalScreen
 
-from _dash_helpers import DEMO_ACTORS, DEMO_TREE, alive, kill_all, run, until
+from _dash_helpers import (
+    DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, kill_pinned, pin_all, run, until,
+)
 
 SIZE = (160, 48)
 FAST = 0.3  # sampling interval for tests
@@ -330,40 +332,46 @@ def test_keys_filter_actors_only_log_and_palette(current_tree, sleep_tree):
 # -- launch mode -----------------------------------------------------------------------
 
 def test_launch_mode_real_actor_tree_log_and_quit(xdg_runtime_dir):
-    seen: set[int] = set()
+    # What this test started, by pid and start time: the launched tree. Only
+    # these may be killed in clean-up, and only after the assertion that the
+    # dashboard stopped them itself.
+    pinned: dict[int, int] = {}
+    left: list[int] = []
 
     async def body():
         app = DashApp(launch=DEMO_TREE, interval=FAST, grace=1.5)
-        try:
-            async with app.run_test(size=SIZE) as pilot:
-                def names():
-                    snap = app.snapshot
-                    if snap is None:
-                        return set()
-                    return {e.proc.actor.name for e in snap.entries.values()
-                            if e.proc.actor is not None and e.proc.pid in app.proc_tree.keys}
-                await until(lambda: DEMO_ACTORS <= names(), 30, pilot=pilot, what="demo actors")
-                await until(lambda: "READY" in app.log_pane.text, 10, pilot=pilot)
-                assert "calling time.sleep(3600)" in app.log_pane.text  # stderr relayed
-                def zombies():
-                    return [e.proc.pid for e in app.snapshot.entries.values()
-                            if e.bucket == "zombie" and e.proc.actor is not None]
-                zombie = await until(zombies, 10, pilot=pilot, what="the crasher's zombie")
-                await pilot.pause(0.1)
-                assert "exited:3" in label_of(app, zombie[0])
-                await until(lambda: "zombied" in app.events_pane.text, 10, pilot=pilot)
-                assert f"child {app.child_pid} running" in str(app.query_one("#status").render())
-                seen.update(app.snapshot.entries)
-                seen.update(app.supervisor.seen_pids)
-                assert len(seen) >= 9
-                await pilot.press("q")
-                await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
-        finally:
-            kill_all(seen)
-        assert not [p for p in seen if alive(p)], "launched tree survived quit"
+        async with app.run_test(size=SIZE) as pilot:
+            def names():
+                snap = app.snapshot
+                if snap is None:
+                    return set()
+                return {e.proc.actor.name for e in snap.entries.values()
+                        if e.proc.actor is not None and e.proc.pid in app.proc_tree.keys}
+            await until(lambda: DEMO_ACTORS <= names(), 30, pilot=pilot, what="demo actors")
+            await until(lambda: "READY" in app.log_pane.text, 10, pilot=pilot)
+            assert "calling time.sleep(3600)" in app.log_pane.text  # stderr relayed
+            def zombies():
+                return [e.proc.pid for e in app.snapshot.entries.values()
+                        if e.bucket == "zombie" and e.proc.actor is not None]
+            zombie = await until(zombies, 10, pilot=pilot, what="the crasher's zombie")
+            await pilot.pause(0.1)
+            assert "exited:3" in label_of(app, zombie[0])
+            await until(lambda: "zombied" in app.events_pane.text, 10, pilot=pilot)
+            status = str(app.query_one("#status").render())
+            assert f"child {app.child_pid} running" in status
+            assert f"held by {app.containment}" in status
+            pinned.update(pin_all([app.child_pid, *descendants_of(app.child_pid)]))
+            assert len(pinned) >= 8  # the root and 7 live actors (the crasher is a zombie)
+            await pilot.press("q")
+            await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
+        left.extend(alive_pinned(pinned))
         assert app.supervisor.returncode is not None
 
-    run(body())
+    try:
+        run(body())
+    finally:
+        kill_pinned(pinned)
+    assert not left, f"launched tree survived quit: {left}"
 
 
 def test_launch_mode_one_mib_without_newline(tmp_path):
@@ -383,6 +391,22 @@ def test_launch_mode_one_mib_without_newline(tmp_path):
             assert app.child_code == 7
             assert "exited 7" in str(app.query_one("#status").render())
             assert "exited: 7" in app.log_pane.text
+
+    run(body())
+
+
+def test_a_program_that_exits_at_once_is_shown_exited():
+    """Its exit may be reaped before the dashboard has handled its launch:
+    the exit code must still land (it used to show 'running' forever)."""
+    async def body():
+        for _ in range(6):
+            app = DashApp(launch=["sh", "-c", "exit 3"], interval=FAST)
+            async with app.run_test(size=SIZE) as pilot:
+                await until(lambda: app.supervisor is not None
+                            and app.supervisor.returncode is not None, 10, pilot=pilot)
+                await pilot.pause(0.3)
+                assert app.child_code == 3
+                assert "exited 3" in str(app.query_one("#status").render())
 
     run(body())
 

@@ -148,6 +148,7 @@ class DashApp(App):
         self._status_text: Text | None = None
         self._shown_pids: set[int] = set()
         self.child_running_at_quit = False
+        self._host_loop = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◈")
@@ -200,6 +201,22 @@ class DashApp(App):
         await self._stop_trio()
         self._restore_signal_handlers()
 
+    def get_driver_class(self):
+        from .driver import guarded
+
+        return guarded(super().get_driver_class())
+
+    def terminal_gone(self) -> None:
+        """The terminal is gone (writes to it fail): quit, which stops the
+        launched tree. Called from the driver's writer thread."""
+        loop = self._host_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._quit_soon)
+
+    def _quit_soon(self) -> None:
+        if not self._quitting:
+            self.run_worker(self.action_quit(), exclusive=True)
+
     def _install_signal_handlers(self) -> None:
         # The launched tree lives in a session of its own: a hangup or a
         # SIGTERM of the dashboard would not reach it. Quit properly instead
@@ -209,12 +226,12 @@ class DashApp(App):
         import threading
 
         self._old_handlers = {}
+        self._host_loop = loop = asyncio.get_running_loop()
         if threading.current_thread() is not threading.main_thread():
             return
-        loop = asyncio.get_running_loop()
 
         def handler(signum, frame) -> None:
-            loop.call_soon_threadsafe(lambda: self.run_worker(self.action_quit(), exclusive=True))
+            loop.call_soon_threadsafe(self._quit_soon)
 
         for signum in (signal.SIGTERM, signal.SIGHUP):
             try:
