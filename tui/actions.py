@@ -155,29 +155,34 @@ def render_task_tree(tree) -> Text:
 
 # -- signals -------------------------------------------------------------------
 
-def _same_process(pid: int, create_time: float) -> bool:
-    proc = procfs.read_proc(pid, detail=False)
-    return proc is not None and abs(proc.create_time - create_time) < 0.05
-
-
 async def send_signal(app: "DashApp", pid: int, create_time: float, signum: int) -> None:
     name = signal.Signals(signum).name
     title = f"signal ({stamp()})"
 
     def send() -> str | None:
-        # The pid may have been reused since the user looked at it.
-        if not _same_process(pid, create_time):
-            return "process gone (or its pid was reused): not signalled"
-        if signum == signal.SIGUSR1:
-            proc = procfs.read_proc(pid)
-            if proc is None or not proc.handles_signal(signal.SIGUSR1):
-                return "no SIGUSR1 handler: not signalled (it would die)"
+        from tractor_diag.errors import Unsupported
+        from tractor_diag.pinning import Gone, Pin, PinError, Replaced
+
+        # The process the user looked at, pinned: a pid reused since is
+        # another process and gets nothing.
         try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            return "process gone"
-        except PermissionError:
-            return "permission denied"
+            pin = Pin.open(pid, start_time=create_time)
+        except Gone:
+            return "process gone: not signalled"
+        except Replaced:
+            return "its pid now belongs to another process: not signalled"
+        except (PinError, Unsupported) as exc:
+            return f"not signalled: {exc}"
+        with pin:
+            if signum == signal.SIGUSR1:
+                proc = pin.proc()
+                if proc is None or not proc.handles_signal(signal.SIGUSR1):
+                    return "no SIGUSR1 handler: not signalled (it would die)"
+            try:
+                if not pin.send(signum):
+                    return "process gone"
+            except PinError as exc:
+                return str(exc)
         return None
 
     err = await trio.to_thread.run_sync(send)
