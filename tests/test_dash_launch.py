@@ -17,7 +17,7 @@ from tractor_diag.launch import (
 )
 
 from _dash_helpers import (
-    DEMO_TREE, alive, alive_pinned, descendants_of, kill_pinned, pin_all, start_of,
+    DEMO_TREE, alive, alive_pinned, descendants_of, kill_pinned, pin_all,
 )
 
 
@@ -173,7 +173,7 @@ def test_subreaper_adopts_and_reaps_orphans_of_the_launched_tree(xdg_runtime_dir
                 await trio.sleep(0.1)
             assert stubborn is not None
             info["stubborn"] = stubborn
-            os.kill(sup_pid, signal.SIGKILL)
+            assert kill_pinned(pin_all([sup_pid])) == [sup_pid]
             while True:  # re-parented to us, not to init
                 try:
                     with open(f"/proc/{stubborn}/stat", "rb") as f:

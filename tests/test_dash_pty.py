@@ -42,10 +42,11 @@ def test_dash_launch_resize_quit_in_a_pty(xdg_runtime_dir):
             except pexpect.TIMEOUT:
                 pass
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(pinned) < 10:
+        while time.monotonic() < deadline and len(pinned) < 9:
             pinned.update(pin_all(descendants_of(child.pid)))
             time.sleep(0.1)
-        assert len(pinned) >= 10, "dash + root + 8 sub-actors expected"
+        # dash, the root and 7 live actors (the 8th is a zombie: not pinned)
+        assert len(pinned) >= 9, pinned
 
         # SIGWINCH: the app must redraw at the new size: the footer moves up
         # to row 30, and nothing is drawn past column 100 from then on.
@@ -121,8 +122,6 @@ def _read_until(proc, needle: str, timeout: float) -> str:
     (["sh", "-c", "kill -TERM $$"], 128 + 15),
 ])
 def test_dash_exits_with_the_launched_programs_status(command, code):
-    import pexpect
-
     dash = [sys.executable, "-m", "tractor_diag", "dash", "--interval", "0.3", "--", *command]
     env = dict(os.environ, TERM="xterm-256color")
     child = pexpect.spawn("bash", ["--noprofile", "--norc", "-c", f"{shlex.join(dash)}; echo RC=$?"],

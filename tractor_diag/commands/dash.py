@@ -159,8 +159,10 @@ def _report(app, sup, out) -> int:
     else:
         out.write(f"tractor-diag dash: launched pid {sup.pid} exited {status}; "
                   f"its tree was held by {app.containment}\n")
+    from ..safetext import escape
+
     for pid, title in sup.survivors:
-        out.write(f"tractor-diag dash: still running after quit: pid {pid} {title}\n")
+        out.write(f"tractor-diag dash: still running after quit: pid {pid} {escape(title)}\n")
     if sup.cgroup_left:
         out.write(f"tractor-diag dash: could not remove {sup.cgroup_left}\n")
     if code is None:
