@@ -352,7 +352,8 @@ def test_launch_mode_real_actor_tree_log_and_quit(xdg_runtime_dir):
             assert "calling time.sleep(3600)" in app.log_pane.text  # stderr relayed
             def zombies():
                 return [e.proc.pid for e in app.snapshot.entries.values()
-                        if e.bucket == "zombie" and e.proc.actor is not None]
+                        if e.bucket == "zombie" and e.proc.actor is not None
+                        and e.root == app.child_pid]  # not another run's stray
             zombie = await until(zombies, 10, pilot=pilot, what="the crasher's zombie")
             await pilot.pause(0.1)
             assert "exited:3" in label_of(app, zombie[0])
