@@ -273,6 +273,27 @@ def test_default_mode_dry_run_sees_host_orphans(current_tree):
     assert not untouched(before), "a dry run signalled"
 
 
+def test_subtree_plan_takes_the_selected_process_and_its_actors(current_tree):
+    """``make_plan(subtree=PID)`` (the dashboard's selection): the process
+    itself and the actors below it, pinned; nothing else of the tree."""
+    from tractor_diag import reap
+
+    tree = current_tree(depth=2, breadth=2, hang="sleep")
+    actors = tree.actors()
+    sub = {actors[n] for n in ("spawner_0", "leaf_0_0", "leaf_0_1")}
+    rest = starts([actors[n] for n in ("root", "spawner_1", "leaf_1_0", "leaf_1_1")])
+    plan = reap.make_plan(subtree=actors["spawner_0"])
+    assert plan.mode == "subtree" and plan.tops == [actors["spawner_0"]]
+    assert plan.targets[0].pid == actors["spawner_0"] and plan.targets[0].depth == 0
+    assert set(plan.pids()) == sub
+    assert set(plan.pins()) == sub
+    outcome = reap.execute(plan, grace=3)
+    assert {f.fate for f in outcome.fates} <= {"exited", "killed"}, outcome
+    assert not plan.pins()  # released
+    assert wait_for(lambda: not any(alive(p) for p in sub), 5)
+    assert not untouched(rest), "a process outside the subtree was signalled"
+
+
 def test_stopped_actor_gets_sigcont_after_sigint(spawn, fake_pkg):
     """A stopped actor (state T) cannot act on SIGINT: SIGCONT follows, it
     exits politely within the grace (no SIGKILL), and the report says it was

@@ -520,7 +520,8 @@ def _leftover_procs(state: _SessionState, before: set[ProcKey], procs: dict) -> 
     out: list[_Leak] = []
     seen: set[int] = set()
     tops: dict[int, bool] = {}
-    for t in make_plan(procs=procs).targets:
+    # only looking: the session-end reap pins whatever it signals itself
+    for t in make_plan(procs=procs, pin=False).targets:
         if _key(t.pid, t.create_time) in before:
             continue
         if t.top not in tops:
@@ -528,7 +529,7 @@ def _leftover_procs(state: _SessionState, before: set[ProcKey], procs: dict) -> 
         if tops[t.top]:
             seen.add(t.pid)
             out.append(_Leak("orphan", target=t))
-    for t in make_plan(os.getpid(), procs=procs).targets:
+    for t in make_plan(os.getpid(), procs=procs, pin=False).targets:
         if t.pid not in seen and _key(t.pid, t.create_time) not in before:
             out.append(_Leak("child", target=t))
     return out

@@ -92,7 +92,7 @@ class Plan(msgspec.Struct, dict=True):
     """What a reap signals. `make_plan` also keeps a `pinning.Pin` per target
     (not part of the JSON); `execute` uses them and `release` closes them."""
 
-    mode: Literal["orphans", "parent"]
+    mode: Literal["orphans", "parent", "subtree"]
     uid: int
     # --all: non-actors in the subtrees too (``all`` in JSON, like the flag)
     everything: bool = msgspec.field(name="all")
@@ -101,6 +101,7 @@ class Plan(msgspec.Struct, dict=True):
     parent: int | None = None
     tops: list[int] = []
     scanned_at: float = 0.0
+    subtree: int | None = None
 
     def pids(self) -> list[int]:
         return [t.pid for t in self.targets]
@@ -201,10 +202,14 @@ def _ancestors_now() -> set[int]:
 
 def make_plan(parent: int | None = None, *, everything: bool = False,
               uid: int | None = None, procs: dict[int, Proc] | None = None,
-              pin: bool = True) -> Plan:
+              pin: bool = True, subtree: int | None = None) -> Plan:
     """Decide exactly which processes a reap would signal (nothing is sent)
     and pin each of them (``pin=False``: only look, e.g. for a report).
-    Call `Plan.release` (or `execute`) when done with a pinned plan."""
+    Call `Plan.release` (or `execute`) when done with a pinned plan.
+
+    Scope: the orphaned actors of ``uid`` (default), the descendants of
+    ``parent``, or ``subtree``: that process itself and its descendants (a
+    dashboard's selection). The same rules apply in each."""
     if not procfs.HAVE_PROCFS:
         raise Unsupported("reap needs Linux /proc")
     uid = os.getuid() if uid is None else uid
@@ -215,14 +220,18 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
     excluded = self_and_ancestors(procs)
     me = os.getpid()
 
-    if parent is not None:
-        top = procs.get(parent)
+    if parent is not None and subtree is not None:
+        raise UsageError("a plan is below a parent or of a subtree, not both")
+    mode: Literal["orphans", "parent", "subtree"]
+    if parent is not None or subtree is not None:
+        pid = parent if parent is not None else subtree
+        top = procs.get(pid)
         if top is None:
-            raise NotFound(f"no such process: {parent}")
+            raise NotFound(f"no such process: {pid}")
         if top.state in ("Z", "X", "x"):
-            raise NotFound(f"pid {parent} is a zombie: it has no live subtree")
-        tops = [parent]
-        mode: Literal["orphans", "parent"] = "parent"
+            raise NotFound(f"pid {pid} is a zombie: it has no live subtree")
+        tops = [pid]
+        mode = "parent" if parent is not None else "subtree"
     else:
         tops = sorted(
             pid for pid, p in procs.items()
@@ -243,7 +252,7 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
             seen.add(pid)
             proc = procs[pid]
             reason = _refusal(proc, uid, everything, excluded, me)
-            if not (reason and reason.startswith("belongs to") and mode == "orphans" and depth == 0):
+            if not (reason and reason.startswith("belongs to") and mode != "parent" and depth == 0):
                 # another user's orphan is not in scope at all, nor is its subtree
                 stack.extend((c, depth + 1) for c in reversed(kids.get(pid, ())))
             if reason is not None:
@@ -251,6 +260,8 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
                 continue
             if mode == "parent":
                 why = f"descendant of {top}"
+            elif mode == "subtree":
+                why = "the selected process" if depth == 0 else f"in the subtree of {top}"
             elif depth == 0:
                 why = "orphaned actor"
             else:
@@ -263,7 +274,8 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
                 why=why, cmdline=list(proc.cmdline), state=proc.state,
             ))
     plan = Plan(mode=mode, uid=uid, everything=everything, targets=targets,
-                skipped=skipped, parent=parent, tops=tops, scanned_at=scanned_at)
+                skipped=skipped, parent=parent, tops=tops, scanned_at=scanned_at,
+                subtree=subtree)
     if pin and pidfd_supported():
         _pin_all(plan)
     return plan
@@ -555,7 +567,8 @@ def _appeared(plan: Plan) -> list[Target]:
     """New processes the same rules would now pick: children spawned (or
     orphans made) while we were reaping. They were not signalled."""
     try:
-        again = make_plan(plan.parent, everything=plan.everything, uid=plan.uid, pin=False)
+        again = make_plan(plan.parent, everything=plan.everything, uid=plan.uid, pin=False,
+                          subtree=plan.subtree)
     except NotFound:  # the --parent pid itself went away
         return []
     before = {(t.pid, round(t.create_time, 2)) for t in plan.targets}

@@ -24,6 +24,8 @@ def _scope(report: ReapReport) -> str:
     what = "processes" if plan.everything else "actors"
     if plan.mode == "parent":
         return f"{what} below pid {plan.parent}"
+    if plan.mode == "subtree":
+        return f"pid {plan.subtree} and the {what} below it"
     return f"orphaned actors of uid {plan.uid} and the {what} in their subtrees"
 
 
