@@ -74,6 +74,10 @@ INNER = textwrap.dedent("""
 
     def test_leaves_non_actor_child():
         lh.start_child(PIDS, 'plain-child', ['sleep', '600'], ready=False)
+
+    def test_leaks_hostile_orphan():
+        # its name would clear the screen and forge a line of pytest's output
+        lh.start_orphan(PIDS, 'hostile', lh.actor_argv('ev\x1b[2J\x9b2J\\nFORGED'))
 """)
 
 FINAL = re.compile(r"\d+ (passed|failed|errors?|skipped|deselected|warnings?)\b.* in [\d.]+s")
@@ -277,3 +281,17 @@ def test_bad_mode_is_a_usage_error(tmp_path):
     assert "--tractor-reap-at-end" in helped.stdout
     assert "tractor_leak_check" in helped.stdout
 
+
+
+def test_warnings_and_reap_summary_escape_what_processes_chose(leak_run):
+    run = leak_run("-o", "tractor_leak_check=warn", "--tractor-reap-at-end",
+                   tests=("test_leaks_hostile_orphan",))
+    assert run.out.returncode == 0, run.text
+    raw = sorted({hex(ord(c)) for c in run.text
+                  if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F})
+    assert not raw, (raw, run.text)
+    assert not any(ln.startswith("FORGED") for ln in run.text.splitlines()), run.text
+    shown = "ev\\x1b[2J\\x9b2J\\nFORGED"
+    assert f"orphaned actor {shown} (pid {run.pid('hostile')})" in run.warnings()[
+        "test_leaks_hostile_orphan"], run.text
+    assert any(f"pid {run.pid('hostile')} {shown}" in ln for ln in run.reap_summary()), run.text

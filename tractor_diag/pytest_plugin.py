@@ -370,15 +370,17 @@ def pytest_sessionfinish(session):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    from .safetext import escape  # titles and file names are other people's
+
     if TAKEN:
         terminalreporter.section("tractor-diag hung-dump bundles")
         for taken in TAKEN:
-            terminalreporter.write_line(f"{taken.label}: {taken.path or taken.error}")
+            terminalreporter.write_line(escape(f"{taken.label}: {taken.path or taken.error}"))
     state = config.stash.get(_STATE, None)
     if state is not None and state.reap_lines is not None:
         terminalreporter.section("tractor-diag session-end reap")
         for line in state.reap_lines or ["nothing left behind"]:
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(escape(line))
 
 
 # ---------------------------------------------------------------------------
@@ -601,8 +603,12 @@ def _leak_check(item, *, may_fail: bool) -> None:
     for lk in leaks:
         if lk.target is not None:
             state.leaked[_key(lk.target.pid, lk.target.create_time)] = lk.target
-    text = (f"tractor-diag: {item.nodeid} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} "
-            "behind: " + "; ".join(lk.describe() for lk in leaks))
+    from .safetext import escape
+
+    # actor names and socket file names: escaped, the warning is printed raw
+    text = escape(f"tractor-diag: {item.nodeid} left {len(leaks)} "
+                  f"thing{'s' if len(leaks) != 1 else ''} "
+                  "behind: " + "; ".join(lk.describe() for lk in leaks))
     if state.leak_mode == "fail" and may_fail:
         pytest.fail(text, pytrace=False)
     item.warn(TractorLeakWarning(text))
