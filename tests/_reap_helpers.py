@@ -46,6 +46,8 @@ import sys
 import threading
 import time
 
+from _leaks_helpers import kill_pinned  # noqa: F401 - the one pinned kill of the suite
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 THIS = os.path.abspath(__file__)
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -274,26 +276,6 @@ def alive(pid: int, start: int | None = None) -> bool:
     if info is None or info["state"] in ("Z", "X"):
         return False
     return start is None or info["start"] == start
-
-
-def kill_pinned(pid: int, start: int, sig: int = signal.SIGKILL) -> bool:
-    """Signal ``pid`` only if it is still the process that started at clock
-    tick ``start``: pinned by a pidfd first, then checked (the pidfd cannot
-    be redirected to a newcomer). -> sent."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return False
-    try:
-        info = proc_info(pid)
-        if info is None or info["start"] != start:
-            return False
-        signal.pidfd_send_signal(fd, sig)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -187,7 +187,10 @@ class Pin:
         except ProcessLookupError:
             return False
         except OSError as exc:
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = f"signal {sig}"
             raise PinError(f"pid {self.pid}: {name}: {exc.strerror}") from None
         return True
 
