@@ -688,7 +688,11 @@ def _frame_text(frame: Any, lineno: int | None) -> str:
         src = _linecache.getline(filename, lineno or 0, frame.f_globals).strip()
     except Exception:
         src = ""
-    return f"{text} | {src}" if src else text
+    # One line whatever the file name, function name or source line holds:
+    # a newline there would forge lines of the dump (and of its parse).
+    from .safetext import escape
+
+    return escape(f"{text} | {src}" if src else text)
 
 
 def _stack_lines(frame: Any) -> list[str]:

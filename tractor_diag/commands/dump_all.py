@@ -61,7 +61,9 @@ def run(args, out) -> int:
     if args.json:
         out.write(msgspec.json.encode(meta).decode() + "\n")
     else:
-        out.write(meta.path + "\n")
+        from ..safetext import escape
+
+        out.write(escape(meta.path) + "\n")
     return 0
 
 

@@ -84,11 +84,13 @@ def run(args, out) -> int:
     only = args.uds_only or args.shm_only
     progress = None
     if not args.json and not args.quiet and not args.dry_run:
+        from ..safetext import escape
+
         err = sys.stderr
 
         def progress(line: str) -> None:
             try:
-                err.write(f"reap: {line}\n")
+                err.write(f"reap: {escape(line)}\n")  # may name an actor
                 err.flush()
             except (OSError, ValueError):
                 pass
