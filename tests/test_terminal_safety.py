@@ -137,3 +137,30 @@ def test_error_lines_are_inert(hostile):
     assert r.returncode == 1
     assert_inert(r.stderr)
     assert r.stderr.count(b"\n") == 1
+
+
+def test_watch_in_a_pty_paints_names_escaped(hostile):
+    """`watch` repaints with escape sequences of its own; none of the
+    hostile process's reaches the pty."""
+    import pexpect
+
+    from _xonsh_helpers import TRACTOR_DIAG, read_for
+
+    env = {**os.environ, "TERM": "xterm"}
+    for key in ("NO_COLOR", "COLUMNS", "LINES"):
+        env.pop(key, None)
+    child = pexpect.spawn(str(TRACTOR_DIAG), ["watch", "-n", "0.3", "ptree", str(hostile.pid)],
+                          dimensions=(30, 200), env=env, timeout=20)
+    try:
+        child.expect_exact(b"\x1b[?1049h")
+        data = read_for(child, 1.5)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        data += child.before
+    finally:
+        child.close(force=True)
+    assert b"Every 0.3s" in data
+    assert b"\x1b]" not in data                    # no OSC at all (title, clipboard)
+    assert b"\xc2\x9b" not in data and b"\x9b" not in data  # no C1 CSI
+    assert b"\x1b[8m" not in data and b"ev\x1b" not in data  # the name's own CSIs
+    assert b"ev\\x1b[2J\\x1b[8m\\x9b2J" in data    # shown escaped instead
