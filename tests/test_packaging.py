@@ -4,6 +4,7 @@ symlink to ``tui/``, so no package needs a finder), and that install is
 quiet."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -153,3 +154,17 @@ def test_editable_install_into_a_fresh_venv_is_quiet(tmp_path):
                 cwd=tmp_path).stdout.split()
     assert where == [str(src / "tractor_diag" / "tui" / "__init__.py"),
                      str(src / "xontrib" / "tractor_diag.py")]
+
+
+def test_pytest_runs_leave_xonsh_unloaded():
+    """xonsh's pytest11 plugin imports and sets up xonsh in every run (seconds
+    each time): this repo's addopts switch it off, and only collecting
+    tests/test_xontrib.py loads it (for its fixtures)."""
+    probe = ("import sys, pytest; rc = pytest.main(sys.argv[1:]); "
+             "print('XONSH', 'xonsh' in sys.modules, rc)")
+    base = [sys.executable, "-c", probe, "--collect-only", "-q"]
+    out = run([*base, "tests/test_safetext.py"], cwd=REPO).stdout
+    assert "XONSH False 0" in out, out
+    if importlib.util.find_spec("xonsh") is not None:
+        out = run([*base, "tests/test_xontrib.py"], cwd=REPO).stdout
+        assert "XONSH True 0" in out, out

@@ -13,6 +13,12 @@ import pytest
 from tractor_diag.commands import VERBS
 from test_terminal_safety import hostile  # noqa: F401 (fixture)
 
+# xonsh's own plugin (xession, load_xontrib, check_completer) is switched off
+# in addopts (-p no:xonsh): it costs every run seconds. Loaded here, it is
+# imported only when this module is collected (unless `-p xonsh` already
+# registered it: then it is in sys.modules before this module imports it).
+_XONSH_PLUGIN = "xonsh.pytest.plugin"
+pytest_plugins = [] if _XONSH_PLUGIN in sys.modules else [_XONSH_PLUGIN]
 pytest.importorskip("xonsh")
 
 MODULE = "xontrib.tractor_diag"
