@@ -153,7 +153,8 @@ class Pin:
             if ppid is not None and st.ppid != ppid:
                 raise Replaced(f"pid {pid} now has parent {st.ppid}, not {ppid}: another process")
             if cmdline is not None and _norm(argv) != _norm(cmdline):
-                raise Replaced(f"pid {pid} now runs another command line")
+                raise Replaced(f"pid {pid} now runs another command line "
+                               "(another process, or it retitled itself)")
         except BaseException:
             os.close(fd)
             raise
