@@ -55,3 +55,34 @@ def test_common_case_is_near_free():
     per_call = min(timeit.repeat(lambda: escape(line), number=20000, repeat=3)) / 20000
     # an attribute lookup and one C-level scan: well under a microsecond
     assert per_call < 2e-6, per_call
+
+
+def test_escaped_walks_structs_lists_and_dicts():
+    import msgspec
+
+    from tractor_diag.safetext import escaped
+    from tractor_diag.stackmodel import TaskTree
+
+    class Inner(msgspec.Struct, frozen=True):
+        name: str
+        args: list[str] = []
+
+    class Outer(msgspec.Struct):
+        inner: Inner
+        by_name: dict[str, int]
+        tree: TaskTree
+        n: int = 0
+
+    clean = Outer(Inner("ok", ["a", "b"]), {"k": 1}, TaskTree("collected", text="l1\nl2\n"))
+    assert escaped(clean) is clean                     # nothing to do: not even a copy
+    dirty = Outer(Inner("a\x1b]0;t\x07", ["x", "y\nz", "\udcff"]), {"k\x9b": 2},
+                  TaskTree("collected", text="l1\n\x1b[2Jl2\n"), n=3)
+    out = escaped(dirty)
+    assert out.inner.name == "a\\x1b]0;t\\x07"
+    assert out.inner.args == ["x", "y\\nz", "\\xff"]
+    assert out.by_name == {"k\\x9b": 2}
+    assert out.tree.text == "l1\n\\x1b[2Jl2\n"          # a block keeps its lines
+    assert out.n == 3 and dirty.inner.name == "a\x1b]0;t\x07"  # the original is untouched
+    # C1, DEL and bidi controls reach JSON raw, not as escapes: still found
+    for s in ("\x7f", "\x85", "\u202e", "\u2066", "\u061c"):
+        assert escaped(Inner(s)).name == escape(s) != s

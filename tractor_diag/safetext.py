@@ -85,17 +85,53 @@ def escape_block(text: str) -> str:
 
 _ATOMS = (int, float, bool, type(None), bytes)
 
+# What any character ``escape`` rewrites looks like in msgspec's JSON: C0 as
+# ``\\n``-style or ``\\u00XX`` escapes, the rest as raw UTF-8 (a lone
+# surrogate cannot be encoded at all). Keyed by lead byte: a memchr-fast
+# ``in`` finds whether a lead is there at all, and one single-prefix pattern
+# (fast, unlike one alternation) confirms it. An escaped backslash followed
+# by one of those letters also matches: a false alarm costs only the walk.
+_DIRTY_JSON = (
+    (b"\\", re.compile(rb"\\[bfnrtu]")),
+    (b"\x7f", None),
+    (b"\xc2", re.compile(rb"\xc2[\x80-\x9f]")),
+    (b"\xd8", re.compile(rb"\xd8\x9c")),
+    (b"\xe2", re.compile(rb"\xe2(?:\x80[\x8e\x8f\xa8-\xae]|\x81[\xa6-\xa9])")),
+)
+_encode = None
+
+
+def _clean(value) -> bool:
+    """No string anywhere in ``value`` needs escaping: one C-level encode
+    and scan instead of a Python walk over every field."""
+    global _encode
+    if _encode is None:
+        import msgspec.json
+
+        _encode = msgspec.json.Encoder().encode
+    try:
+        data = _encode(value)
+    except Exception:  # noqa: BLE001 - a surrogate, or a type JSON lacks: walk
+        return False
+    for lead, confirm in _DIRTY_JSON:
+        if lead in data and (confirm is None or confirm.search(data)):
+            return False
+    return True
+
 
 def escaped(value, block: bool = False):
     """A copy of ``value`` with every string in it escaped (dict keys too).
 
-    Parts that need no change are returned as they are, not copied: the walk
-    of an all-printable snapshot allocates nothing but the walk itself.
+    Parts that need no change are returned as they are, not copied; a part
+    is checked as a whole first (`_clean`), so only the path down to a
+    string that needs escaping is walked.
     """
     kind = type(value)
     if kind is str:
         return escape_block(value) if block else escape(value)
     if kind in _ATOMS:
+        return value
+    if _clean(value):
         return value
     if kind is list or kind is tuple:
         new = [escaped(v, block) for v in value]
