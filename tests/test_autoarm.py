@@ -8,6 +8,7 @@ The current tractor runtime lives in its own Python 3.13 venv:
 """
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tractor_diag.cli import run_verb
 from tractor_diag.taskdump import ENV_VAR, STARTUP_DIR, startup_env
 
 from test_stacks import stacks_json
@@ -149,3 +151,47 @@ def test_task_tree_from_every_actor_of_a_launched_tree(runtime_python, method, s
         names = {t.name for t in tasks.tasks}
         assert f"{name}_waits" in names, (name, sorted(names))
         assert not {f"{other}_waits" for other in pids if other != name} & names
+
+
+def test_tractors_own_empty_stackscope_dump_is_called_empty(runtime_python, spawn, tmp_path):
+    # Not launched under tractor-diag: the runtime's own stackscope handler
+    # answers, and on Python 3.13 its dump holds no task of the program.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tree = spawn([str(runtime_python), str(RUNTIME_TREE), str(free_port()), "trio",
+                  str(marks), "--stackscope"], timeout=90, label="runtime-stackscope")
+    _, root, mid, leaf = tree.ready_line.split()
+    try:
+        procs = stacks_json("--task-timeout", "5", root)
+        for pid in (int(mid), int(leaf)):  # sub-actors, recognised by their titles
+            tasks = procs[pid].tasks
+            assert tasks.status == "collected" and tasks.format == "undelimited", tasks
+            assert "stackscope" in tasks.text and "_waits" not in tasks.text
+            assert tasks.empty and "tractor-diag run -- CMD" in tasks.reason
+        from test_stacks import cli
+
+        rc, text, _ = cli("--color", "never", "--task-timeout", "5", mid)
+        assert rc == 0 and "trio tasks: empty stackscope dump:" in text
+        out = tmp_path / "bundles"
+        rc = run_verb(["dump-all", "--task-timeout", "5", "-o", str(out), root],
+                      out=io.StringIO(), err=io.StringIO())
+        assert rc == 0
+        (bundle,) = out.iterdir()
+        summary = (bundle / "summary.md").read_text()
+        assert "EMPTY stackscope dump" in summary and "## Empty task dumps" in summary
+    finally:
+        for pid in (root, mid, leaf):
+            Path(f"/tmp/tractor-stackscope-{pid}.log").unlink(missing_ok=True)
+
+
+def test_stackscope_enabled_under_run_keeps_our_dumper(runtime_python, spawn, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tree = spawn([*RUN, str(runtime_python), str(RUNTIME_TREE), str(free_port()), "trio",
+                  str(marks), "--stackscope"], timeout=90, label="runtime-run-stackscope")
+    _, root, mid, leaf = tree.ready_line.split()
+    procs = stacks_json("--task-timeout", "10", root)
+    for name, pid in (("root", root), ("mid", mid), ("leaf", leaf)):
+        tasks = procs[int(pid)].tasks
+        assert tasks.status == "collected" and tasks.format == "tractor-diag", (name, tasks)
+        assert f"{name}_waits" in {t.name for t in tasks.tasks}

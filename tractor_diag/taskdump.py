@@ -523,19 +523,33 @@ def arm_from_env() -> Callable[[], None] | None:
         return None
 
 
+def _is_tractor_stackscope(handler: Any) -> bool:
+    module = getattr(handler, "__module__", "") or ""
+    return module.startswith("tractor.") and "stackscope" in module
+
+
 def _watch_replacement() -> None:
     """Withdraw the announcement when the program installs its own handler.
 
     Armed at start-up, the dumper is there before the program's code runs;
-    a program that then takes SIGUSR1 for itself ("graceful restart", or
-    tractor's own stackscope handler) must stop being announced as ours,
-    or a collector would signal it on our word.
+    a program that then takes SIGUSR1 for itself ("graceful restart") must
+    stop being announced as ours, or a collector would signal it on our
+    word. The one exception is tractor's own stackscope handler: the user
+    asked for our dumper by launching under tractor-diag, and stackscope's
+    dump shows no task below the main nursery on Python 3.13, so ours stays.
     """
     original = signal.signal
     if getattr(original, "_tractor_diag_watch", False):
         return
 
     def watched_signal(signalnum, handler):
+        if _is_tractor_stackscope(handler):
+            current = signal.getsignal(signalnum)
+            if isinstance(current, _SignalDumper) and current in _armed:
+                # Keep ours: tractor's stackscope dump shows no task below
+                # the main nursery on Python 3.13, and the collector asks
+                # every process itself (no relay needed).
+                return current
         previous = original(signalnum, handler)
         if not isinstance(handler, _SignalDumper):
             for dumper in list(_armed):
