@@ -128,10 +128,32 @@ def _out_dir(out_dir: str | None) -> str | None:
     return out_dir or _options["dir"] or os.environ.get(DUMP_DIR_ENV) or None
 
 
+def own_task_tree(reason: str, frame=None, *, observer: bool = False):
+    """This process's trio task tree, written in-process (no signal), as a
+    `TaskTree` for a bundle. Call it on the thread running trio (a task, or
+    a signal handler interrupting it); elsewhere it says no run is active."""
+    import sys
+
+    from .stackmodel import TaskTree
+    from .taskdump import format_dump, parse_dumps
+    from .tasks import parse_task_lines
+
+    text = format_dump(reason, frame=frame or sys._getframe(1), observer=observer)
+    blocks = parse_dumps(text)
+    body = blocks[0].body if blocks else text
+    return TaskTree(status="collected", text=body, format="tractor-diag",
+                    complete=bool(blocks and blocks[0].complete),
+                    tasks=parse_task_lines(body), note=f"written in-process ({reason})")
+
+
 def capture_bundle(label: str, *, out_dir: str | None = None,
-                   timeout: float = CAPTURE_TIMEOUT, root: int | None = None) -> Taken:
+                   timeout: float = CAPTURE_TIMEOUT, root: int | None = None,
+                   known_tasks: dict | None = None,
+                   hints: dict[int, str] | None = None) -> Taken:
     """Write a bundle of the tree under ``root`` (default: this process) in
     a worker thread, waiting at most ``timeout`` seconds for it.
+    ``known_tasks`` (pid -> `TaskTree`, e.g. `own_task_tree`) are used as
+    they are; ``hints`` (pid -> why it is stuck) lead the summary.
 
     Safe from any thread, including a signal handler's. Never raises: a
     failure (or a capture still running at the bound, which is abandoned)
@@ -151,7 +173,8 @@ def capture_bundle(label: str, *, out_dir: str | None = None,
             options = StacksOptions(timeout=min(DUMP_TIMEOUT, timeout / 2),
                                     task_timeout=min(2.0, timeout / 4))
             box["meta"] = dump_all([root], label=label, out_dir=_out_dir(out_dir),
-                                   options=options, deadline=deadline)
+                                   options=options, deadline=deadline,
+                                   known_tasks=known_tasks, hints=hints)
         except BaseException as exc:  # noqa: BLE001 - reported, never raised
             box["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -191,13 +214,24 @@ async def fail_after_w_trace(seconds: float, label: str | None = None, *,
     body = trio.CancelScope()
     watch = trio.CancelScope()
     result: list[Taken] = []
+    guarded = trio.lowlevel.current_task().name
 
     async def watchdog() -> None:
         with watch:
             await trio.sleep_until(deadline)
+            why = f"fail_after_w_trace({seconds}s) ran out in task {guarded!r}"
+            try:
+                # The test's own tree, taken here on the trio thread: this
+                # process has no dumper for the capture to ask.
+                known = {os.getpid(): own_task_tree(why, observer=True)}
+            except Exception as exc:  # noqa: BLE001 - the bundle says what is missing
+                from .stackmodel import TaskTree
+
+                known = {os.getpid(): TaskTree(status="error", reason=f"in-process dump: {exc!r}")}
             try:
                 taken = await trio.to_thread.run_sync(
-                    lambda: capture_bundle(label, out_dir=out_dir, timeout=capture_timeout))
+                    lambda: capture_bundle(label, out_dir=out_dir, timeout=capture_timeout,
+                                           known_tasks=known, hints={os.getpid(): why}))
             except Exception as exc:  # noqa: BLE001 - a system task must not raise
                 taken = Taken(label, None, f"{type(exc).__name__}: {exc}")
             result.append(taken)
@@ -236,7 +270,15 @@ def afk_alarm_w_trace(seconds: float, label: str | None = None, *,
     def on_alarm(signum, frame):
         if fired:
             return
-        taken = capture_bundle(label, out_dir=out_dir, timeout=capture_timeout)
+        why = f"afk_alarm_w_trace({seconds}s) went off"
+        try:
+            # In the handler, on the main thread: a trio run wedged in sync
+            # code shows the task that holds it as running, with its stack.
+            known = {os.getpid(): own_task_tree(why, frame)}
+        except Exception:  # noqa: BLE001 - the capture asks the usual way
+            known = None
+        taken = capture_bundle(label, out_dir=out_dir, timeout=capture_timeout,
+                               known_tasks=known, hints={os.getpid(): why})
         fired.append(taken)
         raise AfkAlarmTimeout(f"{label}: still running after {seconds}s; {_describe(taken)}")
 
@@ -299,10 +341,41 @@ def pytest_addoption(parser):
     )
     parser.addini("tractor_leak_check", default="off",
                   help="default of --tractor-leak-check: off, warn or fail")
+    group.addoption(
+        "--tractor-dump-on-timeout", action="store_true", default=None,
+        dest="tractor_dump_on_timeout",
+        help="when pytest-timeout is about to end a hung test, first write a hung-dump "
+             "bundle of the test's tree (implies --tractor-arm-tasks)",
+    )
+    group.addoption(
+        "--tractor-arm-tasks", action="store_true", default=None, dest="tractor_arm_tasks",
+        help="arm tractor-diag's SIGUSR1 task dumper in pytest and in every Python "
+             "process the tests start (an environment variable and a start-up hook), "
+             "so hung-dump bundles hold every actor's full trio task tree",
+    )
+    parser.addini("tractor_dump_on_timeout", type="bool", default=False,
+                  help="default of --tractor-dump-on-timeout")
+    parser.addini("tractor_arm_tasks", type="bool", default=False,
+                  help="default of --tractor-arm-tasks")
+
+
+def _flag(config, name: str) -> bool:
+    value = config.getoption(name, None)
+    return bool(config.getini(name)) if value is None else bool(value)
 
 
 def pytest_configure(config):
     _options["dir"] = config.getoption("hung_dump_dir", None)
+    dump_on_timeout = _flag(config, "tractor_dump_on_timeout")
+    if dump_on_timeout or _flag(config, "tractor_arm_tasks"):
+        _arm_tasks(config)
+    if dump_on_timeout:
+        if not config.pluginmanager.hasplugin("timeout"):
+            config.issue_config_time_warning(pytest.PytestWarning(
+                "tractor-diag: --tractor-dump-on-timeout needs pytest-timeout "
+                "(pip install pytest-timeout): no bundle will be taken on timeouts"),
+                stacklevel=2)
+        config.stash[_DUMP_ON_TIMEOUT] = True
     config.addinivalue_line(
         "markers", f"{ALLOW_MARK}: skip tractor-diag's per-test leak check for this test")
     mode = config.getoption("tractor_leak_check", None)
@@ -367,6 +440,79 @@ def pytest_sessionfinish(session):
         state.reap_lines = _reap_session(state)
     except Exception as exc:  # noqa: BLE001 - reported in the summary, never raised
         state.reap_lines = [f"session-end reap failed: {type(exc).__name__}: {exc}"]
+
+
+# ---------------------------------------------------------------------------
+# task dumpers everywhere, and a bundle before pytest-timeout strikes
+# ---------------------------------------------------------------------------
+
+_DUMP_ON_TIMEOUT = pytest.StashKey[bool]()
+_ENV_BEFORE = pytest.StashKey[dict]()
+_TIMER = pytest.StashKey[threading.Timer]()
+#: Share of pytest-timeout's timeout left for the bundle (bounded to
+#: [TIMEOUT_LEAD_MIN, TIMEOUT_LEAD_MAX] seconds): the capture starts that
+#: long before the timeout and must end before it.
+TIMEOUT_LEAD_SHARE = 0.25
+TIMEOUT_LEAD_MIN = 0.5
+TIMEOUT_LEAD_MAX = 10.0
+
+
+def _arm_tasks(config) -> None:
+    """Arm the dumper here and, through the environment, in every Python
+    process started from now on (taskdump's start-up hook)."""
+    from .taskdump import ENV_VAR, arm_watched, startup_env
+
+    before = {k: os.environ.get(k) for k in (ENV_VAR, "PYTHONPATH")}
+    config.stash[_ENV_BEFORE] = before
+    os.environ.update({k: v for k, v in startup_env().items() if k in before})
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL):
+        arm_watched()
+
+
+def pytest_unconfigure(config):
+    before = config.stash.get(_ENV_BEFORE, None)
+    for key, value in (before or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    """Start our own timer a little before pytest-timeout's; returns None so
+    pytest-timeout still sets its own."""
+    if not item.config.stash.get(_DUMP_ON_TIMEOUT, False):
+        return None
+    timeout = float(settings.timeout or 0)
+    if timeout <= 0:
+        return None
+    lead = min(max(timeout * TIMEOUT_LEAD_SHARE, TIMEOUT_LEAD_MIN), TIMEOUT_LEAD_MAX)
+    label = f"timeout-{item.nodeid}"
+    why = f"pytest-timeout ({timeout:g}s) about to end {item.nodeid}"
+
+    def fire() -> None:
+        # From this thread the capture asks the test's process like any
+        # other (its dumper is armed): the main thread answers even when a
+        # sync call wedges it.
+        capture_bundle(label, timeout=lead * 0.8, hints={os.getpid(): why})
+
+    timer = threading.Timer(max(0.05, timeout - lead), fire)
+    timer.name = f"tractor-diag dump-on-timeout {item.nodeid}"
+    timer.daemon = True
+    item.stash[_TIMER] = timer
+    timer.start()
+    return None
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_cancel_timer(item):
+    timer = item.stash.get(_TIMER, None)
+    if timer is not None:
+        timer.cancel()
+        del item.stash[_TIMER]
+    return None
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import msgspec
 
 from .model import Event, Snapshot
-from .stackmodel import ProcStacks, StacksOptions, StacksReport
+from .stackmodel import ProcStacks, StacksOptions, StacksReport, TaskTree
 
 
 class Missing(msgspec.Struct):
@@ -131,15 +131,18 @@ def trio_where(p: ProcStacks) -> str:
     return f"task '{task.name}'{state} at {await_text(task.frames)} ({n} tasks)"
 
 
-def stuck_reasons(procs: Sequence[ProcStacks]) -> dict[int, str]:
+def stuck_reasons(procs: Sequence[ProcStacks],
+                  hints: dict[int, str] | None = None) -> dict[int, str]:
     """pid -> why it looks stuck, for the processes that do.
 
     Looks stuck: a zombie, an orphan, blocked/runaway/stopped, a trio loop
     held by a running task, a task outliving its nursery's cancellation; and
     then each idle ancestor of those (it is waiting on them).
     """
-    why: dict[int, str] = {}
+    why: dict[int, str] = dict(hints or {})
     for p in procs:
+        if p.pid in why:
+            continue  # the caller knows why (a deadline that ran out in it)
         if p.bucket == "zombie":
             why[p.pid] = f"zombie: exited, parent {p.ppid} has not reaped it"
         elif p.bucket == "orphan":
@@ -173,11 +176,12 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
-def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta) -> str:
+def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta,
+                   hints: dict[int, str] | None = None) -> str:
     from .safetext import escaped
 
     report, snap, meta = escaped(report), escaped(snap), escaped(meta)
-    why = stuck_reasons(report.procs)
+    why = stuck_reasons(report.procs, hints)
     taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(meta.started))
     title = f"Hung-dump summary: {meta.label}" if meta.label else "Hung-dump summary"
     roots = ", ".join(f"{r} ({_md(_name(p))})" for r in snap.roots
@@ -282,9 +286,13 @@ def write_bundle(
     history: History | None = None,
     targets: Sequence[str] = (),
     interactive: bool = False,
+    known_tasks: dict[int, TaskTree] | None = None,
+    hints: dict[int, str] | None = None,
 ) -> BundleMeta:
     """Capture stacks for ``snap`` and write the bundle; returns its meta
-    (``meta.path`` is the final directory)."""
+    (``meta.path`` is the final directory). ``known_tasks``: task trees
+    written in-process (not asked again); ``hints``: pid -> why the caller
+    knows it is stuck (the summary lists it first)."""
     from . import __version__
     from .model import to_json as snap_json
     from .render import Style
@@ -304,7 +312,8 @@ def write_bundle(
 
         raise DiagError(f"cannot create a bundle in {root}: {_mkdir_refusal(root, exc)}") from None
     try:
-        report = capture(snap, options, deadline=deadline, interactive=interactive)
+        report = capture(snap, options, deadline=deadline, interactive=interactive,
+                         known_tasks=known_tasks)
         plain = Style(False, wide=True)  # a file: nothing clipped
         scan_missing: list[Missing] = []
         graph = _ipc_graph(snap, scan_missing)
@@ -336,7 +345,7 @@ def write_bundle(
             py_spy_version=py_spy_version(report.py_spy)
             if any(p.python.status == "ok" for p in report.procs) else None,
             argv=list(sys.argv), targets=list(targets), roots=list(snap.roots),
-            pids=[p.pid for p in report.procs], stuck=sorted(stuck_reasons(report.procs)),
+            pids=[p.pid for p in report.procs], stuck=sorted(stuck_reasons(report.procs, hints)),
             files=sorted([*files, "meta.json", "summary.md"]),
             missing=_missing(report) + scan_missing, sampler_history=history is not None,
         )
@@ -349,7 +358,7 @@ def write_bundle(
             meta.path = final
             meta.finished = time.time()
             meta.duration = meta.finished - started
-            _write(tmp, "summary.md", render_summary(report, snap, meta))
+            _write(tmp, "summary.md", render_summary(report, snap, meta, hints))
             _write(tmp, "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
             os.rename(tmp, final)
@@ -423,6 +432,8 @@ def dump_all(
     deadline: float | None = None,
     history: History | None = None,
     interactive: bool = False,
+    known_tasks: dict[int, TaskTree] | None = None,
+    hints: dict[int, str] | None = None,
 ) -> BundleMeta:
     """Snapshot the trees of ``targets`` and write a bundle of them (NotFound
     as one line when nothing matches)."""
@@ -434,4 +445,5 @@ def dump_all(
         raise NotFound("no tractor actor trees found")
     return write_bundle(snap, label=label, out_dir=out_dir, options=options,
                         deadline=deadline, history=history,
-                        targets=[str(t) for t in targets], interactive=interactive)
+                        targets=[str(t) for t in targets], interactive=interactive,
+                        known_tasks=known_tasks, hints=hints)

@@ -517,8 +517,12 @@ def capture(
     *,
     deadline: float | None = None,
     interactive: bool = False,
+    known_tasks: dict[int, TaskTree] | None = None,
 ) -> StacksReport:
     """Kernel side, Python stack and task tree of every process in ``snap``.
+
+    ``known_tasks``: task trees the caller already has (a process that
+    wrote its own in-process): used as they are, those pids are not asked.
 
     ``deadline`` (``time.monotonic()`` value) bounds the whole capture: a
     dump not started by then is reported as timed out, and no dump outlives
@@ -560,7 +564,9 @@ def capture(
         else:
             py = dump_python(proc.pid, py_spy=py_spy, locals=options.locals,
                              native=options.native, timeout=budget())
-        if not options.tasks:
+        if known_tasks and proc.pid in known_tasks:
+            tree = known_tasks[proc.pid]
+        elif not options.tasks:
             tree = TaskTree(status="not-requested", reason="task trees not requested")
         elif fresh is None:
             tree = TaskTree(status="gone", reason="process gone")

@@ -112,6 +112,7 @@ __all__ = [
     "DumpBlock",
     "arm",
     "arm_from_env",
+    "arm_watched",
     "default_dump_path",
     "format_dump",
     "format_task_tree",
@@ -265,17 +266,21 @@ def format_task_tree(root: Any = None) -> str:
     return "\n".join(walker.walk(root)) + "\n"
 
 
-def format_dump(reason: str = "requested", *, frame: Any = None) -> str:
+def format_dump(reason: str = "requested", *, frame: Any = None,
+                observer: bool = False) -> str:
     """One complete delimited dump block (what the signal handler writes).
 
     Never raises. ``frame`` is where the dump was requested from (default:
     the caller's frame); it is used to show the running task's stack, or
-    the main thread's stack when no trio run is active.
+    the main thread's stack when no trio run is active. ``observer=True``
+    when the calling task only looks (a watchdog): it is tagged
+    ``observer`` instead of ``running``, so it is not taken for the task
+    that holds the loop.
     """
     if frame is None:
         frame = sys._getframe(1)
     _preload()
-    return _render_dump(reason, frame)
+    return _render_dump(reason, frame, observer)
 
 
 def write_dump(
@@ -515,12 +520,18 @@ def arm_from_env() -> Callable[[], None] | None:
             return None
         if signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL:
             return None
-        disarm = arm()
-        _watch_replacement()
-        return disarm
+        return arm_watched()
     except Exception as exc:
         _to_stderr(f"tractor-diag taskdump: not armed at start-up: {exc!r}\n".encode())
         return None
+
+
+def arm_watched() -> Callable[[], None]:
+    """``arm()``, and withdraw the announcement if the program later
+    installs a SIGUSR1 handler of its own (see ``_watch_replacement``)."""
+    disarm = arm()
+    _watch_replacement()
+    return disarm
 
 
 def _is_tractor_stackscope(handler: Any) -> bool:
@@ -586,7 +597,7 @@ def _preload() -> None:
         _linecache, _traceback = linecache, traceback
 
 
-def _render_dump(reason: str, frame: Any) -> str:
+def _render_dump(reason: str, frame: Any, observer: bool = False) -> str:
     """Whole block: BEGIN line, header, trio section, threads, END line."""
     global _seq
     _preload()
@@ -599,7 +610,10 @@ def _render_dump(reason: str, frame: Any) -> str:
     lines = [_BEGIN.format(mark=_MARK, pid=pid, seq=_seq, id=dump_id, time=stamp)]
     for section in (_header_section, _trio_section, _threads_section):
         try:
-            lines.extend(section(reason, frame))
+            if section is _trio_section:
+                lines.extend(_trio_section(reason, frame, observer))
+            else:
+                lines.extend(section(reason, frame))
         except Exception as exc:
             lines.extend(_error_lines(f"while formatting {section.__name__}", exc))
     lines.append(_END.format(mark=_MARK, pid=pid, seq=_seq, id=dump_id))
@@ -631,7 +645,7 @@ def _header_section(reason: str, frame: Any) -> list[str]:
     return lines
 
 
-def _trio_section(reason: str, frame: Any) -> list[str]:
+def _trio_section(reason: str, frame: Any, observer: bool = False) -> list[str]:
     thread = threading.current_thread()
     root = _current_root_task()
     if root is None:
@@ -644,7 +658,7 @@ def _trio_section(reason: str, frame: Any) -> list[str]:
         ]
         lines.extend(_INDENT * 2 + ln for ln in _stack_lines(frame))
         return lines
-    walker = _TreeWalker(sys.modules["trio"], frame)
+    walker = _TreeWalker(sys.modules["trio"], frame, observer)
     tree = walker.walk(root)
     return [
         f"trio run: active on thread {_quoted(thread.name)}"
@@ -776,9 +790,10 @@ class _TreeWalker:
     level below that.
     """
 
-    def __init__(self, trio: Any, frame: Any):
+    def __init__(self, trio: Any, frame: Any, observer: bool = False):
         self.trio = trio
         self.frame = frame
+        self.observer = observer
         self.n_tasks = 0
         self.n_nurseries = 0
         self._seen: set[int] = set()
@@ -805,7 +820,10 @@ class _TreeWalker:
         self.n_tasks += 1
         running = task is self.current_task
         tags = ["root"] if is_root else []
-        tags.append("running" if running else _coro_state(task.coro))
+        if running:
+            tags.append("observer" if self.observer else "running")
+        else:
+            tags.append(_coro_state(task.coro))
         extra = ""
         eventual = task.eventual_parent_nursery
         if eventual is not None:
