@@ -581,6 +581,7 @@ def _watch_replacement() -> None:
 
 _linecache: Any = None
 _traceback: Any = None
+_escape: Any = None
 
 
 def _preload() -> None:
@@ -589,12 +590,40 @@ def _preload() -> None:
     A handler that imports could re-enter an import the main thread was in
     the middle of when the signal arrived.
     """
-    global _linecache, _traceback
+    global _linecache, _traceback, _escape
     if _traceback is None:
         import linecache
         import traceback
 
         _linecache, _traceback = linecache, traceback
+    if _escape is None:
+        _escape = _load_escape()
+
+
+def _load_escape() -> Callable[[str], str]:
+    """``safetext.escape``, also when this file runs alone (loaded by path
+    by the start-up hook in a venv without tractor-diag): safetext.py is
+    stdlib-only and sits next to it."""
+    if __package__:
+        try:
+            from .safetext import escape
+
+            return escape
+        except ImportError:
+            pass
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "safetext.py")
+    try:
+        spec = importlib.util.spec_from_file_location("_tractor_diag_safetext", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.escape
+    except Exception:
+        # Last resort: every control character as a backslash escape.
+        return lambda text: "".join(
+            c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+            for c in text)
 
 
 def _render_dump(reason: str, frame: Any, observer: bool = False) -> str:
@@ -718,9 +747,7 @@ def _frame_text(frame: Any, lineno: int | None) -> str:
         src = ""
     # One line whatever the file name, function name or source line holds:
     # a newline there would forge lines of the dump (and of its parse).
-    from .safetext import escape
-
-    return escape(f"{text} | {src}" if src else text)
+    return _escape(f"{text} | {src}" if src else text)
 
 
 def _stack_lines(frame: Any) -> list[str]:
