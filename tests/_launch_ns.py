@@ -51,10 +51,34 @@ DAEMONIZER = (
 )
 
 
+_started: list[subprocess.Popen] = []  # killed however a scenario ends
+
+
 def _take_pid(pid: int) -> None:
     """Make the next fork of this namespace get ``pid``."""
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(pid - 1))
+
+
+def _start(argv, **kw) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, **kw)
+    _started.append(proc)
+    return proc
+
+
+def _ready_line(proc: subprocess.Popen, timeout: float = 20.0) -> list[str]:
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no READY line from {proc.args}: {buf!r}"
+        r, _, _ = select.select([fd], [], [], min(left, 0.1))
+        if r:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"{proc.args} exited before READY"
+            buf += chunk
+    return buf.decode().split("\n", 1)[0].split()
 
 
 def _read_all(proc: subprocess.Popen, wait: float = 0.3) -> str:
@@ -90,9 +114,9 @@ def scenario_reused_pid(cgroup: str) -> dict:
                         what="the launched program to exit and be reaped")
             old = app.supervisor.pid
             _take_pid(old)
-            new = subprocess.Popen([sys.executable, "-c", NEWCOMER], stdout=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, process_group=0)
-            line = new.stdout.readline().decode().split()
+            new = _start([sys.executable, "-c", NEWCOMER], stdout=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+            line = _ready_line(new)
             out.update(old=old, new=new.pid, new_pgid=int(line[2]))
             n = app.samples_shown
             await until(lambda: app.samples_shown >= n + 3, 10, pilot=pilot, what="samples")
@@ -153,11 +177,61 @@ def scenario_daemon(cgroup: str, subreaper: str) -> dict:
     return out
 
 
+def scenario_signal_key_reused() -> dict:
+    """The ``k`` key's signal, confirmed after the selected process died and
+    a newcomer got its pid 20 ms after it had started: within the old 50 ms
+    start-time slack, but not the same clock tick."""
+    from _dash_helpers import until
+    from tractor_diag import procfs
+    from tractor_diag.tui import actions
+    from tractor_diag.tui.app import DashApp
+
+    out: dict = {}
+
+    async def body() -> None:
+        app = DashApp([str(os.getpid())], live=False)  # the key's action alone
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(lambda: app.guest.running, 10, pilot=pilot)
+            old = subprocess.Popen(["sleep", "600"])
+            seen = procfs.read_proc(old.pid, detail=False)
+            old.kill()
+            old.wait()
+            time.sleep(0.02)
+            _take_pid(old.pid)
+            new = _start([sys.executable, "-c", NEWCOMER], stdout=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _ready_line(new)
+            now = procfs.read_proc(new.pid, detail=False)
+            out.update(old=old.pid, new=new.pid, apart=now.create_time - seen.create_time)
+            assert app.guest.spawn(actions.send_signal, app, old.pid, seen.create_time,
+                                   signal.SIGTERM)
+            await until(lambda: "signal" in app._extras.get(old.pid, {}), 10, pilot=pilot)
+            out["result"] = app._extras[old.pid]["signal"][1].plain
+        time.sleep(0.3)
+        out["new_output"] = _read_all(new)
+        out["new_alive"] = new.poll() is None
+        new.kill()
+        new.wait()
+
+    asyncio.run(asyncio.wait_for(body(), 60))
+    return out
+
+
 SCENARIOS = {
+    "signal-key-reused": scenario_signal_key_reused,
     "reused-pid": scenario_reused_pid,
     "daemon": scenario_daemon,
 }
 
 
 if __name__ == "__main__":
-    print(json.dumps(SCENARIOS[sys.argv[1]](*sys.argv[2:])), flush=True)
+    import faulthandler
+
+    faulthandler.dump_traceback_later(80, exit=True)  # a hang says where
+    try:
+        print(json.dumps(SCENARIOS[sys.argv[1]](*sys.argv[2:])), flush=True)
+    finally:
+        for proc in _started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -78,3 +78,12 @@ def test_setsid_daemon_that_escapes_everything_is_named(ns):
     out = scenario(ns, "daemon", "off", "off")
     assert out["daemon_alive"]
     assert [pid for pid, _ in out["survivors"]] == [out["daemon"]]
+
+
+def test_signal_key_never_reaches_a_newcomer_with_the_pid(ns):
+    out = scenario(ns, "signal-key-reused")
+    assert out["new"] == out["old"], "the kernel did not hand the pid over"
+    assert 0.01 < out["apart"] < 0.05, out  # the case the old 50 ms slack let through
+    assert "GOT" not in out["new_output"], out
+    assert out["new_alive"]
+    assert "not signalled" in out["result"], out["result"]

@@ -252,6 +252,7 @@ class Supervisor:
         import trio
 
         from .cgroup import LaunchCgroup, Unavailable
+        from .errors import Unsupported
         from .pinning import Pin, PinError
 
         if task_status is None:
@@ -287,7 +288,8 @@ class Supervisor:
             # before anything can wait for it: the pid is still its own
             self._pin = Pin.of_child(proc.pid)
             self._start_ticks = self._pin.start_ticks
-        except (PinError, OSError):
+        except (PinError, Unsupported, OSError):
+            # no pidfds: nothing will be signalled (the cgroup still works)
             self._pin = None
         if self._start_ticks is not None:
             self._members[proc.pid] = self._start_ticks

@@ -460,6 +460,8 @@ class DashApp(App):
 
     @on(Tree.NodeHighlighted, "#tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+        if self._panes_gone():
+            return
         self._refresh_detail(force=True)
         pid = self.proc_tree.selected_pid
         if pid is not None:
@@ -528,7 +530,8 @@ class DashApp(App):
             else:
                 parts.append((f"child {self.child_pid} exited {exit_status(self.child_code)}",
                               "bold red" if self.child_code else "bold green"))
-            parts.append(("held by " + self.containment, "dim"))
+            if self.supervisor is not None:
+                parts.append(("held by " + self.containment, "dim"))
         text = Text(" ")
         for i, part in enumerate(parts):
             if i:
