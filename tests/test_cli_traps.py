@@ -91,6 +91,16 @@ def test_an_empty_root_is_a_usage_error_and_signals_nobody(current_tree, tmp_pat
     assert not bundles.exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["bindspace", ""], ["bindspace", " "],
+    ["reap", "--uds-only", "--dry-run", "--bindspace", ""],
+])
+def test_an_empty_bindspace_dir_is_a_usage_error(bindspace, argv):
+    # used to mean the default dir: `reap --uds --bindspace "$UNSET"` swept it
+    line = usage_error(cli(*argv))
+    assert "empty bindspace dir" in line
+
+
 def test_an_empty_root_in_the_xontrib_is_a_usage_error():
     from _xonsh_helpers import run_xonsh
 

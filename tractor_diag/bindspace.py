@@ -138,9 +138,13 @@ def default_dir(app: str = APP) -> tuple[str, list[str]]:
 def resolve_dir(arg: str | None = None) -> tuple[str, DirSource, list[str]]:
     """``None`` -> the default dir; a bare NAME -> that app's dir beside the
     default one; anything with a ``/`` (or ``.``, ``~``) -> that path as is."""
-    if arg is None or arg == "":
+    if arg is None:
         path, notes = default_dir()
         return path, "default", notes
+    if not arg.strip():
+        # `reap --uds --bindspace "$UNSET"` must not sweep the default dir
+        raise UsageError(f"an empty bindspace dir ({arg!r}): give a name or a path, "
+                         "or none for the default")
     if "/" in arg or arg.startswith((".", "~")):
         return os.path.expanduser(arg), "path", []
     if arg in ("..",) or "\0" in arg:
