@@ -4,7 +4,9 @@ its own full task tree, with no change to the program, in venvs where
 tractor_diag is not installed, with every spawn backend at hand.
 
 The current tractor runtime lives in its own Python 3.13 venv:
-``$TRACTOR_DIAG_TRACTOR_MAIN_VENV`` or ``<repo>/.venv-tractor-main``.
+``$TRACTOR_DIAG_TRACTOR_MAIN_VENV`` or ``<repo>/.venv-tractor-main``; the
+branch with the main_thread_forkserver backend in
+``$TRACTOR_DIAG_TRACTOR_MTF_VENV`` or ``<repo>/.venv-tractor-mtf``.
 """
 from __future__ import annotations
 
@@ -133,8 +135,20 @@ def test_dashboard_launch_arms_the_launched_program():
 # every actor of a real launched current-runtime tree
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["trio", "mp_spawn", "mp_forkserver"])
-def test_task_tree_from_every_actor_of_a_launched_tree(runtime_python, method, spawn, tmp_path):
+@pytest.fixture(scope="module")
+def mtf_python() -> Path:
+    py = _venv_python("TRACTOR_DIAG_TRACTOR_MTF_VENV", ".venv-tractor-mtf")
+    if py is None:
+        pytest.skip("no main_thread_forkserver tractor runtime venv: set "
+                    "TRACTOR_DIAG_TRACTOR_MTF_VENV (or build .venv-tractor-mtf with ./dev)")
+    return py
+
+
+@pytest.mark.parametrize("method", ["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver"])
+def test_task_tree_from_every_actor_of_a_launched_tree(request, method, spawn, tmp_path):
+    # main_thread_forkserver (fork without exec) is on the branch snapshot only
+    runtime_python = request.getfixturevalue(
+        "mtf_python" if method == "main_thread_forkserver" else "runtime_python")
     marks = tmp_path / "marks"
     marks.mkdir()
     tree = spawn([*RUN, str(runtime_python), str(RUNTIME_TREE), str(free_port()), method,

@@ -124,7 +124,10 @@ def render_task_tree(tree) -> Text:
     tree = escaped(tree)
     text = Text()
     if tree.reason:
-        text.append(f"({tree.reason})\n", "dim" if tree.status == "collected" else "yellow")
+        text.append(f"({tree.reason})\n",
+                    "dim" if tree.status == "collected" and not tree.empty else "yellow")
+    if tree.note:
+        text.append(f"(note: {tree.note})\n", "yellow")
     if tree.tasks:
         try:
             from tractor_diag.stacks import await_point
