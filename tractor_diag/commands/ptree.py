@@ -13,7 +13,10 @@ the full command line / process title), every process classified:
   stray   an actor outside every given root, under an orphan
   live    everything else
 
-With no root given, every tree that holds tractor actors is shown.
+With no root given, every tree that holds tractor actors is shown; an empty
+root ('' or blank, say an unset variable) is a usage error.
+--cpu samples twice, 0.3 s apart, for CPU% and runaways; --cpu-window SEC
+chooses the window (0.2 to 60 s). Output to a pipe or file is never clipped.
 A pattern that begins with '-' goes after '--':  tractor-diag ptree -- -k
 Each process that listens shows its addresses (TCP host:port, Unix sockets
 by file name; --json has whole paths).
