@@ -208,3 +208,33 @@ def test_launch_of_a_missing_command_raises_oserror():
     with pytest.raises(OSError):
         trio.run(main)
 
+
+
+def test_cgroups_left_by_a_killed_dashboard_are_removed():
+    """A dashboard SIGKILLed mid-run leaves its (empty) cgroup behind; the
+    next launch removes it, but never one named in another PID namespace,
+    whose pid means nothing here."""
+    import subprocess
+
+    from tractor_diag import cgroup
+
+    try:
+        probe = cgroup.LaunchCgroup.create()
+    except cgroup.Unavailable as exc:
+        pytest.skip(str(exc))
+    parent = os.path.dirname(probe.path)
+    probe.remove()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = os.path.join(parent, f"tractor-diag-launch.{cgroup._pidns()}.{dead.pid}.1")
+    elsewhere = os.path.join(parent, f"tractor-diag-launch.1.{dead.pid}.1")
+    os.mkdir(here)
+    os.mkdir(elsewhere)
+    try:
+        cgroup.LaunchCgroup.create().remove()
+        assert not os.path.exists(here)
+        assert os.path.exists(elsewhere)
+    finally:
+        for d in (here, elsewhere):
+            if os.path.exists(d):
+                os.rmdir(d)

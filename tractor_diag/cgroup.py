@@ -31,6 +31,37 @@ ENV_OFF = "TRACTOR_DIAG_NO_CGROUP"
 _counter = itertools.count(1)
 
 
+_PREFIX = "tractor-diag-launch."
+
+
+def _sweep(parent: str) -> None:
+    """Remove cgroups of ours left behind by a dashboard that was killed
+    before it could: only empty ones, whose dashboard's pid is not running."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    ours = f"{_PREFIX}{_pidns()}."
+    for name in names:
+        # a pid means something only in the PID namespace that named it
+        if not name.startswith(ours):
+            continue
+        owner = name[len(ours):].split(".")[0]
+        if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+            continue
+        try:
+            os.rmdir(os.path.join(parent, name))  # EBUSY while it has members
+        except OSError:
+            pass
+
+
+def _pidns() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
 class Unavailable(Exception):
     """No cgroup of our own here; the message says why in one line."""
 
@@ -98,7 +129,8 @@ class LaunchCgroup:
             raise Unavailable(f"our cgroup {own} is outside the mounted part ({shown})")
         rel = own[len(shown.rstrip("/")):] if shown != "/" else own
         parent = os.path.join(point, rel.lstrip("/"))
-        leaf = f"tractor-diag-launch.{os.getpid()}.{next(_counter)}"
+        _sweep(parent)
+        leaf = f"{_PREFIX}{_pidns()}.{os.getpid()}.{next(_counter)}"
         path = os.path.join(parent, leaf)
         try:
             os.mkdir(path)
