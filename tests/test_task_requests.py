@@ -283,3 +283,43 @@ def test_process_in_its_own_pid_namespace_is_collected(tmp_path):
         box.wait(timeout=10)
         if inner_path is not None:
             inner_path.unlink(missing_ok=True)
+
+
+# An actor (by its title) whose SIGUSR1 handler writes nothing anywhere.
+_SILENT_ACTOR = textwrap.dedent("""
+    import os, signal, time
+    import setproctitle
+    setproctitle.setproctitle(f'_subactor[silent@{os.getpid()}]')
+    signal.signal(signal.SIGUSR1, lambda *a: None)
+    print('READY', flush=True)
+    while True:
+        time.sleep(600)
+""")
+
+
+def test_a_dump_file_planted_by_another_user_is_not_read(spawn):
+    pytest.importorskip("setproctitle")
+    import threading
+
+    proc = spawn([sys.executable, "-c", _SILENT_ACTOR])
+    pid = proc.root
+    planted = Path(f"/tmp/tractor-stackscope-{pid}.log")
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+    stop = threading.Event()
+
+    def forge():  # "another user" writing a fake dump while we wait for one
+        while not stop.is_set():
+            with open(planted, "a") as f:
+                f.write("Dumping `stackscope` tree for actor\nFORGED <Task 'fake' at 0x1>\n")
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=forge, daemon=True)
+    writer.start()
+    try:
+        tree = stacks_json("--task-timeout", "1", str(pid))[pid].tasks
+    finally:
+        stop.set()
+        writer.join()
+        planted.unlink(missing_ok=True)
+    assert tree.status == "timeout" and "FORGED" not in tree.text, tree

@@ -78,6 +78,7 @@ class Pending(msgspec.Struct):
     paths: list[str] = []
     offsets: list[int] = []
     note: str | None = None
+    owners: list[int] = []  # uids a dump file may belong to (the process's)
 
 
 def _size(path: str) -> int:
@@ -204,7 +205,7 @@ def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
         return TaskTree(status="error", path=paths[0],
                         reason="not allowed to signal this process (another user's)")
     return Pending(pid=proc.pid, path=paths[0], offset=offsets[0], sent_at=time.monotonic(),
-                   paths=paths, offsets=offsets, note=note)
+                   paths=paths, offsets=offsets, note=note, owners=sorted(target.uids))
 
 
 _tgkill = None
@@ -241,13 +242,19 @@ def signal_main_thread(pid: int, signum: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _read_from(path: str, offset: int) -> str:
+def _read_from(path: str, offset: int, owners: list[int] | None = None) -> str:
+    """What ``path`` holds after ``offset``; nothing unless it is a regular
+    file (never through a symlink, never a FIFO) owned by one of ``owners``
+    (the dump file names in /tmp are predictable: anyone could plant one)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
     try:
-        if os.fstat(fd).st_size < offset:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (owners and st.st_uid not in owners):
+            return ""
+        if st.st_size < offset:
             offset = 0  # truncated or replaced since we looked: read it all
         os.lseek(fd, offset, os.SEEK_SET)
         chunks = []
@@ -292,7 +299,7 @@ class _Watch:
             if size != f.size:
                 f.size = size
                 f.grew_at = now
-                f.text = _read_from(f.path, f.offset)
+                f.text = _read_from(f.path, f.offset, self.req.owners)
         td = _taskdump()
         for f in self.files:
             begin = td.BEGIN_RE.search(f.text) if f.text else None
