@@ -2,7 +2,8 @@
 
 Layout of a bundle (``<root>/<UTC stamp>-<label>-<random>/``)::
 
-    summary.md          read this first: who looks stuck, and where
+    summary.md          read this first: the verdicts (`why`), then where each one waits
+    why.json            wait-for edges and verdicts with their evidence
     meta.json           versions, host, kernel, argv, label, times, what is missing and why
     tree.txt/.json      the process tree (ptree --tree / Snapshot), with listening addresses
     ipc.json            the IPC graph (`ipc.graph`): listeners, peers, parent/registrar edges
@@ -87,161 +88,6 @@ def _bundle_name(label: str | None, now: float) -> str:
     return f"{stamp}-{_slug(label)}-{secrets.token_hex(3)}"
 
 
-# ---------------------------------------------------------------------------
-# summary: who looks stuck, where
-# ---------------------------------------------------------------------------
-
-def python_where(p: ProcStacks) -> str:
-    """Where the thread that matters waits: its innermost user frame and
-    what that frame called into."""
-    from .render.stacks import await_text
-    from .stacks import focus_thread
-
-    if p.python.status != "ok":
-        return f"({p.python.status}: {p.python.reason})"
-    thread = focus_thread(p.python)
-    if thread is None or not thread.frames:
-        return "(no Python frames)"
-    text = await_text(thread.frames)
-    if thread.name != "MainThread":
-        text += f" [thread {thread.name}]"
-    return text
-
-
-def trio_where(p: ProcStacks) -> str:
-    from .render.stacks import await_text
-    from .stacks import trio_focus
-
-    tree = p.tasks
-    if tree.status != "collected":
-        return {
-            "no-handler": "no task dumper armed",
-            "not-requested": "not requested",
-            "not-asked": "not asked (not an actor, no dumper announced)",
-        }.get(tree.status, f"{tree.status}: {tree.reason}")
-    if tree.empty:
-        return f"EMPTY stackscope dump: {tree.reason}"
-    if tree.format != "tractor-diag":
-        return "see the task dump (not a tractor-diag taskdump)"
-    focus = trio_focus(tree)
-    if focus is None:
-        return "no trio run active" if "trio run: none" in tree.text else "no tasks"
-    task, n = focus
-    state = f" [{task.state}]" if task.state else ""
-    return f"task '{task.name}'{state} at {await_text(task.frames)} ({n} tasks)"
-
-
-def stuck_reasons(procs: Sequence[ProcStacks],
-                  hints: dict[int, str] | None = None) -> dict[int, str]:
-    """pid -> why it looks stuck, for the processes that do.
-
-    Looks stuck: a zombie, an orphan, blocked/runaway/stopped, a trio loop
-    held by a running task, a task outliving its nursery's cancellation; and
-    then each idle ancestor of those (it is waiting on them).
-    """
-    why: dict[int, str] = dict(hints or {})
-    for p in procs:
-        if p.pid in why:
-            continue  # the caller knows why (a deadline that ran out in it)
-        if p.bucket == "zombie":
-            why[p.pid] = f"zombie: exited, parent {p.ppid} has not reaped it"
-        elif p.bucket == "orphan":
-            why[p.pid] = "orphan: its parent is gone"
-        elif p.state in ("blocked", "runaway", "stopped"):
-            why[p.pid] = p.state
-        else:
-            tasks = p.tasks.tasks if p.tasks.status == "collected" else []
-            running = next((t for t in tasks if t.state == "running"), None)
-            if running is not None:
-                why[p.pid] = f"trio loop held by running task '{running.name}'"
-            elif any(t.cancelling for t in tasks):
-                why[p.pid] = "a task outlives its nursery's cancellation"
-    by_pid = {p.pid: p for p in procs}
-    for pid in list(why):
-        child = by_pid[pid]
-        parent = by_pid.get(child.ppid)
-        while parent is not None and parent.pid not in why:
-            why[parent.pid] = f"waiting on stuck child {child.actor or child.pid} ({child.pid})"
-            child, parent = parent, by_pid.get(parent.ppid)
-    return why
-
-
-def _name(p: ProcStacks) -> str:
-    from .render import clip
-
-    return p.actor if p.actor else clip(p.title, 50)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("`", "'")
-
-
-def render_summary(report: StacksReport, snap: Snapshot, meta: BundleMeta,
-                   hints: dict[int, str] | None = None) -> str:
-    from .safetext import escaped
-
-    report, snap, meta = escaped(report), escaped(snap), escaped(meta)
-    why = stuck_reasons(report.procs, hints)
-    taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(meta.started))
-    title = f"Hung-dump summary: {meta.label}" if meta.label else "Hung-dump summary"
-    roots = ", ".join(f"{r} ({_md(_name(p))})" for r in snap.roots
-                      for p in report.procs if p.pid == r) or "none"
-    lines = [
-        f"# {title}", "",
-        f"Taken {taken} on {meta.host}; roots: {roots}; {len(report.procs)} processes, "
-        f"{len(why)} look stuck.", "",
-        "## Looks stuck", "",
-    ]
-    stuck = [p for p in report.procs if p.pid in why]
-    if not stuck:
-        lines.append("Nothing by kernel state or trio tree: every process idles in its "
-                     "event loop. See the table below for where each one waits.")
-        if not any(p.tasks.status == "collected" for p in report.procs):
-            lines += ["", "No process had a task dumper armed, so no trio task tree shows "
-                      "where tasks wait: run the program under `tractor-diag run -- CMD` "
-                      "(every Python process of the tree arms tractor_diag.taskdump at "
-                      "start-up) and dump again."]
-    for p in stuck:
-        lines.append(
-            f"- **{_md(_name(p))}** (pid {p.pid}): {_md(why[p.pid])}; {p.bucket}/{p.state}, "
-            f"wchan `{p.kernel.wchan or '-'}`; python: `{_md(python_where(p))}`; "
-            f"trio: `{_md(trio_where(p))}`"
-        )
-    lines += ["", "## All processes", "",
-              "| pid | name | bucket/state | wchan | python (innermost user frame) | trio |",
-              "|---|---|---|---|---|---|"]
-    for p in report.procs:
-        lines.append(
-            f"| {p.pid} | {'  ' * p.depth}{_md(_name(p))} | {p.bucket}/{p.state} | "
-            f"{p.kernel.wchan or '-'} | {_md(python_where(p))} | {_md(trio_where(p))} |"
-        )
-    empty = [p for p in report.procs if p.tasks.empty]
-    if empty:
-        lines += ["", "## Empty task dumps", "",
-                  f"{len(empty)} process(es) answered with a stackscope dump that shows no "
-                  f"task below trio's main nursery (pid {', '.join(str(p.pid) for p in empty)}): "
-                  f"{_md(empty[0].tasks.reason or '')}."]
-    noted = [p for p in report.procs if p.tasks.note]
-    if noted:
-        lines += ["", "## What asking for task trees may have changed", ""]
-        lines += [f"- pid {p.pid}: {_md(p.tasks.note or '')}" for p in noted]
-    if meta.missing:
-        lines += ["", "## Not collected", ""]
-        for m in meta.missing:
-            who = f"pid {m.pid}: " if m.pid is not None else ""
-            lines.append(f"- {who}{m.what}: {_md(m.why)}")
-    lines += ["", "## Files", "", "- `tree.txt`, `tree.json`: the process tree",
-              "- `stacks.txt`, `stacks.json`, `stacks/<pid>.{txt,json}`: kernel side, "
-              "Python stacks, task trees",
-              "- `tasks/<pid>.txt`: each collected task-tree dump, whole",
-              "- `bindspace.txt`, `bindspace.json`, `shm.json`: the UDS socket dir and "
-              "/dev/shm, each entry classified by whether its owner lives",
-              "- `meta.json`: versions, host, argv, timings, what is missing and why"]
-    if meta.sampler_history:
-        lines.append("- `history.json`: the sampler's recent snapshots and events")
-    return "\n".join(lines) + "\n"
-
-
 def _missing(report: StacksReport) -> list[Missing]:
     out = []
     for p in report.procs:
@@ -300,7 +146,11 @@ def write_bundle(
     from .render.stacks import render_proc, render_report
     from .safetext import escape_block
     from .stackmodel import to_json
-    from .stacks import capture, py_spy_version
+    from .diagnosis import examine
+    from .diagnosis.rules import stuck_reasons
+    from .render.summary import render_summary
+    from .stacks import py_spy_version
+    from .whymodel import to_json as why_json
 
     started = time.time()
     root = out_dir or default_root()
@@ -312,8 +162,8 @@ def write_bundle(
 
         raise DiagError(f"cannot create a bundle in {root}: {_mkdir_refusal(root, exc)}") from None
     try:
-        report = capture(snap, options, deadline=deadline, interactive=interactive,
-                         known_tasks=known_tasks)
+        report, diag = examine(snap, options, deadline=deadline, interactive=interactive,
+                               known_tasks=known_tasks, hints=hints)
         plain = Style(False, wide=True)  # a file: nothing clipped
         scan_missing: list[Missing] = []
         graph = _ipc_graph(snap, scan_missing)
@@ -322,6 +172,7 @@ def write_bundle(
             "tree.json": snap_json(snap),
             "stacks.txt": render_report(report, plain) + "\n",
             "stacks.json": to_json(report),
+            "why.json": why_json(diag),
         }
         for p in report.procs:
             files[f"stacks/{p.pid}.txt"] = render_proc(p, plain) + "\n"
@@ -345,7 +196,7 @@ def write_bundle(
             py_spy_version=py_spy_version(report.py_spy)
             if any(p.python.status == "ok" for p in report.procs) else None,
             argv=list(sys.argv), targets=list(targets), roots=list(snap.roots),
-            pids=[p.pid for p in report.procs], stuck=sorted(stuck_reasons(report.procs, hints)),
+            pids=[p.pid for p in report.procs], stuck=sorted(stuck_reasons(diag)),
             files=sorted([*files, "meta.json", "summary.md"]),
             missing=_missing(report) + scan_missing, sampler_history=history is not None,
         )
@@ -358,7 +209,7 @@ def write_bundle(
             meta.path = final
             meta.finished = time.time()
             meta.duration = meta.finished - started
-            _write(tmp, "summary.md", render_summary(report, snap, meta, hints))
+            _write(tmp, "summary.md", render_summary(report, snap, meta, diag))
             _write(tmp, "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
             os.rename(tmp, final)

@@ -1,5 +1,6 @@
-"""Where is each process stuck: kernel side, Python stacks (py-spy), and
-trio task trees (SIGUSR1 dumps, see `tractor_diag.tasks`).
+"""The capture: kernel side, Python stacks (py-spy), and trio task trees
+(SIGUSR1 dumps, see `tractor_diag.tasks`) of every process in a snapshot.
+What they mean (where each one is stuck, and why) is `tractor_diag.diagnosis`.
 
 One worker per process, a bounded number at a time (`default_jobs`). A
 worker reads the kernel side first (so the kernel stack shows the process's
@@ -15,7 +16,6 @@ caller. Nothing here prints; missing pieces carry a reason.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -634,86 +634,3 @@ def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
         retry = dump_python(p.pid, py_spy=py_spy, locals=options.locals,
                             native=options.native, timeout=budget(), sudo=True)
         p.python = retry
-
-
-# ---------------------------------------------------------------------------
-# where is it stuck: the user's frame, under the runtime's
-# ---------------------------------------------------------------------------
-
-# Frames of the event loop, the actor runtime, the test runner and the
-# stdlib: the user's frame is the innermost one that is none of these.
-_INTERNAL_PARTS = (
-    "/trio/", "/tractor/", "/outcome/", "/exceptiongroup/", "/async_generator/",
-    "/tricycle/", "/stackscope/", "/msgspec/", "/_pytest/", "/pluggy/",
-    "/pytest/", "/tractor_diag/taskdump.py", "/tractor_diag/pytest_plugin.py",
-)
-_STDLIB_RE = re.compile(r"/lib/python\d\.\d+t?/(?!site-packages/|dist-packages/)")
-
-
-def is_internal(filename: str) -> bool:
-    if filename.startswith("<frozen"):
-        return True
-    return any(p in filename for p in _INTERNAL_PARTS) or bool(_STDLIB_RE.search(filename))
-
-
-def focus_thread(py: PyStack) -> Thread | None:
-    """The thread to quote: one that is on a CPU, else the main thread."""
-    if not py.threads:
-        return None
-    # Our own capture threads are busy in the process that captures itself
-    # (the pytest helpers): they are not what the user waits on.
-    busy = [t for t in py.threads if t.active and t.frames
-            and not (t.name or "").startswith("tractor-diag")]
-    if busy and not any(t.name == "MainThread" and t.active for t in busy):
-        return busy[0]
-    return next((t for t in py.threads if t.name == "MainThread"), py.threads[0])
-
-
-def user_frame(frames: list[Frame]) -> Frame | None:
-    """Innermost non-internal Python frame (frames innermost last)."""
-    for f in reversed(frames):
-        if not getattr(f, "native", False) and not is_internal(f.filename):
-            return f
-    return None
-
-
-def await_point(frames: list) -> tuple[object | None, object | None]:
-    """(the user's innermost frame, the frame it called into) for a chain of
-    `Frame` or `TaskFrame` (innermost last). The callee names what the user
-    code is blocked in (``Process.wait``, ``sleep_forever``); with no user
-    frame at all it is the innermost frame above trio's trap plumbing."""
-    frames = [f for f in frames if not getattr(f, "native", False)]
-    if not frames:
-        return None, None
-    for i in range(len(frames) - 1, -1, -1):
-        if not is_internal(frames[i].filename):
-            return frames[i], frames[i + 1] if i + 1 < len(frames) else None
-    plumbing = ("/trio/_core/_traps.py", "/trio/_core/_generated_")
-    inner = next((f for f in reversed(frames) if not any(p in f.filename for p in plumbing)),
-                 frames[-1])
-    return None, inner
-
-
-def trio_focus(tree: TaskTree):
-    """(task, n tasks) for the task that most looks stuck, or None.
-
-    Preference: the task running when the dump was taken (it holds the
-    loop: a sync sleep, a busy loop), a task outliving its nursery's
-    cancellation, then leaf tasks in user code, those blocked in some kind
-    of wait first (a child process, a result, a lock) over the ones
-    serving a stream.
-    """
-    tasks = [t for t in tree.tasks if t.frames]
-    if not tasks:
-        return None
-
-    def score(item):
-        index, t = item
-        user, callee = await_point(t.frames)
-        called = (callee.name if callee is not None else "").lower()
-        waits = any(w in called for w in ("wait", "result", "join", "acquire", "sleep"))
-        return (t.state == "running", t.cancelling, user is not None,
-                not t.has_children, waits, -index)
-
-    _, best = max(enumerate(tasks), key=score)
-    return best, len(tree.tasks)

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+from ..diagnosis.where import await_text, short_path  # noqa: F401 - renderers' names
 from ..safetext import escaped
 from ..stackmodel import ProcStacks, PyStack, StacksReport, TaskTree, Thread
 from . import BUCKET_STYLE, STATE_STYLE, Style
@@ -83,28 +84,6 @@ def python_lines(py: PyStack, st: Style) -> list[str]:
         out += thread_lines(t, st)
         prev = t
     return out
-
-
-def short_path(filename: str) -> str:
-    """``.../site-packages/trio/_sync.py`` -> ``trio/_sync.py``; else the
-    file's base name."""
-    for marker in ("site-packages/", "dist-packages/"):
-        if marker in filename:
-            return filename.rsplit(marker, 1)[1]
-    return filename.rsplit("/", 1)[-1]
-
-
-def await_text(frames: list) -> str:
-    """``file:line in func > callee``: where user code waits, and in what."""
-    from ..stacks import await_point
-
-    user, callee = await_point(frames)
-    if user is None and callee is None:
-        return "(no Python frames)"
-    if user is None:
-        return f"{short_path(callee.filename)}:{callee.line} in {callee.name}"
-    text = f"{short_path(user.filename)}:{user.line} in {user.name}"
-    return f"{text} > {callee.name}" if callee is not None else text
 
 
 def _task_line(task, indent: str) -> str:

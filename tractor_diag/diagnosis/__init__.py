@@ -1,0 +1,60 @@
+"""The diagnosis layer: where each process waits (`where`), the table of
+tractor's waiting points (`waitpoints`), and the `why` rules that turn
+stacks, task trees and kernel state into wait-for edges and verdicts
+(`rules`). `examine` runs a capture with the kernel samples the rules need.
+"""
+from __future__ import annotations
+
+import time
+
+from .rules import diagnose, stuck_reasons
+from .where import (
+    await_point, await_text, focus_thread, is_internal, python_where, short_path,
+    trio_focus, trio_where, user_frame,
+)
+
+__all__ = [
+    "await_point", "await_text", "diagnose", "examine", "focus_thread", "is_internal",
+    "python_where", "short_path", "stuck_reasons", "trio_focus", "trio_where", "user_frame",
+]
+
+#: The shortest window the two kernel samples span: the runaway rule needs
+#: the scheduler's counters to move by more than a tick.
+MIN_WINDOW = 0.2
+
+
+def examine(snap, options=None, *, deadline: float | None = None, interactive: bool = False,
+            bindspace: bool = True, known_tasks=None, hints=None):
+    """Capture ``snap``'s stacks between two kernel samples and diagnose it.
+    -> (StacksReport, Diagnosis).
+
+    The first sample is read before py-spy attaches (an attach wakes a
+    sleeping process and makes it the tracer's), the second after the
+    capture, at least `MIN_WINDOW` later: the capture itself is the window,
+    so a large tree costs no extra wait. ``known_tasks``: task trees
+    written in-process (not asked again); ``hints``: pid -> why the caller
+    knows it is stuck (a deadline that ran out in it), a verdict of its own.
+    """
+    from .. import kstate
+    from ..stackmodel import StacksOptions
+    from ..stacks import capture
+
+    options = options or StacksOptions()
+    procs = [e.proc for e in snap.ordered()]
+    before = kstate.sample_many(procs, last_ran=True)
+    now = time.monotonic()
+    report = capture(snap, options, deadline=deadline, interactive=interactive,
+                     known_tasks=known_tasks)
+    rest = MIN_WINDOW - (time.monotonic() - now)
+    if rest > 0 and (deadline is None or time.monotonic() + rest < deadline):
+        time.sleep(rest)
+    after = kstate.sample_many([p for p in procs if p.pid in before])
+    scan = None
+    if bindspace and (deadline is None or time.monotonic() < deadline):
+        try:
+            from .. import bindspace as bs
+
+            scan = bs.scan()
+        except Exception:  # noqa: BLE001 - a missing dir is no verdict
+            scan = None
+    return report, diagnose(snap, report, before, after, bindspace=scan, hints=hints, now=now)

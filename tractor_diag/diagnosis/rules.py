@@ -1,0 +1,514 @@
+"""The `why` rules: wait-for edges and verdicts from a snapshot, its stacks
+and task trees, and two kernel samples taken around the capture.
+
+A process waits for another only with evidence: a waiting point of the
+table (`waitpoints`) in its main thread's Python stack or in one of its
+trio tasks, joined to a target by the process tree or by the kernel (the
+pid a ``wait4`` names). Without one it is idle, whatever its children do.
+A verdict is only ever made from what a kernel file, a stack or a task
+dump says, and it carries that evidence.
+"""
+from __future__ import annotations
+
+import platform
+import time
+
+from .. import kstate
+from ..classify import in_event_loop, wchan_name
+from ..model import Entry, Snapshot, exit_status
+from ..stackmodel import ProcStacks, StacksReport
+from ..whymodel import Chain, Diagnosis, Evidence, KernelSample, Verdict, WaitEdge
+from . import waitpoints
+from .where import await_text, is_internal, main_thread, python_where, short_path
+
+_SIGNAMES = {2: "SIGINT", 15: "SIGTERM"}
+
+# What a sync call is, by the kernel function its thread sleeps in.
+_SYNC_CALLS = (
+    (("hrtimer_nanosleep", "do_nanosleep", "clock_nanosleep"), "time.sleep"),
+    (("futex",), "a lock or futex wait"),
+    (("do_wait", "kernel_wait4", "do_waitid"), "os.waitpid"),
+    (("pipe_read", "pipe_wait"), "a pipe read"),
+    (("unix_stream_read", "unix_dgram_recv", "sk_wait_data", "wait_woken",
+      "inet_csk_accept", "unix_wait_for_peer"), "a blocking socket call"),
+    (("n_tty_read", "wait_for_completion"), "a blocking read"),
+)
+
+# Most telling first: the verdict that names a chain's cause.
+_PRIORITY = (
+    "sync-blocked", "runaway", "blocked", "stopped", "traced", "zombie",
+    "boot-hang", "lost-cancel", "loop-held", "cancel-outlived", "reported", "cycle",
+    "ignores-signals", "orphan", "stale-socket",
+)
+
+# wait4 / waitid syscall numbers: the pid a sync wait names.
+_WAIT_SYSCALLS = {"x86_64": {61: "wait4", 247: "waitid"},
+                  "aarch64": {260: "wait4", 95: "waitid"}}.get(platform.machine(), {})
+
+
+def sync_call(wchan: str | None) -> str | None:
+    name = wchan_name(wchan)
+    if not name or in_event_loop(name):
+        return None
+    for keys, call in _SYNC_CALLS:
+        if any(k in name for k in keys):
+            return call
+    return f"a kernel wait ({name})"
+
+
+def waited_pid(pid: int) -> int | None:
+    """The pid a thread blocked in wait4/waitid names (``/proc/<pid>/syscall``:
+    syscall number, then its arguments). None for "any child" or unknown."""
+    try:
+        with open(f"/proc/{pid}/syscall", "rb") as f:
+            parts = f.read().split()
+        nr = int(parts[0])
+        if nr not in _WAIT_SYSCALLS:
+            return None
+        arg = int(parts[1], 16) if _WAIT_SYSCALLS[nr] == "wait4" else int(parts[2], 16)
+        arg &= 0xFFFFFFFF
+        return arg if 0 < arg < 0x80000000 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _name(entry: Entry | None, pid: int) -> str:
+    if entry is None:
+        return str(pid)
+    p = entry.proc
+    return p.actor.name if p.actor is not None else p.short_title
+
+
+def _loc(frame) -> str:
+    return f"{short_path(frame.filename)}:{frame.line}"
+
+
+def _helper(entry: Entry) -> bool:
+    """Processes a runtime starts beside its actors (multiprocessing's
+    resource tracker): no actor waits for them."""
+    line = " ".join(entry.proc.cmdline)
+    return "multiprocessing.resource_tracker" in line
+
+
+class _Ctx:
+    def __init__(self, snap: Snapshot, report: StacksReport,
+                 before: dict[int, KernelSample], after: dict[int, KernelSample],
+                 now: float):
+        self.snap = snap
+        self.stacks = {p.pid: p for p in report.procs}
+        self.before = before
+        self.after = after
+        self.now = now
+        self.verdicts: list[Verdict] = []
+        self.edges: list[WaitEdge] = []
+        self.notes: list[str] = []
+
+    def name(self, pid: int) -> str:
+        return _name(self.snap.entries.get(pid), pid)
+
+    def children(self, pid: int) -> list[int]:
+        entry = self.snap.entries.get(pid)
+        if entry is None:
+            return []
+        return [c for c in entry.children
+                if c in self.snap.entries and not _helper(self.snap.entries[c])]
+
+    def add(self, kind, pid, text, evidence, hints=()):
+        self.verdicts.append(Verdict(kind=kind, pid=pid, name=self.name(pid), text=text,
+                                     evidence=list(evidence), hints=list(hints)))
+
+    def has(self, pid: int, *kinds: str) -> bool:
+        return any(v.pid == pid and (not kinds or v.kind in kinds) for v in self.verdicts)
+
+
+def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
+    a, b = c.before.get(pid), c.after.get(pid)
+    name = c.name(pid)
+    proc = entry.proc
+    if proc.state in ("Z", "X") or entry.bucket == "zombie":
+        parent = c.snap.entries.get(proc.ppid)
+        pname = c.name(proc.ppid) if parent else str(proc.ppid)
+        code = f" (exit status {exit_status(proc.exit_code)})" if proc.exit_code is not None else ""
+        text = f"{name} exited{code} and its parent {pname} ({proc.ppid}) has not reaped it"
+        ev = [Evidence("kernel", f"state Z in /proc/{pid}/stat; ppid {proc.ppid}")]
+        ps = c.stacks.get(proc.ppid)
+        if ps is not None and ps.python.status == "ok":
+            where = python_where(ps)
+            text += f"; {pname} is at {where}"
+            ev.append(Evidence("python", f"{pname} main thread: {where}"))
+        c.add("zombie", pid, text, ev, [f"tractor-diag stacks {proc.ppid}",
+                                        f"a zombie goes when {pname} ({proc.ppid}) waits for it "
+                                        "or exits: tractor-diag reap --dry-run"])
+        return
+    if a is None:
+        return
+    if a.state == "T" or (b is not None and b.state == "T" and a.state == "T"):
+        c.add("stopped", pid, f"{name} is stopped (SIGSTOP or job control): it runs nothing "
+              "until it gets SIGCONT", [Evidence("kernel", f"state T in /proc/{pid}/stat")],
+              [f"kill -CONT {pid}"])
+    if a.tracer_pid:
+        tracer = c.name(a.tracer_pid) if a.tracer_pid in c.snap.entries else _comm(a.tracer_pid)
+        c.add("traced", pid, f"{name} is traced by {tracer} ({a.tracer_pid}): it stops at "
+              "every signal until the tracer lets it go",
+              [Evidence("kernel", f"TracerPid {a.tracer_pid} in /proc/{pid}/status")])
+    if a.state == "D" and (b is None or b.state == "D"):
+        c.add("blocked", pid, f"{name} is in an uninterruptible kernel wait "
+              f"({wchan_name(a.wchan) or '?'}): no signal reaches it until that call returns",
+              [Evidence("kernel", f"state D, wchan {a.wchan or '-'}")])
+    if b is not None:
+        touched = 2 if pid in c.stacks else 0  # our own ptrace attach and SIGUSR1
+        if kstate.is_runaway(a, b, touched):
+            share = kstate.on_cpu_share(a, b) or 0.0
+            window = b.at - a.at
+            ps = c.stacks.get(pid)
+            where = f", at {python_where(ps)}" if ps is not None and ps.python.status == "ok" else ""
+            c.add("runaway", pid,
+                  f"{name} burns a CPU: on one or queued for one {share:.0%} of {window:.2f} s and "
+                  f"never yields it{where}",
+                  [Evidence("kernel", f"schedstat: run+queue {share:.0%} of the {window:.2f} s "
+                            f"window; {b.vol_ctx - a.vol_ctx} voluntary context switches "
+                            f"(ours: up to {touched})")],
+                  [f"tractor-diag stacks {pid}", f"tractor-diag reap --parent {proc.ppid} --dry-run"])
+    if proc.actor is not None or pid in c.snap.roots:
+        ign = kstate.signal_set(a.sig_ignored) & set(_SIGNAMES)
+        blk = kstate.signal_set(a.sig_blocked) & set(_SIGNAMES)
+        if b is not None:
+            ign &= kstate.signal_set(b.sig_ignored)
+            blk &= kstate.signal_set(b.sig_blocked)
+        if ign or blk:
+            sigs = " and ".join(_SIGNAMES[s] for s in sorted(ign | blk))
+            how = []
+            if ign:
+                how.append("ignores " + " and ".join(_SIGNAMES[s] for s in sorted(ign)))
+            if blk:
+                how.append("blocks " + " and ".join(_SIGNAMES[s] for s in sorted(blk)))
+            c.add("ignores-signals", pid,
+                  f"{name} {' and '.join(how)}: a cancel by {sigs} never reaches it, "
+                  "only SIGKILL ends it",
+                  [Evidence("kernel", f"SigIgn {a.sig_ignored or 0:016x}, "
+                            f"SigBlk {a.sig_blocked or 0:016x} in /proc/{pid}/status")],
+                  [f"tractor-diag reap --parent {proc.ppid} --dry-run (SIGINT, grace, then SIGKILL)"])
+    if entry.bucket == "orphan":
+        c.add("orphan", pid, f"{name} is an orphan: {entry.note or 'its parent is gone'}",
+              [Evidence("tree", f"ppid {proc.ppid}, started before its parent or adopted")],
+              ["tractor-diag reap --dry-run"])
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return str(pid)
+
+
+def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
+    """A trio loop wedged in a sync call, read from the main thread."""
+    if c.has(pid, "runaway", "zombie", "stopped"):
+        return
+    thread = main_thread(ps.python)
+    if thread is None or not thread.frames:
+        return
+    frames = [f for f in thread.frames if not f.native]
+    in_trio = any(f.name == "run" and "/trio/_core/_run.py" in f.filename for f in frames)
+    under_invoke = any(f.name.endswith("_invoke") and "/tractor/" in f.filename for f in frames)
+    if not frames or not (in_trio or under_invoke):
+        return
+    inner = frames[-1]
+    # the loop's own wait for I/O: idle
+    if "/trio/_core/_io_" in inner.filename or "/trio/_core/_run.py" in inner.filename:
+        return
+    a = c.before.get(pid)
+    k = a or c.after.get(pid)
+    wchan = k.wchan if k is not None else ps.kernel.wchan
+    call = sync_call(wchan)
+    if call is None or (k is not None and k.state == "R"):
+        return
+    point = waitpoints.innermost(frames)
+    user = next((f for f in reversed(frames) if not is_internal(f.filename)), None)
+    at = user or inner
+    if point is not None and point[0].sync:
+        call = point[0].label
+    secs = ""
+    if a is not None and a.last_ran is not None:
+        dur = max(0.0, c.now - a.last_ran)
+        age = time.time() - c.snap.entries[pid].proc.create_time
+        secs = f" for {min(dur, age):.0f} s"
+    task = "an RPC task (tractor _invoke)" if under_invoke else "a trio task"
+    c.add("sync-blocked", pid,
+          f"{c.name(pid)} is blocked in {call} at {_loc(at)}{secs} — a sync call that a "
+          "cancel cannot interrupt",
+          [Evidence("kernel", f"wchan {wchan}, state {k.state if k else ps.kernel.state}"),
+           Evidence("python", f"main thread, under {task}: {await_text(frames)}")],
+          [f"tractor-diag stacks {pid}",
+           f"tractor-diag reap --parent {c.snap.entries[pid].proc.ppid} --dry-run"])
+
+
+def _task_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
+    if ps.tasks.status != "collected":
+        return
+    tasks = ps.tasks.tasks
+    if not c.has(pid, "sync-blocked", "runaway"):
+        running = next((t for t in tasks if t.state == "running"
+                        and t.frames and "taskdump" not in t.frames[-1].filename), None)
+        if running is not None:
+            c.add("loop-held", pid, f"{c.name(pid)}'s trio loop is held by task "
+                  f"'{running.name}' at {await_text(running.frames)}",
+                  [Evidence("tasks", f"task '{running.name}' was running when the dump was taken")])
+    stuck = next((t for t in tasks if t.cancelling), None)
+    if stuck is not None:
+        c.add("cancel-outlived", pid, f"{c.name(pid)}: task '{stuck.name}' outlives its "
+              f"nursery's cancellation, at {await_text(stuck.frames) if stuck.frames else '?'}",
+              [Evidence("tasks", f"a nursery above '{stuck.name}' had cancel called")])
+
+
+def _waits(ps: ProcStacks):
+    """(point, evidence, how many waits) from the main thread and every task."""
+    out = []
+    thread = main_thread(ps.python)
+    if thread is not None:
+        hit = waitpoints.innermost(thread.frames)
+        if hit is not None:
+            point, frame = hit
+            out.append((point, Evidence("python", f"main thread in {frame.name} at {_loc(frame)}")))
+    if ps.tasks.status == "collected":
+        if ps.tasks.format == "tractor-diag":
+            for t in ps.tasks.tasks:
+                if t.has_children:
+                    continue
+                hit = waitpoints.innermost(t.frames)
+                if hit is not None:
+                    point, frame = hit
+                    out.append((point, Evidence("tasks", f"task '{t.name}' in {frame.name} "
+                                                f"at {_loc(frame)}")))
+        else:
+            for point in waitpoints.in_text(ps.tasks.text):
+                out.append((point, Evidence("tasks", f"the task dump shows {point.name}")))
+    return out
+
+
+def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
+    waits = _waits(ps)
+    if not waits:
+        return
+    entry = c.snap.entries[pid]
+    kids = c.children(pid)
+    live = [k for k in kids if c.snap.entries[k].proc.state not in ("Z", "X")]
+    by_target: dict[int, WaitEdge] = {}
+
+    def edge(on: int, point, relation, ev: list[Evidence]):
+        e = by_target.get(on)
+        if e is None:
+            by_target[on] = WaitEdge(waiter=pid, on=on, point=point.label, relation=relation,
+                                     evidence=ev)
+        else:
+            e.evidence.extend(x for x in ev if x not in e.evidence)
+
+    child_waits = [(p, ev) for p, ev in waits if p.target == "child"]
+    peer_waits = [(p, ev) for p, ev in waits if p.target == "peer"]
+    if child_waits:
+        named = waited_pid(pid) if any(p.sync for p, _ in child_waits) else None
+        if named is not None and named in kids:
+            p, ev = next((p, ev) for p, ev in child_waits if p.sync)
+            edge(named, p, "child", [ev, Evidence("kernel", f"wait4 names pid {named} "
+                                                  f"(/proc/{pid}/syscall)")])
+        elif len(kids) == 1:
+            p, ev = child_waits[0]
+            edge(kids[0], p, "child", [ev, Evidence("tree", "its only child")])
+        elif kids and len(child_waits) >= len(live) and live:
+            # as many waits as live children: each child is waited for
+            for k in live:
+                for p, ev in child_waits:
+                    edge(k, p, "child", [ev])
+        elif kids:
+            c.notes.append(f"{c.name(pid)} ({pid}) waits for {len(child_waits)} of its "
+                           f"{len(kids)} children; which ones its stacks do not say")
+    for p, ev in peer_waits:
+        actor_kids = [k for k in kids if c.snap.entries[k].proc.actor is not None]
+        parent = c.snap.entries.get(entry.proc.ppid)
+        if len(actor_kids) == 1:
+            edge(actor_kids[0], p, "child", [ev, Evidence("tree", "its only actor child")])
+        elif not actor_kids and parent is not None and entry.proc.actor is not None:
+            edge(parent.proc.pid, p, "parent", [ev, Evidence("tree", "it has no children: the "
+                                                             "other end is its parent")])
+        else:
+            c.notes.append(f"{c.name(pid)} ({pid}) waits in {p.label}; which peer is not "
+                           "known without the IPC graph")
+    c.edges.extend(by_target.values())
+
+
+def _edge_verdicts(c: _Ctx) -> None:
+    for e in c.edges:
+        target = c.snap.entries.get(e.on)
+        if target is None:
+            continue
+        point = next((p for p in waitpoints.WAIT_POINTS if p.label == e.point), None)
+        tname = c.name(e.on)
+        if target.proc.state in ("Z", "X") and "wait_for_peer" in e.point:
+            code = target.proc.exit_code
+            c.add("boot-hang", e.waiter,
+                  f"{c.name(e.waiter)} waits for child {tname} to connect ({e.point}), but "
+                  f"{tname} died at boot"
+                  + (f" (exit status {exit_status(code)})" if code is not None else ""),
+                  [*e.evidence, Evidence("kernel", f"{e.on} is a zombie")])
+        elif point is not None and point.cancels and target.proc.state not in ("Z", "X"):
+            ts = c.stacks.get(e.on)
+            k = c.before.get(e.on)
+            if ts is None or ts.tasks.status != "collected" or ts.tasks.format != "tractor-diag":
+                continue
+            if any(t.cancelling for t in ts.tasks.tasks):
+                continue
+            if any("cancel" in f.name.lower() for t in ts.tasks.tasks for f in t.frames):
+                continue
+            if k is None or not in_event_loop(k.wchan):
+                continue
+            c.add("lost-cancel", e.waiter,
+                  f"{c.name(e.waiter)} is cancelling {tname} ({e.point}), but {tname} idles "
+                  "in its loop with no cancel in progress: the request was lost",
+                  [*e.evidence, Evidence("tasks", f"{tname}: no task cancelling or in a "
+                                         "cancel handler"),
+                   Evidence("kernel", f"{tname} wchan {k.wchan}")])
+
+
+def _cycles(c: _Ctx) -> None:
+    succ: dict[int, list[int]] = {}
+    for e in c.edges:
+        succ.setdefault(e.waiter, []).append(e.on)
+    seen_cycles: set[frozenset[int]] = set()
+    for start in list(succ):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in succ.get(node, ()):
+                if nxt == start:
+                    key = frozenset(path)
+                    if key not in seen_cycles:
+                        seen_cycles.add(key)
+                        names = " -> ".join(f"{c.name(p)} ({p})" for p in [*path, start])
+                        c.add("cycle", start, f"a wait-for cycle: {names}; none of them can "
+                              "move first", [Evidence("tree", "wait-for edges form a cycle")])
+                elif nxt not in path and len(path) < 64:
+                    stack.append((nxt, [*path, nxt]))
+
+
+def _stale_sockets(c: _Ctx, scan) -> None:
+    for e in getattr(scan, "entries", ()):
+        if e.status != "orphaned-dead":
+            continue
+        c.verdicts.append(Verdict(
+            kind="stale-socket", pid=e.pid or 0, name=e.name,
+            text=f"stale socket file {e.name} in {scan.dir}: its binder "
+                 f"{e.pid if e.pid is not None else '?'} is gone; the next runtime that binds "
+                 "that name fails with 'Address already in use'",
+            evidence=[Evidence("bindspace", e.note or "binder dead")],
+            hints=["tractor-diag reap --uds --dry-run"]))
+
+
+def _rank(v: Verdict) -> int:
+    return _PRIORITY.index(v.kind) if v.kind in _PRIORITY else len(_PRIORITY)
+
+
+def _chains(c: _Ctx) -> list[Chain]:
+    by_pid: dict[int, list[Verdict]] = {}
+    for v in c.verdicts:
+        if v.kind != "stale-socket":
+            by_pid.setdefault(v.pid, []).append(v)
+    succ: dict[int, list[int]] = {}
+    pred: dict[int, list[int]] = {}
+    for e in c.edges:
+        succ.setdefault(e.waiter, []).append(e.on)
+        pred.setdefault(e.on, []).append(e.waiter)
+
+    def leads_to_verdict(pid: int) -> bool:
+        seen, stack = {pid}, list(succ.get(pid, ()))
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in by_pid:
+                return True
+            stack.extend(succ.get(n, ()))
+        return False
+
+    chains = []
+    for pid, vs in by_pid.items():
+        if leads_to_verdict(pid) and not any(v.kind == "cycle" for v in vs):
+            continue
+        path = [pid]
+        node = pid
+        while True:
+            up = [w for w in pred.get(node, ()) if w not in path]
+            if not up:
+                break
+            node = up[0]
+            path.insert(0, node)
+        chains.append(Chain(pids=path, cause=min(vs, key=_rank)))
+    chains.sort(key=lambda ch: (_rank(ch.cause), -len(ch.pids)))
+    return chains
+
+
+def diagnose(
+    snap: Snapshot,
+    report: StacksReport,
+    before: dict[int, KernelSample],
+    after: dict[int, KernelSample] | None = None,
+    *,
+    bindspace=None,
+    hints: dict[int, str] | None = None,
+    now: float | None = None,
+) -> Diagnosis:
+    """Edges, verdicts and chains for the processes of ``snap``.
+
+    ``before`` is read before the capture (it holds what the capture would
+    disturb: when each process last ran, its tracer) and ``after`` after it;
+    the runaway rule needs both, a window of at least 0.2 s between them.
+    """
+    started = time.monotonic()
+    now = time.monotonic() if now is None else now
+    c = _Ctx(snap, report, before, after or {}, now)
+    for pid, why in (hints or {}).items():
+        if pid in snap.entries:
+            c.add("reported", pid, f"{c.who(pid)}: {why}", [Evidence("caller", why)])
+    for entry in snap.ordered():
+        _kernel_verdicts(c, entry.proc.pid, entry)
+    for ps in report.procs:
+        if ps.pid in snap.entries:
+            _python_verdicts(c, ps.pid, ps)
+            _task_verdicts(c, ps.pid, ps)
+            _edges(c, ps.pid, ps)
+    _edge_verdicts(c)
+    _cycles(c)
+    if bindspace is not None:
+        _stale_sockets(c, bindspace)
+    if not any(p.tasks.status == "collected" for p in report.procs) and report.procs:
+        c.notes.append("no process had a task dumper armed: waits inside trio tasks are not "
+                       "visible (run the program under `tractor-diag run -- CMD`, which arms "
+                       "tractor_diag.taskdump in every Python process of the tree)")
+    if after:
+        windows = [after[p].at - before[p].at for p in after if p in before]
+        window = min(windows) if windows else 0.0
+    else:
+        window = 0.0
+        c.notes.append("one kernel sample only: runaways not judged")
+    c.verdicts.sort(key=lambda v: (_rank(v), v.pid))
+    return Diagnosis(
+        taken_at=time.time(), roots=list(snap.roots),
+        names={pid: c.name(pid) for pid in snap.entries},
+        edges=c.edges, verdicts=c.verdicts, chains=_chains(c), window=window,
+        notes=c.notes, elapsed=time.monotonic() - started,
+    )
+
+
+def stuck_reasons(diag: Diagnosis) -> dict[int, str]:
+    """pid -> the one-line reason, for every process with a verdict."""
+    out: dict[int, str] = {}
+    for v in sorted(diag.verdicts, key=_rank):
+        if v.kind != "stale-socket":
+            out.setdefault(v.pid, v.text)
+    return out
+
+
+
+
+__all__ = ["diagnose", "stuck_reasons", "sync_call", "waited_pid"]

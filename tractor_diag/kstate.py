@@ -1,0 +1,157 @@
+"""Kernel state of a process beyond one `/proc` pass: signal dispositions,
+tracer, context switches, scheduler time and when it last ran.
+
+Two samples some time apart tell a runaway from a busy process the way the
+kernel sees it: a runaway spends the whole window on a CPU or queued for
+one and never gives the CPU up voluntarily; CPU% alone halves when another
+spinner shares the core. Everything is the main thread's (the thread group
+leader's ``/proc/<pid>/...`` files), which is where trio runs.
+
+A process that vanishes between reads yields ``None``; a file a kernel does
+not have leaves its fields ``None``.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .whymodel import KernelSample
+
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
+def _read(name: str, dfd: int) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def _field(status: bytes, key: bytes) -> bytes | None:
+    i = status.find(b"\n" + key + b":")
+    if i < 0:
+        return None
+    i += len(key) + 2
+    j = status.find(b"\n", i)
+    return (status[i:] if j < 0 else status[i:j]).strip()
+
+
+def _hex(v: bytes | None) -> int | None:
+    try:
+        return None if v is None else int(v, 16)
+    except ValueError:
+        return None
+
+
+def _int(v: bytes | None) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except ValueError:
+        return None
+
+
+def sample(pid: int, create_time: float | None = None, *, last_ran: bool = False) -> KernelSample | None:
+    """One read of ``pid``'s kernel state; ``None`` when it is gone (or, with
+    ``create_time``, when the pid now belongs to another process).
+    ``last_ran`` also reads ``/proc/<pid>/sched`` (when it last ran)."""
+    from .procfs import boot_time
+
+    try:
+        dfd = os.open(f"/proc/{pid}", _O_DIR)
+    except OSError:
+        return None
+    try:
+        try:
+            stat = _read("stat", dfd)
+            status = b"\n" + _read("status", dfd)
+        except OSError:
+            return None
+        at = time.monotonic()
+        rpar = stat.rfind(b")")
+        fields = stat[rpar + 2:].split()
+        if len(fields) < 20:
+            return None
+        start = boot_time() + int(fields[19]) / (os.sysconf("SC_CLK_TCK") or 100)
+        if create_time is not None and abs(start - create_time) > 0.05:
+            return None
+        s = KernelSample(
+            pid=pid, create_time=start, at=at, state=fields[0].decode(),
+            sig_ignored=_hex(_field(status, b"SigIgn")),
+            sig_blocked=_hex(_field(status, b"SigBlk")),
+            sig_caught=_hex(_field(status, b"SigCgt")),
+            tracer_pid=_int(_field(status, b"TracerPid")),
+            vol_ctx=_int(_field(status, b"voluntary_ctxt_switches")),
+            invol_ctx=_int(_field(status, b"nonvoluntary_ctxt_switches")),
+        )
+        try:
+            w = _read("wchan", dfd).decode("ascii", "replace").strip()
+            s.wchan = "" if w == "0" else w
+        except OSError:
+            pass
+        try:
+            parts = _read("schedstat", dfd).split()
+            s.run_ns, s.wait_ns = int(parts[0]), int(parts[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        if last_ran:
+            s.last_ran = _last_ran(dfd)
+        return s
+    finally:
+        os.close(dfd)
+
+
+def _last_ran(dfd: int) -> float | None:
+    """``se.exec_start`` (milliseconds of the scheduler clock, which counts
+    from boot like CLOCK_MONOTONIC) as a ``time.monotonic()`` value."""
+    try:
+        text = _read("sched", dfd)
+    except OSError:
+        return None
+    i = text.find(b"se.exec_start")
+    if i < 0:
+        return None
+    try:
+        ms = float(text[i:].split(b"\n", 1)[0].split(b":", 1)[1])
+    except (ValueError, IndexError):
+        return None
+    return ms / 1000.0
+
+
+def sample_many(procs, *, last_ran: bool = False) -> dict[int, KernelSample]:
+    """``{pid: sample}`` for `Proc`-like records (``pid``, ``create_time``);
+    vanished processes are left out."""
+    out: dict[int, KernelSample] = {}
+    for p in procs:
+        s = sample(p.pid, p.create_time, last_ran=last_ran)
+        if s is not None:
+            out[p.pid] = s
+    return out
+
+
+def signal_set(mask: int | None) -> set[int]:
+    if not mask:
+        return set()
+    return {n + 1 for n in range(64) if mask >> n & 1}
+
+
+#: Share of the window a runaway spends on a CPU or queued for one.
+RUNAWAY_SHARE = 0.9
+
+
+def on_cpu_share(a: KernelSample, b: KernelSample) -> float | None:
+    """(on-CPU + run-queue time) / window between two samples of a process."""
+    if None in (a.run_ns, a.wait_ns, b.run_ns, b.wait_ns) or b.at <= a.at:
+        return None
+    return ((b.run_ns - a.run_ns) + (b.wait_ns - a.wait_ns)) / 1e9 / (b.at - a.at)  # type: ignore[operator]
+
+
+def is_runaway(a: KernelSample, b: KernelSample, allowed_switches: int = 0) -> bool | None:
+    """Runaway by the kernel's account: on a CPU or queued for one for
+    nearly the whole window, and no voluntary context switch (but the
+    ``allowed_switches`` our own ptrace attach or signal caused). ``None``
+    when the kernel does not say."""
+    share = on_cpu_share(a, b)
+    if share is None or a.vol_ctx is None or b.vol_ctx is None:
+        return None
+    return share >= RUNAWAY_SHARE and (b.vol_ctx - a.vol_ctx) <= allowed_switches
