@@ -24,9 +24,20 @@ def dump_all(*argv: str) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
-def stuck_lines(summary: str) -> list[str]:
-    section = summary.split("## Looks stuck", 1)[1].split("\n## ", 1)[0]
-    return [ln for ln in section.splitlines() if ln.startswith("- ")]
+def verdict_lines(summary: str) -> list[str]:
+    """The numbered verdicts of summary.md, each with its indented lines."""
+    section = summary.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
+    out: list[str] = []
+    for ln in section.splitlines():
+        if ln[:1].isdigit():
+            out.append(ln)
+        elif ln.startswith("   ") and out:
+            out[-1] += "\n" + ln
+    return out
+
+
+def table_row(summary: str, pid: int) -> str:
+    return next(ln for ln in summary.splitlines() if ln.startswith(f"| {pid} |"))
 
 
 def test_current_tree_bundle_is_complete(current_tree, tmp_path):
@@ -75,17 +86,28 @@ def test_current_tree_bundle_is_complete(current_tree, tmp_path):
     assert str(tree.root) in (path / "tree.txt").read_text()
 
     summary = (path / "summary.md").read_text()
-    lines = stuck_lines(summary)
+    assert summary.index("## Verdicts") < summary.index("## All processes")
+    lines = verdict_lines(summary)
+    # one verdict per sleeping leaf, each at the bottom of its chain; nobody else
+    assert len(lines) == 4, summary
     for name in ("leaf_0_0", "leaf_0_1", "leaf_1_0", "leaf_1_1"):
-        line = next(ln for ln in lines if f"**{name}** (pid {actors[name]})" in ln)
-        assert "blocked" in line and "wchan `hrtimer_nanosleep`" in line
-        assert "python: `current_tree.py:" in line and "in Actor.hang" in line
+        line = next(ln for ln in lines if f"**sync-blocked**: {name} ({actors[name]}) is blocked "
+                    "in time.sleep at current_tree.py:" in ln)
+        assert "a sync call that a cancel cannot interrupt" in line
+        spawner = "spawner_" + name[5]
+        assert f"waits for child {spawner} (trio Process.wait); {spawner} waits for child {name} " \
+               "(trio Process.wait)" in line
+        assert "kernel: wchan hrtimer_nanosleep" in line
+        row = table_row(summary, actors[name])
+        assert "live/blocked" in row and "| hrtimer_nanosleep |" in row
+        assert "current_tree.py:" in row and "in Actor.hang" in row
         if name == "leaf_1_1":
-            assert "trio: `no task dumper armed`" in line
+            assert "no task dumper armed" in row
         else:
-            assert "trio: `task '__main__.Actor.main' [running] at current_tree.py:" in line
-    # the spawners wait on their stuck leaves
-    assert any("**spawner_0**" in ln and "waiting on stuck child" in ln for ln in lines)
+            assert "task '__main__.Actor.main' [running] at current_tree.py:" in row
+    assert sorted(meta["stuck"]) == sorted(actors[n] for n in actors if n.startswith("leaf"))
+    why = json.loads((path / "why.json").read_text())
+    assert {v["pid"] for v in why["verdicts"]} == set(meta["stuck"])
 
 
 def test_parent_waiting_on_child_in_summary(current_tree, tmp_path):
@@ -94,9 +116,14 @@ def test_parent_waiting_on_child_in_summary(current_tree, tmp_path):
     rc, out, err = dump_all(str(tree.root), "-o", str(tmp_path), "--no-tasks")
     assert rc == 0, err
     summary = (Path(out.strip()) / "summary.md").read_text()
-    line = next(ln for ln in stuck_lines(summary) if "**spawner_0**" in ln)
-    assert f"(pid {actors['spawner_0']}): blocked" in line
-    assert "wchan `do_wait`" in line and "in Actor.hang" in line
+    (line,) = verdict_lines(summary)
+    assert line.startswith(f"1. **sync-blocked**: spawner_0 ({actors['spawner_0']}) is blocked in "
+                           "os.waitpid at current_tree.py:")
+    # the kernel names the child it waits for
+    assert f"spawner_0 waits for child leaf_0_0 (os.waitpid)" in line
+    assert f"wait4 names pid {actors['leaf_0_0']}" in line
+    row = table_row(summary, actors["spawner_0"])
+    assert "| do_wait |" in row and "in Actor.hang" in row
 
 
 @pytest.mark.released
@@ -106,11 +133,14 @@ def test_released_tree_summary_names_the_sleeping_leaf(released_tree, tmp_path):
     rc, out, err = dump_all(str(tree.root), "-o", str(tmp_path))
     assert rc == 0, err
     path = Path(out.strip())
-    lines = stuck_lines((path / "summary.md").read_text())
+    summary = (path / "summary.md").read_text()
+    lines = verdict_lines(summary)
+    assert len(lines) == 2, summary
     for name in ("leaf_0", "leaf_1"):
-        line = next(ln for ln in lines if f"**{name}** (pid {actors[name]})" in ln)
-        assert "in _hang_leaf" in line and "released_tree.py:" in line
-        assert "trio: `no task dumper armed`" in line
+        line = next(ln for ln in lines if f"**sync-blocked**: {name} ({actors[name]}) is blocked "
+                    "in time.sleep at released_tree.py:" in ln)
+        assert "under an RPC task (tractor _invoke)" in line and "in _hang_leaf" in line
+        assert "no task dumper armed" in table_row(summary, actors[name])
     meta = msgspec.json.decode((path / "meta.json").read_bytes(), type=BundleMeta)
     assert set(actors.values()) <= set(meta.pids)
 

@@ -13,14 +13,11 @@ import trio
 from tractor_diag import taskdump
 from tractor_diag.render import Style
 from tractor_diag.render.stacks import await_text, render_proc, short_path
-from tractor_diag.snapshot import stuck_reasons
+from tractor_diag.diagnosis.where import await_point, focus_thread, is_internal, trio_focus
 from tractor_diag.stackmodel import (
     Frame, KernelSide, ProcStacks, PyStack, TaskInfo, TaskTree, Thread,
 )
-from tractor_diag.stacks import (
-    await_point, classify_py_spy_error, focus_thread, is_internal,
-    parse_py_spy_json, run_bounded, trio_focus,
-)
+from tractor_diag.stacks import classify_py_spy_error, parse_py_spy_json, run_bounded
 from tractor_diag.tasks import Pending, collect, parse_task_lines
 
 # Shaped like `py-spy dump --json` 0.4 output (frames innermost first).
@@ -177,30 +174,6 @@ def _proc(pid, ppid, *, state="idle", bucket="live", tasks=None, actor=None):
         python=PyStack(status="ok"),
         tasks=tasks or TaskTree(status="no-handler"),
     )
-
-
-def test_stuck_reasons_walk_up_to_the_root():
-    running = TaskTree(status="collected", format="tractor-diag",
-                       tasks=[TaskInfo(name="main", state="running", depth=0)])
-    cancelling = TaskTree(status="collected", format="tractor-diag",
-                          tasks=[TaskInfo(name="t", state="waiting", depth=1, cancelling=True)])
-    procs = [
-        _proc(1, 0, actor=None),
-        _proc(2, 1, actor="spawner"),
-        _proc(3, 2, state="blocked", actor="leaf"),
-        _proc(4, 1, actor="healthy"),
-        _proc(5, 1, tasks=running, actor="hog"),
-        _proc(6, 1, tasks=cancelling, actor="stubborn"),
-        _proc(7, 4, bucket="zombie", state="exited", actor="dead"),
-    ]
-    why = stuck_reasons(procs)
-    assert why[3] == "blocked"
-    assert why[2] == "waiting on stuck child leaf (3)"
-    assert why[1].startswith("waiting on stuck child")
-    assert why[5] == "trio loop held by running task 'main'"
-    assert why[6] == "a task outlives its nursery's cancellation"
-    assert why[7].startswith("zombie: exited, parent 4")
-    assert why[4] == "waiting on stuck child dead (7)"
 
 
 def test_render_says_why_pieces_are_missing():

@@ -10,6 +10,8 @@ import re
 from .model import Bucket, Proc, State
 
 RUNAWAY_PERCENT = 90.0
+#: Share of a window a runaway spends on a CPU or queued for one.
+RUNAWAY_SHARE = 0.9
 
 # Where a trio/asyncio/selectors event loop sleeps in the kernel. Anything
 # else while sleeping (nanosleep, wait4, futex, a pipe read) is "blocked".
@@ -34,13 +36,39 @@ def in_event_loop(wchan: str | None) -> bool:
     return wchan_name(wchan) in _EVENT_LOOP_WCHANS
 
 
-def state_of(proc: Proc, cpu_percent: float | None = None) -> State:
+def kernel_runaway(run_ns: int, wait_ns: int, vol_switches: int, window: float,
+                   allowed_switches: int = 0) -> bool:
+    """Runaway as the kernel sees it: on a CPU or queued for one (schedstat)
+    for nearly the whole window, and never giving the CPU up voluntarily
+    (but ``allowed_switches`` we caused ourselves, e.g. a ptrace attach).
+    CPU% halves when another spinner shares the core; this does not."""
+    if window <= 0:
+        return False
+    return (run_ns + wait_ns) / 1e9 / window >= RUNAWAY_SHARE and vol_switches <= allowed_switches
+
+
+def runaway_between(old: Proc, new: Proc, window: float) -> bool | None:
+    """`kernel_runaway` between two records of a process; None when either
+    lacks schedstat or context switches (not read, or no such file)."""
+    if None in (old.sched_run, old.sched_wait, old.vol_ctx,
+                new.sched_run, new.sched_wait, new.vol_ctx):
+        return None
+    return kernel_runaway(new.sched_run - old.sched_run, new.sched_wait - old.sched_wait,  # type: ignore[operator]
+                          new.vol_ctx - old.vol_ctx, window)  # type: ignore[operator]
+
+
+def state_of(proc: Proc, cpu_percent: float | None = None, prev: Proc | None = None,
+             window: float = 0.0) -> State:
+    """``prev`` (the same process ``window`` seconds earlier, with full
+    detail) lets the kernel judge a runaway; without it, CPU% does."""
     s = proc.state
     if s in ("Z", "X", "x"):
         return "exited"
     if s in ("T", "t"):
         return "stopped"
-    if cpu_percent is not None and cpu_percent >= RUNAWAY_PERCENT:
+    by_kernel = runaway_between(prev, proc, window) if prev is not None else None
+    if by_kernel or (by_kernel is None and cpu_percent is not None
+                     and cpu_percent >= RUNAWAY_PERCENT):
         return "runaway"
     if s == "R":
         return "running"

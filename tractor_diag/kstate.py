@@ -135,10 +135,6 @@ def signal_set(mask: int | None) -> set[int]:
     return {n + 1 for n in range(64) if mask >> n & 1}
 
 
-#: Share of the window a runaway spends on a CPU or queued for one.
-RUNAWAY_SHARE = 0.9
-
-
 def on_cpu_share(a: KernelSample, b: KernelSample) -> float | None:
     """(on-CPU + run-queue time) / window between two samples of a process."""
     if None in (a.run_ns, a.wait_ns, b.run_ns, b.wait_ns) or b.at <= a.at:
@@ -151,7 +147,9 @@ def is_runaway(a: KernelSample, b: KernelSample, allowed_switches: int = 0) -> b
     nearly the whole window, and no voluntary context switch (but the
     ``allowed_switches`` our own ptrace attach or signal caused). ``None``
     when the kernel does not say."""
-    share = on_cpu_share(a, b)
-    if share is None or a.vol_ctx is None or b.vol_ctx is None:
+    from .classify import kernel_runaway
+
+    if on_cpu_share(a, b) is None or a.vol_ctx is None or b.vol_ctx is None:
         return None
-    return share >= RUNAWAY_SHARE and (b.vol_ctx - a.vol_ctx) <= allowed_switches
+    return kernel_runaway(b.run_ns - a.run_ns, b.wait_ns - a.wait_ns,  # type: ignore[operator]
+                          b.vol_ctx - a.vol_ctx, b.at - a.at, allowed_switches)

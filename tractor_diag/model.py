@@ -87,6 +87,10 @@ class Proc(msgspec.Struct):
     cgroup: str | None = None
     vol_ctx: int | None = None
     invol_ctx: int | None = None
+    # /proc/<pid>/schedstat of the main thread: nanoseconds on a CPU, and
+    # waiting in a run queue (full detail only).
+    sched_run: int | None = None
+    sched_wait: int | None = None
     sig_caught: int | None = None  # SigCgt bitmask
     actor: ActorInfo | None = None
     # The main thread exited while other threads run: the process is live

@@ -197,6 +197,11 @@ def _read_full(proc: Proc, dfd: int) -> None:
     except ValueError:
         pass
     try:
+        run, wait = _read("schedstat", dfd).split()[:2]
+        proc.sched_run, proc.sched_wait = int(run), int(wait)
+    except (OSError, ValueError):
+        pass
+    try:
         # cgroup v2 has one line ``0::/path``; v1 many: keep the v2/first path.
         text = _read("cgroup", dfd).decode("utf-8", "replace")
         lines = [ln for ln in text.splitlines() if ln]

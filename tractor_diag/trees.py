@@ -178,10 +178,11 @@ def build_snapshot(
             parent = procs.get(proc.ppid)
             in_tree = root is not None
             cpu = _cpu_percent(proc, base, rate_window)
+            old = _same_proc(proc, base, rate_window)
             entry = Entry(
                 proc=proc,
                 bucket=bucket_of(proc, parent, in_tree, subreapers),
-                state=state_of(proc, cpu),
+                state=state_of(proc, cpu, old, rate_window),
                 root=root,
                 depth=depth,
                 children=list(kids.get(pid, ())),
@@ -239,6 +240,15 @@ def _cpu_percent(proc: Proc, prev: Snapshot | None, window: float) -> float | No
     if old is None or abs(old.proc.create_time - proc.create_time) > 0.02:
         return None  # new since the last sample, or a reused pid
     return max(0.0, (proc.cpu_time - old.proc.cpu_time) / window * 100.0)
+
+
+def _same_proc(proc: Proc, prev: Snapshot | None, window: float) -> Proc | None:
+    if prev is None or window < MIN_RATE_WINDOW:
+        return None
+    old = prev.entries.get(proc.pid)
+    if old is None or abs(old.proc.create_time - proc.create_time) > 0.02:
+        return None
+    return old.proc
 
 
 def _orphan_note(proc: Proc, parent: Proc | None) -> str:

@@ -130,7 +130,7 @@ def render_task_tree(tree) -> Text:
         text.append(f"(note: {tree.note})\n", "yellow")
     if tree.tasks:
         try:
-            from tractor_diag.stacks import await_point
+            from tractor_diag.diagnosis.where import await_point
         except ImportError:
             await_point = None
         for task in tree.tasks:

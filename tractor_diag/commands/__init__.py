@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "stacks": ("tractor_diag.commands.stacks", "acli.hung_dump"),
     "bindspace": ("tractor_diag.commands.bindspace", "acli.bindspace_scan"),
     "dump-all": ("tractor_diag.commands.dump_all", "acli.dump_all"),
+    "why": ("tractor_diag.commands.why", "acli.why"),
     "reap": ("tractor_diag.commands.reap", "acli.reap"),
     "watch": ("tractor_diag.commands.watch", "acli.watch"),
     "dash": ("tractor_diag.commands.dash", "acli.dash"),

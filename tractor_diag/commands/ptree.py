@@ -162,7 +162,10 @@ def run(args, out) -> int:
     if args.port is not None:
         return run_port(args, out)
     # machine output carries every field; the text shows none of the costly ones
-    snap = snapshot_for(args.targets, cpu_of(args), strays=not args.no_strays, full=args.json)
+    cpu = cpu_of(args)
+    # with a CPU window: status and schedstat too, so the kernel judges runaways
+    snap = snapshot_for(args.targets, cpu, strays=not args.no_strays,
+                        full=args.json or cpu is not None)
     annotate(snap)
     if args.json:
         out.write(to_json(snap).decode() + "\n")

@@ -41,6 +41,10 @@ _PRIORITY = (
     "ignores-signals", "orphan", "stale-socket",
 )
 
+# Properties of a process rather than reasons it cannot move: listed, never
+# the cause a chain of waits ends in.
+ATTRIBUTES = frozenset({"ignores-signals", "orphan", "stale-socket"})
+
 # wait4 / waitid syscall numbers: the pid a sync wait names.
 _WAIT_SYSCALLS = {"x86_64": {61: "wait4", 247: "waitid"},
                   "aarch64": {260: "wait4", 95: "waitid"}}.get(platform.machine(), {})
@@ -76,7 +80,10 @@ def _name(entry: Entry | None, pid: int) -> str:
     if entry is None:
         return str(pid)
     p = entry.proc
-    return p.actor.name if p.actor is not None else p.short_title
+    if p.actor is not None:
+        return p.actor.name
+    title = p.short_title
+    return title if len(title) <= 48 else title[:47] + "…"
 
 
 def _loc(frame) -> str:
@@ -106,6 +113,10 @@ class _Ctx:
     def name(self, pid: int) -> str:
         return _name(self.snap.entries.get(pid), pid)
 
+    def who(self, pid: int) -> str:
+        """The subject of a sentence: name and pid."""
+        return f"{self.name(pid)} ({pid})"
+
     def children(self, pid: int) -> list[int]:
         entry = self.snap.entries.get(pid)
         if entry is None:
@@ -123,7 +134,7 @@ class _Ctx:
 
 def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
     a, b = c.before.get(pid), c.after.get(pid)
-    name = c.name(pid)
+    name = c.who(pid)
     proc = entry.proc
     if proc.state in ("Z", "X") or entry.bucket == "zombie":
         parent = c.snap.entries.get(proc.ppid)
@@ -187,7 +198,9 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
                   "only SIGKILL ends it",
                   [Evidence("kernel", f"SigIgn {a.sig_ignored or 0:016x}, "
                             f"SigBlk {a.sig_blocked or 0:016x} in /proc/{pid}/status")],
-                  [f"tractor-diag reap --parent {proc.ppid} --dry-run (SIGINT, grace, then SIGKILL)"])
+                  [f"tractor-diag reap --parent {proc.ppid} --dry-run (SIGINT, grace, then SIGKILL)"
+                   if proc.actor is not None and proc.ppid in c.snap.entries
+                   else f"kill -KILL {pid}"])
     if entry.bucket == "orphan":
         c.add("orphan", pid, f"{name} is an orphan: {entry.note or 'its parent is gone'}",
               [Evidence("tree", f"ppid {proc.ppid}, started before its parent or adopted")],
@@ -236,7 +249,7 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
         secs = f" for {min(dur, age):.0f} s"
     task = "an RPC task (tractor _invoke)" if under_invoke else "a trio task"
     c.add("sync-blocked", pid,
-          f"{c.name(pid)} is blocked in {call} at {_loc(at)}{secs} — a sync call that a "
+          f"{c.who(pid)} is blocked in {call} at {_loc(at)}{secs} — a sync call that a "
           "cancel cannot interrupt",
           [Evidence("kernel", f"wchan {wchan}, state {k.state if k else ps.kernel.state}"),
            Evidence("python", f"main thread, under {task}: {await_text(frames)}")],
@@ -248,18 +261,30 @@ def _task_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     if ps.tasks.status != "collected":
         return
     tasks = ps.tasks.tasks
-    if not c.has(pid, "sync-blocked", "runaway"):
-        running = next((t for t in tasks if t.state == "running"
-                        and t.frames and "taskdump" not in t.frames[-1].filename), None)
-        if running is not None:
-            c.add("loop-held", pid, f"{c.name(pid)}'s trio loop is held by task "
-                  f"'{running.name}' at {await_text(running.frames)}",
-                  [Evidence("tasks", f"task '{running.name}' was running when the dump was taken")])
+    running = next((t for t in tasks if t.state == "running"
+                    and t.frames and "taskdump" not in t.frames[-1].filename), None)
+    held = next((v for v in c.verdicts if v.pid == pid and v.kind in ("sync-blocked", "runaway")),
+                None)
+    if held is not None and running is not None:
+        held.evidence.append(Evidence("tasks", f"task '{running.name}' held the loop when the "
+                                      f"dump was taken, at {await_text(running.frames)}"))
+    elif running is not None and ps.python.status != "ok" and _off_loop(c, pid):
+        # A task runs whenever a busy actor is interrupted; it holds the loop
+        # only when the kernel shows the process away from its loop's wait
+        # and no Python stack says more.
+        c.add("loop-held", pid, f"{c.who(pid)}: its trio loop is held by task "
+              f"'{running.name}' at {await_text(running.frames)}",
+              [Evidence("tasks", f"task '{running.name}' was running when the dump was taken")])
     stuck = next((t for t in tasks if t.cancelling), None)
     if stuck is not None:
-        c.add("cancel-outlived", pid, f"{c.name(pid)}: task '{stuck.name}' outlives its "
+        c.add("cancel-outlived", pid, f"{c.who(pid)}: task '{stuck.name}' outlives its "
               f"nursery's cancellation, at {await_text(stuck.frames) if stuck.frames else '?'}",
               [Evidence("tasks", f"a nursery above '{stuck.name}' had cancel called")])
+
+
+def _off_loop(c: _Ctx, pid: int) -> bool:
+    a, b = c.before.get(pid), c.after.get(pid)
+    return all(k is not None and k.wchan and not in_event_loop(k.wchan) for k in (a, b))
 
 
 def _waits(ps: ProcStacks):
@@ -287,10 +312,11 @@ def _waits(ps: ProcStacks):
     return out
 
 
+_OS_WAITPID = waitpoints.WaitPoint("os.waitpid", "", "child", "os.waitpid", sync=True)
+
+
 def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     waits = _waits(ps)
-    if not waits:
-        return
     entry = c.snap.entries[pid]
     kids = c.children(pid)
     live = [k for k in kids if c.snap.entries[k].proc.state not in ("Z", "X")]
@@ -298,12 +324,20 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
 
     def edge(on: int, point, relation, ev: list[Evidence]):
         e = by_target.get(on)
-        if e is None:
+        if e is None or (point.sync and e.point != point.label):
+            # a sync wait is the one that matters: it holds the whole loop
             by_target[on] = WaitEdge(waiter=pid, on=on, point=point.label, relation=relation,
                                      evidence=ev)
         else:
             e.evidence.extend(x for x in ev if x not in e.evidence)
 
+    k = c.before.get(pid)
+    if k is not None and sync_call(k.wchan) == "os.waitpid":
+        named = waited_pid(pid)
+        if named is not None and named in kids:
+            edge(named, _OS_WAITPID, "child",
+                 [Evidence("kernel", f"wchan {k.wchan}; wait4 names pid {named} "
+                           f"(/proc/{pid}/syscall)")])
     child_waits = [(p, ev) for p, ev in waits if p.target == "child"]
     peer_waits = [(p, ev) for p, ev in waits if p.target == "peer"]
     if child_waits:
@@ -347,7 +381,7 @@ def _edge_verdicts(c: _Ctx) -> None:
         if target.proc.state in ("Z", "X") and "wait_for_peer" in e.point:
             code = target.proc.exit_code
             c.add("boot-hang", e.waiter,
-                  f"{c.name(e.waiter)} waits for child {tname} to connect ({e.point}), but "
+                  f"{c.who(e.waiter)} waits for child {tname} to connect ({e.point}), but "
                   f"{tname} died at boot"
                   + (f" (exit status {exit_status(code)})" if code is not None else ""),
                   [*e.evidence, Evidence("kernel", f"{e.on} is a zombie")])
@@ -363,7 +397,7 @@ def _edge_verdicts(c: _Ctx) -> None:
             if k is None or not in_event_loop(k.wchan):
                 continue
             c.add("lost-cancel", e.waiter,
-                  f"{c.name(e.waiter)} is cancelling {tname} ({e.point}), but {tname} idles "
+                  f"{c.who(e.waiter)} is cancelling {tname} ({e.point}), but {tname} idles "
                   "in its loop with no cancel in progress: the request was lost",
                   [*e.evidence, Evidence("tasks", f"{tname}: no task cancelling or in a "
                                          "cancel handler"),
@@ -409,9 +443,13 @@ def _rank(v: Verdict) -> int:
 
 
 def _chains(c: _Ctx) -> list[Chain]:
+    """One chain per process that cannot move (a blocking verdict and no
+    wait of its own on another such process): the waiters above it, top
+    first, and below it the process it waits for, when that one has a
+    property worth knowing (it ignores SIGINT, say)."""
     by_pid: dict[int, list[Verdict]] = {}
     for v in c.verdicts:
-        if v.kind != "stale-socket":
+        if v.kind not in ATTRIBUTES:
             by_pid.setdefault(v.pid, []).append(v)
     succ: dict[int, list[int]] = {}
     pred: dict[int, list[int]] = {}
@@ -443,8 +481,14 @@ def _chains(c: _Ctx) -> list[Chain]:
                 break
             node = up[0]
             path.insert(0, node)
+        sync = [e.on for e in c.edges if e.waiter == pid and e.on not in path
+                and any(p.sync and p.label == e.point for p in (*waitpoints.WAIT_POINTS, _OS_WAITPID))]
+        down = sync or [n for n in succ.get(pid, ()) if n not in path]
+        if len(down) == 1:
+            path.append(down[0])
         chains.append(Chain(pids=path, cause=min(vs, key=_rank)))
-    chains.sort(key=lambda ch: (_rank(ch.cause), -len(ch.pids)))
+    order = {e.proc.pid: i for i, e in enumerate(c.snap.ordered())}
+    chains.sort(key=lambda ch: (_rank(ch.cause), order.get(ch.cause.pid, 1 << 30)))
     return chains
 
 
@@ -504,7 +548,7 @@ def stuck_reasons(diag: Diagnosis) -> dict[int, str]:
     """pid -> the one-line reason, for every process with a verdict."""
     out: dict[int, str] = {}
     for v in sorted(diag.verdicts, key=_rank):
-        if v.kind != "stale-socket":
+        if v.kind not in ("ignores-signals", "stale-socket"):
             out.setdefault(v.pid, v.text)
     return out
 
