@@ -81,7 +81,8 @@ def _name(entry: Entry | None, pid: int) -> str:
         return str(pid)
     p = entry.proc
     if p.actor is not None:
-        return p.actor.name
+        # a zombie's name comes from its 15-byte comm: say it is cut
+        return p.actor.name + ("…" if p.actor.name_truncated else "")
     title = p.short_title
     return title if len(title) <= 48 else title[:47] + "…"
 

@@ -85,15 +85,24 @@ def match(name: str, filename: str) -> WaitPoint | None:
 
 
 def innermost(frames: list) -> tuple[WaitPoint, object] | None:
-    """The innermost waiting point in a chain of frames (innermost last):
-    the most specific one (``soft_kill`` under the nursery's exit)."""
+    """The innermost of tractor's waiting points in a chain of frames
+    (innermost last): the most specific one (``soft_kill`` under the
+    nursery's exit, not the ``Process.wait`` under ``soft_kill``); the
+    innermost of the others when tractor has none. A sync wait
+    (``Process.join``) found first wins: nothing above it runs."""
+    other = None
     for f in reversed(frames):
         if getattr(f, "native", False):
             continue
         point = match(f.name, f.filename)
-        if point is not None:
+        if point is None:
+            continue
+        if point.where.startswith("/tractor") or point.sync:
+            # a sync wait holds the whole thread: it is what it waits in
             return point, f
-    return None
+        if other is None:
+            other = (point, f)
+    return other
 
 
 def in_text(text: str) -> list[WaitPoint]:

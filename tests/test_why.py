@@ -1,0 +1,217 @@
+"""`why` on real trees: one tree per verdict, the exact chain, and a healthy
+sibling tree that gets none."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import time
+
+import msgspec
+import pytest
+
+from tractor_diag.cli import run_verb
+from tractor_diag.whymodel import Diagnosis
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def why(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_verb(["why", *argv], out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def why_json(*roots: int) -> Diagnosis:
+    rc, out, err = why("--json", *map(str, roots))
+    assert rc == 0, err
+    return msgspec.json.decode(out, type=Diagnosis)
+
+
+def chain_text(diag: Diagnosis, cause_pid: int) -> str:
+    from tractor_diag.render.why import chain_sentence
+
+    (chain,) = [c for c in diag.chains if c.cause.pid == cause_pid]
+    return chain_sentence(diag, chain)
+
+
+def verdict_pids(diag: Diagnosis) -> set[int]:
+    return {v.pid for v in diag.verdicts}
+
+
+def test_sync_blocked_leaves_and_a_healthy_sibling(current_tree):
+    sick = current_tree(depth=2, breadth=1, hang="sleep")
+    healthy = current_tree(depth=2, breadth=1, hang="none", root_name="healthy")
+    actors = sick.actors()
+    leaf, spawner = actors["leaf_0_0"], actors["spawner_0"]
+    diag = why_json(sick.root, healthy.root)
+
+    assert [c.cause.pid for c in diag.chains] == [leaf]
+    (chain,) = diag.chains
+    assert chain.pids == [sick.root, spawner, leaf]
+    assert chain.cause.kind == "sync-blocked"
+    text = chain_text(diag, leaf)
+    root_name = diag.names[sick.root]
+    assert text.startswith(
+        f"{root_name} waits for child spawner_0 (trio Process.wait); "
+        f"spawner_0 waits for child leaf_0_0 (trio Process.wait); "
+        f"leaf_0_0 ({leaf}) is blocked in time.sleep at current_tree.py:")
+    assert text.endswith("— a sync call that a cancel cannot interrupt")
+    sources = {e.source for e in chain.cause.evidence}
+    assert sources == {"kernel", "python", "tasks"}
+    # the healthy tree: no verdict on any of its processes, no edge leading anywhere stuck
+    assert not verdict_pids(diag) & set(healthy.pids())
+    assert not verdict_pids(diag) - {leaf}
+
+    rc, out, err = why(str(sick.root))
+    assert rc == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith(f"1. [sync-blocked] leaf_0_0 ({leaf}) is blocked in time.sleep at "
+                            "current_tree.py:")
+    assert "   chain: " in out and "   evidence:" in out and "   what to do:" in out
+    assert f"tractor-diag stacks {leaf}" in out
+
+
+def test_parent_in_a_sync_waitpid_on_a_child_that_ignores_signals(current_tree):
+    tree = current_tree(depth=2, breadth=2, hang="wait-child-sync")
+    actors = tree.actors()
+    spawner, leaf = actors["spawner_0"], actors["leaf_0_0"]
+    diag = why_json(tree.root)
+    (chain,) = diag.chains
+    assert chain.cause.kind == "sync-blocked" and chain.cause.pid == spawner
+    # the root waits on spawner_0 (its task), spawner_0 on leaf_0_0 (the kernel says which)
+    assert chain.pids == [tree.root, spawner, leaf]
+    text = chain_text(diag, spawner)
+    assert f"; spawner_0 ({spawner}) is blocked in os.waitpid at current_tree.py:" in text
+    assert text.endswith(
+        f"; spawner_0 waits for child leaf_0_0 (os.waitpid); leaf_0_0 ({leaf}) ignores SIGINT and "
+        "SIGTERM: a cancel by SIGINT and SIGTERM never reaches it, only SIGKILL ends it")
+    edge = next(e for e in diag.edges if e.waiter == spawner and e.on == leaf)
+    assert any(ev.source == "kernel" and f"wait4 names pid {leaf}" in ev.text
+               for ev in edge.evidence)
+    # only the two processes the chain is about have a verdict
+    assert verdict_pids(diag) == {spawner, leaf}
+
+
+def test_ignores_signals_alone_is_no_chain(current_tree):
+    tree = current_tree(depth=2, breadth=1, hang="wait-child")
+    leaf = tree.actors()["leaf_0_0"]
+    diag = why_json(tree.root)
+    assert diag.chains == []
+    (v,) = diag.verdicts
+    assert (v.kind, v.pid) == ("ignores-signals", leaf)
+    assert v.text == (f"leaf_0_0 ({leaf}) ignores SIGINT and SIGTERM: a cancel by SIGINT and "
+                      "SIGTERM never reaches it, only SIGKILL ends it")
+    rc, out, _ = why(str(tree.root))
+    assert out.startswith("no verdict: none of the")
+    assert f"  - [ignores-signals] leaf_0_0 ({leaf}) ignores SIGINT and SIGTERM" in out
+
+
+@pytest.mark.released
+def test_released_tree_sync_blocked_under_invoke(released_tree):
+    tree = released_tree(depth=1, breadth=2, hang="sleep")
+    actors = tree.actors()
+    diag = why_json(tree.root)
+    assert sorted(c.cause.pid for c in diag.chains) == sorted([actors["leaf_0"], actors["leaf_1"]])
+    for chain in diag.chains:
+        # no task dumper in the released runtime: nothing says who waits on the leaf
+        assert chain.pids == [chain.cause.pid]
+        name = diag.names[chain.cause.pid]
+        assert chain.cause.text.startswith(
+            f"{name} ({chain.cause.pid}) is blocked in time.sleep at released_tree.py:")
+        assert any("under an RPC task (tractor _invoke)" in e.text for e in chain.cause.evidence)
+    assert verdict_pids(diag) == {actors["leaf_0"], actors["leaf_1"]}
+    assert any("no process had a task dumper armed" in n for n in diag.notes)
+
+
+@pytest.mark.released
+def test_released_healthy_tree_gets_no_verdict(released_tree):
+    tree = released_tree(depth=2, breadth=2, hang="none")
+    diag = why_json(tree.root)
+    assert diag.verdicts == [] and diag.chains == []
+    assert set(diag.names) >= set(tree.pids())
+
+
+def _spin(spawn, cpu: int):
+    proc = spawn([sys.executable, "-c", "import os\nprint('READY', flush=True)\nwhile True: pass"],
+                 label="spinner")
+    os.sched_setaffinity(proc.root, {cpu})
+    return proc
+
+
+def test_runaway_judged_by_the_kernel_on_a_saturated_cpu(runaway, spawn, current_tree):
+    """Three spinners share one CPU: each gets a third of it (CPU% ~33, which
+    the old rule called 'running'); each is on the CPU or queued for it the
+    whole window and never yields: runaway."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    hog = runaway(title="hog")
+    os.sched_setaffinity(hog.root, {cpu})
+    others = [_spin(spawn, cpu), _spin(spawn, cpu)]
+    healthy = current_tree(depth=1, breadth=1, hang="none", root_name="healthy")
+    time.sleep(0.3)
+
+    rc, out, err = run_verb_out(["ptree", "--cpu", "0.5", "--json", str(hog.root)])
+    assert rc == 0, err
+    entry = json.loads(out)["entries"][str(hog.root)]
+    assert entry["cpu_percent"] < 75  # the share CPU% sees on a crowded core
+    assert entry["state"] == "runaway"
+
+    diag = why_json(hog.root, healthy.root)
+    (chain,) = diag.chains
+    assert chain.cause.kind == "runaway" and chain.cause.pid == hog.root
+    assert chain.cause.text.startswith(f"hog ({hog.root}) burns a CPU: on one or queued for one ")
+    assert not verdict_pids(diag) & set(healthy.pids())
+    for p in others:
+        assert p.root not in diag.names  # not in the given trees
+
+
+def run_verb_out(argv):
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_verb(argv, out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_zombie_not_reaped_names_the_parent_and_where_it_is(zombie_maker):
+    maker = zombie_maker(count=1, code=3, title="ghost")  # comm: _subactor[ghost_ (cut)
+    (zombie,) = maker.zombies
+    diag = why_json(maker.root)
+    (chain,) = diag.chains
+    assert chain.cause.kind == "zombie" and chain.pids == [zombie]
+    parent = diag.names[maker.root]
+    assert chain.cause.text.startswith(
+        f"ghost… ({zombie}) exited (exit status 3) and its parent {parent} ({maker.root}) has "
+        f"not reaped it; {parent} is at helpers.py:")
+    assert verdict_pids(diag) == {zombie}
+
+
+def test_stopped_process(spawn):
+    proc = spawn([sys.executable, "-c", "import time\nprint('READY', flush=True)\ntime.sleep(600)"])
+    os.kill(proc.root, signal.SIGSTOP)
+    try:
+        diag = why_json(proc.root)
+    finally:
+        os.kill(proc.root, signal.SIGCONT)
+    (chain,) = diag.chains
+    assert chain.cause.kind == "stopped"
+    assert chain.cause.text.endswith("is stopped (SIGSTOP or job control): it runs nothing until "
+                                     "it gets SIGCONT")
+    assert f"kill -CONT {proc.root}" in chain.cause.hints
+
+
+def test_stale_socket_is_listed(uds_socket, current_tree):
+    stale = uds_socket(name="ghost", live=False)
+    tree = current_tree(depth=1, breadth=1, hang="none")
+    diag = why_json(tree.root)
+    (v,) = [v for v in diag.verdicts if v.kind == "stale-socket"]
+    assert v.name == stale.path.name and v.pid == stale.pid
+    assert "Address already in use" in v.text
+    assert diag.chains == []
+
+
+def test_bad_input_is_one_line():
+    rc, out, err = why("99999999")
+    assert rc == 1 and err == "tractor-diag: no such process: 99999999\n"
+    rc, out, err = why("--bogus")
+    assert rc == 2 and err.count("\n") == 1

@@ -1,0 +1,181 @@
+"""The `why` rules on recorded data: an all-idle healthy tree never gets a
+verdict (a property, over random trees), and the verdicts that need a shape
+hard to make on purpose (a cycle, a lost cancel, a boot hang) from the exact
+records that show them."""
+from __future__ import annotations
+
+import time
+
+from hypothesis import given, settings, strategies as st
+
+from tractor_diag.diagnosis import diagnose
+from tractor_diag.model import ActorInfo, Entry, Proc, Snapshot
+from tractor_diag.render import Style
+from tractor_diag.render.why import render_why
+from tractor_diag.stackmodel import (
+    Frame, KernelSide, ProcStacks, PyStack, StacksOptions, StacksReport, TaskFrame, TaskInfo,
+    TaskTree, Thread,
+)
+from tractor_diag.whymodel import KernelSample
+
+SITE = "/v/lib/python3.13/site-packages"
+LOOP = [Frame("<module>", "/app/main.py", 9), Frame("run", f"{SITE}/trio/_core/_run.py", 2400),
+        Frame("EpollIOManager.get_events", f"{SITE}/trio/_core/_io_epoll.py", 245)]
+NOW = 1000.0
+
+
+def _task(name: str, *frames: tuple[str, str, int], children: bool = False) -> TaskInfo:
+    return TaskInfo(name=name, state="waiting", depth=1, has_children=children,
+                    frames=[TaskFrame(filename=f, line=ln, name=n) for n, f, ln in frames])
+
+
+SLEEP = ("sleep_forever", f"{SITE}/trio/_timeouts.py", 60)
+PROC_WAIT = ("Process.wait", f"{SITE}/trio/_subprocess.py", 245)
+
+
+def _build(parents: list[int], *, actor=True, tasks_for=None, wchan="do_epoll_wait",
+           state="S", frames=None, sig_ignored=0x1000, vol=(10, 12), run=(1_000_000, 2_000_000)):
+    """A snapshot of pids 100.. with ``parents[i]`` the index of pid i's
+    parent (-1 for the root), each process idle in its trio loop unless told."""
+    pids = [100 + i for i in range(len(parents))]
+    entries: dict[int, Entry] = {}
+    procs, before, after = [], {}, {}
+    for i, pid in enumerate(pids):
+        ppid = pids[parents[i]] if parents[i] >= 0 else 1
+        info = ActorInfo(name=f"a{i}", generation="current") if (actor and i) else None
+        p = Proc(pid=pid, ppid=ppid, uid=0, state=state, comm="python", cmdline=["python", "x"],
+                 create_time=NOW - 100 + i, utime=0, stime=0, rss=0, num_threads=2,
+                 wchan=wchan, actor=info)
+        kids = [pids[j] for j in range(len(parents)) if parents[j] == i]
+        entries[pid] = Entry(proc=p, bucket="live", state="idle", root=pids[0],
+                             depth=0, children=kids)
+        tree = TaskTree(status="no-handler")
+        if tasks_for is not None:
+            tree = TaskTree(status="collected", format="tractor-diag",
+                            tasks=tasks_for(i, kids))
+        procs.append(ProcStacks(
+            pid=pid, ppid=ppid, title="x", actor=info.name if info else None, bucket="live",
+            state="idle", depth=0, kernel=KernelSide(state=state, wchan=wchan),
+            python=PyStack(status="ok", threads=[Thread(
+                thread_id=1, os_thread_id=pid, name="MainThread", active=False,
+                owns_gil=False, frames=list(frames(i) if frames else LOOP))]),
+            tasks=tree))
+        common = dict(pid=pid, create_time=p.create_time, state=state, wchan=wchan,
+                      sig_ignored=sig_ignored, sig_blocked=0, tracer_pid=0)
+        before[pid] = KernelSample(at=10.0, vol_ctx=vol[0], run_ns=run[0], wait_ns=0,
+                                   last_ran=9.0, **common)
+        after[pid] = KernelSample(at=10.3, vol_ctx=vol[1], run_ns=run[1], wait_ns=0, **common)
+    snap = Snapshot(taken_at=time.time(), monotonic=10.0, roots=[pids[0]], entries=entries)
+    report = StacksReport(taken_at=time.time(), roots=[pids[0]], procs=procs, py_spy="py-spy",
+                          options=StacksOptions())
+    return snap, report, before, after
+
+
+@st.composite
+def idle_trees(draw):
+    n = draw(st.integers(1, 12))
+    parents = [-1] + [draw(st.integers(0, i - 1)) for i in range(1, n)]
+    armed = draw(st.booleans())
+    # an idle actor: every task asleep, or a supervisor waiting on each child
+    supervise = draw(st.booleans())
+
+    def tasks_for(i, kids):
+        out = [_task("<init>", children=True), _task("serve", SLEEP)]
+        if supervise:
+            out += [_task(f"supervise{k}", ("Actor.supervise", "/app/main.py", 40), PROC_WAIT)
+                    for k in kids]
+        return out
+
+    vol0 = draw(st.integers(0, 1000))
+    return dict(parents=parents, tasks_for=tasks_for if armed else None,
+                vol=(vol0, vol0 + draw(st.integers(0, 50))),
+                run=(5_000_000, 5_000_000 + draw(st.integers(0, 30_000_000))),
+                sig_ignored=draw(st.sampled_from([0, 0x1000, 0x1001000])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(idle_trees())
+def test_an_all_idle_healthy_tree_gets_no_verdict(tree):
+    snap, report, before, after = _build(**tree)
+    diag = diagnose(snap, report, before, after, now=12.0)
+    assert diag.verdicts == [] and diag.chains == []
+    # waits it saw are only ever on the tree's own children, each with evidence
+    for e in diag.edges:
+        assert e.on in snap.entries[e.waiter].children and e.evidence
+    assert render_why(diag, Style(False)).startswith("no verdict")
+
+
+def test_ancestors_of_a_stuck_leaf_are_not_marked_without_evidence():
+    """The leaf is stuck; its idle ancestors show no wait: no verdict, no edge."""
+    snap, report, before, after = _build([-1, 0, 1])
+    leaf = report.procs[2]
+    leaf.python.threads[0].frames = [*LOOP[:2], Frame("_invoke", f"{SITE}/tractor/runtime/_rpc.py", 600),
+                                     Frame("hang", "/app/app.py", 23)]
+    for k in (before, after):
+        k[102].wchan = "hrtimer_nanosleep"
+    diag = diagnose(snap, report, before, after, now=50.0)
+    (chain,) = diag.chains
+    assert chain.pids == [102]
+    assert chain.cause.text == ("a2 (102) is blocked in time.sleep at app.py:23 for 41 s — a "
+                                "sync call that a cancel cannot interrupt")
+    assert diag.edges == [] and {v.pid for v in diag.verdicts} == {102}
+
+
+def test_a_cycle_is_reported_as_such():
+    # a1 waits on its only child a2 over a channel, a2 (no children) on its parent
+    def tasks_for(i, kids):
+        point = ("MsgStream.receive", f"{SITE}/tractor/_streaming.py", 200)
+        return [_task("pump", ("pump", "/app/app.py", 5), point)] if i else []
+
+    snap, report, before, after = _build([-1, 0, 1], tasks_for=tasks_for)
+    diag = diagnose(snap, report, before, after, now=12.0)
+    edges = {(e.waiter, e.on, e.relation, e.point) for e in diag.edges}
+    assert (101, 102, "child", "MsgStream.receive") in edges
+    assert (102, 101, "parent", "MsgStream.receive") in edges
+    cycles = [v for v in diag.verdicts if v.kind == "cycle"]
+    assert len(cycles) == 1
+    assert "a wait-for cycle: " in cycles[0].text and "none of them can move first" in cycles[0].text
+
+
+def test_lost_cancel():
+    """a0 is in soft_kill for its only child a1; a1 idles with no cancel task."""
+    def tasks_for(i, kids):
+        if i == 0:
+            return [_task("reaper", ("soft_kill", f"{SITE}/tractor/spawn/_spawn.py", 380), PROC_WAIT)]
+        return [_task("serve", SLEEP)]
+
+    snap, report, before, after = _build([-1, 0], tasks_for=tasks_for)
+    diag = diagnose(snap, report, before, after, now=12.0)
+    (chain,) = diag.chains
+    assert chain.cause.kind == "lost-cancel" and chain.cause.pid == 100
+    assert chain.cause.text == ("python x (100) is cancelling a1 (soft_kill), but a1 idles in its "
+                                "loop with no cancel in progress: the request was lost")
+
+
+def test_boot_hang_on_a_child_that_died_at_boot():
+    def tasks_for(i, kids):
+        point = ("Server.wait_for_peer", f"{SITE}/tractor/ipc/_server.py", 830)
+        return [_task("spawn", ("new_proc", f"{SITE}/tractor/spawn/_trio.py", 120), point)] if i == 0 else []
+
+    snap, report, before, after = _build([-1, 0], tasks_for=tasks_for)
+    child = snap.entries[101].proc
+    child.state, child.exit_code = "Z", 1
+    snap.entries[101].bucket = "zombie"
+    diag = diagnose(snap, report, before, after, now=12.0)
+    kinds = {(v.kind, v.pid) for v in diag.verdicts}
+    assert ("boot-hang", 100) in kinds and ("zombie", 101) in kinds
+    boot = next(v for v in diag.verdicts if v.kind == "boot-hang")
+    assert boot.text == ("python x (100) waits for child a1 to connect (Server.wait_for_peer), "
+                         "but a1 died at boot (exit status 1)")
+
+
+def test_untrusted_names_are_escaped_in_text():
+    snap, report, before, after = _build([-1, 0])
+    snap.entries[101].proc.actor = ActorInfo(name="evil\x1b]0;pwned\x07", generation="current")
+    snap.entries[101].proc.state = "T"
+    for k in (before, after):
+        k[101].state = "T"
+    diag = diagnose(snap, report, before, after, now=12.0)
+    text = render_why(diag, Style(False))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "evil\\x1b]0;pwned\\x07 (101) is stopped" in text
