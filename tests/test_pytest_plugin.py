@@ -151,8 +151,11 @@ def test_fail_after_w_trace_writes_a_complete_bundle(tmp_path, xdg_runtime_dir):
     # the test's own tree: pytest itself, the tree's root and its leaf
     assert len(meta["pids"]) >= 3
     summary = (path / "summary.md").read_text()
-    leaf = next(ln for ln in summary.splitlines() if ln.startswith("- **leaf_0**"))
-    assert "blocked" in leaf and "in Actor.hang" in leaf and "[running]" in leaf
+    verdict = next(ln for ln in summary.splitlines() if "**sync-blocked**: leaf_0 (" in ln)
+    assert verdict.startswith("1. ") and "is blocked in time.sleep at current_tree.py:" in verdict
+    row = next(ln for ln in summary.splitlines()
+               if ln.startswith("| ") and " leaf_0 | live/blocked |" in ln)
+    assert "in Actor.hang" in row and "[running]" in row
     assert took < 60
 
 

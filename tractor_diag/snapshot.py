@@ -162,8 +162,9 @@ def write_bundle(
 
         raise DiagError(f"cannot create a bundle in {root}: {_mkdir_refusal(root, exc)}") from None
     try:
+        # the bundle scans the bindspace itself (bindspace.json), within the bound
         report, diag = examine(snap, options, deadline=deadline, interactive=interactive,
-                               known_tasks=known_tasks, hints=hints)
+                               bindspace=False, known_tasks=known_tasks, hints=hints)
         plain = Style(False, wide=True)  # a file: nothing clipped
         scan_missing: list[Missing] = []
         graph = _ipc_graph(snap, scan_missing)
