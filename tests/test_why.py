@@ -152,7 +152,7 @@ def test_runaway_judged_by_the_kernel_on_a_saturated_cpu(runaway, spawn, current
     healthy = current_tree(depth=1, breadth=1, hang="none", root_name="healthy")
     time.sleep(0.3)
 
-    rc, out, err = run_verb_out(["ptree", "--cpu", "0.5", "--json", str(hog.root)])
+    rc, out, err = run_verb_out(["ptree", "--cpu-window", "0.5", "--json", str(hog.root)])
     assert rc == 0, err
     entry = json.loads(out)["entries"][str(hog.root)]
     assert entry["cpu_percent"] < 75  # the share CPU% sees on a crowded core

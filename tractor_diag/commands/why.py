@@ -45,7 +45,7 @@ def run(args, out) -> int:
     from ..diagnosis import examine
     from ..errors import Unsupported
     from ..procfs import HAVE_PROCFS
-    from ..render import Style, want_color
+    from ..render import Style
     from ..render.why import render_why
     from ..whymodel import to_json
     from .ptree import snapshot_for
@@ -66,5 +66,5 @@ def run(args, out) -> int:
     if args.json:
         out.write(to_json(diag).decode() + "\n")
         return 0
-    out.write(render_why(diag, Style(want_color(args.color, out))) + "\n")
+    out.write(render_why(diag, Style.for_output(args.color, out)) + "\n")
     return 0
