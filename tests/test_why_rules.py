@@ -179,3 +179,82 @@ def test_untrusted_names_are_escaped_in_text():
     text = render_why(diag, Style(False))
     assert "\x1b" not in text and "\x07" not in text
     assert "evil\\x1b]0;pwned\\x07 (101) is stopped" in text
+
+
+def _graph(pids, *, peers=None, listeners=None, edges=None, logical=None):
+    from tractor_diag.sockmodel import IpcEdge, IpcGraph, Listener, Peer
+
+    return IpcGraph(
+        taken_at=0.0, netns=1, pids=list(pids),
+        listeners={pid: [Listener(kind=k, addr=a, inode=i, port=port) for k, a, i, port in ls]
+                   for pid, ls in (listeners or {}).items()},
+        peers={pid: [Peer(peer_pid=o, kind="uds", addr=f"/run/t/{o}.sock", role="client",
+                          inode=1, peer_inode=2) for o in others]
+               for pid, others in (peers or {}).items()},
+        edges=[IpcEdge(src=s, dst=d, kind="parent-channel", addr="x") for s, d in (edges or [])],
+        logical_parent=dict(logical or {}), registry=["1616", "registry@1616.sock"])
+
+
+def test_a_peer_wait_is_joined_through_the_only_channel():
+    """a0 has two children and waits in Context.wait_for_result: the IPC graph
+    says only a2 is connected, so a2 is the peer."""
+    def tasks_for(i, kids):
+        point = ("Context.wait_for_result", f"{SITE}/tractor/_context.py", 1307)
+        return [_task("run", ("run", "/app/app.py", 9), point)] if i == 0 else []
+
+    snap, report, before, after = _build([-1, 0, 0], tasks_for=tasks_for)
+    ipc = _graph([100, 101, 102], peers={100: [102], 102: [100]}, edges=[(102, 100)])
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    (e,) = diag.edges
+    assert (e.waiter, e.on, e.relation, e.point) == (100, 102, "child", "Context.wait_for_result")
+    assert any(ev.source == "ipc" for ev in e.evidence)
+    # without the graph nothing says which child: no edge, a note instead
+    diag = diagnose(snap, report, before, after, now=12.0)
+    assert diag.edges == [] and any("which peer is not known" in n for n in diag.notes)
+
+
+def test_boot_hang_on_a_live_child_that_never_connected():
+    def tasks_for(i, kids):
+        point = ("Server.wait_for_peer", f"{SITE}/tractor/ipc/_server.py", 830)
+        return [_task("spawn", ("new_proc", f"{SITE}/tractor/spawn/_trio.py", 120), point)] if i == 0 else []
+
+    snap, report, before, after = _build([-1, 0, 0], tasks_for=tasks_for)
+    # a1 connected back, a2 did not
+    ipc = _graph([100, 101, 102], peers={101: [100], 100: [101]}, edges=[(101, 100)])
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    (v,) = [v for v in diag.verdicts if v.kind == "boot-hang"]
+    assert v.pid == 100 and v.text.startswith(
+        "python x (100) waits for child a2 to connect (Server.wait_for_peer); a2 started ")
+    assert v.text.endswith(" s ago and holds no channel to it")
+    assert [(e.waiter, e.on) for e in diag.edges] == [(100, 102)]
+
+
+def test_an_orphan_holding_the_registry_port():
+    snap, report, before, after = _build([-1, 0, -1])
+    # pid 102: a registrar left from an earlier run, adopted by init
+    snap.entries[102].bucket = "orphan"
+    snap.entries[102].note = "re-parented to init"
+    ipc = _graph([100, 101, 102], listeners={102: [("tcp", "127.0.0.1:1616", 7, 1616)],
+                                             100: [("tcp", "127.0.0.1:40000", 8, 40000)]})
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    (v,) = [v for v in diag.verdicts if v.kind == "port-holder"]
+    assert v.pid == 102 and v.text == (
+        "a2 (102) (an orphan) holds the registry address 127.0.0.1:1616: a new root that wants "
+        "to be the registrar there cannot bind it")
+    assert diag.chains == []  # a property of the box, listed apart
+    assert "[port-holder] a2 (102)" in render_why(diag, Style(False))
+
+
+def test_forkserver_children_are_their_logical_parents_children():
+    """mp_forkserver: actors are the sidecar's children; the root waits on
+    them (soft_kill), not on the sidecar."""
+    def tasks_for(i, kids):
+        if i == 0:
+            return [_task("reaper", ("soft_kill", f"{SITE}/tractor/spawn/_spawn.py", 380))]
+        return []
+
+    snap, report, before, after = _build([-1, 0, 1], tasks_for=tasks_for)
+    ipc = _graph([100, 101, 102], peers={102: [100], 100: [102]}, edges=[(102, 100)],
+                 logical={102: 100})
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    assert [(e.waiter, e.on, e.point) for e in diag.edges] == [(100, 102, "soft_kill")]

@@ -162,12 +162,14 @@ def write_bundle(
 
         raise DiagError(f"cannot create a bundle in {root}: {_mkdir_refusal(root, exc)}") from None
     try:
-        # the bundle scans the bindspace itself (bindspace.json), within the bound
-        report, diag = examine(snap, options, deadline=deadline, interactive=interactive,
-                               bindspace=False, known_tasks=known_tasks, hints=hints)
-        plain = Style(False, wide=True)  # a file: nothing clipped
         scan_missing: list[Missing] = []
+        # one IPC graph for ipc.json and the diagnosis; the bundle scans the
+        # bindspace itself (bindspace.json), within the bound
         graph = _ipc_graph(snap, scan_missing)
+        report, diag = examine(snap, options, deadline=deadline, interactive=interactive,
+                               bindspace=False, ipc=graph, known_tasks=known_tasks,
+                               hints=hints)
+        plain = Style(False, wide=True)  # a file: nothing clipped
         files: dict[str, bytes | str] = {
             "tree.txt": render_tree(snap, plain, width=200) + "\n",
             "tree.json": snap_json(snap),

@@ -7,6 +7,8 @@ from typing import Literal
 
 import msgspec
 
+from .sockmodel import IpcGraph
+
 
 class KernelSample(msgspec.Struct):
     """What the kernel says about one process at one instant (its main
@@ -53,6 +55,7 @@ VerdictKind = Literal[
     "zombie",
     "orphan",
     "stale-socket",
+    "port-holder",      # an orphan or a stale registrar holds the registry address
     "cycle",
 ]
 
@@ -96,6 +99,7 @@ class Diagnosis(msgspec.Struct):
     window: float = 0.0  # seconds between the two kernel samples
     notes: list[str] = []  # what could not be judged, and why
     elapsed: float = 0.0
+    ipc: IpcGraph | None = None  # the IPC graph the edges were joined with
 
     def verdicts_of(self, pid: int) -> list[Verdict]:
         return [v for v in self.verdicts if v.pid == pid]

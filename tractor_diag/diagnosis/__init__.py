@@ -24,14 +24,15 @@ MIN_WINDOW = 0.2
 
 
 def examine(snap, options=None, *, deadline: float | None = None, interactive: bool = False,
-            bindspace: bool = True, known_tasks=None, hints=None):
+            bindspace: bool = True, ipc=True, known_tasks=None, hints=None):
     """Capture ``snap``'s stacks between two kernel samples and diagnose it.
     -> (StacksReport, Diagnosis).
 
     The first sample is read before py-spy attaches (an attach wakes a
     sleeping process and makes it the tracer's), the second after the
     capture, at least `MIN_WINDOW` later: the capture itself is the window,
-    so a large tree costs no extra wait. ``known_tasks``: task trees
+    so a large tree costs no extra wait. ``ipc``: an IPC graph already
+    taken (True: take one; None/False: none). ``known_tasks``: task trees
     written in-process (not asked again); ``hints``: pid -> why the caller
     knows it is stuck (a deadline that ran out in it), a verdict of its own.
     """
@@ -40,6 +41,7 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
     from ..stacks import capture
 
     options = options or StacksOptions()
+    graph = ipc if ipc is not True else _graph(snap)
     procs = [e.proc for e in snap.ordered()]
     before = kstate.sample_many(procs, last_ran=True)
     now = time.monotonic()
@@ -57,4 +59,16 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
             scan = bs.scan()
         except Exception:  # noqa: BLE001 - a missing dir is no verdict
             scan = None
-    return report, diagnose(snap, report, before, after, bindspace=scan, hints=hints, now=now)
+    return report, diagnose(snap, report, before, after, bindspace=scan, ipc=graph or None,
+                            hints=hints, now=now)
+
+
+def _graph(snap):
+    """The IPC graph, or None when the socket tables cannot be read (a
+    missing graph only leaves peers unresolved)."""
+    from .. import ipc
+
+    try:
+        return ipc.graph(snap)
+    except Exception:  # noqa: BLE001 - no graph is no verdict
+        return None

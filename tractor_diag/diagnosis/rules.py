@@ -38,12 +38,12 @@ _SYNC_CALLS = (
 _PRIORITY = (
     "sync-blocked", "runaway", "blocked", "stopped", "traced", "zombie",
     "boot-hang", "lost-cancel", "loop-held", "cancel-outlived", "reported", "cycle",
-    "ignores-signals", "orphan", "stale-socket",
+    "port-holder", "ignores-signals", "orphan", "stale-socket",
 )
 
 # Properties of a process rather than reasons it cannot move: listed, never
 # the cause a chain of waits ends in.
-ATTRIBUTES = frozenset({"ignores-signals", "orphan", "stale-socket"})
+ATTRIBUTES = frozenset({"ignores-signals", "orphan", "stale-socket", "port-holder"})
 
 # wait4 / waitid syscall numbers: the pid a sync wait names.
 _WAIT_SYSCALLS = {"x86_64": {61: "wait4", 247: "waitid"},
@@ -101,8 +101,14 @@ def _helper(entry: Entry) -> bool:
 class _Ctx:
     def __init__(self, snap: Snapshot, report: StacksReport,
                  before: dict[int, KernelSample], after: dict[int, KernelSample],
-                 now: float):
+                 now: float, ipc=None):
         self.snap = snap
+        self.ipc = ipc
+        # actor -> parent by the channel it holds, where the OS parent is a
+        # forkserver sidecar
+        self.logical = dict(ipc.logical_parent) if ipc is not None else {}
+        self.sidecars = {snap.entries[c].proc.ppid for c in self.logical
+                         if c in snap.entries}
         self.stacks = {p.pid: p for p in report.procs}
         self.before = before
         self.after = after
@@ -119,11 +125,33 @@ class _Ctx:
         return f"{self.name(pid)} ({pid})"
 
     def children(self, pid: int) -> list[int]:
+        """The processes ``pid`` spawned as actors: its OS children but the
+        runtime's helpers and forkserver sidecars, and the sidecar's
+        children whose channel leads to ``pid``."""
         entry = self.snap.entries.get(pid)
         if entry is None:
             return []
-        return [c for c in entry.children
-                if c in self.snap.entries and not _helper(self.snap.entries[c])]
+        kids = [c for c in entry.children
+                if c in self.snap.entries and not _helper(self.snap.entries[c])
+                and c not in self.sidecars]
+        kids += [c for c, lp in self.logical.items() if lp == pid and c not in kids]
+        return sorted(kids)
+
+    def channel_peers(self, pid: int) -> set[int] | None:
+        """Processes ``pid`` holds a connection to (IPC graph), or None when
+        the graph cannot say (no graph, its sockets unreadable, or no Unix
+        peers without sock_diag)."""
+        g = self.ipc
+        if g is None or pid in g.unknown or pid not in g.pids or not g.peers_known:
+            return None
+        return {p.peer_pid for p in g.peers.get(pid, ())}
+
+    def connected_to(self, child: int, parent: int) -> bool | None:
+        g = self.ipc
+        if g is None or child in g.unknown or child not in g.pids or not g.peers_known:
+            return None
+        return any(e.src == child and e.dst == parent and e.kind == "parent-channel"
+                   for e in g.edges) or parent in (self.channel_peers(child) or set())
 
     def add(self, kind, pid, text, evidence, hints=()):
         self.verdicts.append(Verdict(kind=kind, pid=pid, name=self.name(pid), text=text,
@@ -339,8 +367,20 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
             edge(named, _OS_WAITPID, "child",
                  [Evidence("kernel", f"wchan {k.wchan}; wait4 names pid {named} "
                            f"(/proc/{pid}/syscall)")])
-    child_waits = [(p, ev) for p, ev in waits if p.target == "child"]
+    boot_waits = [(p, ev) for p, ev in waits if "wait_for_peer" in p.label]
+    child_waits = [(p, ev) for p, ev in waits if p.target == "child" and (p, ev) not in boot_waits]
     peer_waits = [(p, ev) for p, ev in waits if p.target == "peer"]
+    if boot_waits:
+        p, ev = boot_waits[0]
+        for kid in kids:
+            dead = c.snap.entries[kid].proc.state in ("Z", "X")
+            linked = c.connected_to(kid, pid)
+            if dead or linked is False:
+                why_kid = (Evidence("kernel", f"{kid} exited (zombie)") if dead else
+                           Evidence("ipc", f"{c.name(kid)} holds no channel to {c.name(pid)}"))
+                edge(kid, p, "child", [ev, why_kid])
+        if not by_target and len(kids) == 1:
+            edge(kids[0], p, "child", [ev, Evidence("tree", "its only child")])
     if child_waits:
         named = waited_pid(pid) if any(p.sync for p, _ in child_waits) else None
         if named is not None and named in kids:
@@ -360,7 +400,18 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
                            f"{len(kids)} children; which ones its stacks do not say")
     for p, ev in peer_waits:
         actor_kids = [k for k in kids if c.snap.entries[k].proc.actor is not None]
-        parent = c.snap.entries.get(entry.proc.ppid)
+        parent_pid = c.logical.get(pid, entry.proc.ppid)
+        parent = c.snap.entries.get(parent_pid)
+        linked = c.channel_peers(pid)
+        if linked is not None:
+            # the channels it holds: to which of its children and its parent
+            ends = sorted((linked & set(actor_kids))
+                          | ({parent_pid} & linked if entry.proc.actor is not None else set()))
+            if len(ends) == 1:
+                rel = "parent" if ends[0] == parent_pid else "child"
+                edge(ends[0], p, rel, [ev, Evidence("ipc", f"its only channel to a {rel} "
+                                                    f"leads to {c.name(ends[0])}")])
+                continue
         if len(actor_kids) == 1:
             edge(actor_kids[0], p, "child", [ev, Evidence("tree", "its only actor child")])
         elif not actor_kids and parent is not None and entry.proc.actor is not None:
@@ -379,7 +430,14 @@ def _edge_verdicts(c: _Ctx) -> None:
             continue
         point = next((p for p in waitpoints.WAIT_POINTS if p.label == e.point), None)
         tname = c.name(e.on)
-        if target.proc.state in ("Z", "X") and "wait_for_peer" in e.point:
+        if "wait_for_peer" in e.point and target.proc.state not in ("Z", "X") \
+                and c.connected_to(e.on, e.waiter) is False:
+            age = time.time() - target.proc.create_time
+            c.add("boot-hang", e.waiter,
+                  f"{c.who(e.waiter)} waits for child {tname} to connect ({e.point}); {tname} "
+                  f"started {age:.0f} s ago and holds no channel to it",
+                  [*e.evidence], [f"tractor-diag stacks {e.on}"])
+        elif target.proc.state in ("Z", "X") and "wait_for_peer" in e.point:
             code = target.proc.exit_code
             c.add("boot-hang", e.waiter,
                   f"{c.who(e.waiter)} waits for child {tname} to connect ({e.point}), but "
@@ -437,6 +495,33 @@ def _stale_sockets(c: _Ctx, scan) -> None:
                  "that name fails with 'Address already in use'",
             evidence=[Evidence("bindspace", e.note or "binder dead")],
             hints=["tractor-diag reap --uds --dry-run"]))
+
+
+def _port_holders(c: _Ctx) -> None:
+    """An orphan or a stray (a registrar left from an earlier run) listening
+    on a registry address: the next root cannot bind it."""
+    g = c.ipc
+    if g is None:
+        return
+    from ..sockmodel import listener_matches
+
+    for pid, listeners in g.listeners.items():
+        entry = c.snap.entries.get(pid)
+        if entry is None or entry.bucket not in ("orphan", "stray"):
+            continue
+        for lst in listeners:
+            spec = next((r for r in g.registry if listener_matches(lst, r)), None)
+            if spec is None:
+                continue
+            what = "an orphan" if entry.bucket == "orphan" else "left from an earlier run"
+            c.add("port-holder", pid,
+                  f"{c.who(pid)} ({what}) holds the registry address {lst.addr}: a new root "
+                  "that wants to be the registrar there cannot bind it",
+                  [Evidence("ipc", f"listening on {lst.addr} (inode {lst.inode})"),
+                   Evidence("tree", f"{entry.bucket}: {entry.note or 'outside the given roots'}")],
+                  [f"tractor-diag ptree --port {lst.port or lst.addr}",
+                   f"tractor-diag reap --dry-run"])
+            break
 
 
 def _rank(v: Verdict) -> int:
@@ -500,6 +585,7 @@ def diagnose(
     after: dict[int, KernelSample] | None = None,
     *,
     bindspace=None,
+    ipc=None,
     hints: dict[int, str] | None = None,
     now: float | None = None,
 ) -> Diagnosis:
@@ -511,7 +597,7 @@ def diagnose(
     """
     started = time.monotonic()
     now = time.monotonic() if now is None else now
-    c = _Ctx(snap, report, before, after or {}, now)
+    c = _Ctx(snap, report, before, after or {}, now, ipc)
     for pid, why in (hints or {}).items():
         if pid in snap.entries:
             c.add("reported", pid, f"{c.who(pid)}: {why}", [Evidence("caller", why)])
@@ -524,6 +610,7 @@ def diagnose(
             _edges(c, ps.pid, ps)
     _edge_verdicts(c)
     _cycles(c)
+    _port_holders(c)
     if bindspace is not None:
         _stale_sockets(c, bindspace)
     if not any(p.tasks.status == "collected" for p in report.procs) and report.procs:
@@ -541,7 +628,7 @@ def diagnose(
         taken_at=time.time(), roots=list(snap.roots),
         names={pid: c.name(pid) for pid in snap.entries},
         edges=c.edges, verdicts=c.verdicts, chains=_chains(c), window=window,
-        notes=c.notes, elapsed=time.monotonic() - started,
+        notes=c.notes, elapsed=time.monotonic() - started, ipc=ipc,
     )
 
 
@@ -549,7 +636,7 @@ def stuck_reasons(diag: Diagnosis) -> dict[int, str]:
     """pid -> the one-line reason, for every process with a verdict."""
     out: dict[int, str] = {}
     for v in sorted(diag.verdicts, key=_rank):
-        if v.kind not in ("ignores-signals", "stale-socket"):
+        if v.kind not in ("ignores-signals", "stale-socket", "port-holder"):
             out.setdefault(v.pid, v.text)
     return out
 

@@ -50,7 +50,7 @@ def render_summary(report: StacksReport, snap: Snapshot, meta, diag: Diagnosis) 
             lines.append(f"   - to do: `{_md(hint)}`")
     in_chains = {pid for ch in diag.chains for pid in ch.pids}
     for v in diag.verdicts:
-        if v.kind == "stale-socket" or (v.kind in ("ignores-signals", "orphan")
+        if v.kind == "stale-socket" or (v.kind in ("ignores-signals", "orphan", "port-holder")
                                         and v.pid not in in_chains):
             lines.append(f"- **{v.kind}**: {_md(v.text)}")
     if diag.notes:

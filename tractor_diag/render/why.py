@@ -21,11 +21,12 @@ _KIND_STYLE = {
     "sync-blocked": "yellow", "runaway": "magenta", "blocked": "yellow", "stopped": "cyan",
     "traced": "cyan", "zombie": "bright_red", "orphan": "red", "boot-hang": "red",
     "lost-cancel": "red", "ignores-signals": "yellow", "stale-socket": "yellow",
-    "cycle": "red", "loop-held": "magenta", "cancel-outlived": "yellow",
+    "cycle": "red", "loop-held": "magenta", "cancel-outlived": "yellow", "port-holder": "red",
 }
 
 
-_ATTRIBUTES = ("ignores-signals", "orphan", "stale-socket")
+# Properties rather than causes: listed apart unless a chain ends in them.
+_ATTRIBUTES = ("ignores-signals", "orphan", "stale-socket", "port-holder")
 
 
 def _edge(diag: Diagnosis, waiter: int, on: int):
@@ -104,7 +105,7 @@ def render_why(diag: Diagnosis, st: Style) -> str:
             lines.append("   what to do:")
             lines += ["     " + escape(h) for h in hints]
     in_chains = {pid for ch in diag.chains for pid in ch.pids}
-    also = [v for v in diag.verdicts if v.kind in ("ignores-signals", "orphan", "stale-socket")
+    also = [v for v in diag.verdicts if v.kind in _ATTRIBUTES
             and not (v.kind != "stale-socket" and v.pid in in_chains)]
     if also:
         lines.append(st("also:", "bold"))
