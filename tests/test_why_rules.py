@@ -258,3 +258,20 @@ def test_forkserver_children_are_their_logical_parents_children():
                  logical={102: 100})
     diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
     assert [(e.waiter, e.on, e.point) for e in diag.edges] == [(100, 102, "soft_kill")]
+
+
+def test_a_trio_loop_wedged_in_process_join_polling():
+    """multiprocessing's Process.join(timeout) sleeps in poll(), the wchan of
+    an idle loop: the stack says the loop is wedged, and on which child."""
+    join = [*LOOP[:2], Frame("main", "/app/app.py", 30),
+            Frame("BaseProcess.join", "/usr/lib/python3.11/multiprocessing/process.py", 149),
+            Frame("Popen.wait", "/usr/lib/python3.11/multiprocessing/popen_fork.py", 40),
+            Frame("wait", "/usr/lib/python3.11/multiprocessing/connection.py", 947),
+            Frame("PollSelector.select", "/usr/lib/python3.11/selectors.py", 415)]
+    snap, report, before, after = _build([-1, 0], frames=lambda i: join if i == 0 else LOOP,
+                                         wchan="do_sys_poll")
+    diag = diagnose(snap, report, before, after, now=12.0)
+    (v,) = diag.verdicts
+    assert v.kind == "sync-blocked" and v.pid == 100
+    assert v.text.startswith("python x (100) is blocked in multiprocessing Process.join at app.py:30")
+    assert [(e.waiter, e.on, e.point) for e in diag.edges] == [(100, 101, "multiprocessing Process.join")]

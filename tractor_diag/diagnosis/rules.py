@@ -263,14 +263,17 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     a = c.before.get(pid)
     k = a or c.after.get(pid)
     wchan = k.wchan if k is not None else ps.kernel.wchan
+    point = waitpoints.innermost(frames)
+    sync_point = point is not None and point[0].sync
     call = sync_call(wchan)
+    if sync_point:
+        # multiprocessing's Process.join with a timeout sleeps in poll():
+        # the kernel alone would call that an idle loop
+        call = point[0].label
     if call is None or (k is not None and k.state == "R"):
         return
-    point = waitpoints.innermost(frames)
     user = next((f for f in reversed(frames) if not is_internal(f.filename)), None)
     at = user or inner
-    if point is not None and point[0].sync:
-        call = point[0].label
     secs = ""
     if a is not None and a.last_ran is not None:
         dur = max(0.0, c.now - a.last_ran)
