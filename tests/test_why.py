@@ -215,3 +215,64 @@ def test_bad_input_is_one_line():
     assert rc == 1 and err == "tractor-diag: no such process: 99999999\n"
     rc, out, err = why("--bogus")
     assert rc == 2 and err.count("\n") == 1
+
+
+def _runtime_python():
+    """The current tractor runtime's venv (Python 3.13, tractor main):
+    ``$TRACTOR_DIAG_TRACTOR_MAIN_VENV`` or ``<repo>/.venv-tractor-main``."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    venv = Path(os.environ.get("TRACTOR_DIAG_TRACTOR_MAIN_VENV") or repo / ".venv-tractor-main")
+    py = venv / "bin" / "python"
+    if not py.exists():
+        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV "
+                    "(or build .venv-tractor-main)")
+    return str(py)
+
+
+@pytest.mark.parametrize("method", ["trio", "mp_spawn"])
+def test_current_runtime_root_waits_on_a_blocked_child(spawn, free_port, method):
+    """Real tractor main: the root waits for its child's result (Portal.run),
+    the child is blocked in time.sleep in its RPC task; a healthy tree whose
+    root waits the same way on an idle child gets no verdict. With mp_spawn
+    the root also has multiprocessing's resource tracker, which it does not
+    wait for."""
+    from pathlib import Path
+
+    from tractor_diag.render.why import chain_sentence
+
+    py = _runtime_python()
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    sick = spawn([py, script, str(free_port), method, "sleep", "--taskdump"], timeout=60)
+    healthy = spawn([py, script, str(_other_port(free_port)), method, "none", "--taskdump"],
+                    timeout=60)
+    diag = why_json(sick.root, healthy.root)
+    (chain,) = diag.chains
+    (child,) = [p for p in chain.pids if p != sick.root]
+    assert chain.pids == [sick.root, child] and chain.cause.pid == child
+    assert chain.cause.kind == "sync-blocked"
+    text = chain_sentence(diag, chain)
+    name = diag.names[child]
+    assert text.startswith(
+        f"{diag.names[sick.root]} waits for child {name} (Portal.run); {name} ({child}) is "
+        "blocked in time.sleep at why_runtime_tree.py:")
+    assert text.endswith("— a sync call that a cancel cannot interrupt")
+    edge = next(e for e in diag.edges if e.waiter == sick.root)
+    assert {ev.source for ev in edge.evidence} == {"tasks", "ipc"}
+    assert any("under an RPC task (tractor _invoke)" in ev.text for ev in chain.cause.evidence)
+    assert verdict_pids(diag) == {child}
+    # the healthy root waits too (evidence, an edge), but nothing is stuck
+    assert any(e.waiter == healthy.root for e in diag.edges)
+    if method == "mp_spawn":
+        tracker = [p for p in diag.names
+                   if b"multiprocessing.resource_tracker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert tracker and not any(e.on in tracker for e in diag.edges)
+
+
+def _other_port(port: int) -> int:
+    from trees.harness import free_port
+
+    while (other := free_port()) == port:
+        pass
+    return other

@@ -116,8 +116,8 @@ def test_ancestors_of_a_stuck_leaf_are_not_marked_without_evidence():
     diag = diagnose(snap, report, before, after, now=50.0)
     (chain,) = diag.chains
     assert chain.pids == [102]
-    assert chain.cause.text == ("a2 (102) is blocked in time.sleep at app.py:23 for 41 s — a "
-                                "sync call that a cancel cannot interrupt")
+    assert chain.cause.text == ("a2 (102) is blocked in time.sleep at app.py:23 for at least 41 s "
+                                "— a sync call that a cancel cannot interrupt")
     assert diag.edges == [] and {v.pid for v in diag.verdicts} == {102}
 
 

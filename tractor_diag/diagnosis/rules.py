@@ -278,7 +278,9 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     if a is not None and a.last_ran is not None:
         dur = max(0.0, c.now - a.last_ran)
         age = time.time() - c.snap.entries[pid].proc.create_time
-        secs = f" for {min(dur, age):.0f} s"
+        # when it last ran: an earlier py-spy attach wakes it briefly, so
+        # this is a lower bound
+        secs = f" for at least {min(dur, age):.0f} s"
     task = "an RPC task (tractor _invoke)" if under_invoke else "a trio task"
     c.add("sync-blocked", pid,
           f"{c.who(pid)} is blocked in {call} at {_loc(at)}{secs} — a sync call that a "
@@ -331,8 +333,8 @@ def _waits(ps: ProcStacks):
     if ps.tasks.status == "collected":
         if ps.tasks.format == "tractor-diag":
             for t in ps.tasks.tasks:
-                if t.has_children:
-                    continue
+                # a task with children waits in its own await chain too
+                # (`async with nursery: await portal.run(...)`)
                 hit = waitpoints.innermost(t.frames)
                 if hit is not None:
                     point, frame = hit
@@ -408,7 +410,9 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
         linked = c.channel_peers(pid)
         if linked is not None:
             # the channels it holds: to which of its children and its parent
-            ends = sorted((linked & set(actor_kids))
+            # children by the channel, whether or not their command line
+            # says "actor" (mp_spawn's children do not)
+            ends = sorted((linked & set(kids))
                           | ({parent_pid} & linked if entry.proc.actor is not None else set()))
             if len(ends) == 1:
                 rel = "parent" if ends[0] == parent_pid else "child"
@@ -422,7 +426,8 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
                                                              "other end is its parent")])
         else:
             c.notes.append(f"{c.name(pid)} ({pid}) waits in {p.label}; which peer is not "
-                           "known without the IPC graph")
+                           "known (" + ("its channels lead to several" if linked
+                                        else "no IPC graph") + ")")
     c.edges.extend(by_target.values())
 
 

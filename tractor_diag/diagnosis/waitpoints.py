@@ -40,6 +40,8 @@ WAIT_POINTS: tuple[WaitPoint, ...] = (
     WaitPoint("Portal.wait_for_result", "/tractor/", "peer", "Portal.wait_for_result"),
     WaitPoint("Portal.result", "/tractor/", "peer", "Portal.result"),
     WaitPoint("Portal._return_once", "/tractor/", "peer", "Portal.result"),
+    WaitPoint("Portal.run", "/tractor/", "peer", "Portal.run"),
+    WaitPoint("Portal.run_from_ns", "/tractor/", "peer", "Portal.run_from_ns"),
     WaitPoint("MsgStream.receive", "/tractor/", "peer", "MsgStream.receive"),
     WaitPoint("ReceiveMsgStream.receive", "/tractor/", "peer", "MsgStream.receive"),
     WaitPoint("Portal.cancel_actor", "/tractor/", "peer", "Portal.cancel_actor", cancels=True),

@@ -1,0 +1,60 @@
+"""A real current-runtime tractor tree (Python 3.13 venv with tractor main)
+that hangs the way `why` is meant to explain: the root waits for a child's
+result, and the child is blocked in a sync ``time.sleep`` inside its RPC
+task, where no cancel reaches it.
+
+Usage: why_runtime_tree.py PORT START_METHOD {sleep,none} [--stackscope] [--taskdump]
+
+``sleep``: child ``blocker`` runs ``nap`` (``time.sleep(3600)``);
+``none``: child ``idler`` runs ``idle`` (``trio.sleep_forever()``), a healthy
+tree whose root waits the same way. The root prints ``READY <root pid>``
+once the child's call has had a second to start. ``--stackscope`` turns on
+tractor's own SIGUSR1 task dumper (``enable_stack_on_sig``), ``--taskdump``
+``tractor_diag.taskdump`` in every actor (stackscope loses the tasks inside
+nurseries on Python 3.13).
+"""
+import os
+import sys
+import time
+
+import tractor
+import trio
+
+if "--taskdump" in sys.argv or os.environ.get("WHY_TREE_TASKDUMP"):
+    # Every actor imports this module (enable_modules): each arms the
+    # repository's SIGUSR1 task dumper, imported as part of its package.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    os.environ["WHY_TREE_TASKDUMP"] = "1"
+    from tractor_diag import taskdump
+
+    taskdump.arm()
+
+
+async def nap() -> None:
+    time.sleep(3600)  # sync: the child's trio loop is wedged here
+
+
+async def idle() -> None:
+    await trio.sleep_forever()
+
+
+async def main() -> None:
+    port, method, hang = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    name, fn = ("blocker", nap) if hang == "sleep" else ("idler", idle)
+    async with tractor.open_nursery(
+        registry_addrs=[("127.0.0.1", port)], start_method=method,
+        enable_stack_on_sig="--stackscope" in sys.argv,
+    ) as an:
+        portal = await an.start_actor(name, enable_modules=[__name__])
+
+        async def announce() -> None:
+            await trio.sleep(1.0)
+            print("READY", os.getpid(), flush=True)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(announce)
+            await portal.run(fn)
+
+
+if __name__ == "__main__":
+    trio.run(main)
