@@ -197,3 +197,61 @@ def test_trio_loop_interval_and_pause(puppet):
     # after the run ended, poking must not raise
     s.set_interval(1.0)
     s.pause()
+
+
+
+_NAMED_KIDS = r"""
+import os, subprocess, sys, time
+flag = sys.argv[1]
+kid = '''
+import os, sys, time, setproctitle
+if sys.argv[1] == "actor":
+    setproctitle.setproctitle(f"_subactor[crash_and_burn@{os.getpid()}]")
+print("UP", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+'''
+kids = [subprocess.Popen([sys.executable, "-c", kid, mode, flag, "a_long_descriptive_name"],
+                         stdout=subprocess.PIPE)
+        for mode in ("actor", "plain")]
+for k in kids:
+    k.stdout.readline()
+print("READY", *[k.pid for k in kids], flush=True)
+time.sleep(600)   # never reaps them: once the flag exists they are zombies
+"""
+
+
+def test_the_dead_keep_their_last_known_name(tmp_path):
+    """A zombie's cmdline reads empty and its comm is cut at 15 bytes
+    (``_subactor[crash``): the sampler shows the name it had alive, in the
+    snapshot and in the zombied event."""
+    import subprocess
+    import sys
+
+    flag = tmp_path / "exit-now"
+    parent = subprocess.Popen([sys.executable, "-c", _NAMED_KIDS, str(flag)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        actor, plain = map(int, parent.stdout.readline().split()[1:])
+        s = Sampler(Targets([parent.pid]))
+        snap, _ = s.sample()
+        assert snap.entries[actor].proc.title == "crash_and_burn"
+        assert "a_long_descriptive_name" in snap.entries[plain].proc.title
+        flag.touch()
+        for pid in (actor, plain):
+            wait_state(pid, "Z")
+        snap, events = s.sample()
+        a, p = snap.entries[actor], snap.entries[plain]
+        assert a.bucket == "zombie" and p.bucket == "zombie"
+        assert a.proc.title == "crash_and_burn" and not a.proc.actor.name_truncated
+        assert "a_long_descriptive_name" in p.proc.title
+        assert events_of(events, actor)["zombied"].title == "crash_and_burn"
+        snap, _ = s.sample()  # and it stays remembered
+        assert snap.entries[actor].proc.title == "crash_and_burn"
+        # without an earlier sample there is nothing to remember: the comm
+        fresh, _ = Sampler(Targets([parent.pid])).sample()
+        assert fresh.entries[actor].proc.actor.name_truncated
+        assert fresh.entries[plain].proc.title.startswith("[")
+    finally:
+        parent.kill()
+        parent.wait(10)

@@ -217,6 +217,8 @@ def build_snapshot(
                 strays.append(pid)
                 place(pid, None)
 
+    if prev is not None:
+        _remember_names(entries, prev)
     return Snapshot(
         taken_at=time.time() if taken_at is None else taken_at,
         monotonic=mono,
@@ -231,6 +233,23 @@ def build_snapshot(
         host=socket.gethostname(),
         boot_time=procfs.boot_time() if procfs.HAVE_PROCFS else 0.0,
     )
+
+
+def _remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
+    """A process that exited keeps the name it had while it lived: a
+    zombie's cmdline reads empty, and the 15-byte ``comm`` left would show
+    ``_subactor[crash`` for ``crash_and_burn``. Same pid and start time
+    only; the name is carried from snapshot to snapshot."""
+    for pid, entry in entries.items():
+        proc = entry.proc
+        if proc.cmdline and not (proc.actor is not None and proc.actor.name_truncated):
+            continue
+        before = prev.entries.get(pid)
+        if before is None or abs(before.proc.create_time - proc.create_time) > 0.005:
+            continue
+        if before.proc.cmdline:
+            proc.cmdline = before.proc.cmdline
+            proc.actor = before.proc.actor
 
 
 def _cpu_percent(proc: Proc, prev: Snapshot | None, window: float) -> float | None:
