@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tractor_diag.tui.app import DashApp
-from tractor_diag.tui.dialogs import ConfirmScreen, IntervalScreen, SignalScreen
+from tractor_diag.tui.dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 
 from _dash_helpers import (
     DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, kill_pinned, pin_all, run, until,
@@ -195,6 +195,64 @@ def test_key_d_writes_a_bundle_and_shows_its_path(current_tree, tmp_path):
     run(body())
 
 
+def test_key_d_on_a_leaf_offers_the_whole_tree(current_tree, tmp_path):
+    tree = current_tree(depth=1, breadth=1, hang="sleep")
+    leaf = tree.pid_of("leaf_0")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST, dump_root=str(tmp_path / "dumps"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [tree.root, leaf])
+            app.proc_tree.select_pid(leaf)
+            await pilot.press("d")
+            await until(lambda: isinstance(app.screen, ChoiceScreen), 5, pilot=pilot)
+            text = str(app.screen.query_one("#dialog-body Static").render())
+            assert f"{leaf}" in text and "is a leaf: a bundle of it holds that one process" in text
+            import re
+            assert f"The whole tree at {tree.root}" in text
+            assert int(re.search(r"holds (\d+) processes", text)[1]) >= 2, text
+            await pilot.press("escape")  # nothing written
+            await pilot.pause(0.2)
+            assert app.last_bundle is None and "dump" not in app._extras.get(leaf, {})
+
+            await pilot.press("d")
+            await until(lambda: isinstance(app.screen, ChoiceScreen), 5, pilot=pilot)
+            await pilot.press("w")
+            await until(lambda: "dump" in app._extras.get(tree.root, {}), 60, pilot=pilot,
+                        what="dump-all of the whole tree")
+            import json
+            meta = json.loads(Path(app.last_bundle, "meta.json").read_text())
+            assert {tree.root, leaf} <= set(meta["pids"])
+
+    run(body())
+
+
+def test_reap_message_says_how_each_ended(current_tree):
+    """leaf_0_1 exits on SIGINT; leaf_0_0 ignores it and its parent waits
+    on it: those two need SIGKILL. The message counts each way of ending."""
+    tree = current_tree(depth=2, breadth=2, hang="wait-child")
+    actors = tree.actors()
+    spawner, stubborn, polite = actors["spawner_0"], actors["leaf_0_0"], actors["leaf_0_1"]
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST, grace=2.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [spawner, stubborn, polite])
+            app.proc_tree.select_pid(spawner)
+            await pilot.press("r")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), 10, pilot=pilot)
+            await pilot.press("y")
+            await until(lambda: "reap" in app._extras.get(spawner, {}), 20, pilot=pilot,
+                        what="reap done")
+            line = next(ln for ln in app.events_pane.text.splitlines()
+                        if f"reaped the subtree at {spawner}" in ln)
+            assert "2 killed by SIGKILL" in line, line
+            assert ("1 exited on SIGINT" in line or "1 exited after SIGINT" in line), line
+            assert "3 killed" not in line
+
+    run(body())
+
+
 def test_key_r_reaps_the_selected_subtree_after_confirming(current_tree):
     tree = current_tree(depth=2, breadth=2, hang="sleep")
     actors = tree.actors()
@@ -235,6 +293,14 @@ def test_key_k_sends_the_chosen_signal_after_confirming(current_tree):
         async with app.run_test(size=SIZE) as pilot:
             await wait_for_pids(app, pilot, [victim, other])
             app.proc_tree.select_pid(victim)
+            await pilot.press("k")
+            await until(lambda: isinstance(app.screen, SignalScreen), 5, pilot=pilot)
+            # the way out is on screen: a hint and a Cancel button
+            hint = str(app.screen.query_one("#dialog-hint").render())
+            assert "Esc: cancel" in hint and "Enter" in hint
+            await pilot.click("#cancel")
+            await until(lambda: not isinstance(app.screen, SignalScreen), 5, pilot=pilot)
+            assert alive(victim)
             await pilot.press("k")
             await until(lambda: isinstance(app.screen, SignalScreen), 5, pilot=pilot)
             await pilot.press("escape")  # changed my mind
@@ -373,6 +439,48 @@ def test_launch_mode_real_actor_tree_log_and_quit(xdg_runtime_dir):
     finally:
         kill_pinned(pinned)
     assert not left, f"launched tree survived quit: {left}"
+
+
+_SLEEPER = "import time; print('READY', flush=True); time.sleep(60)"
+
+
+@pytest.mark.parametrize("strays", [None, True])
+def test_launch_mode_shows_the_launched_tree_only(released_tree, strays):
+    """Another run's orphaned actor on the box: launching, the view is the
+    launched tree (so `r` cannot be offered the orphan); --strays adds the
+    rest; attached, it is shown as before."""
+    old = released_tree(depth=2, breadth=1, hang="sleep")
+    (orphan,) = old.orphan("spawner_0")
+    pinned: dict[int, int] = {}
+
+    async def body():
+        kw = {} if strays is None else {"strays": strays}  # None: the default
+        app = DashApp(launch=[sys.executable, "-c", _SLEEPER], interval=FAST, grace=1.0, **kw)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(lambda: app.child_pid in app.proc_tree.keys, 20, pilot=pilot,
+                        what="the launched child")
+            pinned.update(pin_all([app.child_pid]))
+            if strays:
+                await until(lambda: orphan in app.proc_tree.keys, 10, pilot=pilot,
+                            what="the other run's orphan, with --strays")
+            else:
+                await until(lambda: app.samples_shown >= 4, 10, pilot=pilot)
+                assert orphan not in app.proc_tree.keys
+                assert orphan not in app.snapshot.entries
+                app.proc_tree.select_pid(orphan)  # not there: `r` has nothing to offer
+                assert app.proc_tree.selected_pid != orphan
+            await pilot.press("q")
+            await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
+
+        attached = DashApp([str(old.root)], interval=FAST)
+        async with attached.run_test(size=SIZE) as pilot:
+            await until(lambda: orphan in attached.proc_tree.keys, 10, pilot=pilot,
+                        what="the orphan, attached (today's default)")
+
+    try:
+        run(body())
+    finally:
+        kill_pinned(pinned)
 
 
 def test_launch_mode_one_mib_without_newline(tmp_path):

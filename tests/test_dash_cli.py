@@ -32,6 +32,7 @@ def verb(*argv):
     (["--", "no-such-command-anywhere-xyz"], 1, "command not found"),
     (["no-such-pattern-anywhere-xyz"], 1, "no process matches"),
     (["--bogus"], 2, "unrecognized"),
+    (["--strays", "--no-strays", "--", "true"], 2, "contradict"),
 ])
 def test_bad_input_is_one_line_and_an_exit_code(argv, code, words):
     rc, out, err = verb(*argv)
@@ -84,3 +85,20 @@ def test_demo_without_a_terminal_prints_the_tree_and_stops_it(xdg_runtime_dir):
     assert not [p for p in pids if alive(p)]
     bindspace = xdg_runtime_dir / "tractor"
     assert not list(bindspace.glob("*.sock")) if bindspace.exists() else True
+
+
+def test_strays_default_follows_the_mode():
+    """Launching, the view is the launched tree unless --strays; attached,
+    strays are shown unless --no-strays."""
+    parser = argparse.ArgumentParser()
+    dash.add_arguments(parser)
+    for argv, want in ((["--", "true"], None), (["--strays", "--", "true"], True),
+                       (["1234"], None), (["1234", "--no-strays"], False)):
+        args = parser.parse_args(argv)
+        dash.split_argv(args)
+        assert dash.strays_of(args) is want, argv
+    from tractor_diag.tui.app import DashApp
+
+    assert DashApp(launch=["true"]).show_strays is False
+    assert DashApp(launch=["true"], strays=True).show_strays is True
+    assert DashApp(["1234"]).show_strays is True

@@ -151,7 +151,13 @@ def test_orphaned_subtree(released_tree):
     orphan_section = grouped.split("ORPHAN (", 1)[1].split("\n\n", 1)[0]
     assert "leaf_0_0 [actor:released]" in orphan_section and "leaf_0_1" in orphan_section
     assert grouped.index("ORPHAN (") < grouped.index("LIVE (")  # most severe first
+    # --tree draws the given tree; the strays it was not asked about are one line
     as_tree = cli("ptree", "--tree", str(tree.root)).stdout
+    assert "strays (outside every given root)" not in as_tree and "leaf_0_0" not in as_tree
+    (line,) = [ln for ln in as_tree.splitlines() if "outside the given roots" in ln]
+    assert line.startswith("+ ") and "--strays shows them" in line, line
+    assert int(line.split()[1]) >= len(orphans)  # other runs' strays on this box count too
+    as_tree = cli("ptree", "--tree", "--strays", str(tree.root)).stdout
     strays = as_tree.split("strays (outside every given root)", 1)[1]
     assert "leaf_0_0" in strays and "leaf_0_0" not in as_tree.split("strays (", 1)[0]
     without = cli_json("--no-strays", str(tree.root))

@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="sampling interval (s)")
     parser.add_argument("--grace", type=float, default=2.0,
                         help="after SIGINT on quit, seconds before SIGKILL")
+    parser.add_argument("--strays", action="store_true",
+                        help="also show actors outside the demo tree (other runs' leftovers)")
     parser.add_argument("--print", dest="print_once", action="store_true",
                         help="print the tree once and stop, even on a terminal")
     args = parser.parse_args(argv)
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .tui.app import DashApp
 
-    app = DashApp(launch=cmd, interval=args.interval, grace=args.grace)
+    app = DashApp(launch=cmd, interval=args.interval, grace=args.grace,
+                  strays=True if args.strays else None)
     try:
         app.run()
     finally:

@@ -452,6 +452,13 @@ def execute(plan: Plan, grace: float = DEFAULT_GRACE, *, progress: Progress | No
             progress(f"sent SIGINT to {len(live)} process{'es' if len(live) != 1 else ''}; "
                      f"waiting up to {grace:g}s for them to exit")
         waited = _wait(live, grace, progress, "grace") if live else 0.0
+        # The last poll is up to a tick old: one that exited since is no
+        # survivor (a pidfd signal to a zombie "succeeds" and would count it
+        # as killed).
+        for h in live:
+            if not h.done and h.pin.exited():
+                h.done = True
+                h.fate.exit_code = _exit_code(h)
         survivors = [h for h in live if not h.done]
         escalated = False
         if survivors:
@@ -467,6 +474,8 @@ def execute(plan: Plan, grace: float = DEFAULT_GRACE, *, progress: Progress | No
                 if not h.done:
                     h.fate.fate = "survived"
                     h.fate.detail = "still running after SIGKILL (uninterruptible sleep?)"
+                elif h.fate.exit_code is not None and h.fate.exit_code != -signal.SIGKILL:
+                    h.fate.fate = "exited"  # it ended on its own before SIGKILL landed
         for h in live:
             notes = []
             if h.fate.stopped:

@@ -305,9 +305,8 @@ async def reap(app: "DashApp", pid: int, plan) -> None:
         if fate.detail:
             body.append(f" ({escape(fate.detail)})", "dim")
         body.append("\n")
-    counts: dict[str, int] = {}
-    for fate in outcome.fates:
-        counts[fate.fate] = counts.get(fate.fate, 0) + 1
-    summary = f"reaped the subtree at {pid}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    from tractor_diag.render.reap import fates_summary
+
+    summary = f"reaped the subtree at {pid}: {fates_summary(outcome.fates)}"
     ok = not any(f.fate in ("survived", "error") for f in outcome.fates)
     _done(app, "reap", pid, title, body, summary, ok)

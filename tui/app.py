@@ -28,7 +28,7 @@ from tractor_diag.model import Entry, Event, Snapshot, exit_status
 from . import actions
 from .bridge import TrioGuest
 from .detail import DetailPane, stamp
-from .dialogs import ConfirmScreen, IntervalScreen, SignalScreen
+from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
 from .log_pane import LogPane
 from .proc_tree import ProcTree
@@ -114,7 +114,7 @@ class DashApp(App):
         subreaper: bool = True,
         grace: float = 3.0,
         dump_root: str | None = None,
-        strays: bool = True,
+        strays: bool | None = None,
         cgroup: bool | None = None,
     ) -> None:
         super().__init__()
@@ -127,7 +127,9 @@ class DashApp(App):
         self.use_cgroup = cgroup
         self.grace = grace
         self.dump_root = dump_root
-        self.show_strays = strays
+        # Launching, the view is the launched tree (and orphans it made);
+        # attached, the strays of the box are part of what is looked for.
+        self.show_strays = (self.launch_argv is None) if strays is None else strays
         self.sampler = Sampler(self.targets, interval=interval)
         self.supervisor = None
         self.child_pid: int | None = None
@@ -593,8 +595,34 @@ class DashApp(App):
         entry = self._need_selection()
         if entry is None:
             return
-        self.notify(f"writing a snapshot bundle of the tree at {entry.proc.pid}…", timeout=4)
-        self._start("dump", actions.dump_all, self, entry.proc.pid)
+        pid = entry.proc.pid
+        root = entry.root
+        snap = self.snapshot
+        if entry.children or root is None or root == pid or snap is None or root not in snap.entries:
+            self._dump(pid)
+            return
+        # A leaf alone is rarely what a bug report needs: say what `d` bundles.
+        from tractor_diag.safetext import escape
+        from tractor_diag.trees import descendants
+
+        kids = {p: e.children for p, e in snap.entries.items()}
+        size = 1 + len(descendants(kids, [root]))
+        body = Text.assemble(
+            (f"{pid}", "bold"), f" ({escape(entry.proc.title)}) is a leaf: a bundle of it holds that one "
+            "process.\n", "The whole tree at ", (f"{root}", "bold"),
+            f" ({escape(snap.entries[root].proc.title)}) holds {size} processes.")
+
+        def chosen(which) -> None:
+            if which is not None:
+                self._dump(which)
+
+        self.push_screen(ChoiceScreen(
+            "Bundle what?", body,
+            [("p", "Just this process", pid), ("w", f"Whole tree at {root}", root)]), chosen)
+
+    def _dump(self, pid: int) -> None:
+        self.notify(f"writing a snapshot bundle of the tree at {pid}…", timeout=4)
+        self._start("dump", actions.dump_all, self, pid)
 
     def action_reap(self) -> None:
         entry = self._need_selection()

@@ -1,4 +1,4 @@
-"""Modal dialogs: confirm, choose a signal, change the sampling interval."""
+"""Modal dialogs: confirm, choose a signal or an answer, change the sampling interval."""
 from __future__ import annotations
 
 import signal
@@ -83,12 +83,63 @@ class SignalScreen(ModalScreen[int | None]):
         with Vertical(id="dialog", classes="dialog"):
             yield Label(Text(f"Send a signal to {escape(self._target)}", "bold"), id="dialog-title")
             yield OptionList(*options, id="signals")
+            yield Label(Text("↑↓ choose · Enter: send (asks first) · Esc: cancel", "dim"),
+                        id="dialog-hint")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel (Esc)", variant="primary", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(int(signal.Signals[event.option.id]))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChoiceScreen(ModalScreen["object | None"]):
+    """A few labelled answers, each with a key, and Esc to cancel."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, title: str, body: Text | str,
+                 choices: list[tuple[str, str, object]]) -> None:
+        super().__init__()
+        self._title = title
+        self._body = body
+        self._choices = choices  # (key, button label, value)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(Text(escape(self._title), "bold"), id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                body = self._body if isinstance(self._body, Text) else Text(self._body)
+                yield Static(safe_block(body))
+            with Horizontal(id="dialog-buttons"):
+                for i, (key, label, _) in enumerate(self._choices):
+                    yield Button(f"{label} ({key})", variant="primary" if i == 0 else "default",
+                                 id=f"choice-{i}")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#choice-0", Button).focus()
+
+    def on_key(self, event) -> None:
+        for key, _, value in self._choices:
+            if event.key == key:
+                event.stop()
+                self.dismiss(value)
+                return
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        else:
+            self.dismiss(self._choices[int(event.button.id.split("-")[1])][2])
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -38,8 +38,12 @@ def add_options(parser) -> None:
     )
     parser.add_argument(
         "--no-strays", action="store_true",
-        help="leave out actors outside the watched trees (ghosts of other runs); "
-             "orphans of a launched tree are still shown",
+        help="attach mode: leave out actors outside the watched trees (ghosts of other runs)",
+    )
+    parser.add_argument(
+        "--strays", action="store_true",
+        help="launch mode: also show actors outside the launched tree (ghosts of other "
+             "runs; by default only the launched tree and its own orphans are shown)",
     )
     parser.add_argument(
         "--no-subreaper", action="store_true",
@@ -82,13 +86,23 @@ def split_argv(args) -> tuple[list[str], list[str] | None]:
         add_options(p)
         p.add_argument("targets", nargs="*")
         ns = p.parse_args(argv)
-        for name in ("interval", "grace", "no_subreaper", "no_strays", "no_cgroup"):
+        for name in ("interval", "grace", "no_subreaper", "no_strays", "strays", "no_cgroup"):
             if getattr(ns, name) != p.get_default(name):
                 setattr(args, name, getattr(ns, name))
         argv = ns.targets
     if command is not None and argv:
         raise UsageError("tractor-diag dash: give roots to attach to, or '-- CMD ARGS' to launch, not both")
     return argv, command
+
+
+def strays_of(args) -> bool | None:
+    """--strays / --no-strays, or None: the mode's default (attach: shown,
+    launch: only the launched tree)."""
+    if args.strays and args.no_strays:
+        from ..errors import UsageError
+
+        raise UsageError("tractor-diag dash: --strays and --no-strays contradict each other")
+    return True if args.strays else False if args.no_strays else None
 
 
 def check_command(command: list[str]) -> None:
@@ -111,6 +125,7 @@ def run(args, out) -> int:
     from ..errors import DiagError, UsageError
 
     targets, command = split_argv(args)
+    strays = strays_of(args)
     if not 0.1 <= args.interval <= 3600:
         raise UsageError("tractor-diag dash: --interval must be between 0.1 and 3600 seconds")
     if not 0 <= args.grace <= 600:
@@ -128,7 +143,7 @@ def run(args, out) -> int:
     from ..tui.app import DashApp
 
     app = DashApp(targets, launch=command, interval=args.interval, grace=args.grace,
-                  subreaper=not args.no_subreaper, strays=not args.no_strays,
+                  subreaper=not args.no_subreaper, strays=strays,
                   cgroup=False if args.no_cgroup else None)
     try:
         app.run()

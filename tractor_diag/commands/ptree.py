@@ -48,6 +48,9 @@ def add_arguments(parser) -> None:
         help=f"the same, SEC seconds apart ({MIN_CPU_WINDOW:g} to {MAX_CPU_WINDOW:g}; implies --cpu)",
     )
     parser.add_argument("--no-strays", action="store_true", help="leave out actors outside the given roots")
+    parser.add_argument("--strays", action="store_true",
+                        help="with --tree: draw the strays (actors outside the given roots) "
+                             "too, not just count them")
     parser.add_argument("--port", default=None, metavar="PORT|HOST:PORT|PATH",
                         help="name the processes listening on this TCP port or Unix socket path")
     add_common(parser)
@@ -174,6 +177,6 @@ def run(args, out) -> int:
     if not snap.entries:
         out.write("no tractor actor trees found\n")
         return 0
-    text = render_tree(snap, st) if args.tree else render_grouped(snap, st)
+    text = render_tree(snap, st, strays=args.strays) if args.tree else render_grouped(snap, st)
     out.write(text + "\n")
     return 0

@@ -129,19 +129,27 @@ def _short(entry: Entry) -> str:
     return clip(proc.title, 30)
 
 
-def render_tree(snap: Snapshot, st: Style, width: int | None = None) -> str:
+def render_tree(snap: Snapshot, st: Style, width: int | None = None,
+                strays: bool = True) -> str:
+    """The trees under their roots; the strays (actors of other runs outside
+    every root) drawn too, or with ``strays=False`` counted in one line."""
     width = width or shutil.get_terminal_size((120, 24)).columns
     snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
     sections = [(f"root {r}", [r]) for r in snap.roots]
-    if snap.strays:
+    if snap.strays and strays:
         sections.append(("strays (outside every given root)", snap.strays))
     for title, tops in sections:
         lines.append("")
         lines.append(st(title, "bold"))
         for top in tops:
             _tree_lines(snap, top, "", True, lines, st, width, is_top=True)
+    if snap.strays and not strays:
+        n = sum(1 for e in snap.entries.values() if e.root is None)
+        lines.append("")
+        lines.append(st(f"+ {n} stray process{'es' if n != 1 else ''} outside the given roots "
+                        "(actors of other runs): --strays shows them", "dim"))
     return "\n".join(lines)
 
 

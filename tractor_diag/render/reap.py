@@ -3,7 +3,8 @@ then the sweeps."""
 from __future__ import annotations
 
 from ..bindspace import Removal
-from ..reap import ReapReport
+from ..model import exit_status
+from ..reap import PidFate, ReapReport
 from ..safetext import escaped
 from . import Style
 from .bindspace import dir_line
@@ -63,14 +64,34 @@ def _plan_lines(report: ReapReport, st: Style) -> list[str]:
     return lines
 
 
+def how_it_ended(f: PidFate) -> str:
+    """A fate in a few words, with the exit status when it was seen."""
+    if f.fate == "exited":
+        if f.exit_code is not None and f.exit_code < 0:
+            return f"exited on {exit_status(f.exit_code)}"
+        if f.exit_code is not None:
+            return f"exited with status {f.exit_code}"
+        if f.signals:  # reaped by its parent before we saw how
+            return f"exited after {f.signals[0]}"
+        return "exited"
+    if f.fate == "killed":
+        return "killed by SIGKILL"
+    return {"gone": "already gone", "reused": "pid reused: not signalled"}.get(f.fate, f.fate)
+
+
+def fates_summary(fates: list[PidFate]) -> str:
+    """"1 exited on SIGINT, 1 killed by SIGKILL": how each one ended, counted."""
+    counts: dict[str, int] = {}
+    for f in fates:
+        phrase = how_it_ended(f)
+        counts[phrase] = counts.get(phrase, 0) + 1
+    return ", ".join(f"{n} {phrase}" for phrase, n in counts.items())
+
+
 def _summary(report: ReapReport) -> str:
     out = report.outcome
     assert out is not None
-    counts: dict[str, int] = {}
-    for f in out.fates:
-        counts[f.fate] = counts.get(f.fate, 0) + 1
-    parts = [f"{n} {fate}" for fate, n in counts.items()]
-    text = f"{', '.join(parts)}; waited {out.waited:.1f}s of {report.grace:g}s grace; signals via pidfd"
+    text = f"{fates_summary(out.fates)}; waited {out.waited:.1f}s of {report.grace:g}s grace; signals via pidfd"
     if out.escalated:
         text += "; SIGKILL was needed"
     return text
