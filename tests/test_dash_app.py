@@ -174,6 +174,30 @@ def test_key_t_task_tree_only_with_a_handler(current_tree):
     run(body())
 
 
+def test_key_w_shows_the_verdict_of_the_selected_tree(current_tree):
+    tree = current_tree(depth=1, breadth=1, hang="sleep")
+    leaf = tree.pid_of("leaf_0")
+
+    async def body():
+        app = DashApp([str(tree.root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_pids(app, pilot, [tree.root, leaf])
+            app.proc_tree.select_pid(tree.root)
+            await pilot.press("w")
+            await until(lambda: "why" in app._extras.get(tree.root, {}), 60, pilot=pilot,
+                        what="why")
+            title, body_ = app._extras[tree.root]["why"]
+            text = body_.plain
+            assert text.startswith(f"1. [sync-blocked] leaf_0 ({leaf}) is blocked in time.sleep "
+                                   "at current_tree.py:"), text
+            assert "waits for child leaf_0 (trio Process.wait)" in text
+            assert "why (" in app.detail.text
+            # the headline reaches the events pane as one line
+            assert f"sync-blocked: leaf_0 ({leaf}) is blocked in time.sleep" in app.events_pane.text
+
+    run(body())
+
+
 def test_key_d_writes_a_bundle_and_shows_its_path(current_tree, tmp_path):
     tree = current_tree(depth=1, breadth=1, hang="sleep")
     leaf = tree.pid_of("leaf_0")

@@ -233,6 +233,39 @@ async def dump_all(app: "DashApp", pid: int) -> None:
     _done(app, "dump", pid, title, body, f"snapshot bundle written: {meta.path}")
 
 
+# -- why ---------------------------------------------------------------------------
+
+WHY_DEADLINE = 20.0
+
+
+async def why(app: "DashApp", pid: int) -> None:
+    """The verdicts of the tree at ``pid`` (`tractor-diag why`): the chains
+    the selected process is in first; the headline is the first cause."""
+    title = f"why ({stamp()})"
+
+    def run():
+        from tractor_diag.commands.ptree import snapshot_for
+        from tractor_diag.diagnosis import examine
+
+        snap = snapshot_for([str(pid)], strays=False)
+        return examine(snap, deadline=time.monotonic() + WHY_DEADLINE)[1]
+
+    try:
+        diag = await trio.to_thread.run_sync(run)
+    except Exception as exc:  # noqa: BLE001
+        _failed(app, "why", pid, title, "why", exc)
+        return
+    from tractor_diag.render import Style
+    from tractor_diag.render.why import render_why
+
+    mine = [c for c in diag.chains if pid in c.pids] + [c for c in diag.chains if pid not in c.pids]
+    diag.chains = mine
+    body = Text(render_why(diag, Style(False)) + "\n")
+    head = (f"{diag.chains[0].cause.kind}: {diag.chains[0].cause.text}" if diag.chains
+            else f"no verdict for the tree at {pid}")
+    _done(app, "why", pid, title, body, head, ok=True)
+
+
 # -- reaping ---------------------------------------------------------------------
 
 def _subtree_plan(pid: int):

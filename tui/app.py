@@ -44,6 +44,7 @@ class DashApp(App):
     BINDINGS = [
         Binding("s", "stacks", "Stacks"),
         Binding("t", "tasks", "Task tree"),
+        Binding("w", "why", "Why", show=False),  # the footer is full; README and palette say it
         Binding("d", "dump", "Dump-all"),
         Binding("r", "reap", "Reap"),
         Binding("k", "signal", "Signal"),
@@ -591,6 +592,13 @@ class DashApp(App):
         self.notify(f"requesting the trio task tree of {entry.proc.pid}…", timeout=3)
         self._start("request a task tree", actions.task_tree, self, entry.proc.pid)
 
+    def action_why(self) -> None:
+        entry = self._need_selection()
+        if entry is None:
+            return
+        self.notify(f"judging the tree at {entry.proc.pid}…", timeout=4)
+        self._start("judge", actions.why, self, entry.proc.pid)
+
     def action_dump(self) -> None:
         entry = self._need_selection()
         if entry is None:
@@ -753,6 +761,7 @@ def _signal_help():
 _PALETTE_HELP = {
     "stacks": "Python stacks (py-spy) of the selected process",
     "tasks": "trio task tree of the selected process (SIGUSR1, only with a handler)",
+    "why": "the verdicts of the selected tree, root cause first, with their evidence",
     "dump": "write a dump-all snapshot bundle of the selected tree",
     "reap": "SIGINT, grace, SIGKILL the selected subtree (asks first)",
     "signal": "send a signal to the selected process (asks first)",
