@@ -276,3 +276,29 @@ def _other_port(port: int) -> int:
     while (other := free_port()) == port:
         pass
     return other
+
+
+def test_traced_process_names_its_tracer(spawn):
+    import shutil
+
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    proc = spawn([sys.executable, "-c", "import time\nprint('READY', flush=True)\ntime.sleep(600)"])
+    tracer = spawn([strace, "-p", str(proc.root), "-o", "/dev/null"], ready=None, label="strace")
+
+    def tracer_pid() -> int:
+        status = open(f"/proc/{proc.root}/status").read()
+        return int(status.split("TracerPid:")[1].split()[0])
+
+    deadline = time.monotonic() + 10
+    while tracer_pid() != tracer.root:
+        assert time.monotonic() < deadline, "strace did not attach"
+        time.sleep(0.05)
+    diag = why_json(proc.root)
+    (chain,) = diag.chains
+    assert chain.cause.kind == "traced" and chain.cause.pid == proc.root
+    assert chain.cause.text.endswith(f"is traced by strace ({tracer.root}): it stops at every "
+                                     "signal until the tracer lets it go")
+    assert any(e.text == f"TracerPid {tracer.root} in /proc/{proc.root}/status"
+               for e in chain.cause.evidence)
