@@ -1,7 +1,10 @@
 """``tractor-diag`` command line: one subcommand per verb.
 
 Verbs live in `tractor_diag.commands`; a verb whose module is not there yet
-is simply not offered.
+is simply not offered. Only the chosen verb's module is imported and only its
+parser built: start-up is most of what a one-shot verb costs. The top-level
+parser (``--help``, ``--version``, an unknown verb) imports every verb module
+for its one-line summary, and builds no verb's arguments.
 """
 from __future__ import annotations
 
@@ -56,6 +59,8 @@ def verb_parser(verb: str, prog: str | None = None) -> tuple[argparse.ArgumentPa
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: every verb with its summary, none of their
+    arguments (a verb's own parser parses what follows it, see `run_verb`)."""
     parser = _Parser(
         prog="tractor-diag",
         description="Diagnose hung tractor actor trees: who is stuck, where, and clean up safely.",
@@ -66,13 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tractor-diag {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, mod in available_verbs().items():
-        p = sub.add_parser(
-            verb, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p = sub.add_parser(verb, help=mod.HELP, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _parse(argv: list[str], parser: argparse.ArgumentParser | None, out: TextIO):
+    """-> (namespace, run) or (None, None) when no verb was given."""
+    if parser is not None:  # a caller's own full parser
+        args = parser.parse_args(argv)
+        return args, getattr(args, "_run", None)
+    if argv and argv[0] in VERBS:
+        verb, rest = argv[0], argv[1:]
+    else:
+        top = build_parser()
+        args = top.parse_args(argv)
+        if args.verb is None:
+            top.print_help(out)
+            return None, None
+        verb, rest = args.verb, args.rest
+    vparser, mod = verb_parser(verb)
+    return vparser.parse_args(rest), mod.run
 
 
 def run_verb(argv: list[str], out: TextIO | None = None, err: TextIO | None = None,
@@ -81,11 +100,10 @@ def run_verb(argv: list[str], out: TextIO | None = None, err: TextIO | None = No
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        parser = parser or build_parser()
-        args = parser.parse_args(argv)
-        run = getattr(args, "_run", None)
+        args, run = _parse(argv, parser, out)
         if run is None:
-            parser.print_help(out)
+            if parser is not None:
+                parser.print_help(out)
             return 2
         return int(run(args, out) or 0)
     except _Exit as exc:

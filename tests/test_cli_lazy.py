@@ -1,0 +1,88 @@
+"""The CLI imports and builds only what the chosen verb needs, and its
+help still lists every verb. Each check runs in a fresh interpreter:
+`sys.modules` of the test process says nothing about a cold start."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tractor_diag.cli import verb_parser
+from tractor_diag.commands import VERBS
+
+TIMEOUT = 60
+
+
+def _cold(code: str) -> dict:
+    """Run ``code`` in a new interpreter; it prints one JSON line last."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+_RUN = """
+import contextlib, io, json, sys
+from tractor_diag import cli
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(out):  # argparse prints help there
+    rc = cli.run_verb({argv!r}, out=out, err=err)
+print(json.dumps({{"rc": rc, "out": out.getvalue(), "err": err.getvalue(),
+                   "mods": sorted(m for m in sys.modules if m.startswith("tractor_diag")
+                                  or m in ("msgspec", "trio", "textual"))}}))
+"""
+
+
+# verbs that take roots share ptree's, dump-all shares the stacks flags
+_SHARED = {"tractor_diag.commands.ptree", "tractor_diag.commands.stacks"}
+
+
+def _verb_modules(mods: list[str]) -> set[str]:
+    return {m for m in mods if m.startswith("tractor_diag.commands.")}
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_a_verb_loads_only_its_own_module(verb, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    got = _cold(_RUN.format(argv=[verb, "--help"]))
+    assert got["rc"] == 0, got["err"]
+    assert _verb_modules(got["mods"]) <= {VERBS[verb][0]} | _SHARED, got["mods"]
+    if verb != "watch":
+        assert "tractor_diag.watch" not in got["mods"]
+    # the verb's help is complete: exactly its own parser's
+    assert got["out"] == verb_parser(verb)[0].format_help()
+
+
+def test_ptree_runs_without_the_other_verbs():
+    got = _cold(_RUN.format(argv=["ptree", "--json", str(os.getpid())]))
+    assert got["rc"] == 0, got["err"]
+    assert _verb_modules(got["mods"]) == {"tractor_diag.commands.ptree"}
+    # nothing of the dashboard, the task dumper or the stacks capture
+    for mod in ("trio", "textual", "tractor_diag.stacks", "tractor_diag.sampler",
+                "tractor_diag.watch", "tractor_diag.taskdump"):
+        assert mod not in got["mods"]
+    assert any(e["proc"]["pid"] == os.getpid() for e in json.loads(got["out"])["entries"].values())
+
+
+@pytest.mark.parametrize("argv", [["--help"], []])
+def test_top_level_help_lists_every_verb_and_builds_none(argv):
+    got = _cold(_RUN.format(argv=argv))
+    assert got["rc"] == (0 if argv else 2)
+    assert "msgspec" not in got["mods"]  # no verb ran: no model, no msgspec
+    help_text = " ".join(got["out"].split())
+    for verb, (modname, _alias) in VERBS.items():
+        mod = __import__(modname, fromlist=["HELP"])
+        assert f"{verb} {mod.HELP}" in help_text, verb
+
+
+def test_usage_errors_stay_one_line():
+    got = _cold(_RUN.format(argv=["ptree", "--bogus"]))
+    assert got["rc"] == 2 and got["err"].count("\n") <= 1
+    assert "tractor-diag ptree: unrecognized arguments: --bogus" in got["err"]
+    got = _cold(_RUN.format(argv=["bogus"]))
+    assert got["rc"] == 2 and "invalid choice: 'bogus'" in got["err"]
