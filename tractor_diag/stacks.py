@@ -2,12 +2,13 @@
 (SIGUSR1 dumps, see `tractor_diag.tasks`) of every process in a snapshot.
 What they mean (where each one is stuck, and why) is `tractor_diag.diagnosis`.
 
-One worker per process, a bounded number at a time (`default_jobs`). A
-worker reads the kernel side first (so the kernel stack shows the process's
-own wait, not the ptrace stop py-spy causes), then runs
-py-spy, then asks for the trio task tree: the task dump runs while the other
-workers' py-spy dumps do, and a py-spy stack never catches the process inside
-its own dump handler.
+The kernel side of every process is read first (so the kernel stack shows
+the process's own wait, not the ptrace stop py-spy causes, and the tree is
+recorded before any signal). Then the py-spy dumps run a bounded number at
+a time (`default_jobs`), all served from the calling thread; as each one
+ends, that process is asked for its trio task tree, while the other dumps
+run, so a py-spy stack never catches the process inside its own dump
+handler.
 
 Every dump has a timeout and runs in its own process group, so a wedged
 py-spy (or a stand-in that forks) is killed whole and can never wedge the
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
@@ -98,90 +98,217 @@ def allow_running() -> None:
     _cancelled.clear()
 
 
-def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None = None,
-                cap: int = OUTPUT_CAP) -> _Ran:
-    """Run ``argv`` for at most ``timeout`` seconds, keeping at most ``cap``
-    bytes of its stdout; never hangs, never buffers without bound.
+class _Dump:
+    """One bounded child: its pipes are read by `_drive`, which serves every
+    running dump from one thread (no thread or selector per dump)."""
 
-    The child gets its own session, so on timeout (or past the cap) the
-    whole process group is SIGKILLed: a stand-in script whose own children
-    inherited our pipes would otherwise keep us waiting for EOF forever.
-    Output left after the kill is drained for at most 0.2 s more.
-    """
-    start = time.monotonic()
-    if _cancelled.is_set():
-        return _Ran(None, b"", b"", 0.0)
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True, env=env,
-    )
-    out, err = bytearray(), bytearray()
-    try:
-        ended, cut = _drain(proc, start + max(0.01, timeout), out, cap, err)
-        if ended:
-            return _Ran(proc.returncode, bytes(out), bytes(err), time.monotonic() - start)
+    __slots__ = ("key", "proc", "out", "err", "cap", "start", "deadline",
+                 "open", "killed_at", "cut", "ran")
+
+    def __init__(self, key, argv: list[str], timeout: float, env: dict[str, str] | None,
+                 cap: int, into: list[_Dump]):
+        """Start ``argv``; the dump is appended to ``into`` (the caller's
+        running list) before any signal handler of ours can run again."""
+        self.key = key
+        self.start = time.monotonic()
+        self.deadline = self.start + max(0.01, timeout)
+        self.out, self.err = bytearray(), bytearray()
+        self.cap = cap
+        self.open: dict[int, bytearray] = {}
+        self.killed_at: float | None = None
+        self.cut = False
+        self.ran: _Ran | None = None
+        # A Python signal handler that raises (dump-all's SIGTERM) could
+        # otherwise land between the fork and Popen returning, losing the
+        # child's pid: the signals we handle are held until the dump is on
+        # the running list, where an unwinding `_drive` kills it. (The
+        # child starts with them blocked too: harmless, it is only ever
+        # SIGKILLed, and its own session gets no terminal signals.)
+        held = _handled_signals()
+        if held:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
+            # Its own session: on timeout (or past the cap) the whole group
+            # is SIGKILLed, or a stand-in whose children inherited our pipes
+            # would keep us waiting for EOF forever.
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True, env=env,
+            )
+            into.append(self)
+            for pipe, buf in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+                fd = pipe.fileno()
+                os.set_blocking(fd, False)
+                self.open[fd] = buf
+        finally:
+            if held:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def read(self, fd: int, sel) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._close(fd, sel)
+            return
+        buf = self.open[fd]
+        limit = self.cap if buf is self.out else _ERR_CAP
+        room = limit - len(buf)
+        buf += chunk[:room]
+        if len(chunk) > room and buf is self.out:
+            self.cut = True
+            self.kill(sel)
+        # past stderr's cap: keep reading (a writer blocked on a full pipe
+        # would never exit) but keep nothing
+
+    def _close(self, fd: int, sel) -> None:
+        del self.open[fd]
+        try:
+            sel.unregister(fd)
+        except (KeyError, ValueError):
             pass
-        if not cut:
+
+    def kill(self, sel) -> None:
+        """SIGKILL the group. Only while the child is unreaped: its pid (the
+        group's id) cannot have been reused then."""
+        if self.killed_at is not None:
+            return
+        self.killed_at = time.monotonic()
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.cut:  # what is left in the pipes is not wanted
+            for fd in list(self.open):
+                self._close(fd, sel)
+
+    def step(self, now: float, sel) -> bool:
+        """Timeouts, cancellation and exit; True once finished (``ran`` set)."""
+        if self.killed_at is None and (now >= self.deadline or _cancelled.is_set()):
+            self.kill(sel)
+        if self.killed_at is not None and self.open and now >= self.killed_at + 0.2:
             # A killed group's output is already in the pipes: EOF comes at
             # once unless something outside the group still holds them.
-            _drain(proc, time.monotonic() + 0.2, out, cap, err)
+            for fd in list(self.open):
+                self._close(fd, sel)
+        if self.open:
+            return False
+        if self.proc.poll() is None:
+            if self.killed_at is None or now < self.killed_at + 1.0:
+                return False
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        code = self.proc.returncode if self.killed_at is None else None
+        self.ran = _Ran(code, bytes(self.out), bytes(self.err), time.monotonic() - self.start,
+                        cut=self.cut)
+
+    def abandon(self) -> None:
+        """On the way out of an interrupted run: kill, reap, close."""
+        if self.killed_at is None and self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
         try:
-            proc.wait(timeout=1.0)
+            self.proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             pass
-        return _Ran(None, bytes(out), bytes(err), time.monotonic() - start, cut=cut)
-    finally:
-        for pipe in (proc.stdout, proc.stderr):
+        for pipe in (self.proc.stdout, self.proc.stderr):
             try:
                 pipe.close()
             except OSError:
                 pass
 
 
-def _drain(proc: subprocess.Popen, deadline: float, out: bytearray, cap: int,
-           err: bytearray) -> tuple[bool, bool]:
-    """Read both pipes until EOF and exit, the deadline, or ``cap`` bytes of
-    stdout. -> (exited by itself in time, stdout cut at the cap)."""
+_CATCHABLE = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
+
+
+def _handled_signals() -> set[int]:
+    """Signals with a Python handler, when on the main thread (the only one
+    Python runs handlers on)."""
+    if threading.current_thread() is not threading.main_thread():
+        return set()
+    held = set()
+    for name in _CATCHABLE:
+        sig = getattr(signal, name, None)
+        if sig is not None and callable(signal.getsignal(sig)):
+            held.add(sig)
+    return held
+
+
+def _drive(start_next, on_done) -> None:
+    """Run dumps until none is left: ``start_next(running)`` starts a new
+    `_Dump` into ``running`` and returns it (or None: nothing more now),
+    called whenever a slot frees;
+    ``on_done(dump)`` gets each finished one. On any exception (a signal's
+    handler raising in this thread) every running dump's group is killed
+    and reaped before it propagates."""
     import selectors
 
     sel = selectors.DefaultSelector()
+    running: list[_Dump] = []
+
+    def fill() -> None:
+        while True:
+            dump = start_next(running)
+            if dump is None:
+                return
+            for fd in dump.open:
+                sel.register(fd, selectors.EVENT_READ, dump)
+
     try:
-        for pipe, buf, limit in ((proc.stdout, out, cap), (proc.stderr, err, _ERR_CAP)):
-            if not pipe.closed:
-                os.set_blocking(pipe.fileno(), False)
-                sel.register(pipe.fileno(), selectors.EVENT_READ, (buf, limit))
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0 or _cancelled.is_set():
-                return False, False
-            for key, _ in sel.select(min(left, _TICK)):
-                try:
-                    chunk = os.read(key.fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(key.fd)
-                    continue
-                buf, limit = key.data
-                room = limit - len(buf)
-                buf += chunk[:room]
-                if len(chunk) > room and buf is out:
-                    return False, True
-                # past stderr's cap: keep reading (a writer blocked on a
-                # full pipe would never exit) but keep nothing
+        fill()
+        while running:
+            now = time.monotonic()
+            wakes = [d.deadline if d.killed_at is None else d.killed_at + 0.2
+                     for d in running if d.open]
+            wait = min(_TICK, max(0.001, min(wakes) - now)) if wakes else _TICK
+            if len(wakes) < len(running):
+                # pipes all closed, not exited yet: poll the exit briskly
+                wait = 0.002
+            for key, _ in sel.select(wait):
+                key.data.read(key.fd, sel)
+            now = time.monotonic()
+            done = [d for d in running if d.step(now, sel)]
+            if done:
+                running[:] = [d for d in running if d.ran is None]
+                for dump in done:
+                    on_done(dump)
+                fill()
+    except BaseException:
+        for dump in running:
+            dump.abandon()
+        raise
     finally:
         sel.close()
-    while True:  # closed its output; wait for the exit the same way
-        left = deadline - time.monotonic()
-        try:
-            proc.wait(timeout=max(0.0, min(left, _TICK)))
-            return True, False
-        except subprocess.TimeoutExpired:
-            if left <= _TICK or _cancelled.is_set():
-                return False, False
+
+
+def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None = None,
+                cap: int = OUTPUT_CAP) -> _Ran:
+    """Run ``argv`` for at most ``timeout`` seconds, keeping at most ``cap``
+    bytes of its stdout; never hangs, never buffers without bound.
+
+    On timeout (or past the cap) the child's whole process group is
+    SIGKILLed; output left after the kill is drained for at most 0.2 s more.
+    """
+    if _cancelled.is_set():
+        return _Ran(None, b"", b"", 0.0)
+    result: list[_Ran] = []
+
+    def start(running: list[_Dump]) -> _Dump | None:
+        return None if result or running else _Dump(None, argv, timeout, env, cap, running)
+
+    _drive(start, lambda d: result.append(d.ran))
+    return result[0]
 
 
 # ---------------------------------------------------------------------------
@@ -293,6 +420,22 @@ def py_spy_version(path: str | None = None) -> str | None:
 # one Python stack
 # ---------------------------------------------------------------------------
 
+def _spy_argv(pid: int, py_spy: str, locals: bool, native: bool, sudo: bool) -> list[str]:
+    argv = [py_spy, "dump", "--json", "--pid", str(pid)]
+    if locals:
+        argv.append("--locals")
+    if native:
+        argv.append("--native")
+    if sudo:
+        argv = ["sudo", "-n", "--", *argv]
+    return argv
+
+
+def _spy_env() -> dict[str, str]:
+    # No Rust backtrace: its lines would bury py-spy's own one-line reason.
+    return dict(os.environ, RUST_BACKTRACE="0")
+
+
 def dump_python(
     pid: int,
     *,
@@ -305,19 +448,19 @@ def dump_python(
     """One ``py-spy dump --json`` of ``pid`` (with ``sudo -n`` when asked)."""
     if py_spy is None:
         return PyStack(status="no-py-spy", reason=no_py_spy_reason())
-    argv = [py_spy, "dump", "--json", "--pid", str(pid)]
-    if locals:
-        argv.append("--locals")
-    if native:
-        argv.append("--native")
-    if sudo:
-        argv = ["sudo", "-n", "--", *argv]
-    # No Rust backtrace: its lines would bury py-spy's own one-line reason.
-    env = dict(os.environ, RUST_BACKTRACE="0")
     try:
-        ran = run_bounded(argv, timeout, env=env)
+        ran = run_bounded(_spy_argv(pid, py_spy, locals, native, sudo), timeout, env=_spy_env())
     except OSError as exc:
-        return PyStack(status="no-py-spy", reason=f"cannot run py-spy: {exc.strerror or exc}")
+        return _cannot_run(exc)
+    return _py_result(pid, ran, timeout=timeout, sudo=sudo)
+
+
+def _cannot_run(exc: OSError) -> PyStack:
+    return PyStack(status="no-py-spy", reason=f"cannot run py-spy: {exc.strerror or exc}")
+
+
+def _py_result(pid: int, ran: _Ran, *, timeout: float, sudo: bool) -> PyStack:
+    """What a finished py-spy run says about ``pid``'s Python stack."""
     if ran.cut:
         return PyStack(
             status="failed", via_sudo=sudo, elapsed=ran.elapsed,
@@ -329,7 +472,6 @@ def dump_python(
                else f"py-spy did not answer within {timeout:.1f}s")
         return PyStack(status="timeout", via_sudo=sudo, elapsed=ran.elapsed,
                        reason=f"{why} (killed)")
-    err = ran.stderr.decode("utf-8", "replace")
     if ran.returncode == 0:
         try:
             threads = parse_py_spy_json(ran.stdout)
@@ -337,6 +479,7 @@ def dump_python(
             return PyStack(status="failed", via_sudo=sudo, elapsed=ran.elapsed,
                            reason=f"py-spy printed output that is not its JSON: {exc}")
         return PyStack(status="ok", threads=threads, via_sudo=sudo, elapsed=ran.elapsed)
+    err = ran.stderr.decode("utf-8", "replace")
     if sudo and ("password is required" in err or "a terminal is required" in err):
         return PyStack(
             status="permission", via_sudo=True, elapsed=ran.elapsed,
@@ -491,12 +634,26 @@ def kernel_side(proc: Proc) -> tuple[KernelSide, Proc | None]:
 # ---------------------------------------------------------------------------
 
 def default_jobs() -> int:
-    """Dumps at once. py-spy is CPU-bound (~5 ms of symbol-table parsing per
-    dump), yet more workers than CPUs pays: a hung suite rarely has the box
-    to itself, and on a loaded 2-core machine 8-16 concurrent dumps took
-    0.55-0.6x the sequential time where 2 took 0.8x; on an idle box the
-    extra workers cost next to nothing."""
-    return min(16, 4 * (os.cpu_count() or 1))
+    """Dumps at once: the CPUs this process may run on that nothing else is
+    running on right now, at least 2 (one dump's exec and attach overlap
+    another's parsing) when there are 2. py-spy is CPU-bound: more dumps
+    than free cores only make each one cost more CPU."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(min(2, cores), cores - _busy_others())
+
+
+def _busy_others() -> int:
+    """Runnable tasks on the box other than this one, now (the kernel's
+    count in /proc/loadavg; 0 when it cannot be read)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - 1)
 
 
 def _skip_reason(proc: Proc) -> tuple[str, str] | None:
@@ -521,14 +678,19 @@ def capture(
 ) -> StacksReport:
     """Kernel side, Python stack and task tree of every process in ``snap``.
 
-    ``known_tasks``: task trees the caller already has (a process that
-    wrote its own in-process): used as they are, those pids are not asked.
-
     ``deadline`` (``time.monotonic()`` value) bounds the whole capture: a
     dump not started by then is reported as timed out, and no dump outlives
     it by more than a fraction of a second. ``interactive`` allows ``sudo`` to prompt when
     ``options.sudo == "prompt"`` (the CLI passes "stdin is a terminal").
+    ``known_tasks``: task trees the caller already has (a process that
+    wrote its own in-process): used as they are, those pids are not asked.
+
+    The dumps run ``options.jobs`` (else `default_jobs`) at a time, all
+    served from this thread. Each process's task tree is asked for as soon
+    as its own py-spy dump is done, while the others' run.
     """
+    from collections import deque
+
     from . import tasks as taskmod
 
     started = time.monotonic()
@@ -537,7 +699,7 @@ def capture(
     py_spy = find_py_spy()
     jobs = options.jobs if options.jobs > 0 else default_jobs()
     results: dict[int, ProcStacks] = {}
-    pending: list[taskmod.Pending] = []  # appended from the workers
+    pending: list[taskmod.Pending] = []
 
     def budget() -> float:
         if deadline is None:
@@ -548,22 +710,13 @@ def capture(
     # task-tree request can change the tree (tractor's handler reaps exited
     # children), and what is reported must be the tree as it was found.
     sides = {e.proc.pid: kernel_side(e.proc) for e in entries}
+    by_pid = {e.proc.pid: e for e in entries}
 
-    def one(entry: Entry) -> None:
+    def finish(entry: Entry, py: PyStack) -> None:
+        """The process's stack is in: ask for its task tree, record it."""
         proc = entry.proc
         side, fresh = sides[proc.pid]
-        # The fresh record: it may have exited since the snapshot.
         skip = _skip_reason(fresh or proc)
-        if fresh is None:
-            py = PyStack(status="gone", reason="process gone before its stack was read")
-        elif skip is not None:
-            py = PyStack(status=skip[0], reason=skip[1])  # type: ignore[arg-type]
-        elif budget() <= 0:
-            py = PyStack(status="timeout", reason="the capture's overall time bound "
-                         "ran out before this dump started")
-        else:
-            py = dump_python(proc.pid, py_spy=py_spy, locals=options.locals,
-                             native=options.native, timeout=budget())
         if known_tasks and proc.pid in known_tasks:
             tree = known_tasks[proc.pid]
         elif not options.tasks:
@@ -587,15 +740,48 @@ def capture(
             kernel=side, python=py, tasks=tree, exit_code=proc.exit_code,
         )
 
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tractor-diag-stacks") as pool:
-        futures = [pool.submit(one, e) for e in entries]
-        try:
-            for fut in futures:
-                fut.result()
-        except BaseException:
-            # interrupted: no dump (or task-tree request) starts after this
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    todo: deque[Entry] = deque()
+    for entry in entries:
+        proc = entry.proc
+        _side, fresh = sides[proc.pid]
+        # The fresh record: it may have exited since the snapshot.
+        skip = _skip_reason(fresh or proc)
+        if fresh is None:
+            finish(entry, PyStack(status="gone", reason="process gone before its stack was read"))
+        elif skip is not None:
+            finish(entry, PyStack(status=skip[0], reason=skip[1]))  # type: ignore[arg-type]
+        elif py_spy is None:
+            finish(entry, PyStack(status="no-py-spy", reason=no_py_spy_reason()))
+        else:
+            todo.append(entry)
+
+    env = _spy_env()
+
+    def start_next(into: list[_Dump]) -> _Dump | None:
+        while todo and len(into) < jobs:
+            entry = todo.popleft()
+            left = budget()
+            if left <= 0:
+                finish(entry, PyStack(status="timeout", reason="the capture's overall time "
+                                      "bound ran out before this dump started"))
+                continue
+            if _cancelled.is_set():
+                finish(entry, _py_result(entry.proc.pid, _Ran(None, b"", b"", 0.0),
+                                         timeout=left, sudo=False))
+                continue
+            argv = _spy_argv(entry.proc.pid, py_spy, options.locals, options.native, False)
+            try:
+                return _Dump((entry.proc.pid, left), argv, left, env, OUTPUT_CAP, into)
+            except OSError as exc:
+                finish(entry, _cannot_run(exc))
+        return None
+        return None
+
+    def on_done(dump: _Dump) -> None:
+        pid, timeout = dump.key
+        finish(by_pid[pid], _py_result(pid, dump.ran, timeout=timeout, sudo=False))
+
+    _drive(start_next, on_done)
 
     _retry_with_sudo(results, options, py_spy, interactive, budget)
 
@@ -634,3 +820,4 @@ def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
         retry = dump_python(p.pid, py_spy=py_spy, locals=options.locals,
                             native=options.native, timeout=budget(), sudo=True)
         p.python = retry
+

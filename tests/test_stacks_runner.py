@@ -1,0 +1,105 @@
+"""The dump runner: every dump served from one thread, and a signal handler
+that raises while a dump is being started (dump-all's SIGTERM) never leaves
+that dump's process group behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tractor_diag import stacks
+
+
+class _Raised(Exception):
+    pass
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return None
+
+
+def test_a_signal_raising_as_popen_returns_still_kills_the_dump(tmp_path, monkeypatch):
+    """The handler's exception lands right after the fork (the worst
+    moment: the child runs, Popen has not returned): the group is killed."""
+    marker = tmp_path / "pids"
+    script = f"sleep 600 & echo $$ $! > {marker}; wait"
+    real = subprocess.Popen._execute_child
+
+    def execute_then_signal(self, *args, **kw):
+        real(self, *args, **kw)
+        os.kill(os.getpid(), signal.SIGUSR2)  # pending from here on
+        time.sleep(0.05)  # lets an unblocked handler run inside Popen
+
+    def handler(signum, frame):
+        raise _Raised()
+
+    old = signal.signal(signal.SIGUSR2, handler)
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_signal)
+    try:
+        with pytest.raises(_Raised):
+            stacks.run_bounded(["sh", "-c", script], 30)
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGUSR2, old)
+    deadline = time.monotonic() + 5
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not marker.exists():
+        return  # killed before it got as far as its sleep: nothing left
+    sh, sleep = map(int, marker.read_text().split())
+    try:
+        deadline = time.monotonic() + 5
+        while _state(sleep) not in (None, "Z", "X") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(sleep) in (None, "Z", "X"), "the dump's group was left running"
+        assert _state(sh) is None, "the dump's child was left unreaped"
+    finally:
+        for pid in (sleep, sh):
+            if _state(pid) not in (None, "Z", "X"):
+                os.kill(pid, signal.SIGKILL)  # ours: started by this test
+
+
+def test_many_dumps_from_one_thread(tmp_path):
+    """More commands than slots, each bounded: all end, in any order, with
+    their own output, and no thread is started for them."""
+    import threading
+
+    argvs = [[sys.executable, "-c", f"import time; time.sleep({0.3 if i % 3 else 0}); print({i})"]
+             for i in range(7)]
+    argvs.append(["sh", "-c", "sleep 600 & wait"])  # hits its bound
+    todo = list(enumerate(argvs))
+    got: dict[int, stacks._Ran] = {}
+    peak = [0]
+    threads = threading.active_count()
+
+    def start(into):
+        if not todo or len(into) >= 3:
+            return None
+        i, argv = todo.pop(0)
+        dump = stacks._Dump(i, argv, 1.0 if i == 7 else 20, None, stacks.OUTPUT_CAP, into)
+        peak[0] = max(peak[0], len(into))
+        return dump
+
+    def done(dump):
+        assert threading.active_count() == threads
+        got[dump.key] = dump.ran
+
+    stacks._drive(start, done)
+    assert sorted(got) == list(range(8))
+    for i in range(7):
+        assert got[i].returncode == 0 and got[i].stdout.strip() == str(i).encode()
+    assert got[7].returncode is None  # killed at its bound
+    assert peak[0] == 3
+
+
+def test_default_jobs_stays_within_the_cpus():
+    cores = len(os.sched_getaffinity(0))
+    assert min(2, cores) <= stacks.default_jobs() <= cores
