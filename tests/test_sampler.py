@@ -255,3 +255,41 @@ def test_the_dead_keep_their_last_known_name(tmp_path):
     finally:
         parent.kill()
         parent.wait(10)
+
+
+def test_history_is_bounded_in_bytes(puppet):
+    """A byte bound holds whatever the sample count allows, the estimate
+    follows what the samples really hold, and the latest two always stay."""
+    import gc
+    import tracemalloc
+
+    for _ in range(6):
+        puppet.do("sleep")
+    wait_for(lambda: len(Sampler(Targets([puppet.pid])).sample()[0].entries) >= 7, timeout=10)
+    big = Sampler(Targets([puppet.pid]), history=1000, history_bytes=1 << 40)
+    big.sample()
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(8):
+            big.sample()
+        gc.collect()
+        held = (tracemalloc.get_traced_memory()[0] - before) / 8
+    finally:
+        tracemalloc.stop()
+    per_sample = big.history_size / len(big.history)
+    assert 0.5 * held <= per_sample <= 2 * held, (per_sample, held)
+
+    bound = int(per_sample * 5.5)
+    s = Sampler(Targets([puppet.pid]), history=1000, history_bytes=bound)
+    for _ in range(12):
+        s.sample()
+        assert s.history_size <= bound and s.latest is s.history[-1]
+    assert 4 <= len(s.history) <= 6
+    assert s.history_size == sum(s._sizes)
+
+    tiny = Sampler(Targets([puppet.pid]), history_bytes=1)
+    for _ in range(4):
+        tiny.sample()
+    assert len(tiny.history) == 2  # the rates and diffs need two

@@ -3,7 +3,10 @@
 Each tick is one `/proc` pass (run in a worker thread so the event loop never
 blocks), classified against the previous tick: that gives CPU rates,
 runaways, "stuck for N s" and the events (spawned, exited, zombied,
-orphaned, runaway, recovered). History and events are bounded deques.
+orphaned, runaway, recovered). History and events are bounded deques; the
+history is bounded in bytes as well as in samples (a sample of a large tree
+weighs hundreds of KB: 120 of them on a 200-process tree grew a dashboard
+by 60 MB).
 
 The sampling itself (`Sampler.sample`) is synchronous and trio-free so it
 can be driven by hand in tests and by one-shot verbs; `Sampler.run` is the
@@ -11,9 +14,12 @@ trio loop around it.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
+
+import msgspec
 
 from .model import Entry, Event, Snapshot
 from .trees import MIN_RATE_WINDOW, Targets, take_snapshot
@@ -24,6 +30,41 @@ _Key = tuple[int, float]
 
 def _key(entry: Entry) -> _Key:
     return entry.proc.pid, round(entry.proc.create_time, 2)
+
+
+#: Default bound on the memory the history holds.
+HISTORY_BYTES = 8 << 20
+# A sample's size is measured by walking it every this many samples (or when
+# the tree's size changes much), and scaled by the entry count in between:
+# the walk costs milliseconds on a large tree.
+_MEASURE_EVERY = 30
+_LEAVES = (str, bytes, int, float, bool, type(None))
+
+
+def deep_size(root: object) -> int:
+    """Bytes held by ``root`` and everything it reaches through Structs,
+    dicts, lists, tuples and sets (each object counted once)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [root]
+    size = sys.getsizeof
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += size(obj)
+        kind = type(obj)
+        if kind in _LEAVES:
+            continue
+        if kind is dict:
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif kind in (list, tuple, set, frozenset):
+            stack.extend(obj)
+        elif isinstance(obj, msgspec.Struct):
+            stack.extend(getattr(obj, f) for f in obj.__struct_fields__)
+    return total
 
 
 def _still_running(entry: Entry) -> bool:
@@ -44,6 +85,7 @@ class Sampler:
         *,
         interval: float = 1.0,
         history: int = 120,
+        history_bytes: int = HISTORY_BYTES,
         max_events: int = 1000,
         subreapers: set[int] | None = None,
     ):
@@ -52,6 +94,13 @@ class Sampler:
         self.targets = targets
         self.interval = interval
         self.history: deque[Snapshot] = deque(maxlen=history)
+        # At least the latest two samples stay, whatever they weigh (the
+        # CPU rates and the diffs need them).
+        self.history_bytes = history_bytes
+        self.history_size = 0  # bytes the history holds, as estimated
+        self._sizes: deque[int] = deque()  # per sample, alongside ``history``
+        self._per_entry: float | None = None  # bytes per entry, last measured
+        self._measured: tuple[int, int] = (0, 0)  # (entries then, samples since)
         self.events: deque[Event] = deque(maxlen=max_events)
         self.subreapers: set[int] = set(subreapers or ())
         self.paused = False
@@ -84,9 +133,32 @@ class Sampler:
                              subreapers=self.subreapers, full=True)
         events = self._diff(prev, snap)
         self._track_progress(snap)
-        self.history.append(snap)
+        self._remember(snap)
         self.events.extend(events)
         return snap, events
+
+    def _remember(self, snap: Snapshot) -> None:
+        size = self._size_of(snap)
+        if len(self.history) == self.history.maxlen:
+            self.history.popleft()
+            self.history_size -= self._sizes.popleft()
+        self.history.append(snap)
+        self._sizes.append(size)
+        self.history_size += size
+        while self.history_size > self.history_bytes and len(self.history) > 2:
+            self.history.popleft()
+            self.history_size -= self._sizes.popleft()
+
+    def _size_of(self, snap: Snapshot) -> int:
+        n = len(snap.entries)
+        then, since = self._measured
+        if self._per_entry is None or since >= _MEASURE_EVERY or not 0.8 * then <= n <= 1.25 * then:
+            size = deep_size(snap)
+            self._per_entry = size / max(1, n)
+            self._measured = (n, 1)
+            return size
+        self._measured = (then, since + 1)
+        return int(self._per_entry * max(1, n))
 
     def _track_progress(self, snap: Snapshot) -> None:
         now = snap.monotonic
