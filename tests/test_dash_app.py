@@ -85,6 +85,43 @@ def test_zombies_and_exit_codes_in_tree_and_events(zombie_maker):
     run(body())
 
 
+def test_a_zombie_keeps_the_name_it_had_alive(tmp_path):
+    """The tree pane and a `d` bundle name the zombie as it was called
+    alive (``crash_and_burn``), not by its 15-byte comm (``crash…``)."""
+    import subprocess
+
+    from test_sampler import _NAMED_KIDS
+
+    flag = tmp_path / "exit-now"
+    parent = subprocess.Popen([sys.executable, "-c", _NAMED_KIDS, str(flag)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        actor, plain = map(int, parent.stdout.readline().split()[1:])
+
+        async def body():
+            app = DashApp([str(parent.pid)], interval=FAST, dump_root=str(tmp_path / "dumps"))
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for_pids(app, pilot, [actor, plain])
+                await until(lambda: "crash_and_burn" in label_of(app, actor), 10, pilot=pilot)
+                flag.touch()
+                await until(lambda: "[zombie]" in label_of(app, actor), 15, pilot=pilot,
+                            what="the actor's zombie")
+                await pilot.pause(3 * FAST)
+                assert "crash_and_burn" in label_of(app, actor), label_of(app, actor)
+                assert label_of(app, plain).startswith("python -c"), label_of(app, plain)
+                app.proc_tree.select_pid(parent.pid)
+                await pilot.press("d")
+                await until(lambda: "dump" in app._extras.get(parent.pid, {}), 60, pilot=pilot,
+                            what="dump-all")
+                summary = Path(app.last_bundle, "summary.md").read_text()
+                assert "crash_and_burn (" in summary and "crash… (" not in summary
+
+        run(body())
+    finally:
+        parent.kill()
+        parent.wait(10)
+
+
 def test_released_runtime_actors_are_named(released_tree):
     tree = released_tree(depth=1, breadth=2, hang="sleep")
     actors = tree.actors()

@@ -218,7 +218,7 @@ def build_snapshot(
                 place(pid, None)
 
     if prev is not None:
-        _remember_names(entries, prev)
+        remember_names(entries, prev)
     return Snapshot(
         taken_at=time.time() if taken_at is None else taken_at,
         monotonic=mono,
@@ -235,7 +235,7 @@ def build_snapshot(
     )
 
 
-def _remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
+def remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
     """A process that exited keeps the name it had while it lived: a
     zombie's cmdline reads empty, and the 15-byte ``comm`` left would show
     ``_subactor[crash`` for ``crash_and_burn``. Same pid and start time

@@ -213,6 +213,10 @@ async def dump_all(app: "DashApp", pid: int) -> None:
         from tractor_diag.snapshot import History, write_bundle
 
         snap = snapshot_for([str(pid)], strays=False)
+        if history_snaps:  # a zombie keeps the name the sampler saw it alive with
+            from tractor_diag.trees import remember_names
+
+            remember_names(snap.entries, history_snaps[-1])
         history = History(snapshots=history_snaps, events=history_events) if history_snaps else None
         return write_bundle(snap, label=f"dash-{pid}", out_dir=app.dump_root, history=history,
                             targets=[str(pid)], deadline=time.monotonic() + DUMP_DEADLINE)
@@ -242,12 +246,17 @@ async def why(app: "DashApp", pid: int) -> None:
     """The verdicts of the tree at ``pid`` (`tractor-diag why`): the chains
     the selected process is in first; the headline is the first cause."""
     title = f"why ({stamp()})"
+    seen = app.sampler.latest
 
     def run():
         from tractor_diag.commands.ptree import snapshot_for
         from tractor_diag.diagnosis import examine
 
         snap = snapshot_for([str(pid)], strays=False)
+        if seen is not None:  # a zombie keeps the name the sampler saw it alive with
+            from tractor_diag.trees import remember_names
+
+            remember_names(snap.entries, seen)
         return examine(snap, deadline=time.monotonic() + WHY_DEADLINE)[1]
 
     try:
