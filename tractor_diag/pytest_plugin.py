@@ -143,7 +143,7 @@ def own_task_tree(reason: str, frame=None, *, observer: bool = False):
     body = blocks[0].body if blocks else text
     return TaskTree(status="collected", text=body, format="tractor-diag",
                     complete=bool(blocks and blocks[0].complete),
-                    tasks=parse_task_lines(body), note=f"written in-process ({reason})")
+                    tasks=parse_task_lines(body), reason=f"written in-process: {reason}")
 
 
 def capture_bundle(label: str, *, out_dir: str | None = None,
