@@ -45,6 +45,7 @@ def test_released_full_shape():
     assert parse_actor(argv) == ActorInfo(
         name="name", generation="released", uuid=UUID,
         parent_addr=TCPAddr("127.0.0.1", 1616), loglevel="cancel", asyncio=True,
+        how="child-argv", backend="trio",
     )
 
 
@@ -183,7 +184,8 @@ def test_title_exact_shape_only(argv):
 
 def test_zombie_comm_truncated_name():
     info = parse_actor([], "_subactor[proct")
-    assert info == ActorInfo(name="proct", generation="current", name_truncated=True)
+    assert info == ActorInfo(name="proct", generation="current", name_truncated=True,
+                             how="comm")
 
 
 def test_comm_cut_inside_the_pid_keeps_the_name():
@@ -193,7 +195,7 @@ def test_comm_cut_inside_the_pid_keeps_the_name():
 
 def test_comm_whole_title_fits():
     info = parse_actor([], "_subactor[a@12]")
-    assert info == ActorInfo(name="a", generation="current")
+    assert info == ActorInfo(name="a", generation="current", how="comm")
 
 
 def test_comm_recognised_only_when_cmdline_is_empty():

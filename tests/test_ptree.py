@@ -69,7 +69,10 @@ def test_released_tree(released_tree):
     snap = take_snapshot(Targets([root]))
     assert snap.roots == [root] and snap.samples == 1
 
-    assert snap.entries[root].proc.actor is None  # the root is an ordinary python
+    # an ordinary python program, recognised as the root actor by its children
+    root_actor = snap.entries[root].proc.actor
+    assert (root_actor.role, root_actor.how, root_actor.generation) == (
+        "root", "parent-of-actors", "released")
     assert snap.entries[root].depth == 0
     for name, pid in actors.items():
         entry = snap.entries[pid]

@@ -8,6 +8,23 @@ Two runtime generations look different from outside:
   (padded with spaces/NULs to the old argv length); the kernel ``comm`` is that
   title cut to 15 bytes.
 
+What each spawn backend of current tractor shows (measured on real trees):
+
+- ``trio``: ``python -m tractor._child --uid ...`` until the child sets its
+  title ``_subactor[name@pid]`` (never, without ``setproctitle``);
+- ``main_thread_forkserver``: fork without exec from a worker thread, so
+  until the title is set the child carries its parent's command line (and
+  its parent's title, whose pid is then not its own) and the worker
+  thread's name as ``comm`` (``None from tract`` with trio's naming on
+  3.13, ``main-thread-for`` where Python names OS threads);
+- ``mp_forkserver``: ``python -B -c 'from tractor.spawn._forkserver_override
+  import main; main(...)'`` for the fork-server sidecar and every actor it
+  forks, no title;
+- ``mp_spawn``: the plain multiprocessing child ``python -B -c 'from
+  multiprocessing.spawn import spawn_main; spawn_main(...)'
+  --multiprocessing-fork``, no title: generic, so `recognise` needs more
+  evidence than this module can see.
+
 Only those exact shapes count: ``pytest -k _subactor`` mentions the word but is
 not an actor. Every function here takes untrusted bytes and never raises.
 """
@@ -38,19 +55,36 @@ def split_cmdline(raw: bytes) -> list[str]:
     return raw.decode("utf-8", "backslashreplace").split("\0")
 
 
-def parse_actor(argv: list[str], comm: str = "") -> ActorInfo | None:
-    """Return the actor a process is, or ``None`` when it is not one."""
+# ``comm`` of a child forked by ``main_thread_forkserver`` before it sets a
+# title: the forking worker thread's OS name. Python >= 3.14 names it after
+# the thread (``main-thread-forkserver[name]``); before that it inherits the
+# name trio gave its ``to_thread`` worker (``None from tractor.spawn...``).
+FORK_THREAD_COMMS = ("main-thread-for", "None from tract")
+# Threads that each run one ``subint`` actor (cut to 15 bytes in ``comm``).
+SUBINT_THREAD_PREFIX = "subint-driver["
+_FORKSERVER_CODE = "from tractor.spawn._forkserver_override import main;"
+_MP_SPAWN_CODE = "from multiprocessing.spawn import spawn_main;"
+
+
+def parse_actor(argv: list[str], comm: str = "", pid: int | None = None) -> ActorInfo | None:
+    """Return the actor a process is, or ``None`` when it is not one.
+
+    ``pid`` (the process's own) lets a title carrying another pid be told
+    apart: that is a forked child still booting, not the titled actor.
+    """
     try:
         return (
-            _parse_title(argv)
+            _parse_title(argv, comm, pid)
             or _parse_child_argv(argv)
             or (_parse_comm(comm) if not any(argv) else None)
+            or _parse_forkserver(argv)
+            or _parse_fork_thread(comm)
         )
     except Exception:  # noqa: BLE001 - untrusted input must never crash a scan
         return None
 
 
-def _parse_title(argv: list[str]) -> ActorInfo | None:
+def _parse_title(argv: list[str], comm: str = "", pid: int | None = None) -> ActorInfo | None:
     if not argv or not argv[0].startswith(_COMM_PREFIX):
         return None
     # setproctitle writes the title over the old argv area and pads it; the
@@ -62,7 +96,55 @@ def _parse_title(argv: list[str]) -> ActorInfo | None:
     name = m["name"]
     if "\0" in name or "]" in name:
         return None
+    title_pid = int(m["pid"])
+    if pid is not None and title_pid != pid:
+        # Forked without exec from the titled actor and not titled yet (or
+        # it died before it could be): its parent's title, not its own.
+        return ActorInfo(
+            name="", generation="current", how="parent-title", sure="likely",
+            role="booting", forked_from=title_pid,
+            backend="main_thread_forkserver" if comm.startswith(FORK_THREAD_COMMS) else None,
+        )
     return ActorInfo(name=name, generation="current")
+
+
+def _c_code(argv: list[str]) -> str | None:
+    """The code of ``python [opts] -c CODE ...``, else ``None``."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-c":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if not arg.startswith("-") or arg in ("-", "--") or arg == "-m":
+            return None
+        i += 1
+    return None
+
+
+def _parse_forkserver(argv: list[str]) -> ActorInfo | None:
+    """Sidecar and actors of ``mp_forkserver`` share this command line; which
+    is which needs the parent (see `recognise`)."""
+    code = _c_code(argv)
+    if code is None or not code.startswith(_FORKSERVER_CODE):
+        return None
+    return ActorInfo(name="", generation="current", how="mp-forkserver",
+                     sure="likely", backend="mp_forkserver")
+
+
+def is_mp_spawn_child(argv: list[str]) -> bool:
+    """A ``multiprocessing`` spawn child: ``mp_spawn`` actors run as one,
+    and so does any other multiprocessing program's worker."""
+    if not argv or argv[-1] != "--multiprocessing-fork":
+        return False
+    code = _c_code(argv)
+    return code is not None and code.startswith(_MP_SPAWN_CODE)
+
+
+def _parse_fork_thread(comm: str) -> ActorInfo | None:
+    if not comm.startswith(FORK_THREAD_COMMS):
+        return None
+    return ActorInfo(name="", generation="current", how="fork-thread",
+                     sure="likely", backend="main_thread_forkserver")
 
 
 def _parse_comm(comm: str) -> ActorInfo | None:
@@ -71,7 +153,7 @@ def _parse_comm(comm: str) -> ActorInfo | None:
     rest = comm[len(_COMM_PREFIX):]
     m = re.match(r"(?P<name>.+)@(?P<pid>\d+)\]\Z", rest)
     if m is not None:
-        return ActorInfo(name=m["name"], generation="current")
+        return ActorInfo(name=m["name"], generation="current", how="comm")
     # The cut may fall inside the pid (``_subactor[ab@12``): drop that tail.
     # The name before it is most likely whole, but nothing proves it.
     m = re.match(r"(?P<name>.+)@\d*\Z", rest)
@@ -79,7 +161,7 @@ def _parse_comm(comm: str) -> ActorInfo | None:
         rest = m["name"]
     if not rest:
         return None
-    return ActorInfo(name=rest, generation="current", name_truncated=True)
+    return ActorInfo(name=rest, generation="current", name_truncated=True, how="comm")
 
 
 def _child_module_index(argv: list[str]) -> int | None:
@@ -141,7 +223,11 @@ def _parse_child_argv(argv: list[str]) -> ActorInfo | None:
     name, uuid = uid
     return ActorInfo(
         name=name,
+        # The current runtime's trio backend starts children the same way;
+        # `recognise` tells the two apart by the interpreter.
         generation="released",
+        how="child-argv",
+        backend="trio",
         uuid=uuid if isinstance(uuid, str) else None,
         parent_addr=parse_addr(opts.get("parent_addr")),
         loglevel=opts.get("loglevel"),

@@ -47,10 +47,31 @@ class UDSAddr(msgspec.Struct, frozen=True, tag="uds"):
 Addr = TCPAddr | UDSAddr
 
 
-class ActorInfo(msgspec.Struct, frozen=True):
-    """What the command line or process title says about a tractor actor."""
+# What a recognised tractor process is. ``booting``: a forked child still
+# carrying its parent's title (or one that died booting); ``forkserver``:
+# the multiprocessing fork-server sidecar of ``mp_forkserver``, not an actor
+# itself but part of the tree; ``hosted``: an actor living as a
+# sub-interpreter inside another process (``subint``).
+Role = Literal["subactor", "root", "booting", "forkserver", "hosted"]
+# How far the evidence goes: ``certain`` names the actor outright (its own
+# title, ``tractor._child --uid``, a socket it holds); ``likely`` follows
+# from tractor-specific traces without naming it (a spawn module's command
+# line, a fork thread's name, its parent's title, a tractor parent).
+Sure = Literal["certain", "likely"]
+# The evidence, most telling first: see `actors` and `recognise`.
+How = Literal[
+    "title", "child-argv", "comm", "parent-title", "mp-forkserver",
+    "mp-spawn", "fork-thread", "bindspace", "registry", "parent-of-actors",
+    "subint-thread",
+]
+Backend = Literal["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver", "subint"]
 
-    name: str
+
+class ActorInfo(msgspec.Struct, frozen=True):
+    """What the command line, title, threads and sockets say about a tractor
+    process, and how sure that is."""
+
+    name: str  # "" when nothing visible names it (e.g. mp_spawn over TCP)
     generation: Generation
     uuid: str | None = None
     parent_addr: Addr | None = None
@@ -59,6 +80,16 @@ class ActorInfo(msgspec.Struct, frozen=True):
     # Only the 15-byte kernel ``comm`` was left to read the name from (a
     # zombie's cmdline is empty), so the name may be cut short.
     name_truncated: bool = False
+    how: How = "title"
+    sure: Sure = "certain"
+    role: Role = "subactor"
+    backend: Backend | None = None  # the spawn method, when the evidence says
+    # ``booting``: the pid whose title it still carries (its parent).
+    forked_from: int | None = None
+    # The actor that spawned it when that is not its OS parent: for
+    # ``mp_forkserver`` the fork-server sidecar's parent.
+    logical_parent: int | None = None
+    thread: str | None = None  # ``hosted``: the driver thread's name
 
 
 _ONE_LINE = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r"}
@@ -96,6 +127,9 @@ class Proc(msgspec.Struct):
     # The main thread exited while other threads run: the process is live
     # (``state`` is a live thread's), only its leader is a zombie.
     leader_exited: bool = False
+    # Further actors living in this process (``subint``: one per
+    # sub-interpreter); `actor` is then the host.
+    hosted: list[ActorInfo] = []
 
     @property
     def cpu_time(self) -> float:
@@ -104,7 +138,7 @@ class Proc(msgspec.Struct):
     @property
     def title(self) -> str:
         """What a person calls this process: actor name, else its command."""
-        if self.actor is not None:
+        if self.actor is not None and self.actor.name:
             return self.actor.name
         if self.cmdline:
             # One line whatever the argv holds (``python -c 'multi\nline'``).
@@ -116,7 +150,7 @@ class Proc(msgspec.Struct):
         """`title` with argv[0] cut to its base name: a venv's
         ``/long/path/bin/python`` would push the words that matter out of
         any clipped column."""
-        if self.actor is not None or not self.cmdline:
+        if (self.actor is not None and self.actor.name) or not self.cmdline:
             return self.title
         return self.command_line(short=True)
 
@@ -151,6 +185,10 @@ class Entry(msgspec.Struct):
     # listening addresses (host:port, or a Unix socket path), when asked for
     # (`ipc.annotate`)
     listens: list[str] = []
+    # In the actor tree: the actor that spawned it (for mp_forkserver not
+    # its OS parent, the sidecar, but the sidecar's parent); None for the
+    # top of an actor tree and for processes that are not actors.
+    actor_parent: int | None = None
 
 
 class Snapshot(msgspec.Struct):

@@ -231,15 +231,72 @@ def scan(
     only: Iterable[int] | None = None,
     detail_actors: bool = True,
     full: bool = False,
+    recognise: bool = True,
 ) -> dict[int, Proc]:
     """Read every process (or just ``only``) once.
 
     ``is_root`` marks processes whose whole subtree gets detail; actors get
     detail too when ``detail_actors``. ``full`` adds status and cgroup to
-    the detail (see the module docstring).
+    the detail (see the module docstring). ``recognise``: complete actor
+    recognition across processes (`recognise.recognise`); for ``only``
+    their parents and children are read too, so one process is recognised
+    exactly as in a whole scan.
     """
     if not HAVE_PROCFS:
         return _scan_psutil(is_root, only)
+    if only is not None:
+        only = list(only)
+    procs = _scan(is_root, only, detail_actors, full)
+    if recognise:
+        _recognise(procs, only, is_root, detail_actors, full)
+    return procs
+
+
+def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest | None,
+               detail_actors: bool, full: bool) -> None:
+    from .recognise import recognise
+
+    children_of = None
+    every = procs
+    if only is not None:
+        # The evidence of a process's kin: its parent and grandparent (an
+        # mp_forkserver actor's sidecar and root) and its children.
+        kin: set[int] = set()
+        for p in procs.values():
+            kin.add(p.ppid)
+            kin.update(_children(p.pid))
+        kin -= set(procs)
+        extra = _scan(None, sorted(kin), False, False)
+        for p in list(extra.values()):
+            if p.ppid not in procs and p.ppid not in extra:
+                extra.update(_scan(None, [p.ppid], False, False))
+        every = {**extra, **procs}
+
+        def children_of(pid: int) -> list[int]:
+            return _children(pid)
+    new = recognise(every, children_of=children_of)
+    if detail_actors or is_root is not None:
+        fill_detail(procs, [p for p in new if p in procs], full=full)
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (the kernel's own list)."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
+          full: bool) -> dict[int, Proc]:
     btime = boot_time()
     if only is None:
         names: Iterable[str] = (n for n in os.listdir("/proc") if n.isdigit())
@@ -278,7 +335,7 @@ def scan(
                 pid=pid, ppid=ppid, uid=uid, state=state, comm=comm,
                 cmdline=argv, create_time=ctime, utime=ut, stime=stt,
                 rss=rss, num_threads=nthr, exit_code=exit_code,
-                sig_caught=sigcgt, actor=parse_actor(argv, comm),
+                sig_caught=sigcgt, actor=parse_actor(argv, comm, pid),
                 leader_exited=leader_exited,
             )
             procs[pid] = proc

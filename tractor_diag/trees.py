@@ -121,10 +121,17 @@ def resolve_roots(procs: dict[int, Proc], targets: Targets,
                 unmatched.append(pat)
             found |= hits
     elif targets.empty:
+        # Root actors, and any other program with actors below it; a root
+        # actor adopted by init is an orphan and shows among the strays.
         found = {
             pid for pid, p in procs.items()
-            if p.actor is None and not is_subreaper(p)
-            and any(procs[c].actor is not None for c in kids.get(pid, ()))
+            if not is_subreaper(p) and (
+                (p.actor is not None and p.actor.role == "root"
+                 and not is_reparented(p, procs.get(p.ppid)))
+                or (p.actor is None
+                    and any(procs[c].actor is not None and procs[c].actor.role != "root"
+                            for c in kids.get(pid, ())))
+            )
         }
     roots = sorted(p for p in found if not _has_ancestor_in(procs, p, found))
     return roots, missing, unmatched
@@ -219,6 +226,7 @@ def build_snapshot(
 
     if prev is not None:
         remember_names(entries, prev)
+    _actor_parents(entries, procs)
     return Snapshot(
         taken_at=time.time() if taken_at is None else taken_at,
         monotonic=mono,
@@ -250,6 +258,28 @@ def remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
         if before.proc.cmdline:
             proc.cmdline = before.proc.cmdline
             proc.actor = before.proc.actor
+
+
+def _actor_parents(entries: dict[int, Entry], procs: dict[int, Proc]) -> None:
+    """Each actor's place in the actor tree: its logical parent when the
+    runtime spawned it through another process, else its nearest ancestor
+    that is an actor (the fork-server sidecar is not one)."""
+    for pid, entry in entries.items():
+        actor = entry.proc.actor
+        if actor is None or actor.role == "forkserver":
+            continue
+        if actor.logical_parent is not None and actor.logical_parent in entries:
+            entry.actor_parent = actor.logical_parent
+            continue
+        seen = {pid}
+        up = entry.proc.ppid
+        while up in entries and up not in seen:
+            seen.add(up)
+            above = entries[up].proc.actor
+            if above is not None and above.role != "forkserver":
+                entry.actor_parent = up
+                break
+            up = procs[up].ppid if up in procs else 0
 
 
 def _cpu_percent(proc: Proc, prev: Snapshot | None, window: float) -> float | None:

@@ -43,7 +43,7 @@ EVENT_STYLE = {
 def entry_name(entry: Entry, width: int = 48) -> str:
     """The name a process goes by, its control characters escaped."""
     proc = entry.proc
-    if proc.actor is not None:
+    if proc.actor is not None and proc.actor.name:
         return escape(proc.actor.name) + ("…" if proc.actor.name_truncated else "")
     name = escape(proc.short_title)
     return name if len(name) <= width else name[: width - 1] + "…"

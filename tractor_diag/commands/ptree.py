@@ -40,6 +40,11 @@ def add_arguments(parser) -> None:
     add_targets(parser)
     parser.add_argument("--tree", action="store_true", help="indented tree instead of bucket groups")
     parser.add_argument(
+        "--actors", action="store_true",
+        help="the actor tree: actors only, each under the actor that spawned it "
+             "(not always its OS parent: see --tree for that)",
+    )
+    parser.add_argument(
         "--cpu", action="store_true",
         help=f"take two samples {DEFAULT_CPU_WINDOW:g} s apart for CPU%% and runaways",
     )
@@ -160,7 +165,7 @@ def run(args, out) -> int:
     from ..ipc import annotate
     from ..model import to_json
     from ..render import Style
-    from ..render.ptree import render_grouped, render_tree
+    from ..render.ptree import render_actor_tree, render_grouped, render_tree
 
     if args.port is not None:
         return run_port(args, out)
@@ -177,6 +182,9 @@ def run(args, out) -> int:
     if not snap.entries:
         out.write("no tractor actor trees found\n")
         return 0
-    text = render_tree(snap, st, strays=args.strays) if args.tree else render_grouped(snap, st)
+    if args.actors:
+        text = render_actor_tree(snap, st)
+    else:
+        text = render_tree(snap, st, strays=args.strays) if args.tree else render_grouped(snap, st)
     out.write(text + "\n")
     return 0

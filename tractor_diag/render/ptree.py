@@ -9,12 +9,35 @@ from ..safetext import escaped
 from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
 
 
+def actor_tag(proc) -> str:
+    """``[actor:current]`` and the like: what the process is to tractor,
+    by which backend when known, and ``likely`` when no marker names it."""
+    actor = proc.actor
+    if actor.role == "root":
+        tag = "root actor"
+    elif actor.role == "forkserver":
+        tag = "mp_forkserver sidecar"
+    elif actor.role == "booting":
+        tag = f"booting fork of {actor.forked_from}"
+    else:
+        tag = f"actor:{actor.generation}"
+        if actor.backend and actor.backend != "trio":
+            tag += f" {actor.backend}"
+    if actor.sure != "certain":
+        tag += ", likely"
+    if proc.hosted:
+        tag += f", hosts {len(proc.hosted)}"
+    return f"[{tag}]"
+
+
 def _name(entry: Entry) -> str:
     proc = entry.proc
     actor = proc.actor
     if actor is not None:
         cut = "…" if actor.name_truncated else ""
-        return f"{actor.name}{cut} [actor:{actor.generation}]"
+        # unnamed: its command line, cut so the tag stays in view
+        name = f"{actor.name}{cut}" if actor.name else clip(proc.command_line(short=True), 48)
+        return f"{name} {actor_tag(proc)}"
     return proc.title
 
 
@@ -178,6 +201,44 @@ def _tree_lines(snap: Snapshot, pid: int, prefix: str, last: bool,
     child_prefix = prefix + ("" if is_top else ("   " if last else "│  "))
     for i, child in enumerate(kids):
         _tree_lines(snap, child, child_prefix, i == len(kids) - 1, lines, st, width)
+
+
+def render_actor_tree(snap: Snapshot, st: Style, width: int | None = None) -> str:
+    """Actors only, each under the actor that spawned it (`Entry.actor_parent`),
+    which for ``mp_forkserver`` is not its OS parent; actors hosted inside a
+    process (sub-interpreters) are listed under their host."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    lines = [_header(snap)]
+    lines += _problems(snap)
+    kids: dict[int | None, list[int]] = {}
+    for entry in snap.ordered():
+        if entry.proc.actor is not None and entry.proc.actor.role != "forkserver":
+            kids.setdefault(entry.actor_parent, []).append(entry.proc.pid)
+    tops = kids.get(None, [])
+    if not tops:
+        lines.append("no actors")
+
+    def walk(pid: int, prefix: str, last: bool, top: bool) -> None:
+        entry = snap.entries[pid]
+        branch = "" if top else ("└─ " if last else "├─ ")
+        badge = st(entry.bucket, BUCKET_STYLE[entry.bucket])
+        state = st(_state(entry), STATE_STYLE.get(entry.state, ""))
+        text = f"{prefix}{branch}{pid} {badge} {state} {_name(entry)}"
+        lines.append(clip(text, width + (len(text) - len(_plain(text)))))
+        below = prefix + ("" if top else ("   " if last else "│  "))
+        hosted = entry.proc.hosted
+        children = kids.get(pid, [])
+        for i, h in enumerate(hosted):
+            end = i == len(hosted) - 1 and not children
+            what = h.name or h.thread or "?"
+            lines.append(f"{below}{'└─ ' if end else '├─ '}{what} [hosted in {pid}]")
+        for i, child in enumerate(children):
+            walk(child, below, i == len(children) - 1, False)
+
+    for top in tops:
+        lines.append("")
+        walk(top, "", True, True)
+    return "\n".join(lines)
 
 
 def _plain(text: str) -> str:

@@ -1,0 +1,73 @@
+"""Per-process recognition of current tractor's spawn backends, from
+command lines and comms recorded on real trees (tractor main 3690e43 and
+the main_thread_forkserver branch e0d181b, Python 3.13)."""
+from __future__ import annotations
+
+from tractor_diag.actors import is_mp_spawn_child, parse_actor, split_cmdline
+
+PY = "/work/x/.venv-tractor-main/bin/python"
+FORKSERVER = [PY, "-B", "-c",
+              "from tractor.spawn._forkserver_override import main; main(9, 12, "
+              "['__main__'], **{'sys_path': ['/work/x/tests/trees'], "
+              "'main_path': '/work/x/tests/trees/runtime_tree.py'})"]
+MP_SPAWN = [PY, "-B", "-c",
+            "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=11, pipe_handle=13)",
+            "--multiprocessing-fork"]
+TRACKER = [PY, "-B", "-c", "from multiprocessing.resource_tracker import main;main(9)"]
+ROOT = [".venv-tractor-mtf/bin/python", "tests/trees/runtime_tree.py",
+        "--start-method", "main_thread_forkserver", "--transport", "uds"]
+
+
+def title(text: str, pad: int = 40) -> list[str]:
+    return split_cmdline(text.encode() + b"\0" * pad)
+
+
+def test_own_title_is_the_actor():
+    info = parse_actor(title("_subactor[leaf_0_0@39]"), "_subactor[leaf_", 39)
+    assert (info.name, info.role, info.how, info.sure) == ("leaf_0_0", "subactor", "title", "certain")
+
+
+def test_title_of_another_pid_is_a_booting_fork_of_that_pid():
+    # main_thread_forkserver: forked from spawner_0 (pid 34), not titled yet
+    info = parse_actor(title("_subactor[spawner_0@34]"), "None from tract", 39)
+    assert info.role == "booting" and info.forked_from == 34
+    assert info.name == "" and info.sure == "likely"
+    assert info.backend == "main_thread_forkserver"
+
+
+def test_title_pid_unchecked_without_a_pid():
+    assert parse_actor(title("_subactor[spawner_0@34]")).name == "spawner_0"
+
+
+def test_fork_thread_comm_without_title():
+    # no setproctitle: the child keeps the root's argv, comm is the thread's
+    for comm in ("None from tract", "main-thread-for"):
+        info = parse_actor(ROOT, comm, 20)
+        assert (info.how, info.backend, info.name) == ("fork-thread", "main_thread_forkserver", "")
+    assert parse_actor(ROOT, "python", 3) is None
+
+
+def test_forkserver_command_line():
+    info = parse_actor(FORKSERVER, "python", 13)
+    assert (info.how, info.backend, info.sure) == ("mp-forkserver", "mp_forkserver", "likely")
+    # only as the program's own -c code
+    assert parse_actor([PY, "script.py", "-c", FORKSERVER[3]], "python") is None
+    assert parse_actor([PY, "-m", "x", "-c", FORKSERVER[3]], "python") is None
+
+
+def test_mp_spawn_child_is_generic():
+    assert parse_actor(MP_SPAWN, "python", 15) is None
+    assert is_mp_spawn_child(MP_SPAWN)
+    assert not is_mp_spawn_child(MP_SPAWN[:-1])
+    assert not is_mp_spawn_child(TRACKER)
+    assert parse_actor(TRACKER, "python") is None
+
+
+def test_current_child_argv_before_the_title():
+    argv = [PY, "-m", "tractor._child", "--uid",
+            "('leaf_0_0', 'b3befd19-1bc5-4a7e-ad53-de4c387fa943')",
+            "--parent_addr", "('/tmp/tdx-exp-3sPg/tractor', 'spawner_0@19.sock')",
+            "--loglevel", "ERROR"]
+    info = parse_actor(argv, "python", 34)
+    assert (info.name, info.how, info.backend) == ("leaf_0_0", "child-argv", "trio")
+    assert info.parent_addr.name == "spawner_0@19.sock"

@@ -1,0 +1,316 @@
+"""Who is a tractor process, from evidence beyond its own command line.
+
+`actors.parse_actor` reads what one process says about itself (title,
+``tractor._child`` argv, a fork thread's name, the fork-server command
+line). That misses every backend and set-up where the process does not say
+it: this pass looks at the processes of one scan together, at the sockets
+they hold and at a few of their files, and fills in `Proc.actor`:
+
+- ``mp_forkserver``: the sidecar and the actors it forks share one command
+  line; a process whose parent runs the same line was forked by it (an
+  actor, under the sidecar's parent in the actor tree), the other one is
+  the sidecar.
+- ``mp_spawn``: a multiprocessing spawn child is an actor when its parent
+  is a tractor process, or when its environment carries the
+  ``PYTHONBREAKPOINT`` a tractor root sets before it spawns (that is what
+  still marks an orphan).
+- bindspace sockets: ``name@pid.sock`` files in the UDS bindspace name the
+  actor that holds them (checked: the pid must hold the listening socket,
+  a stale file's pid may be reused); a process without any other marker
+  holding one is a root actor, and so is the holder of the registry
+  (``registry@1616.sock``, or a TCP listener on port 1616).
+- a process that is not itself marked but is the parent of tractor
+  processes runs the runtime too: a root actor.
+- ``subint``: threads named ``subint-driver[N]`` each run one actor inside
+  the process; they are listed in `Proc.hosted`.
+- ``tractor._child`` argv is the released runtime's shape, and the current
+  runtime's trio backend before the title is set: the interpreter tells
+  them apart (current tractor needs Python >= 3.13).
+
+Every read here tolerates a process that vanished. Only processes that
+already look like candidates get the extra reads, so a pass stays cheap.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+import msgspec
+
+from .classify import is_reparented, is_subreaper
+from .actors import (
+    REGISTRY_SENTINEL_PORT, SUBINT_THREAD_PREFIX, is_mp_spawn_child, parse_sock_name,
+)
+from .model import ActorInfo, Proc
+
+REGISTRY_SOCK = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
+# ``PYTHONBREAKPOINT`` as a tractor root sets it while its runtime is open
+# (``0`` blocks ``breakpoint()``; the other is its greenback hook); every
+# child it execs inherits it.
+_BREAKPOINT_MARKERS = (b"PYTHONBREAKPOINT=0\0", b"PYTHONBREAKPOINT=tractor.")
+_PY_VERSION = re.compile(r"python(\d+)\.(\d+)")
+# Roots of tractor processes are looked for among these (a process holding
+# the registry socket): the usual names of a Python program.
+_PYTHONISH = ("python", "pytest", "pypy", "xonsh", "ipython")
+
+_replace = msgspec.structs.replace
+
+
+def _is_tractor(proc: Proc | None) -> bool:
+    return proc is not None and proc.actor is not None
+
+
+_subreaper_like = is_subreaper
+_dir_cache: dict[tuple[str | None, int], str | None] = {}
+
+
+def default_bindspace() -> str | None:
+    """The bindspace dir for our user as the runtime computes it, cached per
+    ``XDG_RUNTIME_DIR`` (asking platformdirs costs more than a scan's worth
+    of this pass)."""
+    key = (os.environ.get("XDG_RUNTIME_DIR"), os.getuid())
+    if key not in _dir_cache:
+        try:
+            from .bindspace import default_dir
+
+            _dir_cache[key] = default_dir()[0]
+        except Exception:  # noqa: BLE001 - no runtime dir: nothing to learn there
+            _dir_cache[key] = None
+    return _dir_cache[key]
+
+
+def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
+              children_of: Callable[[int], list[int]] | None = None) -> list[int]:
+    """Complete `Proc.actor` (and `Proc.hosted`) across ``procs`` in place.
+
+    ``children_of`` answers for pids whose children are not all in
+    ``procs`` (a partial scan); by default the children are those in
+    ``procs``. Returns the pids newly recognised (they may need detail).
+    """
+    kids: dict[int, list[int]] = {}
+    for p in procs.values():
+        kids.setdefault(p.ppid, []).append(p.pid)
+
+    def children(pid: int) -> list[int]:
+        if children_of is not None:
+            return children_of(pid)
+        return kids.get(pid, [])
+
+    before = {pid for pid, p in procs.items() if p.actor is not None}
+    _generations(procs)
+    _forkservers(procs)
+    _bindspace(procs, bindspace_dir)
+    _registry_tcp(procs)
+    # mp_spawn children and the roots above them know each other: the
+    # environment marks the children, a marked child marks its parent, a
+    # marked parent marks the unmarked rest of its children.
+    _mp_spawn(procs, by_parent=False)
+    _parents_of_actors(procs, children)
+    _mp_spawn(procs, by_parent=True)
+    _parents_of_actors(procs, children)
+    _subint_threads(procs)
+    return sorted(pid for pid, p in procs.items() if p.actor is not None and pid not in before)
+
+
+# --- per-backend rules ------------------------------------------------------------
+
+def _exe_version(pid: int) -> tuple[int, int] | None:
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    m = _PY_VERSION.search(os.path.basename(exe))
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def _generations(procs: dict[int, Proc]) -> None:
+    for proc in procs.values():
+        a = proc.actor
+        if a is None or a.how != "child-argv":
+            continue
+        version = _exe_version(proc.pid)
+        if version is not None and version >= (3, 13):
+            proc.actor = _replace(a, generation="current")
+
+
+def _forkservers(procs: dict[int, Proc]) -> None:
+    for proc in procs.values():
+        a = proc.actor
+        if a is None or a.how != "mp-forkserver":
+            continue
+        parent = procs.get(proc.ppid)
+        if parent is not None and parent.cmdline == proc.cmdline:
+            # forked by the sidecar: an actor of the sidecar's parent
+            grand = procs.get(parent.ppid)
+            logical = parent.ppid if grand is not None and not _subreaper_like(grand) else None
+            proc.actor = _replace(a, logical_parent=logical)
+        else:
+            proc.actor = _replace(a, role="forkserver")
+
+
+def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool) -> None:
+    for proc in procs.values():
+        if proc.actor is not None or not is_mp_spawn_child(proc.cmdline):
+            continue
+        parent = procs.get(proc.ppid)
+        if by_parent:
+            if not (_is_tractor(parent) and parent.actor.role != "forkserver"):
+                continue
+        elif not _environ_marked(proc.pid):
+            continue
+        proc.actor = ActorInfo(name="", generation="current", how="mp-spawn",
+                               sure="likely", backend="mp_spawn")
+
+
+def _environ_marked(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = b"\0" + f.read()
+    except OSError:
+        return False
+    return any(b"\0" + m in env for m in _BREAKPOINT_MARKERS)
+
+
+def _parents_of_actors(procs: dict[int, Proc], children: Callable[[int], list[int]]) -> None:
+    for proc in procs.values():
+        if proc.actor is not None or proc.state in ("Z", "X", "x") or _subreaper_like(proc):
+            continue
+        for c in children(proc.pid):
+            child = procs.get(c)
+            if (child is not None and child.actor is not None
+                    and child.actor.role in ("subactor", "forkserver", "booting")
+                    and not is_reparented(child, proc)):
+                proc.actor = ActorInfo(name="", generation=child.actor.generation,
+                                       how="parent-of-actors", sure="likely", role="root")
+                break
+
+
+# --- sockets ----------------------------------------------------------------------
+
+def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
+    """Names from ``name@pid.sock`` files the pid really listens on; the
+    holder of the registry socket."""
+    if bindspace_dir is None:
+        bindspace_dir = default_bindspace()
+        if bindspace_dir is None:
+            return
+    try:
+        names = os.listdir(bindspace_dir)
+    except OSError:
+        return
+    claims: dict[int, list[str]] = {}
+    registry = False
+    for fname in names:
+        if fname == REGISTRY_SOCK:
+            registry = True
+            continue
+        parsed = parse_sock_name(fname)
+        if parsed is not None and parsed[1] in procs:
+            claims.setdefault(parsed[1], []).append(fname)
+    if not claims and not registry:
+        return
+    from .socktables import UnixTable, socket_inodes
+
+    table = UnixTable()
+    for pid, fnames in claims.items():
+        held = set(socket_inodes(pid) or ())
+        real = [f for f in sorted(fnames)
+                if held & set(table.listening.get(os.path.join(bindspace_dir, f), ()))]
+        if real:
+            _named_by_sockets(procs[pid], [parse_sock_name(f)[0] for f in real])
+    if registry:
+        inodes = set(table.listening.get(os.path.join(bindspace_dir, REGISTRY_SOCK), ()))
+        if inodes:
+            _mark_registry_holder(procs, inodes)
+
+
+def _named_by_sockets(proc: Proc, names: list[str]) -> None:
+    a = proc.actor
+    if a is None:
+        role = "subactor" if is_mp_spawn_child(proc.cmdline) else "root"
+        backend = "mp_spawn" if role == "subactor" else None
+        proc.actor = ActorInfo(name=names[0], generation="current", how="bindspace",
+                               role=role, backend=backend)
+    elif not a.name or a.name_truncated:
+        proc.actor = _replace(a, name=names[0], name_truncated=False, sure="certain")
+    if len(names) > 1:
+        # Several actors bound sockets under one pid: sub-interpreters.
+        own = proc.actor.name
+        proc.hosted = [ActorInfo(name=n, generation="current", how="bindspace",
+                                 role="hosted", backend="subint")
+                       for n in names if n != own]
+
+
+def _registry_tcp(procs: dict[int, Proc]) -> None:
+    if not any(_candidate(p) for p in procs.values()):
+        return
+    from .socktables import read_tables
+
+    try:
+        tables = read_tables(unix=False, listening_only=True)
+    except OSError:
+        return
+    inodes = {t.inode for t in tables.tcp
+              if t.listening and t.local.port == REGISTRY_SENTINEL_PORT and t.inode}
+    if inodes:
+        _mark_registry_holder(procs, inodes)
+
+
+def _candidate(proc: Proc) -> bool:
+    """Might hold a registry without saying so: an unmarked live program of
+    ours that runs Python."""
+    if proc.actor is not None or not proc.cmdline or proc.state in ("Z", "X", "x"):
+        return False
+    if proc.uid != os.getuid():
+        return False
+    exe = os.path.basename(proc.cmdline[0])
+    return exe.startswith(_PYTHONISH) or proc.comm.startswith(_PYTHONISH)
+
+
+def _mark_registry_holder(procs: dict[int, Proc], inodes: set[int]) -> None:
+    from .socktables import socket_inodes
+
+    for proc in procs.values():
+        if not _candidate(proc):
+            continue
+        if inodes & set(socket_inodes(proc.pid) or ()):
+            proc.actor = ActorInfo(name="", generation="current", how="registry",
+                                   role="root")
+
+
+# --- threads ----------------------------------------------------------------------
+
+def _subint_threads(procs: dict[int, Proc]) -> None:
+    for proc in procs.values():
+        if proc.actor is None or proc.num_threads < 2:
+            continue
+        version = _exe_version(proc.pid)
+        if version is not None and version < (3, 14):
+            continue  # sub-interpreter actors need Python 3.14
+        drivers = _thread_comms(proc.pid, SUBINT_THREAD_PREFIX)
+        if not drivers:
+            continue
+        named = {h.name for h in proc.hosted}
+        extra = [ActorInfo(name="", generation="current", how="subint-thread",
+                           sure="likely", role="hosted", backend="subint", thread=t)
+                 for t in drivers]
+        # sockets name some of them; the threads say how many there are
+        proc.hosted = list(proc.hosted) + extra[len(named):]
+
+
+def _thread_comms(pid: int, prefix: str) -> list[str]:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out = []
+    for tid in sorted(tids, key=lambda t: int(t) if t.isdigit() else 0):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm", "rb") as f:
+                comm = f.read().rstrip(b"\n").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if comm.startswith(prefix):
+            out.append(comm)
+    return out
