@@ -108,7 +108,11 @@ from pathlib import Path
 import pytest
 
 from trees.harness import (
+    BACKEND_RUNTIME,
     CURRENT_SCRIPT,
+    RuntimeTree,
+    runtime_missing_reason,
+    runtime_python,
     HELPERS_SCRIPT,
     RELEASED_SCRIPT,
     ProcTree,
@@ -151,6 +155,51 @@ def tractor_python() -> Path:
         return ensure_tractor_venv()
     except TreeError as err:
         pytest.fail(f'released tractor runtime unavailable: {err}')
+
+
+class RuntimeTrees:
+    """Starts `RuntimeTree`s on the current tractor runtimes, each in its own
+    ``XDG_RUNTIME_DIR``; stops them all at the end of its scope."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.handles: list[RuntimeTree] = []
+
+    def python(self, backend: str) -> Path:
+        which = BACKEND_RUNTIME[backend]
+        py = runtime_python(which)
+        if py is None:
+            pytest.skip(runtime_missing_reason(which))
+        return py
+
+    def start(self, backend: str, transport: str, *, wait: bool = True,
+              timeout: float = 90, **kw) -> RuntimeTree:
+        py = self.python(backend)
+        xdg = Path(tempfile.mkdtemp(prefix='tdr-', dir='/tmp'))
+        xdg.chmod(0o700)
+        tree = RuntimeTree(py, backend=backend, transport=transport, xdg=xdg,
+                           log_dir=self.log_dir, **kw)
+        self.handles.append(tree)
+        _LIVE_HANDLES.add(tree)
+        if wait:
+            tree.wait_ready(timeout)
+        return tree
+
+    def stop_all(self) -> None:
+        for h in reversed(self.handles):
+            left = h.stop()
+            if left:
+                warnings.warn(f'{h!r}: processes left after teardown: {left}')
+            shutil.rmtree(h.xdg, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def runtime_trees(tmp_path_factory) -> RuntimeTrees:
+    """Module-scoped: real trees are shared by the tests of a module (see
+    `RuntimeTrees.start`); a missing runtime venv skips with one line."""
+    trees = RuntimeTrees(tmp_path_factory.mktemp('runtime-trees'))
+    yield trees
+    trees.stop_all()
 
 
 @pytest.fixture

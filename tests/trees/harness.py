@@ -571,3 +571,72 @@ def ensure_tractor_venv(venv: Path | None = None) -> Path:
         raise TreeError(f'{venv} created but `import tractor` fails')
     return py
 
+
+
+# --- current runtimes (repo main, the main_thread_forkserver branch) ------------
+
+RUNTIME_SCRIPT = TREES_DIR / 'runtime_tree.py'
+RUNTIME_VENV_ENV = {'main': 'TRACTOR_DIAG_TRACTOR_MAIN_VENV',
+                    'mtf': 'TRACTOR_DIAG_TRACTOR_MTF_VENV'}
+# Which runtime each spawn method needs.
+BACKEND_RUNTIME = {'trio': 'main', 'mp_spawn': 'main', 'mp_forkserver': 'main',
+                   'main_thread_forkserver': 'mtf'}
+# Put first on PYTHONPATH, this makes ``import setproctitle`` fail in every
+# process of a tree (children inherit the environment): the runtime without
+# its optional title dependency, without touching the venv.
+NO_SETPROCTITLE = TREES_DIR / 'no_setproctitle'
+
+
+def runtime_python(which: str) -> Path | None:
+    """Python of the current-runtime venv ``which`` (``main``/``mtf``), or
+    None when it is not installed."""
+    venv = os.environ.get(RUNTIME_VENV_ENV[which]) or REPO / f'.venv-tractor-{which}'
+    py = Path(venv) / 'bin' / 'python'
+    return py if py.is_file() else None
+
+
+def runtime_missing_reason(which: str) -> str:
+    return (f'current tractor runtime ({which}) not installed: run ./dev test, '
+            f'or set TRACTOR_DIAG_RUNTIMES to a directory of tractor source '
+            f'snapshots (or {RUNTIME_VENV_ENV[which]} to a venv)')
+
+
+class RuntimeTree(ProcTree):
+    """``runtime_tree.py`` on a current runtime: ``.actors`` is the
+    ``{name: pid}`` the root reported (the truth, not read from /proc)."""
+
+    def __init__(self, python: Path, *, backend: str, transport: str,
+                 depth: int = 2, breadth: int = 1, hang: str = 'sleep',
+                 wedge_root: bool = False, titles: bool = True,
+                 xdg: Path, log_dir: Path, port: int | None = None,
+                 label: str | None = None) -> None:
+        self.backend = backend
+        self.transport = transport
+        self.xdg = xdg
+        self.port = port if port is not None else (free_port() if transport == 'tcp' else None)
+        argv = [python, RUNTIME_SCRIPT, '--start-method', backend,
+                '--transport', transport, '--depth', str(depth),
+                '--breadth', str(breadth), '--hang', hang]
+        if self.port is not None:
+            argv += ['--port', str(self.port)]
+        if wedge_root:
+            argv.append('--wedge-root')
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(xdg),
+                        PYTHONWARNINGS='ignore')
+        if not titles:
+            self.env['PYTHONPATH'] = os.pathsep.join(
+                [str(NO_SETPROCTITLE)]
+                + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+        self.actors: dict[str, int] = {}
+        super().__init__(argv, env=self.env, log_dir=log_dir,
+                         label=label or f'{backend}-{transport}',
+                         bindspace=xdg / 'tractor')
+
+    def wait_ready(self, timeout: float = 90) -> dict[str, int]:
+        import json
+        line = self.wait_line('READY', timeout)
+        self.actors = json.loads(line.split(None, 1)[1])
+        for pid in self.actors.values():
+            self.track_pid(pid)
+        self.tracked()
+        return self.actors

@@ -1,0 +1,179 @@
+"""Real trees on today's tractor (repo main and the main_thread_forkserver
+branch), with every spawn backend over TCP and UDS: ptree names every
+actor and places it under the actor that spawned it, reap plans them, a
+SIGKILLed root leaves orphans that the orphan sweep finds, and a leftover
+registrar is an actor that holds the registry while a new root fails.
+
+Each tree is root -> spawner_0 -> leaf_0_0: the leaf is stuck in a sync
+``time.sleep`` and its parent waits on its result. The trees are shared by
+the tests of one backend/transport (module scope); the last test of each
+kills the root. Every verb runs as the real CLI in a subprocess, with the
+tree's own ``XDG_RUNTIME_DIR``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from trees.harness import RUNTIME_SCRIPT, _wait_until, proc_stat
+
+BACKENDS = ["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver"]
+CASES = [(b, t) for b in BACKENDS for t in ("tcp", "uds")]
+
+
+def diag(tree, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tree.xdg), NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "tractor_diag", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def diag_json(tree, *args: str) -> dict:
+    r = diag(tree, *args, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def names_visible(tree) -> bool:
+    """Whether anything outside the process names its actors: titles (trio,
+    main_thread_forkserver) or bindspace sockets. mp children bind TCP
+    whatever the root's transport, and carry no title."""
+    return tree.backend in ("trio", "main_thread_forkserver")
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{b}-{t}" for b, t in CASES])
+def tree(request, runtime_trees):
+    backend, transport = request.param
+    return runtime_trees.start(backend, transport)
+
+
+def test_ptree_names_every_actor_under_its_parent(tree):
+    a = tree.actors
+    snap = diag_json(tree, "ptree", str(tree.root))
+    entries = {int(k): v for k, v in snap["entries"].items()}
+    for name, pid in a.items():
+        actor = entries[pid]["proc"]["actor"]
+        assert actor is not None, f"{name} ({pid}) not recognised: {entries[pid]['proc']['cmdline']}"
+        if name != "root" and names_visible(tree):
+            assert actor["name"] == name
+        if tree.backend.startswith("mp_") and name != "root":
+            # a title does not say which backend forked it; the mp shapes do
+            assert actor["backend"] == tree.backend
+    assert entries[a["root"]]["proc"]["actor"]["role"] == "root"
+    assert entries[a["spawner_0"]]["actor_parent"] == a["root"]
+    if tree.backend == "mp_forkserver":
+        # forked by the root's sidecar: the OS shows no link to spawner_0
+        assert entries[a["leaf_0_0"]]["actor_parent"] == a["root"]
+        sidecar = entries[a["spawner_0"]]["proc"]["ppid"]
+        assert entries[sidecar]["proc"]["actor"]["role"] == "forkserver"
+        assert entries[sidecar]["proc"]["ppid"] == a["root"]
+    else:
+        assert entries[a["leaf_0_0"]]["actor_parent"] == a["spawner_0"]
+    # stuck in time.sleep, its loop wedged: blocked, not idle
+    assert entries[a["leaf_0_0"]]["state"] == "blocked"
+
+    text = diag(tree, "ptree", "--actors", str(tree.root)).stdout
+    lines = text.splitlines()
+    row = {name: next(ln for ln in lines if ln.lstrip("│├└─ ").startswith(f"{pid} "))
+           for name, pid in a.items()}
+    indent = {name: len(ln) - len(ln.lstrip("│├└─ ")) for name, ln in row.items()}
+    assert indent["root"] < indent["spawner_0"]
+    if tree.backend != "mp_forkserver":
+        assert indent["spawner_0"] < indent["leaf_0_0"]
+    assert "[root actor" in row["root"]
+    # --tree keeps the OS tree: the sidecar sits between root and actors
+    os_tree = diag(tree, "ptree", "--tree", str(tree.root)).stdout
+    if tree.backend == "mp_forkserver":
+        assert "mp_forkserver sidecar" in os_tree
+
+
+def test_reap_parent_plans_every_actor(tree):
+    plan = diag_json(tree, "reap", "--parent", str(tree.root), "--dry-run")["plan"]
+    planned = {t["pid"] for t in plan["targets"]}
+    assert {tree.actors["spawner_0"], tree.actors["leaf_0_0"]} <= planned
+    # only tractor processes: the multiprocessing resource tracker is not one
+    for t in plan["targets"]:
+        assert t["pid"] in tree.tracked()
+
+
+def test_sigkilled_root_leaves_orphans_the_sweep_finds(tree):
+    # last test of each tree: it kills the root
+    a = tree.actors
+    tree.kill_pid(a["root"], signal.SIGKILL)
+    tree.popen.wait(10)
+
+    def adopted() -> bool:
+        return not any((st := proc_stat(p)) and st[1] == a["root"] for p in tree.tracked())
+    assert _wait_until(adopted, 10)
+    orphan_sweep = diag_json(tree, "reap", "--dry-run")["plan"]
+    planned = {t["pid"]: t for t in orphan_sweep["targets"]}
+    assert a["spawner_0"] in planned and a["leaf_0_0"] in planned
+    if tree.backend == "mp_forkserver":
+        # the sidecar is what the root left behind; the actors hang below it
+        sidecar = proc_stat(a["spawner_0"])[1]
+        assert planned[sidecar]["why"] == "orphaned actor"
+        assert planned[a["spawner_0"]]["why"] == f"in the orphaned subtree of {sidecar}"
+    else:
+        assert planned[a["spawner_0"]]["why"] == "orphaned actor"
+    # the orphaned top of the tree: the sidecar for mp_forkserver (both
+    # actors are its children), else spawner_0
+    top = proc_stat(a["spawner_0"])[1] if tree.backend == "mp_forkserver" else a["spawner_0"]
+    under = diag_json(tree, "reap", "--parent", str(top), "--dry-run")["plan"]
+    assert a["leaf_0_0"] in {t["pid"] for t in under["targets"]}
+    snap = diag_json(tree, "ptree", str(top))
+    assert snap["entries"][str(top)]["bucket"] == "orphan"
+
+
+# --- without setproctitle: names from the bindspace sockets ---------------------
+
+@pytest.fixture(scope="module", params=["trio", "main_thread_forkserver"])
+def untitled(request, runtime_trees):
+    return runtime_trees.start(request.param, "uds", titles=False)
+
+
+def test_without_setproctitle_names_come_from_sockets(untitled):
+    a = untitled.actors
+    snap = diag_json(untitled, "ptree", str(untitled.root))
+    entries = {int(k): v for k, v in snap["entries"].items()}
+    for name in ("spawner_0", "leaf_0_0"):
+        proc = entries[a[name]]["proc"]
+        assert not proc["cmdline"][0].startswith("_subactor["), "titles were not blocked"
+        assert proc["actor"]["name"] == name
+    assert entries[a["leaf_0_0"]]["actor_parent"] == a["spawner_0"]
+    root = entries[a["root"]]["proc"]["actor"]
+    assert root["role"] == "root" and root["how"] == "registry"
+    if untitled.backend == "main_thread_forkserver":
+        # forked, never exec'd: the root's own command line
+        assert entries[a["leaf_0_0"]]["proc"]["cmdline"] == entries[a["root"]]["proc"]["cmdline"]
+        assert entries[a["leaf_0_0"]]["proc"]["actor"]["how"] == "fork-thread"
+
+
+# --- a leftover registrar ---------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["uds", "tcp"])
+def test_leftover_registrar_is_an_actor_and_blocks_a_new_root(transport, runtime_trees):
+    # a registrar alone (no children) whose loop is wedged: it holds the
+    # registry address and never answers on it
+    old = runtime_trees.start("trio", transport, depth=0, wedge_root=True)
+    py = runtime_trees.python("trio")
+    argv = [str(py), str(RUNTIME_SCRIPT), "--start-method", "trio",
+            "--transport", transport, "--depth", "1"]
+    if transport == "tcp":
+        argv += ["--port", str(old.port)]
+    new = subprocess.run(argv, capture_output=True, text=True, env=old.env, timeout=60)
+    assert new.returncode != 0
+    assert "Registry address(es) are occupied" in new.stderr
+
+    if transport == "uds":
+        # what holds <bindspace>/registry@1616.sock runs a tractor runtime
+        snap = diag_json(old, "ptree", str(old.root))
+        actor = snap["entries"][str(old.root)]["proc"]["actor"]
+        assert actor["role"] == "root" and actor["how"] == "registry"
+        found = diag_json(old, "ptree")  # discovery: no root given
+        assert old.root in found["roots"]
+        plan = diag_json(old, "reap", "--parent", str(os.getpid()), "--dry-run")["plan"]
+        assert old.root in {t["pid"] for t in plan["targets"]}
