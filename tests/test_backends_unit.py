@@ -29,14 +29,17 @@ def test_own_title_is_the_actor():
 
 def test_title_of_another_pid_is_a_booting_fork_of_that_pid():
     # main_thread_forkserver: forked from spawner_0 (pid 34), not titled yet
-    info = parse_actor(title("_subactor[spawner_0@34]"), "None from tract", 39)
+    info = parse_actor(title("_subactor[spawner_0@34]"), "None from tract", 39, 34)
     assert info.role == "booting" and info.forked_from == 34
     assert info.name == "" and info.sure == "likely"
     assert info.backend == "main_thread_forkserver"
 
 
-def test_title_pid_unchecked_without_a_pid():
+def test_title_with_another_pid_is_believed():
+    # no pids given, or a pid that is not the parent's (a PID namespace)
     assert parse_actor(title("_subactor[spawner_0@34]")).name == "spawner_0"
+    info = parse_actor(title("_subactor[leaf@7]"), "_subactor[leaf@", 12345, 12000)
+    assert (info.name, info.role) == ("leaf", "subactor")
 
 
 def test_fork_thread_comm_without_title():

@@ -177,3 +177,25 @@ def test_leftover_registrar_is_an_actor_and_blocks_a_new_root(transport, runtime
         assert old.root in found["roots"]
         plan = diag_json(old, "reap", "--parent", str(os.getpid()), "--dry-run")["plan"]
         assert old.root in {t["pid"] for t in plan["targets"]}
+
+
+def test_leftover_registrar_on_the_default_port(runtime_trees):
+    """Holding 127.0.0.1:1616 (tractor's default registry) is what marks a
+    root without children over TCP. In a network namespace of its own, so
+    no other registry on the box is touched."""
+    if os.geteuid() != 0 or subprocess.run(["unshare", "--net", "true"],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs unshare --net (root) for a private 127.0.0.1:1616")
+    old = runtime_trees.start("trio", "tcp", depth=0, wedge_root=True, port=1616, netns=True)
+    enter = ["nsenter", f"--net=/proc/{old.root}/ns/net"]
+    py = runtime_trees.python("trio")
+    new = subprocess.run([*enter, str(py), str(RUNTIME_SCRIPT), "--transport", "tcp",
+                          "--port", "1616", "--depth", "1"],
+                         capture_output=True, text=True, env=old.env, timeout=60)
+    assert new.returncode != 0 and "Registry address(es) are occupied" in new.stderr
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(old.xdg))
+    r = subprocess.run([*enter, sys.executable, "-m", "tractor_diag", "ptree", str(old.root), "--json"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    actor = json.loads(r.stdout)["entries"][str(old.root)]["proc"]["actor"]
+    assert actor["role"] == "root" and actor["how"] == "registry"

@@ -66,15 +66,19 @@ _FORKSERVER_CODE = "from tractor.spawn._forkserver_override import main;"
 _MP_SPAWN_CODE = "from multiprocessing.spawn import spawn_main;"
 
 
-def parse_actor(argv: list[str], comm: str = "", pid: int | None = None) -> ActorInfo | None:
+def parse_actor(argv: list[str], comm: str = "", pid: int | None = None,
+                ppid: int | None = None) -> ActorInfo | None:
     """Return the actor a process is, or ``None`` when it is not one.
 
-    ``pid`` (the process's own) lets a title carrying another pid be told
-    apart: that is a forked child still booting, not the titled actor.
+    ``pid`` and ``ppid`` (the process's own and its parent's) tell a title
+    carrying the parent's pid apart: that is a child forked without exec
+    and still booting, not the titled actor. (A title with any other pid is
+    believed: inside a PID namespace the title holds the pid the actor sees,
+    not ours.)
     """
     try:
         return (
-            _parse_title(argv, comm, pid)
+            _parse_title(argv, comm, pid, ppid)
             or _parse_child_argv(argv)
             or (_parse_comm(comm) if not any(argv) else None)
             or _parse_forkserver(argv)
@@ -84,7 +88,8 @@ def parse_actor(argv: list[str], comm: str = "", pid: int | None = None) -> Acto
         return None
 
 
-def _parse_title(argv: list[str], comm: str = "", pid: int | None = None) -> ActorInfo | None:
+def _parse_title(argv: list[str], comm: str = "", pid: int | None = None,
+                 ppid: int | None = None) -> ActorInfo | None:
     if not argv or not argv[0].startswith(_COMM_PREFIX):
         return None
     # setproctitle writes the title over the old argv area and pads it; the
@@ -97,7 +102,7 @@ def _parse_title(argv: list[str], comm: str = "", pid: int | None = None) -> Act
     if "\0" in name or "]" in name:
         return None
     title_pid = int(m["pid"])
-    if pid is not None and title_pid != pid:
+    if title_pid != pid and title_pid == ppid:
         # Forked without exec from the titled actor and not titled yet (or
         # it died before it could be): its parent's title, not its own.
         return ActorInfo(

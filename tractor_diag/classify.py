@@ -92,8 +92,14 @@ def is_reparented(proc: Proc, parent: Proc | None, subreapers: frozenset[int] | 
 
     A process's original parent was born before it; a parent younger than
     its child, init, or a known subreaper means it was adopted.
+
+    A root actor has no parent actor to lose: whatever started it (a shell,
+    a service manager, a container's init) may be gone or be pid 1 by
+    design, so it is never an orphaned actor.
     """
     if proc.ppid == 0:  # init and kernel threads have no parent to lose
+        return False
+    if proc.actor is not None and proc.actor.role == "root":
         return False
     if proc.ppid == 1 or parent is None:  # parent gone mid-scan counts too
         return True

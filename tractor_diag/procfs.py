@@ -335,7 +335,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 pid=pid, ppid=ppid, uid=uid, state=state, comm=comm,
                 cmdline=argv, create_time=ctime, utime=ut, stime=stt,
                 rss=rss, num_threads=nthr, exit_code=exit_code,
-                sig_caught=sigcgt, actor=parse_actor(argv, comm, pid),
+                sig_caught=sigcgt, actor=parse_actor(argv, comm, pid, ppid),
                 leader_exited=leader_exited,
             )
             procs[pid] = proc

@@ -80,10 +80,6 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
             _field(text, "uuid", actor.uuid)
         if actor.loglevel:
             _field(text, "loglevel", actor.loglevel)
-        what = actor.role if actor.role != "subactor" else "actor"
-        if actor.backend:
-            what += f", {actor.backend}"
-        _field(text, "known as", f"{what} (from {actor.how}, {actor.sure})")
     usr1 = proc.handles_signal(signal.SIGUSR1)
     usr1_text = {True: Text("yes: task tree on request (t)", "green"),
                  False: Text("no: never signalled (SIGUSR1 would kill it)", "yellow"),

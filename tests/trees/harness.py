@@ -609,7 +609,7 @@ class RuntimeTree(ProcTree):
                  depth: int = 2, breadth: int = 1, hang: str = 'sleep',
                  wedge_root: bool = False, titles: bool = True,
                  xdg: Path, log_dir: Path, port: int | None = None,
-                 label: str | None = None) -> None:
+                 label: str | None = None, netns: bool = False) -> None:
         self.backend = backend
         self.transport = transport
         self.xdg = xdg
@@ -627,6 +627,11 @@ class RuntimeTree(ProcTree):
             self.env['PYTHONPATH'] = os.pathsep.join(
                 [str(NO_SETPROCTITLE)]
                 + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+        if netns:
+            # a network namespace of its own (loopback up): free to hold
+            # the default registry port 127.0.0.1:1616
+            argv = ['unshare', '--net', 'sh', '-c',
+                    'ip link set lo up && exec "$0" "$@"', *argv]
         self.actors: dict[str, int] = {}
         super().__init__(argv, env=self.env, log_dir=log_dir,
                          label=label or f'{backend}-{transport}',
