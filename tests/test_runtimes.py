@@ -154,8 +154,10 @@ def test_without_setproctitle_names_come_from_sockets(untitled):
 
 # --- a leftover registrar ---------------------------------------------------------
 
-@pytest.mark.parametrize("transport", ["uds", "tcp"])
-def test_leftover_registrar_is_an_actor_and_blocks_a_new_root(transport, runtime_trees):
+def test_leftover_registrar_is_an_actor_and_blocks_a_new_root(runtime_trees):
+    """Over UDS: the registrar holds <bindspace>/registry@1616.sock (over TCP,
+    see the default-port test below)."""
+    transport = "uds"
     # a registrar alone (no children) whose loop is wedged: it holds the
     # registry address and never answers on it
     old = runtime_trees.start("trio", transport, depth=0, wedge_root=True)
@@ -168,15 +170,14 @@ def test_leftover_registrar_is_an_actor_and_blocks_a_new_root(transport, runtime
     assert new.returncode != 0
     assert "Registry address(es) are occupied" in new.stderr
 
-    if transport == "uds":
-        # what holds <bindspace>/registry@1616.sock runs a tractor runtime
-        snap = diag_json(old, "ptree", str(old.root))
-        actor = snap["entries"][str(old.root)]["proc"]["actor"]
-        assert actor["role"] == "root" and actor["how"] == "registry"
-        found = diag_json(old, "ptree")  # discovery: no root given
-        assert old.root in found["roots"]
-        plan = diag_json(old, "reap", "--parent", str(os.getpid()), "--dry-run")["plan"]
-        assert old.root in {t["pid"] for t in plan["targets"]}
+    # what holds <bindspace>/registry@1616.sock runs a tractor runtime
+    snap = diag_json(old, "ptree", str(old.root))
+    actor = snap["entries"][str(old.root)]["proc"]["actor"]
+    assert actor["role"] == "root" and actor["how"] == "registry"
+    found = diag_json(old, "ptree")  # discovery: no root given
+    assert old.root in found["roots"]
+    plan = diag_json(old, "reap", "--parent", str(os.getpid()), "--dry-run")["plan"]
+    assert old.root in {t["pid"] for t in plan["targets"]}
 
 
 def test_leftover_registrar_on_the_default_port(runtime_trees):
