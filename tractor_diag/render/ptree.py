@@ -208,6 +208,7 @@ def render_actor_tree(snap: Snapshot, st: Style, width: int | None = None) -> st
     which for ``mp_forkserver`` is not its OS parent; actors hosted inside a
     process (sub-interpreters) are listed under their host."""
     width = width or shutil.get_terminal_size((120, 24)).columns
+    snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
     kids: dict[int | None, list[int]] = {}
