@@ -24,6 +24,19 @@ Session fixtures
     the TESTING.md §1 recipe when missing; failure to create it is a test
     error, never a skip.
 
+``runtime_trees`` (module scope) -> RuntimeTrees
+    ``.start(backend, transport, depth=2, breadth=1, hang='sleep',
+    wedge_root=False, titles=True, port=None, netns=False)`` runs
+    ``tests/trees/runtime_tree.py`` on today's tractor (``trio``,
+    ``mp_spawn``, ``mp_forkserver``: ``$TRACTOR_DIAG_TRACTOR_MAIN_VENV`` or
+    ``<repo>/.venv-tractor-main``; ``main_thread_forkserver``:
+    ``...MTF_VENV`` / ``.venv-tractor-mtf``), each tree in its own
+    ``XDG_RUNTIME_DIR`` (``tree.xdg``), and returns a ``RuntimeTree`` whose
+    ``.actors`` is the ``{name: pid}`` the root reported. A missing venv
+    skips the test with one line saying what to set. ``titles=False``:
+    ``setproctitle`` cannot be imported in the tree; ``netns=True``: the
+    tree gets a network namespace of its own (root needed).
+
 Function fixtures
 -----------------
 ``xdg_runtime_dir`` -> Path,  ``bindspace`` -> Path (``$XDG_RUNTIME_DIR/tractor``,
