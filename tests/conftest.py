@@ -188,15 +188,26 @@ class RuntimeTrees:
     def start(self, backend: str, transport: str, *, wait: bool = True,
               timeout: float = 90, **kw) -> RuntimeTree:
         py = self.python(backend)
-        xdg = Path(tempfile.mkdtemp(prefix='tdr-', dir='/tmp'))
-        xdg.chmod(0o700)
-        tree = RuntimeTree(py, backend=backend, transport=transport, xdg=xdg,
-                           log_dir=self.log_dir, **kw)
-        self.handles.append(tree)
-        _LIVE_HANDLES.add(tree)
-        if wait:
-            tree.wait_ready(timeout)
-        return tree
+        for attempt in (1, 2):
+            xdg = Path(tempfile.mkdtemp(prefix='tdr-', dir='/tmp'))
+            xdg.chmod(0o700)
+            tree = RuntimeTree(py, backend=backend, transport=transport, xdg=xdg,
+                               log_dir=self.log_dir, **kw)
+            self.handles.append(tree)
+            _LIVE_HANDLES.add(tree)
+            if not wait:
+                return tree
+            try:
+                tree.wait_ready(timeout)
+                return tree
+            except TreeError as err:
+                # Seen once on a loaded box: a main_thread_forkserver tree
+                # that never finished spawning (the runtime's, not ours).
+                # One more try, said out loud; a second failure fails.
+                if attempt == 2:
+                    raise
+                warnings.warn(f'{tree!r} did not come up, trying once more: {err}')
+                tree.stop()
 
     def stop_all(self) -> None:
         for h in reversed(self.handles):
