@@ -74,3 +74,41 @@ def test_current_child_argv_before_the_title():
     info = parse_actor(argv, "python", 34)
     assert (info.name, info.how, info.backend) == ("leaf_0_0", "child-argv", "trio")
     assert info.parent_addr.name == "spawner_0@19.sock"
+
+
+def test_subint_driver_threads_are_hosted_actors(tmp_path):
+    """A real process whose threads carry subint's driver names (set with
+    prctl, as Python 3.14 names OS threads): each is a hosted actor. Python
+    3.14 is not installable here, so the interpreter gate is lowered."""
+    import subprocess
+    import sys
+
+    from tractor_diag import procfs
+    from tractor_diag.recognise import _subint_threads
+
+    prog = (
+        "import ctypes, threading, time\n"
+        "libc = ctypes.CDLL(None)\n"
+        "def drive(n):\n"
+        "    libc.prctl(15, f'subint-driver[{n}]'.encode()[:15], 0, 0, 0)\n"
+        "    time.sleep(60)\n"
+        "for n in (1, 2):\n"
+        "    threading.Thread(target=drive, args=(n,), daemon=True).start()\n"
+        "time.sleep(0.3)\n"
+        "print('READY', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    host = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE)
+    try:
+        assert host.stdout.readline().strip() == b"READY"
+        procs = procfs.scan(only=[host.pid], recognise=False)
+        procs[host.pid].actor = parse_actor(title(f"_subactor[child_b@{host.pid}]"), "", host.pid)
+        _subint_threads(procs)  # this interpreter is older than 3.14: not looked at
+        assert procs[host.pid].hosted == []
+        _subint_threads(procs, min_python=(3, 0))
+        hosted = procs[host.pid].hosted
+        assert [h.thread for h in hosted] == ["subint-driver[1", "subint-driver[2"]
+        assert all(h.role == "hosted" and h.backend == "subint" for h in hosted)
+    finally:
+        host.kill()
+        host.wait(10)

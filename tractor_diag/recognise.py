@@ -281,12 +281,12 @@ def _mark_registry_holder(procs: dict[int, Proc], inodes: set[int]) -> None:
 
 # --- threads ----------------------------------------------------------------------
 
-def _subint_threads(procs: dict[int, Proc]) -> None:
+def _subint_threads(procs: dict[int, Proc], min_python: tuple[int, int] = (3, 14)) -> None:
     for proc in procs.values():
         if proc.actor is None or proc.num_threads < 2:
             continue
         version = _exe_version(proc.pid)
-        if version is not None and version < (3, 14):
+        if version is not None and version < min_python:
             continue  # sub-interpreter actors need Python 3.14
         drivers = _thread_comms(proc.pid, SUBINT_THREAD_PREFIX)
         if not drivers:
