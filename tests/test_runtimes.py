@@ -126,6 +126,13 @@ def test_sigkilled_root_leaves_orphans_the_sweep_finds(tree):
     assert a["leaf_0_0"] in {t["pid"] for t in under["targets"]}
     snap = diag_json(tree, "ptree", str(top))
     assert snap["entries"][str(top)]["bucket"] == "orphan"
+    # a real reap, scoped to our own orphan's subtree: every target is
+    # re-recognised (one pid read with its kin) right before its signal
+    r = diag(tree, "reap", "--parent", str(top), "--grace", "3", "--json")
+    report = json.loads(r.stdout)
+    fates = {f["pid"]: f["fate"] for f in report["outcome"]["fates"]}
+    assert fates[a["leaf_0_0"]] in ("exited", "killed"), fates
+    assert _wait_until(lambda: (st := proc_stat(a["leaf_0_0"])) is None or st[0] == "Z", 10)
 
 
 # --- without setproctitle: names from the bindspace sockets ---------------------
