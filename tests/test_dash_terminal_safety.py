@@ -70,6 +70,18 @@ def test_tree_detail_stacks_and_tasks_are_escaped(hostile):  # noqa: F811
             svg = screen_svg(app)
             assert "\\x1b[2J" in svg.replace("&#160;", " ")
 
+            # the signal dialog names the process in its title
+            from textual.widgets import Label
+
+            from tractor_diag.tui.dialogs import SignalScreen
+
+            await pilot.press("k")
+            await until(lambda: isinstance(app.screen, SignalScreen), 5, pilot=pilot)
+            title = str(app.screen.query_one("#dialog-title", Label).render())
+            assert ACTOR_SHOWN in title and not raw_controls(title), title
+            screen_svg(app)
+            await pilot.press("escape")
+
     run(body(), timeout=120)
 
 
