@@ -34,8 +34,10 @@ Session fixtures
     ``XDG_RUNTIME_DIR`` (``tree.xdg``), and returns a ``RuntimeTree`` whose
     ``.actors`` is the ``{name: pid}`` the root reported. A missing venv
     skips the test with one line saying what to set. ``titles=False``:
-    ``setproctitle`` cannot be imported in the tree; ``netns=True``: the
-    tree gets a network namespace of its own (root needed).
+    ``setproctitle`` cannot be imported in the tree; ``stall_leaves=True``:
+    every leaf blocks in its boot window, before its title is set (use
+    ``wait=False``: the tree never gets READY); ``netns=True``: the tree
+    gets a network namespace of its own (root needed).
 
 Function fixtures
 -----------------

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from trees.harness import RUNTIME_SCRIPT, _wait_until, proc_stat
+from trees.harness import RUNTIME_SCRIPT, _wait_until, proc_stat, read_cmdline
 
 BACKENDS = ["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver"]
 CASES = [(b, t) for b in BACKENDS for t in ("tcp", "uds")]
@@ -207,3 +207,36 @@ def test_leftover_registrar_on_the_default_port(runtime_trees):
     assert r.returncode == 0, r.stderr
     actor = json.loads(r.stdout)["entries"][str(old.root)]["proc"]["actor"]
     assert actor["role"] == "root" and actor["how"] == "registry"
+
+
+# --- the boot window ----------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["trio", "main_thread_forkserver"])
+def test_leaf_in_its_boot_window(backend, runtime_trees):
+    """A leaf held before it sets its title (the moment every spawn passes
+    through, here made to last): with trio it is ``python -m tractor._child
+    --uid ...``; forked by main_thread_forkserver it still shows its
+    parent's title, which names the parent's pid, not its own."""
+    tree = runtime_trees.start(backend, "uds", stall_leaves=True, wait=False)
+    spawner: dict[str, int] = {}
+
+    def booting_leaf() -> int | None:
+        for pid in tree.tracked():
+            raw = read_cmdline(pid) or b""
+            # the booting leaf carries this same title: the pid in it tells
+            if raw.startswith(f"_subactor[spawner_0@{pid}]".encode()):
+                spawner["pid"] = pid
+            elif pid != tree.root and (st := proc_stat(pid)) and st[1] == spawner.get("pid"):
+                return pid
+        return None
+    assert _wait_until(lambda: booting_leaf() is not None, 60), tree.stderr_text()[-2000:]
+    leaf = booting_leaf()
+    snap = diag_json(tree, "ptree", str(tree.root))
+    actor = snap["entries"][str(leaf)]["proc"]["actor"]
+    if backend == "trio":
+        assert (actor["name"], actor["how"], actor["generation"]) == ("leaf_0_0", "child-argv", "current")
+    else:
+        assert actor["role"] == "booting" and actor["forked_from"] == spawner["pid"]
+        assert actor["how"] == "parent-title" and actor["name"] == ""
+        assert snap["entries"][str(leaf)]["actor_parent"] == spawner["pid"]
+        assert f"booting fork of {spawner['pid']}" in diag(tree, "ptree", "--actors", str(tree.root)).stdout

@@ -585,6 +585,8 @@ BACKEND_RUNTIME = {'trio': 'main', 'mp_spawn': 'main', 'mp_forkserver': 'main',
 # process of a tree (children inherit the environment): the runtime without
 # its optional title dependency, without touching the venv.
 NO_SETPROCTITLE = TREES_DIR / 'no_setproctitle'
+# Same way: every leaf stalls in its boot window, before its title is set.
+STALL_LEAF_TITLE = TREES_DIR / 'stall_leaf_title'
 
 
 def runtime_python(which: str) -> Path | None:
@@ -609,7 +611,8 @@ class RuntimeTree(ProcTree):
                  depth: int = 2, breadth: int = 1, hang: str = 'sleep',
                  wedge_root: bool = False, titles: bool = True,
                  xdg: Path, log_dir: Path, port: int | None = None,
-                 label: str | None = None, netns: bool = False) -> None:
+                 label: str | None = None, netns: bool = False,
+                 stall_leaves: bool = False) -> None:
         self.backend = backend
         self.transport = transport
         self.xdg = xdg
@@ -623,9 +626,11 @@ class RuntimeTree(ProcTree):
             argv.append('--wedge-root')
         self.env = dict(os.environ, XDG_RUNTIME_DIR=str(xdg),
                         PYTHONWARNINGS='ignore')
-        if not titles:
+        first = ([NO_SETPROCTITLE] if not titles else []) + (
+            [STALL_LEAF_TITLE] if stall_leaves else [])
+        if first:
             self.env['PYTHONPATH'] = os.pathsep.join(
-                [str(NO_SETPROCTITLE)]
+                [str(d) for d in first]
                 + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
         if netns:
             # a network namespace of its own (loopback up): free to hold
