@@ -13,7 +13,7 @@ before a verb needs it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import sys
 
 __all__ = ()
@@ -32,8 +32,6 @@ def _load_xontrib_(xsh, **_kwargs) -> dict:
     for verb, (module, name) in VERBS.items():
         if verb == "watch":
             alias: object = WatchAlias(name)
-        elif importlib.util.find_spec(module) is None:
-            continue  # a verb this install does not have (yet): not offered
         else:
             alias = VerbAlias(verb, name, module)
         xsh.aliases[name] = alias
@@ -80,7 +78,7 @@ class VerbAlias:
 
     def parser(self, out=None):
         """A fresh parser: help goes to ``out`` so ``--help`` pipes too."""
-        from tractor_diag.cli import verb_parser
+        from tractor_diag.invoke import verb_parser
 
         parser, mod = verb_parser(self.verb, prog=self.name)
         if out is not None:
@@ -98,24 +96,14 @@ class VerbAlias:
 
     def invoke(self, argv: list[str], out, err, catch_interrupt: bool = True) -> int:
         """Parse, run, map failures to one line on ``err`` and an exit code."""
-        from tractor_diag.cli import _Exit
-        from tractor_diag.errors import DiagError
+        from tractor_diag.invoke import run_mapped
+
+        def call():
+            parser, mod = self.parser(out)
+            return mod.run(parser.parse_args(argv), out)
 
         try:
-            parser, mod = self.parser(out)
-            return int(mod.run(parser.parse_args(argv), out) or 0)
-        except _Exit as exc:
-            return exc.status
-        except DiagError as exc:
-            _one_line(err, self.name, str(exc))
-            return exc.code
-        except KeyboardInterrupt:
-            if not catch_interrupt:
-                raise
-            _one_line(err, self.name, "interrupted")
-            return 130
-        except BrokenPipeError:
-            return 0  # `acli.ptree | head`: the reader left
+            return run_mapped(call, err, self.name, catch_interrupt=catch_interrupt)
         finally:
             try:
                 out.flush()
@@ -123,7 +111,7 @@ class VerbAlias:
                 pass
 
     def check(self, argv: list[str], out) -> None:
-        """Parse only: raises UsageError (or _Exit for --help)."""
+        """Parse only: raises UsageError (or ParserExit for --help)."""
         parser, _ = self.parser(out)
         parser.parse_args(argv)
 
@@ -148,10 +136,10 @@ class WatchAlias:
     def parser(self, out=None):
         import argparse
 
-        from tractor_diag.cli import _Parser
         from tractor_diag.commands.watch import add_interval
+        from tractor_diag.invoke import Parser
 
-        parser = _Parser(
+        parser = Parser(
             prog=self.name,
             description=_WATCH_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -166,18 +154,14 @@ class WatchAlias:
         return parser, None
 
     def __call__(self, args=None, stdin=None, stdout=None, stderr=None, spec=None):
-        from tractor_diag.cli import _Exit
-        from tractor_diag.errors import DiagError
+        from tractor_diag.invoke import run_mapped
 
         out = stdout if stdout is not None else sys.stdout
         err = stderr if stderr is not None else sys.stderr
         try:
-            return self._watch(list(args or ()), out)
-        except _Exit as exc:
-            return exc.status
-        except DiagError as exc:
-            _one_line(err, self.name, str(exc))
-            return exc.code
+            # Ctrl-C ends the watch itself (screen.run restores the terminal).
+            return run_mapped(lambda: self._watch(list(args or ()), out), err, self.name,
+                              catch_interrupt=False)
         finally:
             try:
                 out.flush()
@@ -341,17 +325,6 @@ def _fd_capture():
 
 
 # -- output plumbing -----------------------------------------------------------
-
-def _one_line(err, name: str, msg: str) -> None:
-    from tractor_diag.safetext import escape
-
-    msg = escape(msg.strip().splitlines()[0]) if msg.strip() else "failed"
-    try:
-        err.write((msg if msg.startswith(name) else f"{name}: {msg}") + "\n")
-        err.flush()
-    except (OSError, ValueError):
-        pass
-
 
 def _shown_on_terminal(spec, out) -> bool:
     """Does this alias's output end up on the user's terminal?

@@ -80,9 +80,9 @@ def split_argv(args) -> tuple[list[str], list[str] | None]:
         if not command:
             raise UsageError("tractor-diag dash: nothing to launch after '--'")
     if any(a.startswith("-") for a in argv):
-        from ..cli import _Parser
+        from ..invoke import Parser
 
-        p = _Parser(prog="tractor-diag dash")
+        p = Parser(prog="tractor-diag dash")
         add_options(p)
         p.add_argument("targets", nargs="*")
         ns = p.parse_args(argv)

@@ -41,8 +41,8 @@ def add_arguments(parser) -> None:
 
 def _verb(name: str):
     """-> (parser, module) of a verb that can be watched, or UsageError."""
-    from ..cli import verb_parser
     from ..errors import UsageError
+    from ..invoke import verb_parser
     from . import VERBS
 
     if name in UNWATCHABLE:
@@ -50,12 +50,7 @@ def _verb(name: str):
     if name not in VERBS:
         choices = ", ".join(v for v in VERBS if v not in UNWATCHABLE)
         raise UsageError(f"unknown verb {name!r} (choose from {choices})")
-    try:
-        return verb_parser(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != VERBS[name][0]:
-            raise
-        raise UsageError(f"the verb {name!r} is not available in this install") from None
+    return verb_parser(name)
 
 
 def run(args, out) -> int:
@@ -87,17 +82,7 @@ def run_parsed(run, parser, argv: list[str], out, prog: str) -> int:
 
     KeyboardInterrupt is not caught: in watch, Ctrl-C ends the watch.
     """
-    from ..cli import _Exit
-    from ..errors import DiagError
+    from ..invoke import run_mapped
 
-    try:
-        return int(run(parser.parse_args(argv), out) or 0)
-    except _Exit as exc:
-        return exc.status
-    except DiagError as exc:
-        from ..safetext import escape
-
-        msg = escape(str(exc))
-        out.write(msg if msg.startswith(prog) else f"{prog}: {msg}")
-        out.write("\n")
-        return exc.code
+    return run_mapped(lambda: run(parser.parse_args(argv), out), out, prog,
+                      catch_interrupt=False)
