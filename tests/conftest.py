@@ -20,8 +20,8 @@ Session fixtures
 ----------------
 ``tractor_python`` -> Path
     python of the released tractor 0.1.0a5 runtime venv
-    (``$TRACTOR_DIAG_TRACTOR_VENV`` or ``<repo>/.venv-tractor``). Created with
-    the TESTING.md §1 recipe when missing; failure to create it is a test
+    (``$TRACTOR_DIAG_TRACTOR_VENV`` or ``<repo>/.venv-tractor``). Created by
+    ``tests/trees/harness.ensure_tractor_venv`` when missing; failure to create it is a test
     error, never a skip.
 
 ``runtime_trees`` (module scope) -> RuntimeTrees

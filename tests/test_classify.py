@@ -1,4 +1,5 @@
-"""Buckets and states as SPEC defines them (pure rules over `Proc`)."""
+"""Buckets and states as docs/ARCHITECTURE.md ("Liveness") describes them
+(pure rules over `Proc`)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Buckets and states (SPEC "Liveness classification").
+"""Buckets and states (docs/ARCHITECTURE.md, "Liveness").
 
 Pure functions over `Proc` records: no system reads here, so the rules are
 unit-testable and shared by `ptree`, the sampler and the dashboard.

@@ -1,7 +1,7 @@
 """A process tree that looks to the OS exactly like a *current* tractor runtime.
 
 Current tractor is not on the package index, so this script reproduces, for
-real, what such a tree shows to ``/proc`` (TESTING.md §2). Run it with the
+real, what such a tree shows to ``/proc`` (titles, parent links, sockets). Run it with the
 project venv's python (3.11 .. 3.13)::
 
     python tests/trees/current_tree.py [--depth N] [--breadth M]

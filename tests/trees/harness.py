@@ -129,7 +129,8 @@ def current_actor_name(raw: bytes, pid: int) -> str | None:
 
 
 def actor_name_of(pid: int) -> str | None:
-    """The actor name of ``pid`` per SPEC's two shapes, else None."""
+    """The actor name of ``pid`` from either shape (current title, released
+    ``tractor._child`` argv), else None."""
     raw = read_cmdline(pid)
     if not raw:
         return None
@@ -536,8 +537,8 @@ def _find_python311() -> str | None:
 
 
 def ensure_tractor_venv(venv: Path | None = None) -> Path:
-    """Path of the released runtime's python, creating the venv with the
-    recipe of TESTING.md §1 (same as ``./dev``'s ``tractor_venv``) when it
+    """Path of the released runtime's python, creating the venv (python3.11,
+    tractor 0.1.0a5 and its pinned dependencies: ``./dev``'s ``tractor_venv``) when it
     is missing or broken. Raises ``TreeError`` when that fails."""
     venv = Path(venv or tractor_venv_dir())
     py = venv / 'bin' / 'python'

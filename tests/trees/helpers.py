@@ -1,4 +1,5 @@
-"""Small real programs for the other hangs of TESTING.md §3.
+"""Small real programs for the hangs that are not actor trees: zombies,
+runaways, listeners that outlive their tree, stale socket files.
 
 Run with any python of the project (stdlib only, plus ``setproctitle`` for
 ``--title``). Each prints one line starting with ``READY`` on stdout once the
