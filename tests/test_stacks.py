@@ -463,3 +463,34 @@ def test_cli_process_json_and_help(spawn):
     helped = subprocess.run([sys.executable, "-m", "tractor_diag", "stacks", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "never signalled" in helped.stdout
+
+
+def test_an_exited_actor_whose_name_may_be_cut_says_so(tmp_path):
+    """A zombie actor is named from its 15-byte comm (``_subactor[crash``):
+    the report shows ``crash…``, in text and in a bundle's summary table,
+    and --json keeps the bytes read plus a flag."""
+    from test_sampler import _NAMED_KIDS
+
+    flag = tmp_path / "exit-now"
+    parent = subprocess.Popen([sys.executable, "-c", _NAMED_KIDS, str(flag)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        actor, _plain = map(int, parent.stdout.readline().split()[1:])
+        flag.touch()
+        deadline = time.monotonic() + 10
+        while alive(actor):
+            assert time.monotonic() < deadline, "the actor did not exit"
+            time.sleep(0.05)
+        (p,) = [p for p in stacks_json("--no-tasks", str(parent.pid)).values() if p.pid == actor]
+        assert p.actor == "crash" and p.actor_truncated
+        rc, text, _ = cli("--color", "never", "--no-tasks", str(parent.pid))
+        assert rc == 0 and f"{actor} crash… [actor]" in text, text
+        out = io.StringIO()
+        assert run_verb(["dump-all", "-o", str(tmp_path / "b"), "--no-tasks", str(parent.pid)],
+                        out=out, err=io.StringIO()) == 0
+        (bundle,) = (tmp_path / "b").iterdir()
+        summary = (bundle / "summary.md").read_text()
+        assert f"| {actor} |   crash… |" in summary, summary
+    finally:
+        parent.kill()
+        parent.wait(10)

@@ -132,6 +132,15 @@ class ProcStacks(msgspec.Struct):
     python: PyStack
     tasks: TaskTree
     exit_code: int | None = None
+    # the actor name came from the 15-byte comm (an exited actor) and may be cut
+    actor_truncated: bool = False
+
+    @property
+    def shown_actor(self) -> str | None:
+        """The actor name as shown to a person: ``crash…`` when it may be cut."""
+        if self.actor is None:
+            return None
+        return self.actor + ("…" if self.actor_truncated else "")
 
 
 class StacksOptions(msgspec.Struct, frozen=True):

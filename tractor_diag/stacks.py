@@ -736,6 +736,7 @@ def capture(
         results[proc.pid] = ProcStacks(
             pid=proc.pid, ppid=proc.ppid, title=proc.short_title,
             actor=proc.actor.name if proc.actor else None,
+            actor_truncated=bool(proc.actor and proc.actor.name_truncated),
             bucket=entry.bucket, state=entry.state, depth=entry.depth,
             kernel=side, python=py, tasks=tree, exit_code=proc.exit_code,
         )

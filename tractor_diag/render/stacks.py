@@ -34,7 +34,7 @@ def _state(p: ProcStacks) -> str:
 
 
 def header(p: ProcStacks, st: Style) -> str:
-    name = f"{p.actor} [actor]" if p.actor else st.clip(p.title, 60)
+    name = f"{p.shown_actor} [actor]" if p.actor else st.clip(p.title, 60)
     bucket = st(p.bucket, BUCKET_STYLE.get(p.bucket, ""))
     state = st(_state(p), STATE_STYLE.get(p.state, ""))
     wchan = p.kernel.wchan or "-"

@@ -13,7 +13,7 @@ from .why import chain_evidence, chain_hints, chain_sentence
 
 
 def _name(p: ProcStacks) -> str:
-    return p.actor if p.actor else clip(p.title, 50)
+    return p.shown_actor if p.actor else clip(p.title, 50)
 
 
 def _md(text: str) -> str:
