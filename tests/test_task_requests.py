@@ -323,3 +323,41 @@ def test_a_dump_file_planted_by_another_user_is_not_read(spawn):
         writer.join()
         planted.unlink(missing_ok=True)
     assert tree.status == "timeout" and "FORGED" not in tree.text, tree
+
+
+# An armed program that starts the restart daemon through fork + exec with
+# a preexec_fn (Python's at-fork hooks run in that child before the exec),
+# and forks a child of its own that closes every fd, as fork servers do.
+_ARMED_PARENT = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from tractor_diag import taskdump
+    taskdump.arm()
+    daemon = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]],
+                              preexec_fn=lambda: None, stdout=subprocess.PIPE)
+    assert daemon.stdout.readline().startswith(b'READY')
+    pid = os.fork()
+    if pid == 0:
+        os.closerange(3, 4096)
+        while True:
+            time.sleep(600)
+    print('READY', daemon.pid, pid, flush=True)
+    while True:
+        time.sleep(600)
+""")
+
+
+def test_exec_drops_the_announcement_a_fork_keeps_it(spawn, tmp_path):
+    log = tmp_path / "restarts.log"
+    proc = spawn([sys.executable, "-c", _ARMED_PARENT, _RESTARTER, str(log)])
+    _, daemon, forked = proc.ready_line.split()
+    daemon, forked = int(daemon), int(forked)
+    procs = stacks_json("--task-timeout", "3", str(proc.root))
+    # same pid and start time as the forked child that ran our at-fork
+    # hook, but another program since its exec: not asked
+    assert procs[daemon].tasks.status == "not-asked", procs[daemon].tasks
+    time.sleep(0.3)
+    assert not log.exists(), "SIGUSR1 reached an exec'd program on an inherited announcement"
+    # forked without exec, every fd closed: still announced, dumps its own
+    tree = procs[forked].tasks
+    assert tree.status == "collected" and f"process: pid={forked} " in tree.text, tree
+    assert procs[proc.root].tasks.status == "collected"

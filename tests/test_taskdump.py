@@ -415,7 +415,7 @@ def test_custom_path_and_stderr(start_prog, tmp_path):
     assert_full_tree(block)
     # custom path given: the default file only announces where dumps go
     announce = prog.dump_path.read_text()
-    assert taskdump.ARMED_RE.match(announce.splitlines()[0])["dumps"] == str(path)
+    assert taskdump.ARMED_RE.match(announce.splitlines()[0])["dumps"] == str(target)
     assert not taskdump.parse_dumps(announce)
     deadline = time.monotonic() + 5
     while block.dump_id not in prog.stderr and time.monotonic() < deadline:

@@ -43,8 +43,12 @@ line names the process that armed it::
     ===== tractor-diag taskdump ARMED pid=<pid> start=<ticks> pidns=<inode> signal=<n> dumps=<path or '-'> =====
 
 ``start`` is the start time from ``/proc/self/stat`` (clock ticks since
-boot), so a file left by an earlier process with the same pid announces
-nothing; a child forked without exec writes its own at fork time. The file
+boot). The file stays mapped (``/proc/<pid>/maps``): a collector believes
+it only for a process that maps it, so a file left by an earlier process with
+the same pid, or by this process before it exec'd another program, announces
+nothing, while a child forked without exec (which inherits the mapping with
+the handler, even if it closes every fd) is announced and writes its own
+file at its first dump. The file
 is rotated to ``<name>.1`` before it would grow past ``MAX_FILE_BYTES``.
 ``TRACTOR_DIAG_TASKDUMP=1`` plus the start-up hook ``startup_env()`` puts on
 ``PYTHONPATH`` arm the dumper at interpreter start in every Python process of
@@ -96,6 +100,7 @@ imported from a signal handler; stackscope is not used at all.
 from __future__ import annotations
 
 import gc
+import mmap as _mmap
 import os
 import re
 import signal
@@ -365,27 +370,51 @@ class _SignalDumper:
         self.path = path
         self.stderr = stderr
         self.signum = int(signum)
+        self.fd: Any = None  # the announcement, mapped (see announce())
 
     def __repr__(self) -> str:
         return f"<taskdump handler path={self.path!r} stderr={self.stderr}>"
 
     def announce(self) -> None:
         """Create (or claim) this process's default dump file with its
-        ARMED line; never raises (a problem goes to stderr)."""
+        ARMED line, and keep it open; never raises (a problem goes to
+        stderr).
+
+        The file stays mapped: that is the proof a collector checks. exec
+        drops every mapping, so a program exec'd from this process (same
+        pid, same start time) is not taken for an armed one, while a child
+        forked without exec inherits the mapping together with the handler.
+        """
         target = default_dump_path()
-        dumps = "-" if self.path is None else _target_path(self.path)
+        dumps = "-" if self.path is None else os.fspath(self.path)
+        self._close()
         try:
             fd = _open_owned(target)
             try:
                 _claim(fd, _armed_line(self.signum, dumps))
+                # A shared read-only mapping (it shows in /proc/<pid>/maps)
+                # survives what a descriptor does not: a forked child that
+                # closes every fd (fork servers do). exec drops it.
+                self.fd = _mmap.mmap(fd, 0, flags=_mmap.MAP_SHARED, prot=_mmap.PROT_READ)
             finally:
                 os.close(fd)
         except Exception as exc:
             _to_stderr(f"tractor-diag taskdump: cannot announce the dumper in {target}: {exc!r}\n".encode())
 
+    def _close(self) -> None:
+        mapping, self.fd = self.fd, None
+        if mapping is not None:
+            try:
+                mapping.close()
+            except (OSError, ValueError):
+                pass
+
     def unannounce(self, only_if_unused: bool = False) -> None:
-        """Remove the announcement if it is still this process's (with
+        """Withdraw the announcement: close it (an inherited one too), and
+        remove the file if it is still this process's (with
         ``only_if_unused``: and holds no dump)."""
+        if not only_if_unused:
+            self._close()
         target = default_dump_path()
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -468,15 +497,13 @@ def _tidy_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A child forked without exec inherits the armed handler: announce it
-    under the child's own pid, and forget the parent's dump in progress."""
+    """A child forked without exec inherits the armed handler and, with the
+    mapped announcement, the proof of it (nothing to write here: an exec that
+    may follow drops it). Forget the parent's dump in progress."""
     global _dumping, _identity_cache
     _identity_cache = None
     _dumping = False
     _queued.clear()
-    for dumper in _armed:
-        if signal.getsignal(dumper.signum) is dumper:
-            dumper.announce()
 
 
 if hasattr(os, "register_at_fork"):

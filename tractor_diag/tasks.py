@@ -139,33 +139,84 @@ def _target(pid: int) -> _Target | None:
                    root=root, children=children, zombies=zombies)
 
 
+_ANNOUNCE_NAME = re.compile(r"/tractor-diag-taskdump-\d+-\d+\.log(?:\.1)?$")
+_MAPS_LINE = re.compile(
+    r"^(?P<range>[0-9a-f]+-[0-9a-f]+) \S+ \S+ (?P<major>[0-9a-f]+):(?P<minor>[0-9a-f]+)"
+    r" (?P<inode>\d+) +(?P<path>/.*?)(?P<deleted> \(deleted\))?$")
+
+
 def announced_path(pid: int, target: _Target | None = None) -> str | None:
-    """The file ``pid``'s tractor-diag dumper writes to, if it announced one
-    (right process, right start time, right namespace, owned by its user)."""
+    """The file ``pid``'s tractor-diag dumper writes to, if it announced one,
+    else None.
+
+    Announced means: the process maps a taskdump announcement (a regular
+    file of its user whose first line is an ARMED line for its PID
+    namespace). The dumper keeps it mapped, so this holds for the process
+    that armed and for its children forked without exec (they inherited the
+    handler with the mapping), and not for a program exec'd from either,
+    though it has the same pid and start time. A file lying in /tmp proves
+    nothing.
+    """
     from . import taskdump
 
     target = target or _target(pid)
     if target is None:
         return None
-    path = target.root + taskdump.default_dump_path(target.nspid, target.pidns)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            maps = f.read(4 << 20).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    seen: set[tuple[int, int, int]] = set()
+    for line in maps.splitlines():
+        if "tractor-diag-taskdump-" not in line:
+            continue
+        m = _MAPS_LINE.match(line)
+        if m is None or not _ANNOUNCE_NAME.search(m["path"]):
+            continue
+        key = (int(m["major"], 16), int(m["minor"], 16), int(m["inode"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        # The mapped file itself: by its name when it still has that name
+        # (checked against the mapping's device and inode), else through
+        # map_files (root only).
+        candidates = [] if m["deleted"] else [target.root + m["path"]]
+        candidates.append(f"/proc/{pid}/map_files/{m['range']}")
+        for path in candidates:
+            first = _read_announcement(path, key, target.uids)
+            if first is None:
+                continue
+            a = taskdump.ARMED_RE.match(first)
+            if a is None or int(a["pidns"]) != target.pidns:
+                break
+            if a["dumps"] != "-":
+                return target.root + a["dumps"].replace("{pid}", str(target.nspid))
+            # Its own file, or (a forked child) the one it will create at
+            # its first dump.
+            return target.root + taskdump.default_dump_path(target.nspid, target.pidns)
+    return None
+
+
+def _read_announcement(path: str, key: tuple[int, int, int], uids: set[int]) -> str | None:
+    """The first line of ``path`` when it is the regular file ``key``
+    (major, minor, inode) of one of ``uids``; never through a symlink of
+    ours (map_files entries are the kernel's own links)."""
+    nofollow = 0 if "/map_files/" in path else os.O_NOFOLLOW
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid not in target.uids:
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid not in uids
+                or (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) != key):
             return None
-        first = os.pread(fd, 4096, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
+        return os.pread(fd, 4096, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
     except OSError:
         return None
     finally:
         os.close(fd)
-    m = taskdump.ARMED_RE.match(first)
-    if m is None or (int(m["pid"]), int(m["start"]), int(m["pidns"])) != (
-            target.nspid, target.start, target.pidns):
-        return None
-    return path if m["dumps"] == "-" else target.root + m["dumps"]
 
 
 def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
