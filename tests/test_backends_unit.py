@@ -112,3 +112,49 @@ def test_subint_driver_threads_are_hosted_actors(tmp_path):
     finally:
         host.kill()
         host.wait(10)
+
+
+def test_orphaned_pool_worker_is_not_an_actor(tmp_path):
+    """A plain multiprocessing spawn worker whose environment happens to
+    carry ``PYTHONBREAKPOINT=0`` (as a tractor root exports it) is not an
+    actor, parent alive or gone: it listens on nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tractor_diag import procfs
+    from trees.harness import _wait_until
+
+    prog = tmp_path / "pool.py"
+    prog.write_text(
+        "import multiprocessing as mp, time\n"
+        "def work():\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    mp.set_start_method('spawn')\n"
+        "    p = mp.Process(target=work)\n"
+        "    p.start()\n"
+        "    print('READY', p.pid, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(prog)], stdout=subprocess.PIPE,
+                              env=dict(os.environ, PYTHONBREAKPOINT="0"))
+    worker = None
+    try:
+        line = parent.stdout.readline().split()
+        worker = psutil.Process(int(line[1]))
+        assert procfs.scan()[worker.pid].actor is None
+        parent.kill()
+        parent.wait(10)
+        assert _wait_until(lambda: worker.ppid() != parent.pid, 10)
+        assert procfs.read_proc(worker.pid).actor is None
+        assert procfs.scan()[worker.pid].actor is None
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if worker is not None and worker.is_running():  # same pid and start time
+            worker.send_signal(signal.SIGKILL)

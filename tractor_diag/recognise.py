@@ -12,8 +12,8 @@ they hold and at a few of their files, and fills in `Proc.actor`:
   the sidecar.
 - ``mp_spawn``: a multiprocessing spawn child is an actor when its parent
   is a tractor process, or when its environment carries the
-  ``PYTHONBREAKPOINT`` a tractor root sets before it spawns (that is what
-  still marks an orphan).
+  ``PYTHONBREAKPOINT`` a tractor root sets before it spawns and it listens
+  on a socket (that is what still marks an orphan).
 - bindspace sockets: ``name@pid.sock`` files in the UDS bindspace name the
   actor that holds them (checked: the pid must hold the listening socket,
   a stale file's pid may be reused); a process without any other marker
@@ -150,6 +150,7 @@ def _forkservers(procs: dict[int, Proc]) -> None:
 
 
 def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool) -> None:
+    listening: set[int] | None = None
     for proc in procs.values():
         if proc.actor is not None or not is_mp_spawn_child(proc.cmdline):
             continue
@@ -157,10 +158,29 @@ def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool) -> None:
         if by_parent:
             if not (_is_tractor(parent) and parent.actor.role != "forkserver"):
                 continue
-        elif not _environ_marked(proc.pid):
-            continue
+        else:
+            if not _environ_marked(proc.pid):
+                continue
+            # ``PYTHONBREAKPOINT=0`` may be exported for other reasons: an
+            # actor also serves its channel, a pool worker listens on nothing.
+            if listening is None:
+                listening = _listening_inodes()
+            from .socktables import socket_inodes
+
+            if not listening & set(socket_inodes(proc.pid) or ()):
+                continue
         proc.actor = ActorInfo(name="", generation="current", how="mp-spawn",
                                sure="likely", backend="mp_spawn")
+
+
+def _listening_inodes() -> set[int]:
+    from .socktables import read_tables
+
+    try:
+        tables = read_tables(listening_only=True)
+    except OSError:
+        return set()
+    return {t.inode for t in tables.tcp if t.inode} | {u.inode for u in tables.unix}
 
 
 def _environ_marked(pid: int) -> bool:
