@@ -55,7 +55,7 @@ def sample(pid: int, create_time: float | None = None, *, last_ran: bool = False
     """One read of ``pid``'s kernel state; ``None`` when it is gone (or, with
     ``create_time``, when the pid now belongs to another process).
     ``last_ran`` also reads ``/proc/<pid>/sched`` (when it last ran)."""
-    from .procfs import boot_time
+    from .procfs import parse_stat
 
     try:
         dfd = os.open(f"/proc/{pid}", _O_DIR)
@@ -68,15 +68,14 @@ def sample(pid: int, create_time: float | None = None, *, last_ran: bool = False
         except OSError:
             return None
         at = time.monotonic()
-        rpar = stat.rfind(b")")
-        fields = stat[rpar + 2:].split()
-        if len(fields) < 20:
+        st = parse_stat(stat)
+        if st is None:
             return None
-        start = boot_time() + int(fields[19]) / (os.sysconf("SC_CLK_TCK") or 100)
+        start = st.create_time
         if create_time is not None and abs(start - create_time) > 0.05:
             return None
         s = KernelSample(
-            pid=pid, create_time=start, at=at, state=fields[0].decode(),
+            pid=pid, create_time=start, at=at, state=st.state,
             sig_ignored=_hex(_field(status, b"SigIgn")),
             sig_blocked=_hex(_field(status, b"SigBlk")),
             sig_caught=_hex(_field(status, b"SigCgt")),

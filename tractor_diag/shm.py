@@ -47,6 +47,7 @@ from typing import Literal
 
 import msgspec
 
+from . import procfs
 from .bindspace import Removal
 
 DEFAULT_DIR = "/dev/shm"
@@ -111,16 +112,14 @@ def _task_dir(pid: int) -> str:
     and holds its files: read them through a live thread instead.
     """
     base = f"/proc/{pid}"
+    st = procfs.read_stat(pid)
+    if st is None or st.state != "Z" or st.threads <= 1:
+        return base
     try:
-        with open(f"{base}/stat", "rb") as f:
-            raw = f.read()
-        fields = raw[raw.rfind(b")") + 2:].split()
-        if fields[0] != b"Z" or int(fields[17]) <= 1:
-            return base
         for tid in os.listdir(f"{base}/task"):
             if tid != str(pid):
                 return f"{base}/task/{tid}"
-    except (OSError, IndexError, ValueError):
+    except OSError:
         pass
     return base
 

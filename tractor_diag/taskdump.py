@@ -89,8 +89,11 @@ Limits, by construction of POSIX/Python signals:
 - A main thread stuck inside one long C call that does not return to the
   interpreter (no EINTR) delays the dump until that call returns.
 
-The module is stdlib-only and also works on old trio (0.21, the released
-tractor runtime's), which lacks ``Task.iter_await_frames``.
+The module is stdlib-only and imports nothing of tractor-diag's (it runs
+inside the armed program, loaded by path from a venv that need not have
+tractor-diag), so it keeps its own small readers of ``/proc`` instead of
+`procfs`'s. It also works on old trio (0.21, the released tractor
+runtime's), which lacks ``Task.iter_await_frames``.
 
 Importing this module is cheap: trio is looked up in ``sys.modules`` at dump
 time (a process that never imported trio cannot be running it) and is never
