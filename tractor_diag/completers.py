@@ -108,10 +108,10 @@ def _kind(action) -> str | None:
 def _one_line(text: str, width: int = _DESC_WIDTH) -> str:
     """A description: one line, control characters escaped (command lines
     and names come from other people's processes)."""
+    from .render import clip
     from .safetext import escape
 
-    text = escape(" ".join(text.split()))
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return clip(escape(" ".join(text.split())), width)
 
 
 # -- values ------------------------------------------------------------------

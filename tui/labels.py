@@ -10,26 +10,21 @@ import time
 from rich.text import Text
 
 from tractor_diag.model import Entry, Event
-from tractor_diag.render import human_bytes
+from tractor_diag import render
+from tractor_diag.render import human_bytes, human_duration
 from tractor_diag.model import exit_status
 from tractor_diag.safetext import escape
 
 from .safe import safe_line
 
-BUCKET_STYLE = {
-    "zombie": "bold bright_red",
-    "orphan": "bold red",
-    "stray": "bold yellow",
-    "live": "green",
-}
-STATE_STYLE = {
-    "runaway": "bold magenta",
-    "blocked": "yellow",
-    "stopped": "cyan",
-    "running": "bold green",
-    "idle": "dim",
-    "exited": "red",
-}
+def _emphasised(colours: dict[str, str], bold: set[str]) -> dict[str, str]:
+    """The text renderers' colours (one table for every face), bold where
+    the dashboard wants the eye drawn."""
+    return {k: f"bold {c}" if k in bold else c for k, c in colours.items()}
+
+
+BUCKET_STYLE = _emphasised(render.BUCKET_STYLE, {"zombie", "orphan", "stray"})
+STATE_STYLE = _emphasised(render.STATE_STYLE, {"runaway", "running"})
 EVENT_STYLE = {
     "spawned": "green",
     "exited": "red",
@@ -89,9 +84,7 @@ def coarse_age(seconds: float) -> str:
         return "<1m"
     if s < 3600:
         return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    return human_duration(s)
 
 
 def group_label(name: str, count: int) -> Text:
