@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -395,6 +396,54 @@ def test_permission_denied_says_why(spawn, tmp_path):
     assert p.kernel.stack is None and "needs root" in p.kernel.stack_reason
     # SigCgt is world-readable; a root process cannot be signalled by nobody
     assert p.tasks.status == "no-handler"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run the collector as another user")
+@pytest.mark.parametrize("flag, retried", [([], True), (["--no-sudo"], False)])
+def test_permission_denied_is_retried_through_sudo(spawn, tmp_path, request, flag, retried):
+    """A refused py-spy is dumped again as ``sudo -n -- py-spy dump ...``
+    (a stand-in sudo on PATH records how it was called and answers like a
+    sudo that wants a password); ``--no-sudo`` never calls it."""
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    repo = Path(__file__).resolve().parent.parent
+    # pytest's tmp_path is private to root: nobody could not run the stand-in
+    bindir = Path(tempfile.mkdtemp(prefix="tractor-diag-sudo-"))
+    request.addfinalizer(lambda: shutil.rmtree(bindir, ignore_errors=True))
+    bindir.chmod(0o755)
+    calls = bindir / "calls"
+    calls.touch(0o666)
+    calls.chmod(0o666)
+    sudo = bindir / "sudo"
+    sudo.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {calls}\n"
+                    "echo 'sudo: a password is required' >&2\nexit 1\n")
+    sudo.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(repo), HOME=str(tmp_path),
+               PATH=f"{bindir}:/usr/bin:/bin")
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    env[PY_SPY_ENV] = py_spy
+    probe = subprocess.run([*as_nobody, sys.executable, "-c", "import tractor_diag.stacks"],
+                           capture_output=True, env=env, timeout=60, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip("'nobody' cannot run this interpreter here: "
+                    + probe.stderr.decode(errors="replace").strip().splitlines()[-1])
+    proc = spawn([sys.executable, "-c", _HANDLERLESS])
+    out = subprocess.run(
+        [*as_nobody, sys.executable, "-m", "tractor_diag", "stacks", "--no-tasks", "--json",
+         *flag, str(proc.root)],
+        capture_output=True, text=True, env=env, timeout=60, cwd="/", stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    (p,) = procs_from_json(out.stdout)
+    assert p.python.status == "permission"
+    if retried:
+        assert p.python.via_sudo is True
+        assert "sudo -n needs a password" in p.python.reason, p.python.reason
+        (line,) = calls.read_text().splitlines()
+        assert line.startswith(f"-n -- {py_spy} dump ") and line.endswith(str(proc.root)), line
+    else:
+        assert p.python.via_sudo is False
+        assert calls.read_text() == ""
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
