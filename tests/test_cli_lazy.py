@@ -86,3 +86,14 @@ def test_usage_errors_stay_one_line():
     assert "tractor-diag ptree: unrecognized arguments: --bogus" in got["err"]
     got = _cold(_RUN.format(argv=["bogus"]))
     assert got["rc"] == 2 and "invalid choice: 'bogus'" in got["err"]
+
+
+def test_stacks_leaves_the_diagnosis_rules_unloaded(spawn):
+    """`stacks` renders where each process waits (`diagnosis.where`); the
+    `why` rules and their models are not its business."""
+    proc = spawn(["sh", "-c", "echo READY; exec sleep 60"])
+    got = _cold(_RUN.format(argv=["stacks", "--no-tasks", str(proc.root)]))
+    assert got["rc"] == 0, got["err"]
+    assert "tractor_diag.diagnosis.where" in got["mods"]
+    assert "tractor_diag.diagnosis.rules" not in got["mods"]
+    assert _verb_modules(got["mods"]) <= {"tractor_diag.commands.stacks"} | _SHARED

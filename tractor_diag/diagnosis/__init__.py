@@ -7,16 +7,30 @@ from __future__ import annotations
 
 import time
 
-from .rules import diagnose, stuck_reasons
-from .where import (
-    await_point, await_text, focus_thread, is_internal, python_where, short_path,
-    trio_focus, trio_where, user_frame,
-)
+# name -> submodule: imported on first use, so that `stacks` (whose renderer
+# uses `where`) does not load the rules and their models at start-up
+_LAZY = {
+    "diagnose": "rules", "stuck_reasons": "rules",
+    **{name: "where" for name in (
+        "await_point", "await_text", "focus_thread", "is_internal", "python_where",
+        "short_path", "trio_focus", "trio_where", "user_frame")},
+}
 
 __all__ = [
     "await_point", "await_text", "diagnose", "examine", "focus_thread", "is_internal",
     "python_where", "short_path", "stuck_reasons", "trio_focus", "trio_where", "user_frame",
 ]
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
 
 #: The shortest window the two kernel samples span: the runaway rule needs
 #: the scheduler's counters to move by more than a tick.
@@ -39,6 +53,7 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
     from .. import kstate
     from ..stackmodel import StacksOptions
     from ..stacks import capture
+    from .rules import diagnose
 
     options = options or StacksOptions()
     graph = ipc if ipc is not True else _graph(snap)
