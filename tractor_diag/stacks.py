@@ -431,8 +431,11 @@ def _spy_argv(pid: int, py_spy: str, locals: bool, native: bool, sudo: bool) -> 
     return argv
 
 
-def _spy_env() -> dict[str, str]:
-    # No Rust backtrace: its lines would bury py-spy's own one-line reason.
+def _spy_env() -> dict[str, str] | None:
+    """No Rust backtrace: its lines would bury py-spy's own one-line reason.
+    None (inherit ours, nothing to encode per dump) when none is asked for."""
+    if os.environ.get("RUST_BACKTRACE", "0") == "0":
+        return None
     return dict(os.environ, RUST_BACKTRACE="0")
 
 

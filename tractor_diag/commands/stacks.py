@@ -15,10 +15,11 @@ is one that is neither a tractor actor nor announced a tractor-diag dumper
 (its SIGUSR1 may mean "restart"), unless named with --tasks-from PID. The
 process tree is read before any signal is sent.
 
-Dumps run concurrently (--jobs, default 4 per CPU), each bounded by
---timeout. py-spy runs without sudo; on a permission error it is retried
-with 'sudo -n' when sudo exists (--sudo lets sudo ask for a password on a
-terminal, --no-sudo never uses it). Every missing piece says why.
+Dumps run concurrently (--jobs, default: the CPUs free now, at least 2),
+each bounded by --timeout. py-spy runs without sudo; on a permission error
+it is retried with 'sudo -n' when sudo exists (--sudo lets sudo ask for a
+password on a terminal, --no-sudo never uses it). Every missing piece says
+why.
 
 py-spy is looked up in $TRACTOR_DIAG_PY_SPY, next to the Python running
 tractor-diag, then on PATH.
@@ -44,7 +45,7 @@ def add_stack_options(parser) -> None:
     parser.add_argument("--task-timeout", type=float, default=2.0, metavar="SECONDS",
                         help="bound on waiting for the requested task trees (default 2)")
     parser.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
-                        help="dumps run at once (default: 4 per CPU, at most 16)")
+                        help="dumps run at once (default: the CPUs nothing else is running on now, at least 2)")
     parser.add_argument("--strays", action="store_true",
                         help="also cover stray/orphan actors outside the given roots")
 
