@@ -240,13 +240,35 @@ def _parse_child_argv(argv: list[str]) -> ActorInfo | None:
     )
 
 
+# text -> value of the immutable literals seen: a tree's command lines are
+# parsed on every /proc pass (and again per process by `stacks`), and
+# literal_eval compiles each time.
+_LITERALS: dict[str, object] = {}
+_LITERALS_MAX = 4096
+
+
+def _immutable(value: object) -> bool:
+    if value is None or isinstance(value, (str, int, float)):
+        return True
+    return isinstance(value, tuple) and all(_immutable(v) for v in value)
+
+
 def _literal(text: str | None) -> object:
     if not text or len(text) > 4096:
         return None
     try:
-        return ast.literal_eval(text)
+        return _LITERALS[text]
+    except KeyError:
+        pass
+    try:
+        value = ast.literal_eval(text)
     except Exception:  # noqa: BLE001 - literal_eval raises many kinds
-        return None
+        value = None
+    if _immutable(value):
+        if len(_LITERALS) >= _LITERALS_MAX:
+            _LITERALS.clear()
+        _LITERALS[text] = value
+    return value
 
 
 def parse_addr(text: str | None) -> Addr | None:
