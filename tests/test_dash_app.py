@@ -607,3 +607,69 @@ def test_a_failing_action_is_reported_and_sampling_goes_on():
             assert app.guest.running
 
     run(body())
+
+
+# A launched program whose own child outlives it: an orphan of the tree.
+_ORPHANER = ("import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+             "print('GRANDCHILD', p.pid, flush=True); time.sleep(0.5)")
+
+
+@pytest.mark.parametrize("subreaper", [True, False])
+def test_no_subreaper_leaves_the_launched_trees_orphans_to_others(subreaper):
+    """Launching, the dashboard adopts the orphans of the tree as a child
+    subreaper (they stay in its tree); ``--no-subreaper`` (subreaper=False)
+    does not: the orphan goes to init or another subreaper above us."""
+    import re
+
+    from tractor_diag.launch import is_child_subreaper
+    from tractor_diag.procfs import read_stat
+
+    assert not is_child_subreaper()  # else the False case would prove nothing
+    pinned: dict[int, int] = {}
+
+    async def body():
+        app = DashApp(launch=[sys.executable, "-c", _ORPHANER], interval=FAST, grace=1.0,
+                      subreaper=subreaper, cgroup=False)
+        async with app.run_test(size=SIZE) as pilot:
+            m = await until(lambda: re.search(r"GRANDCHILD (\d+)", app.log_pane.text), 20,
+                            pilot=pilot, what="the grandchild's pid in the log")
+            grandchild = int(m.group(1))
+            pinned.update(pin_all([grandchild]))
+            await until(lambda: app.child_code is not None, 20, pilot=pilot,
+                        what="the launched program's exit")
+            st = await until(lambda: read_stat(grandchild), 5, pilot=pilot)
+            assert (st.ppid == os.getpid()) is subreaper, (st.ppid, os.getpid())
+            assert is_child_subreaper() is subreaper
+            await pilot.press("q")
+            await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
+
+    try:
+        run(body())
+    finally:
+        kill_pinned(pinned)
+    assert not is_child_subreaper()
+
+
+def test_no_strays_hides_another_runs_orphan_when_attached(released_tree):
+    """Attached, strays of the box are shown by default (see
+    test_launch_mode_shows_the_launched_tree_only); --no-strays
+    (strays=False) keeps the view to the named roots."""
+    old = released_tree(depth=2, breadth=1, hang="sleep")
+    (orphan,) = old.orphan("spawner_0")
+    mine = released_tree(depth=1, breadth=1, hang="sleep")
+
+    async def body():
+        app = DashApp([str(mine.root)], interval=FAST, strays=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(lambda: mine.root in app.proc_tree.keys, 20, pilot=pilot,
+                        what="the named root")
+            await until(lambda: app.samples_shown >= 4, 10, pilot=pilot)
+            assert orphan not in app.proc_tree.keys
+            assert orphan not in app.snapshot.entries
+
+        shown = DashApp([str(mine.root)], interval=FAST)
+        async with shown.run_test(size=SIZE) as pilot:
+            await until(lambda: orphan in shown.proc_tree.keys, 10, pilot=pilot,
+                        what="the orphan, with strays shown (the default)")
+
+    run(body())
