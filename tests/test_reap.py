@@ -152,6 +152,57 @@ def test_json_and_quiet_have_no_progress(spawn, fake_pkg):
     assert [f["fate"] for f in report["outcome"]["fates"]] == ["exited"]
 
 
+# An actor that, asked to stop, first starts its successor (a supervisor's
+# restart, say) and waits until it runs.
+_SUCCESSION = """\
+import os, subprocess, sys, time
+print('READY', flush=True)
+try:
+    time.sleep(3600)
+except KeyboardInterrupt:
+    if not os.environ.get('TDIAG_SUCCESSOR'):
+        argv = [sys.executable, '-m', 'tractor._child', '--uid', repr(('successor', '0' * 32)),
+                '--parent_addr', repr(('127.0.0.1', 1)), '--loglevel', 'error']
+        kid = subprocess.Popen(argv, env=dict(os.environ, TDIAG_SUCCESSOR='1'),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        kid.stdout.readline()
+        with open(os.environ['TDIAG_SUCCESSOR_FILE'], 'w') as f:
+            f.write(str(kid.pid))
+    raise SystemExit(130)
+"""
+
+
+def test_an_actor_that_appears_while_reaping_is_reported_not_signalled(spawn, tmp_path):
+    """The parent is a child subreaper, so the successor the reaped actor
+    starts on SIGINT stays under ``--parent``: the report names it as
+    appeared, it is not signalled, and the run is not clean (exit 1)."""
+    pkg = Path(tempfile.mkdtemp(prefix="tdiag-succession-", dir="/tmp"))
+    try:
+        (pkg / "tractor").mkdir()
+        (pkg / "tractor" / "__init__.py").write_text("")
+        (pkg / "tractor" / "_child.py").write_text(_SUCCESSION)
+        record = tmp_path / "successor"
+        actor = {"argv": ["env", f"PYTHONPATH={pkg}", f"TDIAG_SUCCESSOR_FILE={record}",
+                          PY, *released_argv(PY, "first")[1:]], "ready": "READY"}
+        subreaper = ("import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); "
+                     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+        h = spawn([PY, "-c", subreaper, THIS, "spawner", json.dumps([actor])])
+        (first,) = map(int, h.ready_line.split()[1:])
+        rc, report = reap_json("--parent", h.root, "--grace", "3")
+        successor = int(record.read_text())
+        start = proc_info(successor)["start"]
+        try:
+            assert planned(report) == {first}
+            assert [(f["pid"], f["fate"]) for f in report["outcome"]["fates"]] == [(first, "exited")]
+            assert [t["pid"] for t in report["appeared"]] == [successor]
+            assert rc == 1 and report["clean"] is False
+            assert alive(successor, start), "the successor was signalled"
+        finally:
+            kill_pinned(successor, start)
+    finally:
+        shutil.rmtree(pkg, ignore_errors=True)
+
+
 # --- must-not cases, scoped with --parent ------------------------------------------------------
 
 def test_only_own_actors_without_all(family):
