@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -161,6 +162,61 @@ def ticks_of(create_time: float) -> int:
     return round((create_time - boot_time()) * _CLK_TCK)
 
 
+class Known(NamedTuple):
+    """What a pass learnt of one process that does not change tick to tick."""
+
+    start_ticks: int
+    comm: str
+    uid: int
+    argv: list[str]
+    actor: object  # ActorInfo | None, as `parse_actor` gave it
+    volatile: bool  # its title may still change: read cmdline again
+
+
+class ProcCache:
+    """What a repeated scan (the sampler's) need not read again.
+
+    Per (pid, start time): ``cmdline``, the owner and the actor parse are
+    read once and again only when the title can change (a new ``comm``: an
+    exec; or a booting child, see `_volatile`). The full detail (``status``,
+    ``schedstat``, ``cgroup``) is read again only for a process that used
+    CPU or is runnable since it was last read: a process that did not run
+    has the same context switches and run time, and its ``cgroup`` and uid
+    are read once.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[int, Known] = {}
+        # pid -> (start ticks, CPU seconds then, the detail fields read)
+        self.detail: dict[int, tuple[int, float, tuple]] = {}
+        self._seen: set[int] = set()
+
+    def begin(self) -> None:
+        self._seen = set()
+
+    def end(self) -> None:
+        """Forget processes the last whole pass did not see."""
+        for table in (self.known, self.detail):
+            for pid in [p for p in table if p not in self._seen]:
+                del table[pid]
+
+
+# A booting child's title is not final yet: a forked child still shows its
+# parent's title (``role="booting"``), a spawned one its launch command line
+# until it sets ``_subactor[...]``.
+_BOOTING = ("tractor._child", "multiprocessing")
+
+
+def _volatile(argv: list[str], actor: object, age: float) -> bool:
+    if age < 3.0:
+        return True  # young: a title may be set any moment now
+    if actor is not None and (getattr(actor, "role", None) == "booting"
+                              or getattr(actor, "forked_from", None) is not None):
+        return True
+    line = " ".join(argv[:4])
+    return any(mark in line for mark in _BOOTING)
+
+
 def _status_field(status: bytes, key: bytes) -> bytes | None:
     # Four lookups by find() instead of splitting ~55 lines: this parse was
     # the single largest cost of a detailed pass.
@@ -212,10 +268,29 @@ def _read_full(proc: Proc, dfd: int) -> None:
         pass
 
 
-def _read_detail(proc: Proc, dfd: int, full: bool) -> None:
-    _read_wchan(proc, dfd)
-    if full:
+_FULL_FIELDS = ("uid", "sig_caught", "vol_ctx", "invol_ctx", "sched_run", "sched_wait", "cgroup")
+
+
+def _read_detail(proc: Proc, dfd: int, full: bool, cache: ProcCache | None = None,
+                 start_ticks: int = 0) -> None:
+    if cache is not None and proc.state == "R":
+        proc.wchan = ""  # on a CPU: no wait channel to read
+    else:
+        _read_wchan(proc, dfd)
+    if not full:
+        return
+    if cache is None:
         _read_full(proc, dfd)
+        return
+    cpu = proc.utime + proc.stime
+    had = cache.detail.get(proc.pid)
+    if had is not None and had[0] == start_ticks and had[1] == cpu and proc.state not in "RDZXx":
+        # did not run since: the same switches and run time as then
+        for name, value in zip(_FULL_FIELDS, had[2]):
+            setattr(proc, name, value)
+        return
+    _read_full(proc, dfd)
+    cache.detail[proc.pid] = (start_ticks, cpu, tuple(getattr(proc, n) for n in _FULL_FIELDS))
 
 
 def read_proc(pid: int, detail: bool = True) -> Proc | None:
@@ -232,6 +307,7 @@ def scan(
     detail_actors: bool = True,
     full: bool = False,
     recognise: bool = True,
+    cache: ProcCache | None = None,
 ) -> dict[int, Proc]:
     """Read every process (or just ``only``) once.
 
@@ -240,20 +316,23 @@ def scan(
     the detail (see the module docstring). ``recognise``: complete actor
     recognition across processes (`recognise.recognise`); for ``only``
     their parents and children are read too, so one process is recognised
-    exactly as in a whole scan.
+    exactly as in a whole scan. ``cache`` (a whole scan repeated, as the
+    sampler does): skip what did not change since the last pass.
     """
     if not HAVE_PROCFS:
         return _scan_psutil(is_root, only)
     if only is not None:
         only = list(only)
-    procs = _scan(is_root, only, detail_actors, full)
+    if only is not None:
+        cache = None
+    procs = _scan(is_root, only, detail_actors, full, cache)
     if recognise:
-        _recognise(procs, only, is_root, detail_actors, full)
+        _recognise(procs, only, is_root, detail_actors, full, cache)
     return procs
 
 
 def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest | None,
-               detail_actors: bool, full: bool) -> None:
+               detail_actors: bool, full: bool, cache: ProcCache | None = None) -> None:
     from .recognise import recognise
 
     children_of = None
@@ -276,7 +355,7 @@ def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest
             return _children(pid)
     new = recognise(every, children_of=children_of)
     if detail_actors or is_root is not None:
-        fill_detail(procs, [p for p in new if p in procs], full=full)
+        fill_detail(procs, [p for p in new if p in procs], full=full, cache=cache)
 
 
 def _children(pid: int) -> list[int]:
@@ -296,8 +375,11 @@ def _children(pid: int) -> list[int]:
 
 
 def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
-          full: bool) -> dict[int, Proc]:
+          full: bool, cache: ProcCache | None = None) -> dict[int, Proc]:
     btime = boot_time()
+    now = time.time()
+    if cache is not None:
+        cache.begin()
     if only is None:
         names: Iterable[str] = (n for n in os.listdir("/proc") if n.isdigit())
     else:
@@ -316,7 +398,12 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 st = _parse_stat(pid, _read("stat", dfd), btime)
                 if st is None:
                     continue
-                uid = os.fstat(dfd).st_uid
+                known = cache.known.get(pid) if cache is not None else None
+                if known is not None and (known.start_ticks != st.start_ticks
+                                          or known.comm != st.comm or known.volatile
+                                          or st.state in ("Z", "X", "x")):
+                    known = None  # a new process, an exec, or a title still to come
+                uid = known.uid if known is not None else os.fstat(dfd).st_uid
                 leader_exited = False
                 if st.state == "Z" and st.threads > 1:
                     live = _live_thread(dfd)
@@ -327,15 +414,26 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                         dfd, thread = live
                         st = st._replace(state=thread.state, rss=thread.rss, exit_code=None)
                         leader_exited = True
-                argv = split_cmdline(_read("cmdline", dfd))
+                        known = None
+                if known is not None:
+                    argv, actor = known.argv, known.actor
+                else:
+                    argv = split_cmdline(_read("cmdline", dfd))
+                    actor = parse_actor(argv, st.comm, pid, st.ppid)
+                    if cache is not None and st.state not in ("Z", "X", "x"):
+                        cache.known[pid] = Known(
+                            st.start_ticks, st.comm, uid, argv, actor,
+                            _volatile(argv, actor, now - st.create_time))
             except OSError:
                 continue  # gone between listdir and here
-            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt, _ = st
+            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt, ticks = st
+            if cache is not None:
+                cache._seen.add(pid)
             proc = Proc(
                 pid=pid, ppid=ppid, uid=uid, state=state, comm=comm,
                 cmdline=argv, create_time=ctime, utime=ut, stime=stt,
                 rss=rss, num_threads=nthr, exit_code=exit_code,
-                sig_caught=sigcgt, actor=parse_actor(argv, comm, pid, ppid),
+                sig_caught=sigcgt, actor=actor,
                 leader_exited=leader_exited,
             )
             procs[pid] = proc
@@ -345,12 +443,14 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 or (detail_actors and proc.actor is not None)
             ):
                 want.add(pid)
-                _read_detail(proc, dfd, full)
+                _read_detail(proc, dfd, full, cache, ticks)
                 detailed.add(pid)
         finally:
             os.close(dfd)
+    if cache is not None and only is None:
+        cache.end()
     if is_root is not None:
-        _fill_late_detail(procs, want, detailed, full)
+        _fill_late_detail(procs, want, detailed, full, cache)
     return procs
 
 
@@ -382,7 +482,7 @@ def _live_thread(dfd: int) -> tuple[int, Stat] | None:
 
 
 def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int],
-                      full: bool) -> None:
+                      full: bool, cache: ProcCache | None = None) -> None:
     """Detail for tree members listed before their parent (pid wrap)."""
     children: dict[int, list[int]] = {}
     for proc in procs.values():
@@ -397,10 +497,11 @@ def _fill_late_detail(procs: dict[int, Proc], want: set[int], detailed: set[int]
                 stack.append(child)
                 if child not in detailed:
                     missing.append(child)
-    fill_detail(procs, missing, full=full)
+    fill_detail(procs, missing, full=full, cache=cache)
 
 
-def fill_detail(procs: dict[int, Proc], pids: Iterable[int], *, full: bool = True) -> None:
+def fill_detail(procs: dict[int, Proc], pids: Iterable[int], *, full: bool = True,
+                cache: ProcCache | None = None) -> None:
     """Read the detail files of ``pids`` that were scanned without them
     (``full``: status and cgroup too)."""
     if not HAVE_PROCFS:
@@ -424,10 +525,16 @@ def fill_detail(procs: dict[int, Proc], pids: Iterable[int], *, full: bool = Tru
                 continue
             dfd = live[0]
         try:
-            if need_wchan:
-                _read_wchan(proc, dfd)
-            if need_full:
-                _read_full(proc, dfd)
+            if cache is not None:
+                saved = proc.wchan
+                _read_detail(proc, dfd, need_full, cache, ticks_of(proc.create_time))
+                if not need_wchan:
+                    proc.wchan = saved
+            else:
+                if need_wchan:
+                    _read_wchan(proc, dfd)
+                if need_full:
+                    _read_full(proc, dfd)
         finally:
             os.close(dfd)
 

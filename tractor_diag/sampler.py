@@ -107,6 +107,10 @@ class Sampler:
         # Exit codes learnt elsewhere (the launcher's wait()), by pid.
         self.known_exit_codes: dict[int, int] = {}
         self._progress: dict[_Key, tuple[float, float]] = {}  # cpu time, when it last grew
+        # what the next pass need not read again (command lines, detail)
+        from .procfs import ProcCache
+
+        self._cache = ProcCache()
         self._wake: Callable[[], None] | None = None
         self._token = None
 
@@ -130,7 +134,7 @@ class Sampler:
         prev = self.latest
         # full detail: context-switch deltas and the dashboard's detail pane
         snap = take_snapshot(self.targets, prev=prev, rate_base=self._rate_base(),
-                             subreapers=self.subreapers, full=True)
+                             subreapers=self.subreapers, full=True, cache=self._cache)
         events = self._diff(prev, snap)
         self._track_progress(snap)
         self._remember(snap)

@@ -311,16 +311,18 @@ def _orphan_note(proc: Proc, parent: Proc | None) -> str:
 def take_snapshot(targets: Targets, *, prev: Snapshot | None = None,
                   rate_base: Snapshot | None = None,
                   subreapers: frozenset[int] | set[int] = frozenset(),
-                  full: bool = False) -> Snapshot:
+                  full: bool = False, cache: procfs.ProcCache | None = None) -> Snapshot:
     """One pass over /proc, classified. ``full`` also reads each tree
     member's status and cgroup (context switches, real uid, cgroup): about
-    twice the cost, so only the sampler and machine output ask for it."""
-    procs = procfs.scan(targets.root_test(), full=full)
+    twice the cost, so only the sampler and machine output ask for it.
+    ``cache``: a repeated pass (the sampler's) skips what did not change.
+    """
+    procs = procfs.scan(targets.root_test(), full=full, cache=cache)
     if targets.empty:
         # Discovered roots were not known during the pass: read their detail now.
         kids = children_map(procs)
         roots, _, _ = resolve_roots(procs, targets, kids)
-        procfs.fill_detail(procs, descendants(kids, roots), full=full)
+        procfs.fill_detail(procs, descendants(kids, roots), full=full, cache=cache)
     return build_snapshot(procs, targets, prev=prev, rate_base=rate_base, subreapers=subreapers)
 
 

@@ -35,6 +35,10 @@ from .proc_tree import ProcTree
 from .sockets import Sock
 
 
+#: Seconds between re-reads of the selected process's sockets.
+SOCKETS_EVERY = 10.0
+
+
 class DashApp(App):
     """``tractor-diag dash``: attach to trees, or launch and supervise one."""
 
@@ -357,7 +361,9 @@ class DashApp(App):
             self.events_pane.add_events(events)
         self.samples_shown += 1
         pid = self.proc_tree.selected_pid
-        if pid is not None and time.monotonic() - self._sockets_read_at.get(pid, 0.0) > 2.0:
+        # socket tables cost a whole /proc/net read: on selection, then
+        # at a slow cadence
+        if pid is not None and time.monotonic() - self._sockets_read_at.get(pid, 0.0) > SOCKETS_EVERY:
             self._request_sockets(pid)
         self._refresh_detail()
         self._update_status()

@@ -1,0 +1,80 @@
+"""The sampler reads the least it can per tick, on real processes: a
+command line once per process (again after an exec), wchan only for
+processes not on a CPU, and the full detail only for processes that ran."""
+from __future__ import annotations
+
+import os
+import time
+
+from _ptree_helpers import wait_for
+from tractor_diag import procfs
+from tractor_diag.sampler import Sampler
+from tractor_diag.trees import Targets
+
+# A root with three idle children, and one that execs into a titled
+# program once it is old enough that only the exec can reveal the new title.
+_TREE = r"""
+for i in 1 2 3; do sleep 600 & done
+( sleep 4; exec -a "_subactor[late@$BASHPID]" cat < <(sleep 600) ) &
+echo READY
+wait
+"""
+
+
+def _count_reads(monkeypatch, pids: set[int]) -> dict[str, int]:
+    """Reads of each /proc file, of ``pids`` only (the box's other
+    processes come and go as they please)."""
+    counts: dict[str, int] = {}
+    real = procfs._read
+
+    def counting(name, dfd):
+        try:
+            pid = int(os.readlink(f"/proc/self/fd/{dfd}").split("/")[2])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        if pid in pids:
+            counts[name] = counts.get(name, 0) + 1
+        return real(name, dfd)
+
+    monkeypatch.setattr(procfs, "_read", counting)
+    return counts
+
+
+def test_known_processes_cost_a_stat(spawn, monkeypatch):
+    tree = spawn(["bash", "-c", _TREE], label="reads")
+    s = Sampler(Targets([tree.root]))
+    wait_for(lambda: len(s.sample()[0].entries) >= 5, timeout=10)
+    counts = _count_reads(monkeypatch, set(s.latest.entries))
+    time.sleep(0.3)
+    snap, _ = s.sample()
+    members = len(snap.entries)
+    assert members >= 5
+    # the tree is seconds old: its command lines may still be read (a
+    # title may come); the idle members' full detail is kept
+    assert counts.get("cmdline", 0) <= members
+    assert counts.get("status", 0) == 0 and counts.get("schedstat", 0) == 0
+    # once old, nothing but stat (and wchan of the sleepers)
+    wait_for(lambda: "late" in [e.proc.actor.name for e in s.sample()[0].entries.values()
+                                 if e.proc.actor is not None], timeout=15)
+    time.sleep(3.2)
+    s.sample()  # the last young one (cat's feeder) is read once more, now old
+    s.sample()
+    counts = _count_reads(monkeypatch, set(s.latest.entries))
+    snap, _ = s.sample()
+    assert counts.get("cmdline", 0) == 0, counts
+    assert counts.get("wchan", 0) == len(snap.entries), counts
+    assert counts.get("stat", 0) == len(snap.entries), counts
+
+
+def test_an_exec_is_seen(spawn):
+    tree = spawn(["bash", "-c", _TREE], label="exec")
+    s = Sampler(Targets([tree.root]))
+    s.sample()
+    time.sleep(3.5)  # the subshell is no longer young: only its exec tells
+    s.sample()
+
+    def late() -> bool:
+        return any(e.proc.actor is not None and e.proc.actor.name == "late"
+                   for e in s.sample()[0].entries.values())
+
+    wait_for(late, timeout=10)
