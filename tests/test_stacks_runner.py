@@ -103,3 +103,22 @@ def test_many_dumps_from_one_thread(tmp_path):
 def test_default_jobs_stays_within_the_cpus():
     cores = len(os.sched_getaffinity(0))
     assert min(2, cores) <= stacks.default_jobs() <= cores
+
+
+def test_a_cut_dump_whose_other_pipe_is_ready_in_the_same_round():
+    """stdout passes the cap while stderr has output waiting in the same
+    select round: the cut lets go of both pipes, the waiting one included."""
+    script = "head -c 20000 /dev/zero; head -c 1000 /dev/zero >&2; exec sleep 30"
+    made = []
+
+    def start(into):
+        if made:
+            return None
+        made.append(stacks._Dump(None, ["sh", "-c", script], 20, None, 1000, into))
+        time.sleep(0.5)  # both pipes hold output before the first select
+        return made[0]
+
+    got = []
+    stacks._drive(start, lambda d: got.append(d.ran))
+    (ran,) = got
+    assert ran.cut and ran.returncode is None and len(ran.stdout) == 1000

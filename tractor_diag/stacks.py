@@ -145,6 +145,8 @@ class _Dump:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def read(self, fd: int, sel) -> None:
+        if fd not in self.open:  # let go earlier in this round (cut at the cap)
+            return
         try:
             chunk = os.read(fd, 1 << 16)
         except BlockingIOError:
