@@ -49,10 +49,10 @@ from . import procfs
 from .actors import REGISTRY_SENTINEL_PORT, is_hashed_sock_name, parse_sock_name
 from .classify import is_reparented
 from .errors import DiagError, NotFound, UsageError
+from .runtimedir import APP, default_dir
 from .socktables import UnixTable, parse_proc_unix
 from .socktables import holders as socket_holders
 
-APP = "tractor"
 REGISTRY_NAME = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
 # A binder starts before it binds, so a process younger than the socket file
 # holds a reused pid. Start times from /proc/<pid>/stat derive from the boot
@@ -111,29 +111,7 @@ class Removal(msgspec.Struct):
     error: str | None = None
 
 
-# --- where the bindspace is ---------------------------------------------------
-
-def default_dir(app: str = APP) -> tuple[str, list[str]]:
-    """``platformdirs.user_runtime_dir(app)`` as the runtime computes it.
-
-    -> (dir, notes). platformdirs warns (once per process) when it falls back
-    because ``XDG_RUNTIME_DIR`` is unset; that fact goes into the notes instead.
-    """
-    import warnings
-
-    import platformdirs
-
-    notes: list[str] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            path = platformdirs.user_runtime_dir(app)
-        except OSError as exc:  # the fallback dir is someone else's, etc.
-            raise DiagError(f"cannot resolve the runtime dir: {exc}") from None
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        notes.append(f"XDG_RUNTIME_DIR is not set; platformdirs' fallback is {os.path.dirname(path)}")
-    return path, notes
-
+# --- where the bindspace is (`runtimedir`) -----------------------------------
 
 def resolve_dir(arg: str | None = None) -> tuple[str, DirSource, list[str]]:
     """``None`` -> the default dir; a bare NAME -> that app's dir beside the

@@ -72,7 +72,7 @@ def default_bindspace() -> str | None:
     key = (os.environ.get("XDG_RUNTIME_DIR"), os.getuid())
     if key not in _dir_cache:
         try:
-            from .bindspace import default_dir
+            from .runtimedir import default_dir
 
             _dir_cache[key] = default_dir()[0]
         except Exception:  # noqa: BLE001 - no runtime dir: nothing to learn there
