@@ -368,23 +368,32 @@ def test_already_traced_says_by_whom(spawn, tracer, monkeypatch):
     assert "\x1b" not in text and "sudo" not in text
 
 
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _nobody_env(home: Path, path: str) -> dict:
+    """The environment for running the collector as 'nobody' (skips the test
+    when 'nobody' cannot run this interpreter)."""
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo), HOME=str(home), PATH=path)
+    env[PY_SPY_ENV] = str(Path(sys.executable).parent / "py-spy")
+    probe = subprocess.run([*AS_NOBODY, sys.executable, "-c", "import tractor_diag.stacks"],
+                           capture_output=True, env=env, timeout=60, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip("'nobody' cannot run this interpreter here: "
+                    + probe.stderr.decode(errors="replace").strip().splitlines()[-1])
+    return env
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv to run the collector as another user")
 def test_permission_denied_says_why(spawn, tmp_path):
     """Run the collector as 'nobody' against a root-owned process: py-spy is
     refused; without sudo the reason says so, and sudo -n is not tried."""
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    repo = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=str(repo), HOME=str(tmp_path), PATH="/usr/bin:/bin")
-    env[PY_SPY_ENV] = str(Path(sys.executable).parent / "py-spy")
-    probe = subprocess.run([*as_nobody, sys.executable, "-c", "import tractor_diag.stacks"],
-                           capture_output=True, env=env, timeout=60, cwd="/")
-    if probe.returncode != 0:
-        pytest.skip("'nobody' cannot run this interpreter here: "
-                    + probe.stderr.decode(errors="replace").strip().splitlines()[-1])
+    env = _nobody_env(tmp_path, "/usr/bin:/bin")
     proc = spawn([sys.executable, "-c", _HANDLERLESS])
     out = subprocess.run(
-        [*as_nobody, sys.executable, "-m", "tractor_diag", "stacks", "--json", str(proc.root)],
+        [*AS_NOBODY, sys.executable, "-m", "tractor_diag", "stacks", "--json", str(proc.root)],
         capture_output=True, text=True, env=env, timeout=60, cwd="/",
     )
     assert out.returncode == 0, out.stderr
@@ -405,8 +414,6 @@ def test_permission_denied_is_retried_through_sudo(spawn, tmp_path, request, fla
     """A refused py-spy is dumped again as ``sudo -n -- py-spy dump ...``
     (a stand-in sudo on PATH records how it was called and answers like a
     sudo that wants a password); ``--no-sudo`` never calls it."""
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    repo = Path(__file__).resolve().parent.parent
     # pytest's tmp_path is private to root: nobody could not run the stand-in
     bindir = Path(tempfile.mkdtemp(prefix="tractor-diag-sudo-"))
     request.addfinalizer(lambda: shutil.rmtree(bindir, ignore_errors=True))
@@ -418,18 +425,11 @@ def test_permission_denied_is_retried_through_sudo(spawn, tmp_path, request, fla
     sudo.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {calls}\n"
                     "echo 'sudo: a password is required' >&2\nexit 1\n")
     sudo.chmod(0o755)
-    env = dict(os.environ, PYTHONPATH=str(repo), HOME=str(tmp_path),
-               PATH=f"{bindir}:/usr/bin:/bin")
-    py_spy = str(Path(sys.executable).parent / "py-spy")
-    env[PY_SPY_ENV] = py_spy
-    probe = subprocess.run([*as_nobody, sys.executable, "-c", "import tractor_diag.stacks"],
-                           capture_output=True, env=env, timeout=60, cwd="/")
-    if probe.returncode != 0:
-        pytest.skip("'nobody' cannot run this interpreter here: "
-                    + probe.stderr.decode(errors="replace").strip().splitlines()[-1])
+    env = _nobody_env(tmp_path, f"{bindir}:/usr/bin:/bin")
+    py_spy = env[PY_SPY_ENV]
     proc = spawn([sys.executable, "-c", _HANDLERLESS])
     out = subprocess.run(
-        [*as_nobody, sys.executable, "-m", "tractor_diag", "stacks", "--no-tasks", "--json",
+        [*AS_NOBODY, sys.executable, "-m", "tractor_diag", "stacks", "--no-tasks", "--json",
          *flag, str(proc.root)],
         capture_output=True, text=True, env=env, timeout=60, cwd="/", stdin=subprocess.DEVNULL,
     )
