@@ -24,6 +24,8 @@ import os, socket, sys, time
 kind, where = sys.argv[1], sys.argv[2]
 if kind == "tcp":
     s = socket.socket(); s.bind(("127.0.0.1", 0)); addr = s.getsockname()[1]
+elif kind == "tcp6":
+    s = socket.socket(socket.AF_INET6); s.bind(("::1", 0)); addr = s.getsockname()[1]
 else:
     s = socket.socket(socket.AF_UNIX); s.bind(where); addr = where
 s.listen()
@@ -36,8 +38,8 @@ time.sleep(600)
 CLIENT = r"""
 import os, socket, sys, time
 kind, where = sys.argv[1], sys.argv[2]
-if kind == "tcp":
-    c = socket.create_connection(("127.0.0.1", int(where)))
+if kind in ("tcp", "tcp6"):
+    c = socket.create_connection(("127.0.0.1" if kind == "tcp" else "::1", int(where)))
 else:
     c = socket.socket(socket.AF_UNIX); c.connect(where)
 print("READY", os.getpid(), os.fstat(c.fileno()).st_ino, flush=True)
@@ -138,6 +140,21 @@ def test_abstract_name_and_queued_connection():
     finally:
         cli.close()
         srv.close()
+
+
+def test_tcp6_listener_and_connection_are_decoded(procs):
+    """IPv6 sockets from sock_diag: the address is ::1, not bytes of a v4
+    address, and both ends of the connection are found."""
+    spid, port, cpid, cino, sino = _pair(procs, "tcp6")
+    port = int(port)
+    by_inode = {t.inode: t for t in socktables.read_tcp_diag()}
+    own = socktables.owners([spid, cpid])
+    listen = [by_inode[i] for i in own.by_pid[spid] if by_inode.get(i) and by_inode[i].listening]
+    assert [(t.local, t.v6) for t in listen] == [(TCPAddr("::1", port), True)]
+    client, accepted = by_inode[cino], by_inode[sino]
+    assert client.v6 and client.state == accepted.state == "established"
+    assert client.remote == accepted.local == TCPAddr("::1", port)
+    assert client.local == accepted.remote
 
 
 def test_sock_diag_agrees_with_proc_tables(procs, tmp_path):
