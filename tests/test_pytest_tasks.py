@@ -86,10 +86,24 @@ def run_inner(tmp_path: Path, test: str, *args: str, ini: str | None = None):
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )
     text = out.stdout + out.stderr
-    assert out.returncode == 1, text
     paths = sorted(bundles.iterdir()) if bundles.exists() else []
+    _remove_dump_files(paths, tmp_path)
+    assert out.returncode == 1, text
     assert len(paths) == 1, text
     return paths[0], text
+
+
+def _remove_dump_files(bundles: list[Path], tmp_path: Path) -> None:
+    """The inner run's task-dump files (pytest's and its child's hold dumps,
+    so they outlive them by design): ours to remove."""
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    pids = [json.loads((b / "meta.json").read_text())["roots"][0] for b in bundles]
+    child = tmp_path / "child.pid"
+    if child.exists():
+        pids.append(int(child.read_text()))
+    for pid in pids:
+        for suffix in ("", ".1"):
+            Path(f"/tmp/tractor-diag-taskdump-{ns}-{pid}.log{suffix}").unlink(missing_ok=True)
 
 
 def says(summary: str, pid: int, why: str) -> bool:

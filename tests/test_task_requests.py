@@ -361,3 +361,39 @@ def test_exec_drops_the_announcement_a_fork_keeps_it(spawn, tmp_path):
     tree = procs[forked].tasks
     assert tree.status == "collected" and f"process: pid={forked} " in tree.text, tree
     assert procs[proc.root].tasks.status == "collected"
+
+
+def test_run_sweeps_empty_dump_files_of_killed_processes(tmp_path):
+    # an armed process killed by SIGKILL cannot remove its (empty) file;
+    # `run` removes such files when its program ends, never one with a dump
+    # or one whose process lives
+    code = textwrap.dedent("""
+        import os, signal, subprocess, sys, time
+        ns = os.stat('/proc/self/ns/pid').st_ino
+        live = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+        dumped = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+        paths = {n: f'/tmp/tractor-diag-taskdump-{ns}-{p.pid}.log'
+                 for n, p in (('live', live), ('killed', killed), ('dumped', dumped))}
+        while not all(os.path.exists(p) for p in paths.values()):
+            time.sleep(0.01)
+        os.kill(dumped.pid, signal.SIGUSR1)
+        while os.path.getsize(paths['dumped']) < 200:
+            time.sleep(0.01)
+        for p in (killed, dumped):
+            p.kill(); p.wait()
+        print(' '.join(f'{n}={p}' for n, p in paths.items()), live.pid, flush=True)
+    """)
+    ran = subprocess.run([sys.executable, "-m", "tractor_diag", "run", "--", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    *pairs, live_pid = ran.stdout.split()
+    paths = dict(p.split("=", 1) for p in pairs)
+    try:
+        assert not os.path.exists(paths["killed"])
+        assert os.path.exists(paths["dumped"]) and os.path.exists(paths["live"])
+    finally:
+        os.kill(int(live_pid), signal.SIGKILL)
+        for p in paths.values():
+            Path(p).unlink(missing_ok=True)

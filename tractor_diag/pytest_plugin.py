@@ -477,6 +477,10 @@ def pytest_unconfigure(config):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    if before is not None:
+        from .taskdump import sweep_stale
+
+        sweep_stale()  # empty dump files of armed processes that were killed
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -126,6 +126,7 @@ __all__ = [
     "format_task_tree",
     "parse_dumps",
     "startup_env",
+    "sweep_stale",
     "write_dump",
 ]
 
@@ -534,6 +535,56 @@ def startup_env(env: dict[str, str] | None = None) -> dict[str, str]:
         parts.insert(0, STARTUP_DIR)
     out["PYTHONPATH"] = os.pathsep.join(parts)
     return out
+
+
+def sweep_stale(directory: str = "/tmp") -> int:
+    """Remove this PID namespace's announcements that hold no dump and whose
+    process is gone (it died by a signal or ``os._exit``, so it could not
+    tidy up); returns how many. Only files of our own user; a file with a
+    dump in it is left for whoever reads it. Called when a launched tree
+    ends (``tractor-diag run``, the pytest plugin)."""
+    prefix = f"tractor-diag-taskdump-{_pidns_of('self')}-"
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".log")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not _stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > 4096:
+                continue
+            data = os.pread(fd, 4096, 0)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        m = ARMED_RE.match(data.decode("utf-8", "replace").rstrip("\n"))
+        if m is None or data.count(b"\n") != 1 or _alive(int(m["pid"]), int(m["start"])):
+            continue
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int, start: int) -> bool:
+    """``pid`` runs and started at ``start`` ticks (in our PID namespace)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        return int(raw[raw.rindex(b")") + 2:].split()[19]) == start
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def arm_from_env() -> Callable[[], None] | None:

@@ -65,4 +65,9 @@ def run(args, out) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        # Processes of the tree killed by a signal could not remove their
+        # empty dump files.
+        from ..taskdump import sweep_stale
+
+        sweep_stale()
     return rc if rc >= 0 else 128 - rc
