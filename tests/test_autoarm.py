@@ -3,10 +3,10 @@ dashboard's launch mode): every actor of a real launched tree answers with
 its own full task tree, with no change to the program, in venvs where
 tractor_diag is not installed, with every spawn backend at hand.
 
-The current tractor runtime lives in its own Python 3.13 venv:
-``$TRACTOR_DIAG_TRACTOR_MAIN_VENV`` or ``<repo>/.venv-tractor-main``; the
-branch with the main_thread_forkserver backend in
-``$TRACTOR_DIAG_TRACTOR_MTF_VENV`` or ``<repo>/.venv-tractor-mtf``.
+The current tractor runtimes are found like the runtime_trees fixture finds
+them (``trees.harness.runtime_python``); a missing one skips with one line
+saying what to set. The tree itself is ``taskdump_progs/runtime_tree.py``,
+launched through ``tractor-diag run`` (each actor names its own task).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tractor_diag.cli import run_verb
 from tractor_diag.taskdump import ENV_VAR, STARTUP_DIR, startup_env
 
 from test_stacks import stacks_json
+from trees import harness
 from trees.harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,19 +31,16 @@ RUNTIME_TREE = REPO / "tests" / "taskdump_progs" / "runtime_tree.py"
 RUN = [sys.executable, "-m", "tractor_diag", "run", "--"]
 
 
-def _venv_python(var: str, default: str) -> Path | None:
-    venv = Path(os.environ.get(var) or REPO / default)
-    py = venv / "bin" / "python"
-    return py if py.exists() else None
+def _runtime(which: str) -> Path:
+    py = harness.runtime_python(which)
+    if py is None:
+        pytest.skip(harness.runtime_missing_reason(which))
+    return py
 
 
 @pytest.fixture(scope="module")
 def runtime_python() -> Path:
-    py = _venv_python("TRACTOR_DIAG_TRACTOR_MAIN_VENV", ".venv-tractor-main")
-    if py is None:
-        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV "
-                    "(or build .venv-tractor-main with ./dev)")
-    return py
+    return _runtime("main")
 
 
 def _python_sees(python: str, code: str, env: dict[str, str]) -> str:
@@ -61,11 +59,12 @@ _SHOW_HANDLER = "import signal; print(type(signal.getsignal(signal.SIGUSR1)).__n
 
 def _interpreters() -> list[str]:
     found = [sys.executable]
-    for var, default in (("TRACTOR_DIAG_TRACTOR_VENV", ".venv-tractor"),
-                         ("TRACTOR_DIAG_TRACTOR_MAIN_VENV", ".venv-tractor-main")):
-        py = _venv_python(var, default)
-        if py is not None:
-            found.append(str(py))
+    released = Path(os.environ.get("TRACTOR_DIAG_TRACTOR_VENV") or REPO / ".venv-tractor")
+    if (released / "bin" / "python").exists():
+        found.append(str(released / "bin" / "python"))
+    current = harness.runtime_python("main")
+    if current is not None:
+        found.append(str(current))
     return found
 
 
@@ -135,20 +134,10 @@ def test_dashboard_launch_arms_the_launched_program():
 # every actor of a real launched current-runtime tree
 # ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mtf_python() -> Path:
-    py = _venv_python("TRACTOR_DIAG_TRACTOR_MTF_VENV", ".venv-tractor-mtf")
-    if py is None:
-        pytest.skip("no main_thread_forkserver tractor runtime venv: set "
-                    "TRACTOR_DIAG_TRACTOR_MTF_VENV (or build .venv-tractor-mtf with ./dev)")
-    return py
-
-
-@pytest.mark.parametrize("method", ["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver"])
-def test_task_tree_from_every_actor_of_a_launched_tree(request, method, spawn, tmp_path):
+@pytest.mark.parametrize("method", sorted(harness.BACKEND_RUNTIME))
+def test_task_tree_from_every_actor_of_a_launched_tree(method, spawn, tmp_path):
     # main_thread_forkserver (fork without exec) is on the branch snapshot only
-    runtime_python = request.getfixturevalue(
-        "mtf_python" if method == "main_thread_forkserver" else "runtime_python")
+    runtime_python = _runtime(harness.BACKEND_RUNTIME[method])
     marks = tmp_path / "marks"
     marks.mkdir()
     tree = spawn([*RUN, str(runtime_python), str(RUNTIME_TREE), str(free_port()), method,
