@@ -122,3 +122,21 @@ def test_a_cut_dump_whose_other_pipe_is_ready_in_the_same_round():
     stacks._drive(start, lambda d: got.append(d.ran))
     (ran,) = got
     assert ran.cut and ran.returncode is None and len(ran.stdout) == 1000
+
+
+def test_the_quick_re_check_reads_what_a_capture_needs(spawn):
+    """`procfs.read_quick`: identity, state, wchan and signal mask as
+    `read_proc` reads them, without the status detail."""
+    from tractor_diag import procfs
+
+    proc = spawn([sys.executable, "-c",
+                  "import signal, time; signal.signal(signal.SIGUSR1, lambda *a: None); "
+                  "print('READY', flush=True); time.sleep(60)"])
+    full, quick = procfs.read_proc(proc.root), procfs.read_quick(proc.root)
+    assert quick is not None and quick.pid == full.pid == proc.root
+    assert (quick.ppid, quick.create_time, quick.cmdline) == (full.ppid, full.create_time,
+                                                              full.cmdline)
+    assert quick.handles_signal(signal.SIGUSR1) is True
+    assert quick.state in "SR" and quick.wchan is not None
+    assert quick.vol_ctx is None  # no status read
+    assert procfs.read_quick(2 ** 22 + 12345) is None

@@ -293,6 +293,18 @@ def _read_detail(proc: Proc, dfd: int, full: bool, cache: ProcCache | None = Non
     cache.detail[proc.pid] = (start_ticks, cpu, tuple(getattr(proc, n) for n in _FULL_FIELDS))
 
 
+def read_quick(pid: int) -> Proc | None:
+    """One process's stat, cmdline and wchan, for a re-check of a process
+    already known (is it still the same one, its state, its signal mask):
+    no status or cgroup, and no recognition through its parent and children,
+    which `read_proc` adds (several times the cost)."""
+    return scan(_every, only=[pid], full=False, recognise=False).get(pid)
+
+
+def _every(pid: int, argv: list[str], comm: str) -> bool:
+    return True
+
+
 def read_proc(pid: int, detail: bool = True) -> Proc | None:
     """One process (with full detail unless ``detail=False``), or ``None``
     when it is gone (or unreadable)."""

@@ -604,7 +604,7 @@ def _stack_refusal(pid: int, err: int | None) -> str:
 def kernel_side(proc: Proc) -> tuple[KernelSide, Proc | None]:
     """State, wchan and kernel stack at capture time (fresh ``/proc`` reads),
     and the fresh record (None when the pid is gone or was reused)."""
-    fresh = procfs.read_proc(proc.pid)
+    fresh = procfs.read_quick(proc.pid)
     if fresh is None or abs(fresh.create_time - proc.create_time) > 0.05:
         return KernelSide(state=proc.state, wchan=proc.wchan,
                           stack_reason="process gone"), None

@@ -222,7 +222,7 @@ def _read_announcement(path: str, key: tuple[int, int, int], uids: set[int]) -> 
 def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
     """Signal ``proc`` for a task tree if it handles SIGUSR1 and is an
     actor, announced a dumper, or is ``explicit``ly named."""
-    fresh = procfs.read_proc(proc.pid)
+    fresh = procfs.read_quick(proc.pid)  # proc.actor has the full recognition
     if fresh is None or abs(fresh.create_time - proc.create_time) > 0.05:
         return TaskTree(status="gone", reason="process gone (or its pid was reused)")
     handles = fresh.handles_signal(signal.SIGUSR1)
