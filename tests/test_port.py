@@ -44,7 +44,7 @@ def test_port_names_the_registrar_of_a_released_tree(released_tree):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert [(h["pid"], h["listener"]["addr"], h["actor"]) for h in doc["holders"]] == [
-        (root, f"127.0.0.1:{tree.port}", False)]
+        (root, f"127.0.0.1:{tree.port}", True)]  # a root actor: it holds the registry
 
 
 @pytest.mark.released

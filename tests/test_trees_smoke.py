@@ -21,6 +21,7 @@ from trees.harness import (
     _wait_until,
     RELEASED_SCRIPT,
     STACKSCOPE_LOG,
+    TASKDUMP_LOG,
     argv_of,
     handles_signal,
     proc_stat,
@@ -58,10 +59,18 @@ def tcp_listeners(pid: int) -> set[int]:
             if c.status == psutil.CONN_LISTEN}
 
 
+def dump_log(pid: int) -> Path:
+    """Where the look-alike tree's armed dumper (tractor_diag.taskdump) writes:
+    one file per pid *and* PID namespace, ours here."""
+    ns = os.stat('/proc/self/ns/pid').st_ino
+    return Path(TASKDUMP_LOG.format(ns=ns, pid=pid))
+
+
 def assert_gone(pids, sockets=()) -> None:
     for pid in pids:
         assert proc_stat(pid) is None, f'pid {pid} still exists'
         assert not os.path.exists(STACKSCOPE_LOG.format(pid=pid))
+        assert not dump_log(pid).exists()
     for path in sockets:
         assert not os.path.lexists(path), f'{path} left behind'
 
@@ -186,7 +195,7 @@ def test_current_tree_shape(current_tree, bindspace):
 
     # the SIGUSR1 handler appends a real trio task tree
     pid = actors['spawner_0']
-    log = Path(STACKSCOPE_LOG.format(pid=pid))
+    log = dump_log(pid)
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + 10
     while not (log.exists() and 'sleep_forever' in log.read_text()):
@@ -197,7 +206,7 @@ def test_current_tree_shape(current_tree, bindspace):
     # even a leaf wedged in time.sleep dumps (the handler runs in EINTR)
     leaf = actors['leaf_0_0']
     os.kill(leaf, signal.SIGUSR1)
-    leaf_log = Path(STACKSCOPE_LOG.format(pid=leaf))
+    leaf_log = dump_log(leaf)
     deadline = time.monotonic() + 10
     while not (leaf_log.exists() and 'hang' in leaf_log.read_text()):
         assert time.monotonic() < deadline, 'no task tree dumped by leaf'
