@@ -188,6 +188,46 @@ def test_reconcile_keeps_nodes_and_cursor():
     asyncio.run(asyncio.wait_for(body(), 30))
 
 
+def test_an_unchanged_tick_rebuilds_no_label(monkeypatch):
+    """Not a picture: a tick whose labels read the same reuses the label
+    objects and touches no node; a process whose CPU changed gets a new
+    label, and only that one."""
+    import asyncio
+
+    from textual.widgets.tree import TreeNode
+
+    from tractor_diag.tui import proc_tree
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            app.show(fake_snapshot())
+            await pilot.pause()
+            ptree = app.proc_tree
+            before = {k: ptree.node_for(k).label for k in ptree.keys}
+            set_labels: list = []
+            built: list = []
+            real_set, real_build = TreeNode.set_label, proc_tree.proc_label
+            monkeypatch.setattr(TreeNode, "set_label",
+                                lambda node, label: (set_labels.append(node.data),
+                                                     real_set(node, label)))
+            monkeypatch.setattr(proc_tree, "proc_label",
+                                lambda entry, now=None: (built.append(entry.proc.pid),
+                                                         real_build(entry, now))[1])
+            app.show(fake_snapshot())
+            await pilot.pause()
+            assert set_labels == [] and built == []
+            assert all(ptree.node_for(k).label is before[k] for k in before)
+            busier = fake_snapshot()
+            busier.entries[4011].cpu_percent = 42.0
+            app.show(busier)
+            await pilot.pause()
+            assert set_labels == [4011] and built == [4011]
+            assert "42%" in ptree.node_for(4011).label.plain
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
 def test_messages_from_trio_during_teardown_are_dropped():
     """Not a picture either: trio keeps posting until its guest run stops,
     which is after the panes may be gone. A sample, output, an exit and a

@@ -14,8 +14,9 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from tractor_diag.model import Entry, Snapshot
+from tractor_diag.render import human_bytes
 
-from .labels import group_label, proc_label
+from .labels import coarse_age, group_label, proc_label
 
 GROUPS = ("orphans", "strays")
 Key = int | str  # a pid, or "group:<name>"
@@ -36,14 +37,43 @@ def _matches(entry: Entry, needle: str) -> bool:
     return any(needle in h.lower() for h in hay)
 
 
+# What a label shows, by pid (or group key): while it is the same, the
+# label (the same object) is too.
+LabelMemo = dict[Key, tuple[tuple, Text]]
+
+
+def _label_key(entry: Entry, now: float) -> tuple:
+    proc = entry.proc
+    actor = proc.actor
+    cpu = entry.cpu_percent
+    return (actor.name if actor is not None else None,
+            actor.name_truncated if actor is not None else False,
+            proc.cmdline, proc.comm, proc.create_time, entry.bucket, entry.state,
+            proc.exit_code, None if cpu is None else round(cpu), human_bytes(proc.rss),
+            coarse_age(now - proc.create_time), proc.wchan)
+
+
+def _memo_label(memo: LabelMemo | None, entry: Entry, now: float) -> Text:
+    if memo is None:
+        return proc_label(entry, now)
+    key = _label_key(entry, now)
+    had = memo.get(entry.proc.pid)
+    if had is not None and had[0] == key:
+        return had[1]
+    label = proc_label(entry, now)
+    memo[entry.proc.pid] = (key, label)
+    return label
+
+
 def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
-           now: float | None = None) -> list[Row]:
+           now: float | None = None, labels: LabelMemo | None = None) -> list[Row]:
     """The rows the tree should show, parents before children, in order.
 
     ``text`` keeps processes matching it and their ancestors (for context);
     ``actors_only`` hides non-actor processes except the tops of each group
     (a root actor is an ordinary process), lifting their children up to the
-    nearest shown ancestor.
+    nearest shown ancestor. ``labels``: labels built before, reused (the
+    same object) while what they show is unchanged.
     """
     needle = text.strip().lower()
     now = snap.taken_at if now is None else now
@@ -72,7 +102,7 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
         shown = top or not actors_only or entry.proc.actor is not None
         under = parent
         if shown:
-            rows.append((pid, parent, proc_label(entry, now)))
+            rows.append((pid, parent, _memo_label(labels, entry, now)))
             under = pid
         for child in entry.children:
             walk(child, under, False)
@@ -94,7 +124,12 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
                 walk(pid, key, True)
                 tops += len(rows) > before
         if tops:
-            rows[start] = (key, None, group_label(group, tops))
+            had = labels.get(key) if labels is not None else None
+            if had is None or had[0] != (tops,):
+                had = ((tops,), group_label(group, tops))
+                if labels is not None:
+                    labels[key] = had
+            rows[start] = (key, None, had[1])
         else:
             del rows[start]
 
@@ -113,6 +148,16 @@ class ProcTree(Tree):
         self._snapshot: Snapshot | None = None
         self.filter_text = ""
         self.actors_only = False
+        self._labels: LabelMemo = {}
+        self._shown: dict[Key, Text] = {}  # the label each node was given
+        self._last_rows: list[Row] = []  # shown last (their labels kept alive)
+
+    def process_label(self, label) -> Text:
+        # Our labels are single-line Text already (`safe_line`): skip the
+        # split the base class makes of every label it is given.
+        if isinstance(label, Text) and "\n" not in label.plain:
+            return label
+        return super().process_label(label)
 
     # -- public API ---------------------------------------------------------
 
@@ -163,6 +208,7 @@ class ProcTree(Tree):
 
     def _forget(self, node: TreeNode) -> None:
         self._by_key.pop(node.data, None)
+        self._shown.pop(node.data, None)
         for child in node.children:
             self._forget(child)
 
@@ -174,7 +220,17 @@ class ProcTree(Tree):
         snap = self._snapshot
         if snap is None:
             return
-        rows = layout(snap, self.filter_text, self.actors_only)
+        rows = layout(snap, self.filter_text, self.actors_only, labels=self._labels)
+        if len(self._labels) > 2 * len(snap.entries) + 64:
+            self._labels = {k: v for k, v in self._labels.items()
+                            if k in snap.entries or isinstance(k, str)}
+        # Nothing changed (the same rows, the same label objects): nothing to do.
+        last = self._last_rows
+        if (len(rows) == len(last) == len(self._by_key)
+                and all(a.key == b.key and a.parent == b.parent and a.label is b.label
+                        and a.has_children == b.has_children for a, b in zip(rows, last))):
+            return
+        self._last_rows = rows
         cursor = self.cursor_node
         cursor_key = cursor.data if cursor is not None and cursor is not self.root else None
         cursor_parent = None
@@ -206,9 +262,12 @@ class ProcTree(Tree):
                 node = parent.add(row.label, data=row.key, before=before,
                                   expand=True, allow_expand=row.has_children)
                 self._by_key[row.key] = node
+                self._shown[row.key] = row.label
                 continue
-            if node.label != row.label:
-                node.set_label(row.label)
+            if self._shown.get(row.key) is not row.label:
+                self._shown[row.key] = row.label
+                if node.label != row.label:
+                    node.set_label(row.label)
             if node.allow_expand != row.has_children:
                 node.allow_expand = row.has_children
 
