@@ -12,6 +12,10 @@ diagnosis):
 
 Target: ``why`` <= 1.2x ``dump-all``. Each run also checks that ``why``
 named all 49 sleeping leaves, so a fast run that judged nothing cannot pass.
+
+Then, in-process, what the diagnosis adds to a capture (reported, no
+target): `diagnosis.examine` (two kernel samples, the IPC graph, the
+bindspace scan, the rules) against `stacks.capture` alone, same snapshot.
 """
 from __future__ import annotations
 
@@ -49,15 +53,32 @@ def main() -> list[dict]:
                 ours.append(_timed(run_why))
                 base.append(_timed(lambda: subprocess.run(dump, check=True,
                                                           stdout=subprocess.DEVNULL)))
+            inner = _in_process(tree.root)
         finally:
             tree.stop()
     med, bmed = statistics.median(ours), statistics.median(base)
-    return [{
+    return [inner, {
         "case": f"tractor-diag why, {N} procs (whole process)", "median_ms": med,
         "baseline": f"dump-all, {N} procs", "baseline_ms": bmed, "ratio": med / bmed,
         "target": f"<= {TARGET}x", "ok": med / bmed <= TARGET and min(named) == N - 1,
         "n": len(ours), "verdicts_min": min(named),
     }]
+
+
+def _in_process(root: int) -> dict:
+    from tractor_diag.commands.ptree import snapshot_for
+    from tractor_diag.diagnosis import examine
+    from tractor_diag.stacks import capture
+
+    snap = snapshot_for([str(root)], strays=False)
+    ours, base = [], []
+    for _ in range(REPEAT):
+        ours.append(_timed(lambda: examine(snap)))
+        base.append(_timed(lambda: capture(snap)))
+    med, bmed = statistics.median(ours), statistics.median(base)
+    return {"case": f"diagnosis.examine, {N} procs (in process)", "median_ms": med,
+            "baseline": "stacks.capture alone", "baseline_ms": bmed, "ratio": med / bmed,
+            "n": len(ours)}
 
 
 if __name__ == "__main__":
