@@ -274,3 +274,17 @@ def test_signal_mid_run_removes_the_partial_bundle(spawn, tmp_path, wedged_py_sp
     spies = [int(p) for p in marker.read_text().split()]
     assert len(spies) == 1, "a dump started after the signal"
     assert not proc_alive(spies[0]), "the running py-spy was left behind"
+
+
+def test_bundle_lists_a_stale_socket_among_the_verdicts(uds_socket, current_tree, tmp_path):
+    stale = uds_socket(name="ghost", live=False)
+    tree = current_tree(depth=1, breadth=1, hang="none")
+    rc, out, err = dump_all(str(tree.root), "-o", str(tmp_path), "--no-tasks")
+    assert rc == 0, err
+    path = Path(out.strip())
+    summary = (path / "summary.md").read_text()
+    verdicts = summary.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
+    assert f"- **stale-socket**: stale socket file {stale.path.name} in " in verdicts
+    why = json.loads((path / "why.json").read_text())
+    assert [v["name"] for v in why["verdicts"] if v["kind"] == "stale-socket"] == [stale.path.name]
+    assert why["chains"] == []

@@ -147,7 +147,7 @@ def write_bundle(
     from .safetext import escape_block
     from .stackmodel import to_json
     from .diagnosis import examine
-    from .diagnosis.rules import stuck_reasons
+    from .diagnosis.rules import stale_sockets, stuck_reasons
     from .render.summary import render_summary
     from .stacks import py_spy_version
     from .whymodel import to_json as why_json
@@ -175,7 +175,6 @@ def write_bundle(
             "tree.json": snap_json(snap),
             "stacks.txt": render_report(report, plain) + "\n",
             "stacks.json": to_json(report),
-            "why.json": why_json(diag),
         }
         for p in report.procs:
             files[f"stacks/{p.pid}.txt"] = render_proc(p, plain) + "\n"
@@ -188,7 +187,11 @@ def write_bundle(
             files["history.json"] = msgspec.json.encode(history)
         if graph is not None:
             files["ipc.json"] = msgspec.json.encode(graph)
-        files.update(_scans(scan_missing, deadline))
+        bind = _scans(scan_missing, deadline, files)
+        if bind is not None:
+            # stale socket files: verdicts of the box, from the bundle's own scan
+            diag.verdicts += stale_sockets(bind)
+        files["why.json"] = why_json(diag)
         uname = platform.uname()
         meta = BundleMeta(
             path="", label=label, started=started, finished=0.0, duration=0.0,
@@ -243,30 +246,31 @@ def _ipc_graph(snap: Snapshot, missing: list[Missing]):
     return g
 
 
-def _scans(missing: list[Missing], deadline: float | None) -> dict[str, bytes | str]:
+def _scans(missing: list[Missing], deadline: float | None, files: dict[str, bytes | str]):
     """The UDS bindspace and /dev/shm scans (what `bindspace` and `reap
-    --shm --dry-run` see). A scan that fails, or is not started because the
-    time bound ran out, goes into ``missing``: it never costs the bundle."""
-    import importlib
-
+    --shm --dry-run` see) into ``files``; returns the bindspace scan (None
+    without one). A scan that fails, or is not started because the time
+    bound ran out, goes into ``missing``: it never costs the bundle."""
+    from . import bindspace, shm
     from .render import Style
 
-    files: dict[str, bytes | str] = {}
-    for stem in ("bindspace", "shm"):
+    found = None
+    for stem, scan in (("bindspace", bindspace.scan), ("shm", shm.scan)):
         what = f"{stem} scan"
         if deadline is not None and time.monotonic() >= deadline:
             missing.append(Missing(what=what, why="not started: the capture's time bound ran out"))
             continue
         try:
-            result = importlib.import_module(f"{__package__}.{stem}").scan()
+            result = scan()
             files[f"{stem}.json"] = msgspec.json.encode(result)
             if stem == "bindspace":
                 from .render.bindspace import render_bindspace
 
+                found = result
                 files["bindspace.txt"] = render_bindspace(result, Style(False, wide=True)) + "\n"
         except Exception as exc:  # noqa: BLE001 - reported in meta.json instead
             missing.append(Missing(what=what, why=f"{type(exc).__name__}: {exc}"))
-    return files
+    return found
 
 
 def _write(top: str, name: str, data: bytes | str) -> None:

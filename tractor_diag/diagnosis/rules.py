@@ -493,16 +493,23 @@ def _cycles(c: _Ctx) -> None:
 
 
 def _stale_sockets(c: _Ctx, scan) -> None:
+    c.verdicts += stale_sockets(scan)
+
+
+def stale_sockets(scan) -> list[Verdict]:
+    """A verdict per socket file of a bindspace scan whose binder is gone."""
+    out: list[Verdict] = []
     for e in getattr(scan, "entries", ()):
         if e.status != "orphaned-dead":
             continue
-        c.verdicts.append(Verdict(
+        out.append(Verdict(
             kind="stale-socket", pid=e.pid or 0, name=e.name,
             text=f"stale socket file {e.name} in {scan.dir}: its binder "
                  f"{e.pid if e.pid is not None else '?'} is gone; the next runtime that binds "
                  "that name fails with 'Address already in use'",
             evidence=[Evidence("bindspace", e.note or "binder dead")],
             hints=["tractor-diag reap --uds --dry-run"]))
+    return out
 
 
 def _port_holders(c: _Ctx) -> None:
