@@ -17,7 +17,8 @@ _LAZY = {
     "Sampler": "sampler",
     "format_task_tree": "taskdump", "write_dump": "taskdump",
     "parse_dumps": "taskdump", "DumpBlock": "taskdump",
-    "capture": "stacks", "dump_all": "snapshot", "write_bundle": "snapshot",
+    "capture": "stacks", "dump_all": "bundle", "write_bundle": "bundle",
+    "diagnose": "diagnosis", "examine": "diagnosis",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -165,7 +165,7 @@ def capture_bundle(label: str, *, out_dir: str | None = None,
 
     def work() -> None:
         try:
-            from .snapshot import dump_all
+            from .bundle import dump_all
             from .stackmodel import StacksOptions
 
             # Leave the capture room to finish its writes before the bound.

@@ -210,7 +210,7 @@ async def dump_all(app: "DashApp", pid: int) -> None:
 
     def write():
         from tractor_diag.commands.ptree import snapshot_for
-        from tractor_diag.snapshot import History, write_bundle
+        from tractor_diag.bundle import History, write_bundle
 
         snap = snapshot_for([str(pid)], strays=False)
         if history_snaps:  # a zombie keeps the name the sampler saw it alive with

@@ -48,7 +48,7 @@ def run(args, out) -> int:
 
     from ..errors import Unsupported
     from ..procfs import HAVE_PROCFS
-    from ..snapshot import dump_all
+    from ..bundle import dump_all
     from .stacks import options_from
 
     options = options_from(args)
