@@ -95,6 +95,10 @@ def sample(pid: int, create_time: float | None = None, *, last_ran: bool = False
             pass
         if last_ran:
             s.last_ran = _last_ran(dfd)
+        if s.tracer_pid:
+            s.tracer_comm = _comm(s.tracer_pid)
+        if any(w in (s.wchan or "") for w in ("do_wait", "wait4", "waitid")):
+            s.wait_pid = _waited_pid(dfd)
         return s
     finally:
         os.close(dfd)
@@ -115,6 +119,34 @@ def _last_ran(dfd: int) -> float | None:
     except (ValueError, IndexError):
         return None
     return ms / 1000.0
+
+
+# wait4 / waitid syscall numbers, by machine
+_WAIT_SYSCALLS = {"x86_64": {61: "wait4", 247: "waitid"},
+                  "aarch64": {260: "wait4", 95: "waitid"}}.get(os.uname().machine, {})
+
+
+def _waited_pid(dfd: int) -> int | None:
+    """The pid a thread blocked in wait4/waitid names (``syscall``: the
+    number, then the arguments). None for "any child" or unknown."""
+    try:
+        parts = _read("syscall", dfd).split()
+        nr = int(parts[0])
+        if nr not in _WAIT_SYSCALLS:
+            return None
+        arg = int(parts[1], 16) if _WAIT_SYSCALLS[nr] == "wait4" else int(parts[2], 16)
+    except (OSError, ValueError, IndexError):
+        return None
+    arg &= 0xFFFFFFFF
+    return arg if 0 < arg < 0x80000000 else None
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return None
 
 
 def sample_many(procs, *, last_ran: bool = False) -> dict[int, KernelSample]:

@@ -23,6 +23,9 @@ class KernelSample(msgspec.Struct):
     sig_blocked: int | None = None  # SigBlk bitmask
     sig_caught: int | None = None  # SigCgt bitmask
     tracer_pid: int | None = None
+    tracer_comm: str | None = None
+    # the pid a main thread blocked in wait4/waitid names (/proc/<pid>/syscall)
+    wait_pid: int | None = None
     vol_ctx: int | None = None
     invol_ctx: int | None = None
     run_ns: int | None = None  # /proc/<pid>/schedstat: time on a CPU

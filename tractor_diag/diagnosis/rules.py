@@ -10,7 +10,6 @@ dump says, and it carries that evidence.
 """
 from __future__ import annotations
 
-import platform
 import time
 
 from .. import kstate
@@ -45,11 +44,6 @@ _PRIORITY = (
 # the cause a chain of waits ends in.
 ATTRIBUTES = frozenset({"ignores-signals", "orphan", "stale-socket", "port-holder"})
 
-# wait4 / waitid syscall numbers: the pid a sync wait names.
-_WAIT_SYSCALLS = {"x86_64": {61: "wait4", 247: "waitid"},
-                  "aarch64": {260: "wait4", 95: "waitid"}}.get(platform.machine(), {})
-
-
 def sync_call(wchan: str | None) -> str | None:
     name = wchan_name(wchan)
     if not name or in_event_loop(name):
@@ -58,22 +52,6 @@ def sync_call(wchan: str | None) -> str | None:
         if any(k in name for k in keys):
             return call
     return f"a kernel wait ({name})"
-
-
-def waited_pid(pid: int) -> int | None:
-    """The pid a thread blocked in wait4/waitid names (``/proc/<pid>/syscall``:
-    syscall number, then its arguments). None for "any child" or unknown."""
-    try:
-        with open(f"/proc/{pid}/syscall", "rb") as f:
-            parts = f.read().split()
-        nr = int(parts[0])
-        if nr not in _WAIT_SYSCALLS:
-            return None
-        arg = int(parts[1], 16) if _WAIT_SYSCALLS[nr] == "wait4" else int(parts[2], 16)
-        arg &= 0xFFFFFFFF
-        return arg if 0 < arg < 0x80000000 else None
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _name(entry: Entry | None, pid: int) -> str:
@@ -187,7 +165,8 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
               "until it gets SIGCONT", [Evidence("kernel", f"state T in /proc/{pid}/stat")],
               [f"kill -CONT {pid}"])
     if a.tracer_pid:
-        tracer = c.name(a.tracer_pid) if a.tracer_pid in c.snap.entries else _comm(a.tracer_pid)
+        tracer = (c.name(a.tracer_pid) if a.tracer_pid in c.snap.entries
+                  else a.tracer_comm or "pid")
         c.add("traced", pid, f"{name} is traced by {tracer} ({a.tracer_pid}): it stops at "
               "every signal until the tracer lets it go",
               [Evidence("kernel", f"TracerPid {a.tracer_pid} in /proc/{pid}/status")])
@@ -234,14 +213,6 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
         c.add("orphan", pid, f"{name} is an orphan: {entry.note or 'its parent is gone'}",
               [Evidence("tree", f"ppid {proc.ppid}, started before its parent or adopted")],
               ["tractor-diag reap --dry-run"])
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return str(pid)
 
 
 def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
@@ -367,7 +338,7 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
 
     k = c.before.get(pid)
     if k is not None and sync_call(k.wchan) == "os.waitpid":
-        named = waited_pid(pid)
+        named = k.wait_pid
         if named is not None and named in kids:
             edge(named, _OS_WAITPID, "child",
                  [Evidence("kernel", f"wchan {k.wchan}; wait4 names pid {named} "
@@ -387,7 +358,7 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
         if not by_target and len(kids) == 1:
             edge(kids[0], p, "child", [ev, Evidence("tree", "its only child")])
     if child_waits:
-        named = waited_pid(pid) if any(p.sync for p, _ in child_waits) else None
+        named = k.wait_pid if k is not None and any(p.sync for p, _ in child_waits) else None
         if named is not None and named in kids:
             p, ev = next((p, ev) for p, ev in child_waits if p.sync)
             edge(named, p, "child", [ev, Evidence("kernel", f"wait4 names pid {named} "
@@ -658,4 +629,4 @@ def stuck_reasons(diag: Diagnosis) -> dict[int, str]:
 
 
 
-__all__ = ["diagnose", "stuck_reasons", "sync_call", "waited_pid"]
+__all__ = ["diagnose", "stale_sockets", "stuck_reasons", "sync_call"]
