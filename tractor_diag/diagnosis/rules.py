@@ -58,7 +58,7 @@ def _name(entry: Entry | None, pid: int) -> str:
     if entry is None:
         return str(pid)
     p = entry.proc
-    if p.actor is not None:
+    if p.actor is not None and p.actor.name:
         # a zombie's name comes from its 15-byte comm: say it is cut
         return p.actor.name + ("…" if p.actor.name_truncated else "")
     title = p.short_title
@@ -84,9 +84,11 @@ class _Ctx:
         self.ipc = ipc
         # actor -> parent by the channel it holds, where the OS parent is a
         # forkserver sidecar
-        self.logical = dict(ipc.logical_parent) if ipc is not None else {}
+        self.logical = {pid: e.proc.actor.logical_parent for pid, e in snap.entries.items()
+                        if e.proc.actor is not None and e.proc.actor.logical_parent}
+        self.logical.update(ipc.logical_parent if ipc is not None else {})
         self.sidecars = {snap.entries[c].proc.ppid for c in self.logical
-                         if c in snap.entries}
+                         if c in snap.entries and snap.entries[c].proc.ppid != self.logical[c]}
         self.stacks = {p.pid: p for p in report.procs}
         self.before = before
         self.after = after
@@ -188,7 +190,10 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
                             f"window; {b.vol_ctx - a.vol_ctx} voluntary context switches "
                             f"(ours: up to {touched})")],
                   [f"tractor-diag stacks {pid}", f"tractor-diag reap --parent {proc.ppid} --dry-run"])
-    if proc.actor is not None or pid in c.snap.roots:
+    helper = (pid in c.sidecars or _helper(entry)
+              or (proc.actor is not None and proc.actor.role == "forkserver"))
+    if (proc.actor is not None or pid in c.snap.roots) and not helper:
+        # (multiprocessing's fork server ignores SIGINT by design)
         ign = kstate.signal_set(a.sig_ignored) & set(_SIGNAMES)
         blk = kstate.signal_set(a.sig_blocked) & set(_SIGNAMES)
         if b is not None:
