@@ -224,7 +224,7 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     """A trio loop wedged in a sync call, read from the main thread."""
     if c.has(pid, "runaway", "zombie", "stopped"):
         return
-    thread = main_thread(ps.python)
+    thread = main_thread(ps.python, ps.pid)
     if thread is None or not thread.frames:
         return
     frames = [f for f in thread.frames if not f.native]
@@ -300,7 +300,7 @@ def _off_loop(c: _Ctx, pid: int) -> bool:
 def _waits(ps: ProcStacks):
     """(point, evidence, how many waits) from the main thread and every task."""
     out = []
-    thread = main_thread(ps.python)
+    thread = main_thread(ps.python, ps.pid)
     if thread is not None:
         hit = waitpoints.innermost(thread.frames)
         if hit is not None:

@@ -39,10 +39,15 @@ def focus_thread(py: PyStack) -> Thread | None:
     return next((t for t in py.threads if t.name == "MainThread"), py.threads[0])
 
 
-def main_thread(py: PyStack) -> Thread | None:
+def main_thread(py: PyStack, pid: int | None = None) -> Thread | None:
+    """The thread group leader (its tid is the pid: the thread the kernel
+    files of ``/proc/<pid>`` describe, and where trio runs), else the one
+    named MainThread. A child that main_thread_forkserver forked from a
+    worker thread has only that thread, under the worker's name."""
     if py.status != "ok":
         return None
-    return next((t for t in py.threads if t.name == "MainThread"), None)
+    leader = next((t for t in py.threads if pid is not None and t.os_thread_id == pid), None)
+    return leader or next((t for t in py.threads if t.name == "MainThread"), None)
 
 
 def user_frame(frames: list[Frame]) -> Frame | None:
