@@ -323,3 +323,16 @@ def test_every_backend_of_todays_tractor(runtime_trees, backend):
         assert diag.names[leaf] == "leaf_0_0"
     assert verdict_pids(diag) == {leaf}
     assert not diag.edges  # no evidence of who waits on whom: none claimed
+
+
+@pytest.mark.released
+def test_released_runaway_leaf(released_tree):
+    tree = released_tree(depth=1, breadth=2, hang="runaway")
+    actors = tree.actors()
+    hog, calm = actors["leaf_0"], actors["leaf_1"]
+    diag = why_json(tree.root)
+    (chain,) = diag.chains
+    assert (chain.cause.kind, chain.cause.pid) == ("runaway", hog)
+    assert chain.cause.text.startswith(f"leaf_0 ({hog}) burns a CPU: on one or queued for one ")
+    assert "at released_tree.py:" in chain.cause.text and "in _hang_leaf" in chain.cause.text
+    assert verdict_pids(diag) == {hog} and calm not in verdict_pids(diag)
