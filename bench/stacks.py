@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from trees.harness import CURRENT_SCRIPT, Tree  # noqa: E402
 
-from tractor_diag.commands.ptree import snapshot_for  # noqa: E402
+from tractor_diag.trees import snapshot_for  # noqa: E402
 from tractor_diag.stackmodel import StacksOptions  # noqa: E402
 from tractor_diag.stacks import capture, find_py_spy  # noqa: E402
 

@@ -66,7 +66,7 @@ def main() -> list[dict]:
 
 
 def _in_process(root: int) -> dict:
-    from tractor_diag.commands.ptree import snapshot_for
+    from tractor_diag.trees import snapshot_for
     from tractor_diag.diagnosis import examine
     from tractor_diag.stacks import capture
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from tractor_diag.cli import run_verb
-from tractor_diag.commands.ptree import snapshot_for
+from tractor_diag.trees import snapshot_for
 from tractor_diag.bundle import BundleMeta, default_root, write_bundle
 from tractor_diag.stackmodel import StacksOptions, procs_from_json, report_from_json
 

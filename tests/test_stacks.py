@@ -20,7 +20,7 @@ import pytest
 from tractor_diag.cli import run_verb
 from tractor_diag.stackmodel import StacksOptions, procs_from_json
 from tractor_diag.stacks import PY_SPY_ENV, capture
-from tractor_diag.commands.ptree import snapshot_for
+from tractor_diag.trees import snapshot_for
 
 
 def cli(*argv: str) -> tuple[int, str, str]:

@@ -295,7 +295,7 @@ def dump_all(
 ) -> BundleMeta:
     """Snapshot the trees of ``targets`` and write a bundle of them (NotFound
     as one line when nothing matches)."""
-    from .commands.ptree import snapshot_for
+    from .trees import snapshot_for
     from .errors import NotFound
 
     snap = snapshot_for([str(t) for t in targets], strays=strays)

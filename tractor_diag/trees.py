@@ -331,3 +331,36 @@ def take_two(targets: Targets, window: float = 0.3, *, full: bool = False) -> Sn
     first = take_snapshot(targets, full=full)
     time.sleep(window)
     return take_snapshot(targets, prev=first, full=full)
+
+
+#: The longest CPU window a one-shot look takes (a monitor samples for longer).
+MAX_RATE_WINDOW = 60.0
+
+
+def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool = True,
+                 full: bool = False) -> Snapshot:
+    """The snapshot a verb needs of the roots it was given, or NotFound as one
+    line when none of them exists. ``cpu``: a second snapshot that many
+    seconds later, for rates. ``strays=False`` drops processes outside the
+    roots. ``full``: also status and cgroup detail (see `procfs`)."""
+    from .errors import NotFound, UsageError
+
+    targets = Targets(targets_args)
+    if cpu is not None and not MIN_RATE_WINDOW <= cpu <= MAX_RATE_WINDOW:
+        raise UsageError(f"the CPU sampling window must be from {MIN_RATE_WINDOW:g} to "
+                         f"{MAX_RATE_WINDOW:g} seconds (CPU time is counted in 10 ms ticks)")
+    snap = take_snapshot(targets, full=full)
+    if cpu is not None:
+        time.sleep(cpu)
+        snap = take_snapshot(targets, prev=snap, full=full)
+    if not strays and snap.strays:
+        for pid in [p for p, e in snap.entries.items() if e.root is None]:
+            del snap.entries[pid]
+        snap.strays = []
+    if not targets.empty and not snap.roots:
+        missing = ", ".join(map(str, snap.missing_roots))
+        pats = ", ".join(repr(p) for p in snap.unmatched_patterns)
+        parts = [f"no such process: {missing}" if missing else "",
+                 f"no process matches {pats}" if pats else ""]
+        raise NotFound("; ".join(p for p in parts if p))
+    return snap

@@ -209,7 +209,7 @@ async def dump_all(app: "DashApp", pid: int) -> None:
     history_events = list(app.sampler.events)
 
     def write():
-        from tractor_diag.commands.ptree import snapshot_for
+        from tractor_diag.trees import snapshot_for
         from tractor_diag.bundle import History, write_bundle
 
         snap = snapshot_for([str(pid)], strays=False)
@@ -249,7 +249,7 @@ async def why(app: "DashApp", pid: int) -> None:
     seen = app.sampler.latest
 
     def run():
-        from tractor_diag.commands.ptree import snapshot_for
+        from tractor_diag.trees import snapshot_for
         from tractor_diag.diagnosis import examine
 
         snap = snapshot_for([str(pid)], strays=False)

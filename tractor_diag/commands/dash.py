@@ -133,7 +133,7 @@ def run(args, out) -> int:
     if command is not None:
         check_command(command)
     elif targets:
-        from .ptree import snapshot_for
+        from ..trees import snapshot_for
 
         snapshot_for(targets)  # one clear line if nothing matches
     if not (sys.stdin.isatty() and sys.stdout.isatty()):

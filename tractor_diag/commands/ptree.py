@@ -66,7 +66,7 @@ DEFAULT_CPU_WINDOW = 0.3
 # not imported here: building the parser must stay cheap).
 MIN_CPU_WINDOW = 0.2
 # A one-shot look, not a monitor: `watch` or the dashboard sample for longer.
-MAX_CPU_WINDOW = 60.0
+MAX_CPU_WINDOW = 60.0  # trees.MAX_RATE_WINDOW, not imported here either
 
 
 def cpu_window(text: str) -> float:
@@ -104,37 +104,6 @@ def cpu_of(args) -> float | None:
     return DEFAULT_CPU_WINDOW
 
 
-def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool = True,
-                 full: bool = False):
-    """Take the snapshot a verb needs, or raise NotFound as one line.
-    ``full``: also status and cgroup detail (see `procfs`)."""
-    import time
-
-    from ..errors import NotFound, UsageError
-    from ..trees import MIN_RATE_WINDOW, Targets, take_snapshot
-
-    targets = Targets(targets_args)
-    if cpu is not None and not MIN_RATE_WINDOW <= cpu <= MAX_CPU_WINDOW:
-        raise UsageError(f"the CPU sampling window must be from {MIN_RATE_WINDOW:g} to "
-                         f"{MAX_CPU_WINDOW:g} seconds (CPU time is counted in 10 ms ticks)")
-    snap = take_snapshot(targets, full=full)
-    if cpu is not None:
-        time.sleep(cpu)
-        snap = take_snapshot(targets, prev=snap, full=full)
-    if not strays and snap.strays:
-        for pid in [p for p, e in snap.entries.items() if e.root is None]:
-            del snap.entries[pid]
-        snap.strays = []
-    if not targets.empty:
-        if not snap.roots:
-            missing = ", ".join(map(str, snap.missing_roots))
-            pats = ", ".join(repr(p) for p in snap.unmatched_patterns)
-            parts = [f"no such process: {missing}" if missing else "",
-                     f"no process matches {pats}" if pats else ""]
-            raise NotFound("; ".join(p for p in parts if p))
-    return snap
-
-
 def run_port(args, out) -> int:
     from ..errors import NotFound, UsageError
     from ..ipc import port_query
@@ -163,6 +132,7 @@ def run_port(args, out) -> int:
 
 def run(args, out) -> int:
     from ..ipc import annotate
+    from ..trees import snapshot_for
     from ..model import to_json
     from ..render import Style
     from ..render.ptree import render_actor_tree, render_grouped, render_tree

@@ -84,7 +84,7 @@ def run(args, out) -> int:
     from ..render.stacks import render_report
     from ..stackmodel import to_json
     from ..stacks import capture
-    from .ptree import snapshot_for
+    from ..trees import snapshot_for
 
     options = options_from(args)
     if not HAVE_PROCFS:

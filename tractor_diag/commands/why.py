@@ -48,7 +48,7 @@ def run(args, out) -> int:
     from ..render import Style
     from ..render.why import render_why
     from ..whymodel import to_json
-    from .ptree import snapshot_for
+    from ..trees import snapshot_for
     from .stacks import options_from
 
     options = options_from(args)
