@@ -202,16 +202,18 @@ class ProcCache:
 
 
 # A booting child's title is not final yet: a forked child still shows its
-# parent's title (``role="booting"``), a spawned one its launch command line
-# until it sets ``_subactor[...]``.
-_BOOTING = ("tractor._child", "multiprocessing")
+# parent's title (``role="booting"``) or its fork thread's name (an actor
+# without a name), a spawned one its launch command line (``tractor._child``,
+# the fork server's, multiprocessing's) until it sets ``_subactor[...]``.
+_BOOTING = ("tractor", "multiprocessing")
 
 
 def _volatile(argv: list[str], actor: object, age: float) -> bool:
     if age < 3.0:
         return True  # young: a title may be set any moment now
     if actor is not None and (getattr(actor, "role", None) == "booting"
-                              or getattr(actor, "forked_from", None) is not None):
+                              or getattr(actor, "forked_from", None) is not None
+                              or not getattr(actor, "name", "")):
         return True
     line = " ".join(argv[:4])
     return any(mark in line for mark in _BOOTING)
