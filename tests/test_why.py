@@ -336,3 +336,34 @@ def test_released_runaway_leaf(released_tree):
     assert chain.cause.text.startswith(f"leaf_0 ({hog}) burns a CPU: on one or queued for one ")
     assert "at released_tree.py:" in chain.cause.text and "in _hang_leaf" in chain.cause.text
     assert verdict_pids(diag) == {hog} and calm not in verdict_pids(diag)
+
+
+def test_leftover_registrar_is_the_port_holder(runtime_trees):
+    """A real current-runtime registrar alone, its loop wedged, holding
+    <bindspace>/registry@1616.sock: a new root fails ("Registry address(es)
+    are occupied") and `why` names the holder with its pid. A healthy tree
+    (a root with its actors) holds its own registry address too: no
+    verdict."""
+    import subprocess
+
+    from trees.harness import RUNTIME_SCRIPT
+
+    old = runtime_trees.start("trio", "uds", depth=0, wedge_root=True)
+    healthy = runtime_trees.start("trio", "uds", depth=1, breadth=1, hang="none")
+    py = runtime_trees.python("trio")
+    new = subprocess.run([str(py), str(RUNTIME_SCRIPT), "--start-method", "trio",
+                          "--transport", "uds", "--depth", "1"],
+                         capture_output=True, text=True, env=old.env, timeout=60)
+    assert new.returncode != 0 and "Registry address(es) are occupied" in new.stderr
+
+    diag = why_json(old.root, healthy.actors["root"])
+    holders = [v for v in diag.verdicts if v.kind == "port-holder"]
+    (v,) = holders
+    sock = old.xdg / "tractor" / "registry@1616.sock"
+    assert v.pid == old.root and v.text == (
+        f"{diag.names[old.root]} ({old.root}) (a registrar with no actors of its own) holds the "
+        f"registry address {sock}: a new root that wants to be the registrar there cannot "
+        "bind it")
+    assert not verdict_pids(diag) & set(healthy.actors.values())
+    # the wedged loop is the chain; the port is a property listed apart
+    assert [c.cause.pid for c in diag.chains] == [old.root]

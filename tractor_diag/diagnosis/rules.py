@@ -489,8 +489,11 @@ def stale_sockets(scan) -> list[Verdict]:
 
 
 def _port_holders(c: _Ctx) -> None:
-    """An orphan or a stray (a registrar left from an earlier run) listening
-    on a registry address: the next root cannot bind it."""
+    """An orphan, a stray, or a root with no actors of its own (a registrar
+    left from an earlier run) listening on a registry address: the next
+    root cannot bind it. A root actor is never an orphan (a re-parented
+    root is still a root), and a given root is never a stray: a registrar
+    alone is the shape a leftover one has."""
     g = c.ipc
     if g is None:
         return
@@ -498,18 +501,29 @@ def _port_holders(c: _Ctx) -> None:
 
     for pid, listeners in g.listeners.items():
         entry = c.snap.entries.get(pid)
-        if entry is None or entry.bucket not in ("orphan", "stray"):
+        if entry is None:
+            continue
+        actor = entry.proc.actor
+        # listening on a registry address is what makes it a registrar,
+        # whether or not its command line or bindspace says "actor"
+        alone = ((pid in c.snap.roots or (actor is not None and actor.role == "root"))
+                 and not any(c.snap.entries[k].proc.state not in ("Z", "X")
+                             for k in c.children(pid)))
+        if entry.bucket not in ("orphan", "stray") and not alone:
             continue
         for lst in listeners:
             spec = next((r for r in g.registry if listener_matches(lst, r)), None)
             if spec is None:
                 continue
-            what = "an orphan" if entry.bucket == "orphan" else "left from an earlier run"
+            what = ("an orphan" if entry.bucket == "orphan" else
+                    "left from an earlier run" if entry.bucket == "stray" else
+                    "a registrar with no actors of its own")
             c.add("port-holder", pid,
                   f"{c.who(pid)} ({what}) holds the registry address {lst.addr}: a new root "
                   "that wants to be the registrar there cannot bind it",
                   [Evidence("ipc", f"listening on {lst.addr} (inode {lst.inode})"),
-                   Evidence("tree", f"{entry.bucket}: {entry.note or 'outside the given roots'}")],
+                   Evidence("tree", f"{entry.bucket}: {entry.note or 'outside the given roots'}"
+                            if entry.bucket != "live" else "a root actor with no live children")],
                   [f"tractor-diag ptree --port {lst.port or lst.addr}",
                    f"tractor-diag reap --dry-run"])
             break
