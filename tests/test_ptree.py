@@ -299,7 +299,7 @@ def test_sleep_tree_is_live_and_not_actors(sleep_tree):
     # --no-strays: other runs' ghosts on this box would add to the counts
     text = cli("ptree", "--no-strays", str(sh)).stdout
     assert len(re.findall(r"  sleep 600$", text, re.M)) == 2
-    assert "0 zombie, 0 orphan, 0 stray, 3 live" in text
+    assert "0 zombie, 0 orphan, 3 live" in text
     # discovery (no root given) finds actor trees only: the sleep tree is no
     # root of its own (it shows up only if an ancestor of ours - this pytest,
     # say, when it adopted orphaned actors as a subreaper - is one)
@@ -374,3 +374,30 @@ def test_help_and_color():
     assert "\x1b[" in colored.stdout
     auto = cli("ptree", str(os.getpid()), env={"NO_COLOR": "1"})
     assert "\x1b[" not in auto.stdout
+
+
+def test_counts_are_of_the_given_trees_only(zombie_maker):
+    """A zombie outside the given roots (another run's, seen as a stray) is
+    marked as outside and counted apart, never in the trees' own counts."""
+    from tractor_diag.render import Style
+    from tractor_diag.render.ptree import render_grouped
+
+    ours = zombie_maker(count=1, code=3)
+    theirs = zombie_maker(count=2, code=4)
+    snap = take_snapshot(Targets([ours.root, theirs.root]))
+    for pid in [p for p, e in snap.entries.items() if e.root is None]:
+        del snap.entries[pid]  # the box's own strays: not this test's to count
+    # render the second tree as if it were outside the roots the user gave
+    for pid, e in snap.entries.items():
+        if e.root == theirs.root:
+            e.root = None
+    snap.roots = [r for r in snap.roots if r != theirs.root]
+    snap.strays = [theirs.root]
+    text = render_grouped(snap, Style(color=False), width=200)
+    header = text.splitlines()[0]
+    assert header.startswith("1 root, 2 processes (1 zombie, 0 orphan, 1 live); "
+                             "3 outside them (strays);"), header
+    lines = {int(ln.split()[0]): ln for ln in text.splitlines()[1:] if ln.startswith("  ") and ln.split()[0].isdigit()}
+    for pid in theirs.zombies:
+        assert "outside the given roots" in lines[pid], lines[pid]
+    assert "outside the given roots" not in lines[ours.zombies[0]]

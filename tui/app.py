@@ -512,17 +512,27 @@ class DashApp(App):
         parts: list[tuple[str, str] | str] = []
         snap = self.snapshot
         if snap is not None:
+            # the watched trees' counts; whatever sits outside them (strays of
+            # other runs, zombies included) is one count of its own
             counts: dict[str, int] = {}
+            outside: dict[str, int] = {}
             for e in snap.entries.values():
+                if e.root is None:
+                    outside[e.bucket] = outside.get(e.bucket, 0) + 1
+                    continue
                 counts[e.bucket] = counts.get(e.bucket, 0) + 1
                 if e.state in ("runaway", "blocked"):
                     counts[e.state] = counts.get(e.state, 0) + 1
-            parts.append((f"{len(snap.entries)} procs", "bold"))
+            parts.append((f"{len(snap.entries) - sum(outside.values())} procs", "bold"))
             for key, style in (("zombie", "bold bright_red"), ("orphan", "bold red"),
-                               ("stray", "yellow"), ("runaway", "bold magenta"),
-                               ("blocked", "yellow")):
+                               ("runaway", "bold magenta"), ("blocked", "yellow")):
                 if counts.get(key):
                     parts.append((f"{counts[key]} {key}", style))
+            if outside:
+                worst = ", ".join(f"{outside[b]} {b}" for b in ("zombie", "orphan")
+                                  if outside.get(b))
+                parts.append((f"{sum(outside.values())} stray" + (f" ({worst})" if worst else ""),
+                              "yellow"))
             if snap.missing_roots and not snap.roots:
                 parts.append(("root gone", "red"))
         else:

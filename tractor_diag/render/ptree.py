@@ -65,16 +65,24 @@ def _columns(entry: Entry, st: Style) -> list[str]:
 
 
 def _header(snap: Snapshot) -> str:
+    """Counts of the given trees only: processes outside them (strays of
+    other runs) are counted apart, so "2 zombie" means two in *these* trees."""
     counts = {b: 0 for b in BUCKETS}
+    inside = 0
     for e in snap.entries.values():
-        counts[e.bucket] += 1
-    parts = ", ".join(f"{n} {b}" for b, n in counts.items())
+        if e.root is not None:
+            counts[e.bucket] += 1
+            inside += 1
+    parts = ", ".join(f"{n} {b}" for b, n in counts.items() if b != "stray")
+    outside = len(snap.entries) - inside
     roots = len(snap.roots)
     sample = (
         f"CPU over {snap.window:.2f}s" if snap.samples > 1
         else "states from one sample (--cpu for CPU rates and runaways)"
     )
-    return f"{roots} root{'s' if roots != 1 else ''}, {len(snap.entries)} processes ({parts}); {sample}"
+    extra = f"; {outside} outside them (strays)" if outside else ""
+    return (f"{roots} root{'s' if roots != 1 else ''}, {inside} processes ({parts}){extra}; "
+            f"{sample}")
 
 
 def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> list[str]:
@@ -126,6 +134,8 @@ def _annotation(snap: Snapshot, entry: Entry) -> str:
     """Say where an entry's parent sits when that is not obvious."""
     parent = snap.entries.get(entry.proc.ppid)
     notes = []
+    if entry.root is None and entry.bucket != "stray":
+        notes.append("outside the given roots")
     if entry.note:
         notes.append(entry.note)
     if parent is not None and parent.bucket != entry.bucket:
