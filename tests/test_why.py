@@ -367,3 +367,39 @@ def test_leftover_registrar_is_the_port_holder(runtime_trees):
     assert not verdict_pids(diag) & set(healthy.actors.values())
     # the wedged loop is the chain; the port is a property listed apart
     assert [c.cause.pid for c in diag.chains] == [old.root]
+
+
+def test_current_runtime_boot_hang_on_a_child_that_died_at_boot(spawn, free_port):
+    """Real tractor main (trio backend): the child dies at boot, before it
+    connects (exit status 3); the root waits for it in wait_for_peer
+    forever, the child a zombie it never reaps. A healthy tree whose root
+    waits on an idle child gets no verdict."""
+    from pathlib import Path
+
+    from tractor_diag.render.why import chain_sentence
+
+    py = _runtime_python()
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    sick = spawn([py, script, str(free_port), "trio", "boot", "--taskdump"], timeout=60)
+    healthy = spawn([py, script, str(_other_port(free_port)), "trio", "none", "--taskdump"],
+                    timeout=60)
+    (child,) = [p for p in sick.pids() if p != sick.root]
+    diag = why_json(sick.root, healthy.root)
+    boot = [v for v in diag.verdicts if v.kind == "boot-hang"]
+    (v,) = boot
+    assert v.pid == sick.root and [e.evidence for e in diag.edges if e.waiter == sick.root]
+    name = diag.names[child]
+    assert v.text == (f"{diag.names[sick.root]} ({sick.root}) waits for child {name} to connect "
+                      f"(Server.wait_for_peer), but {name} died at boot (exit status 3)")
+    assert any(e.source == "kernel" and e.text == f"{child} is a zombie" for e in v.evidence)
+    assert any(e.source == "tasks" for e in v.evidence)
+    # the hang is the wait, not the unreaped zombie it leaves
+    (chain,) = diag.chains
+    assert chain.pids == [sick.root, child] and chain.cause is not None
+    assert (chain.cause.kind, chain.cause.pid) == ("boot-hang", sick.root)
+    assert chain_sentence(diag, chain).startswith(v.text + "; ")
+    rc, out, err = why(str(sick.root))
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"1. [boot-hang] {v.text}"
+    assert verdict_pids(diag) == {sick.root, child}
+    assert not verdict_pids(diag) & set(healthy.pids())

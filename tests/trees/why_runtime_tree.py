@@ -3,11 +3,13 @@ that hangs the way `why` is meant to explain: the root waits for a child's
 result, and the child is blocked in a sync ``time.sleep`` inside its RPC
 task, where no cancel reaches it.
 
-Usage: why_runtime_tree.py PORT START_METHOD {sleep,none} [--stackscope] [--taskdump]
+Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot} [--stackscope] [--taskdump]
 
 ``sleep``: child ``blocker`` runs ``nap`` (``time.sleep(3600)``);
 ``none``: child ``idler`` runs ``idle`` (``trio.sleep_forever()``), a healthy
-tree whose root waits the same way. The root prints ``READY <root pid>``
+tree whose root waits the same way; ``boot``: child ``booter`` dies at
+boot (``die_at_boot/sitecustomize.py`` on its path, trio backend), the
+root waits for it to connect. The root prints ``READY <root pid>``
 once the child's call has had a second to start. ``--stackscope`` turns on
 tractor's own SIGUSR1 task dumper (``enable_stack_on_sig``), ``--taskdump``
 ``tractor_diag.taskdump`` in every actor (stackscope loses the tasks inside
@@ -40,11 +42,27 @@ async def idle() -> None:
 
 async def main() -> None:
     port, method, hang = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    name, fn = ("blocker", nap) if hang == "sleep" else ("idler", idle)
+    name, fn = {"sleep": ("blocker", nap), "boot": ("booter", idle)}.get(hang, ("idler", idle))
     async with tractor.open_nursery(
         registry_addrs=[("127.0.0.1", port)], start_method=method,
         enable_stack_on_sig="--stackscope" in sys.argv,
     ) as an:
+        if hang == "boot":
+            # only the children see it (the root's cmdline is not tractor._child)
+            os.environ["WHY_TREE_DIE_AT_BOOT"] = "1"
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [os.path.join(os.path.dirname(os.path.abspath(__file__)), "die_at_boot"),
+                 *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
+            async def announce_boot() -> None:
+                await trio.sleep(1.0)
+                print("READY", os.getpid(), flush=True)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(announce_boot)
+                # never returns: the child died before it connected
+                await an.start_actor(name, enable_modules=[__name__])
+            return
         portal = await an.start_actor(name, enable_modules=[__name__])
 
         async def announce() -> None:

@@ -577,7 +577,14 @@ def _chains(c: _Ctx) -> list[Chain]:
         down = sync or [n for n in succ.get(pid, ()) if n not in path]
         if len(down) == 1:
             path.append(down[0])
-        chains.append(Chain(pids=path, cause=min(vs, key=_rank)))
+        cause = min(vs, key=_rank)
+        if cause.kind == "zombie":
+            # a child that died at boot: its being unreaped follows from the
+            # parent still waiting for it to connect, which is the hang
+            boot = next((v for v in c.verdicts if v.kind == "boot-hang" and v.pid in path
+                         and any(e.waiter == v.pid and e.on == pid for e in c.edges)), None)
+            cause = boot or cause
+        chains.append(Chain(pids=path, cause=cause))
     order = {e.proc.pid: i for i, e in enumerate(c.snap.ordered())}
     chains.sort(key=lambda ch: (_rank(ch.cause), order.get(ch.cause.pid, 1 << 30)))
     return chains
