@@ -46,7 +46,7 @@ DAEMONIZER = (
     "        time.sleep(600)\n"
     "    os._exit(0)\n"
     "os.wait()\n"
-    "print('READY', flush=True)\n"
+    "sys.stdout.write('READY\\n'); sys.stdout.flush()\n"  # one write: the daemon writes to the same pipe
     "time.sleep(600)\n"
 )
 

@@ -587,7 +587,9 @@ def test_launch_of_a_missing_command_is_reported_not_raised():
         async with app.run_test(size=SIZE) as pilot:
             await until(lambda: app.launch_error is not None, 10, pilot=pilot)
             assert "cannot launch /nonexistent/nope" in app.launch_error
-            assert app.launch_error in app.log_pane.text
+            # the error is set before its message reaches the log pane
+            await until(lambda: app.launch_error in app.log_pane.text, 10, pilot=pilot,
+                        what="the launch error in the log pane")
 
     run(body())
 

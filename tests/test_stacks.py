@@ -458,12 +458,17 @@ def test_kernel_stack_refusal_says_what_failed(spawn, target_uid, needle):
     missing root."""
     argv = [sys.executable, "-c", _HANDLERLESS]
     if target_uid:
-        argv = ["setpriv", f"--reuid={target_uid}", f"--regid={target_uid}",
-                "--clear-groups", *argv]
+        drop = ["setpriv", f"--reuid={target_uid}", f"--regid={target_uid}", "--clear-groups"]
+        if subprocess.run([*drop, sys.executable, "-c", "pass"], capture_output=True,
+                          timeout=60, cwd="/").returncode != 0:
+            # this interpreter's libpython is out of that uid's reach (pyenv
+            # under /root): any program of that uid makes the case
+            argv = ["sh", "-c", "echo READY; exec sleep 600"]
+        argv = [*drop, *argv]
     proc = spawn(argv)
     pid = proc.root
-    while target_uid and Path(f"/proc/{pid}/comm").read_text().strip() == "setpriv":
-        time.sleep(0.02)  # setpriv execs the interpreter in place
+    while target_uid and Path(f"/proc/{pid}/comm").read_text().strip() in ("setpriv", "sh"):
+        time.sleep(0.02)  # setpriv (and sh) exec the target in place
     repo = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(repo))
     out = subprocess.run(
