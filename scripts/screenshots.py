@@ -12,6 +12,8 @@ saved as SVG with Textual's own screenshot export:
                        its Python stack (py-spy) in the detail pane;
 - ``dash-task-tree``   the trio task tree of ``db_pool`` (SIGUSR1): its task
                        running, wedged in ``time.sleep``;
+- ``dash-why``         the verdicts of the tree (``w`` on the root): root
+                       cause first, the wait-for chain, evidence, what to do;
 - ``dash-log``         the launched program's output in the Log tab;
 - ``dash-reap``        the confirm dialog of reaping the ``gateway`` subtree.
 
@@ -90,6 +92,13 @@ async def shoot(out: Path) -> list[Path]:
         await until(lambda: "tasks" in app._extras.get(db_pool, {}), 15, pilot, "task tree")
         await pilot.pause(0.5)
         save("dash-task-tree")
+
+        root = app.snapshot.roots[0]
+        app.proc_tree.select_pid(root)
+        await pilot.press("w")
+        await until(lambda: "why" in app._extras.get(root, {}), 60, pilot, "the verdicts")
+        await pilot.pause(0.5)
+        save("dash-why")
 
         await pilot.press("l")
         await pilot.pause(0.5)
