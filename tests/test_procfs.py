@@ -219,15 +219,15 @@ def test_detail_sizes_and_fill_detail():
         _end(proc)
 
 
-def test_status_field_lookup():
-    from tractor_diag.procfs import _status_field
+def teststatus_field_lookup():
+    from tractor_diag.procfs import status_field
 
     status = (b"Name:\tpython\nUid:\t1000\t1000\t1000\t1000\nSigCgt:\t0000000000000202\n"
               b"voluntary_ctxt_switches:\t17\nnonvoluntary_ctxt_switches:\t3")
-    assert _status_field(status, b"Uid") == b"\t1000\t1000\t1000\t1000"
-    assert _status_field(status, b"nonvoluntary_ctxt_switches") == b"\t3"
-    assert _status_field(status, b"voluntary_ctxt_switches") == b"\t17"
-    assert _status_field(status, b"Gid") is None
+    assert status_field(status, b"Uid") == b"\t1000\t1000\t1000\t1000"
+    assert status_field(status, b"nonvoluntary_ctxt_switches") == b"\t3"
+    assert status_field(status, b"voluntary_ctxt_switches") == b"\t17"
+    assert status_field(status, b"Gid") is None
 
 
 def test_boot_time_is_plausible():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 
+from .procfs import status_field as _field
 from .whymodel import KernelSample
 
 _O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
@@ -26,15 +27,6 @@ def _read(name: str, dfd: int) -> bytes:
         return os.read(fd, 65536)
     finally:
         os.close(fd)
-
-
-def _field(status: bytes, key: bytes) -> bytes | None:
-    i = status.find(b"\n" + key + b":")
-    if i < 0:
-        return None
-    i += len(key) + 2
-    j = status.find(b"\n", i)
-    return (status[i:] if j < 0 else status[i:j]).strip()
 
 
 def _hex(v: bytes | None) -> int | None:

@@ -219,7 +219,8 @@ def _volatile(argv: list[str], actor: object, age: float) -> bool:
     return any(mark in line for mark in _BOOTING)
 
 
-def _status_field(status: bytes, key: bytes) -> bytes | None:
+def status_field(status: bytes, key: bytes) -> bytes | None:
+    """The raw value of one ``/proc/<pid>/status`` line (``None`` when absent)."""
     # Four lookups by find() instead of splitting ~55 lines: this parse was
     # the single largest cost of a detailed pass.
     i = status.find(b"\n" + key + b":")
@@ -244,13 +245,13 @@ def _read_full(proc: Proc, dfd: int) -> None:
     except OSError:
         status = b""
     try:
-        if (val := _status_field(status, b"Uid")) is not None:
+        if (val := status_field(status, b"Uid")) is not None:
             proc.uid = int(val.split()[0])
-        if (val := _status_field(status, b"SigCgt")) is not None:
+        if (val := status_field(status, b"SigCgt")) is not None:
             proc.sig_caught = int(val.strip(), 16)
-        if (val := _status_field(status, b"voluntary_ctxt_switches")) is not None:
+        if (val := status_field(status, b"voluntary_ctxt_switches")) is not None:
             proc.vol_ctx = int(val)
-        if (val := _status_field(status, b"nonvoluntary_ctxt_switches")) is not None:
+        if (val := status_field(status, b"nonvoluntary_ctxt_switches")) is not None:
             proc.invol_ctx = int(val)
     except ValueError:
         pass
