@@ -403,3 +403,35 @@ def test_current_runtime_boot_hang_on_a_child_that_died_at_boot(spawn, free_port
     assert out.splitlines()[0] == f"1. [boot-hang] {v.text}"
     assert verdict_pids(diag) == {sick.root, child}
     assert not verdict_pids(diag) & set(healthy.pids())
+
+
+def test_current_runtime_lost_cancel(spawn, free_port):
+    """Real tractor main (trio backend): the root waits in
+    Portal.cancel_actor (no timeout) on child ``deaf``, whose Actor.cancel
+    takes the request and never acts on it; ``deaf`` idles in its loop, no
+    task of it cancelling: lost cancel, on the root. A healthy root waiting
+    in Portal.run on an idle child gets no verdict."""
+    from pathlib import Path
+
+    from tractor_diag.render.why import chain_sentence
+
+    py = _runtime_python()
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    sick = spawn([py, script, str(free_port), "trio", "lose-cancel", "--taskdump"], timeout=60)
+    healthy = spawn([py, script, str(_other_port(free_port)), "trio", "none", "--taskdump"],
+                    timeout=60)
+    (child,) = [p for p in sick.pids() if p != sick.root]
+    diag = why_json(sick.root, healthy.root)
+    (chain,) = diag.chains
+    assert chain.pids == [sick.root, child]
+    assert (chain.cause.kind, chain.cause.pid) == ("lost-cancel", sick.root)
+    root = diag.names[sick.root]
+    assert diag.names[child] == "deaf"
+    assert chain.cause.text == (
+        f"{root} ({sick.root}) is cancelling deaf (Portal.cancel_actor), but deaf idles in its "
+        "loop with no cancel in progress: the request was lost")
+    assert chain_sentence(diag, chain).startswith(chain.cause.text + "; ")
+    sources = {e.source for e in chain.cause.evidence}
+    assert {"tasks", "kernel"} <= sources
+    assert verdict_pids(diag) == {sick.root}
+    assert not verdict_pids(diag) & set(healthy.pids())

@@ -3,13 +3,15 @@ that hangs the way `why` is meant to explain: the root waits for a child's
 result, and the child is blocked in a sync ``time.sleep`` inside its RPC
 task, where no cancel reaches it.
 
-Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot} [--stackscope] [--taskdump]
+Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,lose-cancel} [--stackscope] [--taskdump]
 
 ``sleep``: child ``blocker`` runs ``nap`` (``time.sleep(3600)``);
 ``none``: child ``idler`` runs ``idle`` (``trio.sleep_forever()``), a healthy
 tree whose root waits the same way; ``boot``: child ``booter`` dies at
 boot (``die_at_boot/sitecustomize.py`` on its path, trio backend), the
-root waits for it to connect. The root prints ``READY <root pid>``
+root waits for it to connect; ``lose-cancel``: child ``deaf`` takes a
+cancel request and never acts on it (its ``Actor.cancel`` swapped for one
+that parks forever), and the root waits in ``Portal.cancel_actor``. The root prints ``READY <root pid>``
 once the child's call has had a second to start. ``--stackscope`` turns on
 tractor's own SIGUSR1 task dumper (``enable_stack_on_sig``), ``--taskdump``
 ``tractor_diag.taskdump`` in every actor (stackscope loses the tasks inside
@@ -40,6 +42,16 @@ async def idle() -> None:
     await trio.sleep_forever()
 
 
+async def deafen() -> None:
+    from tractor.runtime._runtime import Actor
+
+    async def park(self, *args, **kwargs) -> bool:
+        # takes the request and never acts on it nor answers: lost
+        await trio.sleep_forever()
+
+    Actor.cancel = park
+
+
 async def main() -> None:
     port, method, hang = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     name, fn = {"sleep": ("blocker", nap), "boot": ("booter", idle)}.get(hang, ("idler", idle))
@@ -47,6 +59,19 @@ async def main() -> None:
         registry_addrs=[("127.0.0.1", port)], start_method=method,
         enable_stack_on_sig="--stackscope" in sys.argv,
     ) as an:
+        if hang == "lose-cancel":
+            portal = await an.start_actor("deaf", enable_modules=[__name__])
+            await portal.run(deafen)
+
+            async def announce_cancel() -> None:
+                await trio.sleep(1.0)
+                print("READY", os.getpid(), flush=True)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(announce_cancel)
+                # waits for the child to answer the cancel: never
+                await portal.cancel_actor(timeout=3600)
+            return
         if hang == "boot":
             # only the children see it (the root's cmdline is not tractor._child)
             os.environ["WHY_TREE_DIE_AT_BOOT"] = "1"

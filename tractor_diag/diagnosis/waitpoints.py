@@ -101,10 +101,24 @@ def innermost(frames: list) -> tuple[WaitPoint, object] | None:
             continue
         if point.where.startswith("/tractor") or point.sync:
             # a sync wait holds the whole thread: it is what it waits in
-            return point, f
+            return _enclosing_cancel(frames, f) or (point, f)
         if other is None:
             other = (point, f)
     return other
+
+
+def _enclosing_cancel(frames: list, inner) -> tuple[WaitPoint, object] | None:
+    """A wait made on the way to cancelling its target (the request
+    ``Portal.cancel_actor`` sends through ``run_from_ns``) is a cancel:
+    the nearest cancelling point around ``inner``, if any."""
+    i = frames.index(inner)
+    for f in reversed(frames[:i]):
+        if getattr(f, "native", False):
+            continue
+        point = match(f.name, f.filename)
+        if point is not None and point.cancels:
+            return point, f
+    return None
 
 
 def in_text(text: str) -> list[WaitPoint]:
