@@ -151,6 +151,46 @@ def test_default_dir_without_xdg_runtime_dir():
     assert r.returncode == 0 and r.stderr == ""  # platformdirs' warning is not leaked
 
 
+_ASK = """
+import json, warnings
+warnings.simplefilter("ignore")
+import platformdirs
+from tractor_diag.runtimedir import possible_dirs
+print(json.dumps([platformdirs.user_runtime_dir("tractor"), possible_dirs()]))
+"""
+
+
+def _runtime_dirs(env: dict, cwd: str) -> tuple[str, list[str]]:
+    out = subprocess.run([PY, "-c", _ASK], capture_output=True, text=True, env=env, cwd=cwd,
+                         timeout=60, check=True).stdout
+    return tuple(json.loads(out))
+
+
+def test_possible_dirs_hold_platformdirs_answer(tmp_path):
+    """Recognition skips platformdirs' import unless one of these dirs
+    names a process: its answer must be among them, whichever case it takes."""
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("XDG_RUNTIME_DIR", "TMPDIR", "TEMP", "TMP")}
+    cases = [
+        {"XDG_RUNTIME_DIR": str(xdg)},             # the usual: an owned 0700 dir
+        {},                                        # unset: /run/user/<uid> or a temp dir
+        {"XDG_RUNTIME_DIR": str(loose)},           # fails platformdirs' mode check
+        {"XDG_RUNTIME_DIR": "relative/dir"},       # not absolute: ignored
+        {"TMPDIR": str(tmpdir)},                   # the temp fallback follows TMPDIR
+        {"XDG_RUNTIME_DIR": str(loose), "TMP": "rel-tmp"},
+    ]
+    for extra in cases:
+        answer, possible = _runtime_dirs({**base, **extra}, str(tmp_path))
+        assert answer in possible, (extra, answer, possible)
+
+
 def test_unix_table_parsing():
     text = (
         "Num       RefCount Protocol Flags    Type St Inode Path\n"

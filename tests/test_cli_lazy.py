@@ -97,3 +97,17 @@ def test_stacks_leaves_the_diagnosis_rules_unloaded(spawn):
     assert "tractor_diag.diagnosis.where" in got["mods"]
     assert "tractor_diag.diagnosis.rules" not in got["mods"]
     assert _verb_modules(got["mods"]) <= {"tractor_diag.commands.stacks"} | _SHARED
+
+
+def test_recognition_leaves_platformdirs_alone_when_no_socket_file_names_ours(tmp_path):
+    """Asking platformdirs for the runtime dir costs more than a small
+    scan: a pass looks first in every dir it could answer."""
+    code = """
+    import json, os, sys
+    from tractor_diag import procfs
+    procs = procfs.scan(only=[os.getpid()])
+    print(json.dumps({"mods": sorted(sys.modules), "seen": os.getpid() in procs}))
+    """
+    got = _cold(code)
+    assert got["seen"]
+    assert "platformdirs" not in got["mods"]

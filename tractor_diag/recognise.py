@@ -43,6 +43,7 @@ from .actors import (
     REGISTRY_SENTINEL_PORT, SUBINT_THREAD_PREFIX, is_mp_spawn_child, parse_sock_name,
 )
 from .model import ActorInfo, Proc
+from .runtimedir import possible_dirs
 
 REGISTRY_SOCK = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
 # ``PYTHONBREAKPOINT`` as a tractor root sets it while its runtime is open
@@ -212,22 +213,14 @@ def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
     """Names from ``name@pid.sock`` files the pid really listens on; the
     holder of the registry socket."""
     if bindspace_dir is None:
+        # The runtime's dir is one of these, whichever platformdirs picks:
+        # asking it is worth its import only when one of them names ours.
+        if not any(any(_claims(_listdir(d), procs)) for d in possible_dirs()):
+            return
         bindspace_dir = default_bindspace()
         if bindspace_dir is None:
             return
-    try:
-        names = os.listdir(bindspace_dir)
-    except OSError:
-        return
-    claims: dict[int, list[str]] = {}
-    registry = False
-    for fname in names:
-        if fname == REGISTRY_SOCK:
-            registry = True
-            continue
-        parsed = parse_sock_name(fname)
-        if parsed is not None and parsed[1] in procs:
-            claims.setdefault(parsed[1], []).append(fname)
+    claims, registry = _claims(_listdir(bindspace_dir), procs)
     if not claims and not registry:
         return
     from .socktables import UnixTable, socket_inodes
@@ -243,6 +236,28 @@ def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
         inodes = set(table.listening.get(os.path.join(bindspace_dir, REGISTRY_SOCK), ()))
         if inodes:
             _mark_registry_holder(procs, inodes)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _claims(names: list[str], procs: dict[int, Proc]) -> tuple[dict[int, list[str]], bool]:
+    """-> ({pid in ``procs``: its ``name@pid.sock`` files}, whether the
+    registry's socket file is there)."""
+    claims: dict[int, list[str]] = {}
+    registry = False
+    for fname in names:
+        if fname == REGISTRY_SOCK:
+            registry = True
+            continue
+        parsed = parse_sock_name(fname)
+        if parsed is not None and parsed[1] in procs:
+            claims.setdefault(parsed[1], []).append(fname)
+    return claims, registry
 
 
 def _named_by_sockets(proc: Proc, names: list[str]) -> None:

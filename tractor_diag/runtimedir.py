@@ -33,3 +33,34 @@ def default_dir(app: str = APP) -> tuple[str, list[str]]:
     if not os.environ.get("XDG_RUNTIME_DIR"):
         notes.append(f"XDG_RUNTIME_DIR is not set; platformdirs' fallback is {os.path.dirname(path)}")
     return path, notes
+
+
+def possible_dirs(app: str = APP) -> list[str]:
+    """Every dir `default_dir` can answer, without asking platformdirs.
+
+    platformdirs picks ``$XDG_RUNTIME_DIR`` (when absolute), else
+    ``/run/user/<euid>``, else ``runtime-<euid>`` in the temporary dir, each
+    after checks on owner and mode; the temporary dir is the first usable of
+    ``$TMPDIR``, ``$TEMP``, ``$TMP``, ``/tmp``, ``/var/tmp``, ``/usr/tmp`` and
+    the working dir. Importing it costs more than a whole `procfs.scan` of a
+    small tree, so a caller that only lists the dir looks in these first and
+    asks platformdirs only when one of them holds something that matters.
+    """
+    euid = os.geteuid()
+    out = []
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(xdg):
+        out.append(os.path.join(xdg, app))
+    out.append(f"/run/user/{euid}/{app}")
+    temps = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    temps = [os.path.abspath(t) for t in temps if t]
+    temps += ["/tmp", "/var/tmp", "/usr/tmp"]
+    try:
+        temps.append(os.getcwd())
+    except OSError:  # the working dir is gone
+        pass
+    for t in temps:
+        path = os.path.join(t, f"runtime-{euid}", app)
+        if path not in out:
+            out.append(path)
+    return out
