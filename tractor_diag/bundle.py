@@ -21,6 +21,7 @@ tractor runtime does: ``$XDG_CACHE_HOME/tractor/hung-dumps``.
 """
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import re
@@ -28,7 +29,6 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -156,7 +156,7 @@ def write_bundle(
     root = out_dir or default_root()
     try:
         os.makedirs(root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".partial-", dir=root)
+        tmp = _Partial(root)
     except OSError as exc:
         from .errors import DiagError
 
@@ -208,27 +208,28 @@ def write_bundle(
         )
         try:
             for name, data in files.items():
-                _write(tmp, name, data)
-            final = os.path.join(root, _bundle_name(label, started))
-            while os.path.exists(final):  # the random suffix makes this a formality
-                final = os.path.join(root, _bundle_name(label, time.time()))
-            meta.path = final
+                tmp.write(name, data)
+            final = _bundle_name(label, started)
+            while tmp.taken(final):  # the random suffix makes this a formality
+                final = _bundle_name(label, time.time())
+            meta.path = os.path.join(root, final)
             meta.finished = time.time()
             meta.duration = meta.finished - started
-            _write(tmp, "summary.md", render_summary(report, snap, meta, diag))
-            _write(tmp, "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
-            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
-            os.rename(tmp, final)
+            tmp.write("summary.md", render_summary(report, snap, meta, diag))
+            tmp.write("meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+            tmp.publish(final)
         except OSError as exc:  # a full disk, a quota, the dir removed under us
             from .errors import DiagError
 
             raise DiagError(f"cannot write the bundle in {root}: {exc.strerror or exc}; "
                             "nothing was kept") from None
+        finally:
+            tmp.close()
         return meta
     except BaseException:
         # Every way out (an error, a signal turned into an exception, ^C)
         # leaves no half-written bundle behind.
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.discard()
         raise
 
 
@@ -273,11 +274,99 @@ def _scans(missing: list[Missing], deadline: float | None, files: dict[str, byte
     return found
 
 
-def _write(top: str, name: str, data: bytes | str) -> None:
-    path = os.path.join(top, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+class _Partial:
+    """The bundle while it is written: a fresh dir in ``root``, held by a
+    file descriptor. Every file, subdir, mode change and the final rename go
+    through descriptors, never through a path: in an out dir someone else
+    can write to, the dir may be renamed away or its name made a symlink
+    meanwhile, and a write by name would land wherever that points."""
+
+    def __init__(self, root: str):
+        self.rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd: int | None = None
+        try:
+            for _ in range(100):
+                self.name = f".partial-{secrets.token_hex(6)}"
+                try:
+                    os.mkdir(self.name, 0o700, dir_fd=self.rootfd)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise FileExistsError(f"no free temporary name in {root}")
+            self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, dir_fd=self.rootfd)
+            st = os.fstat(self.fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise PermissionError(errno.EPERM, "the new bundle dir was replaced (another "
+                                      "user can write to the out dir)")
+            self.ident = (st.st_dev, st.st_ino)
+        except BaseException:
+            self.close()
+            os.close(self.rootfd)
+            raise
+
+    def write(self, name: str, data: bytes | str) -> None:
+        parts = name.split("/")
+        dfd = self.fd
+        opened = []
+        try:
+            for sub in parts[:-1]:
+                try:
+                    os.mkdir(sub, 0o755, dir_fd=dfd)
+                except FileExistsError:
+                    pass
+                dfd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=dfd)
+                opened.append(dfd)
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o666, dir_fd=dfd)
+            with open(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def _still_ours(self) -> bool:
+        try:
+            st = os.stat(self.name, dir_fd=self.rootfd, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident
+
+    def taken(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self.rootfd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def publish(self, final: str) -> None:
+        os.fchmod(self.fd, 0o755)  # made 0700; a bundle is meant to be shared
+        if not self._still_ours():
+            raise PermissionError(errno.EPERM, "the bundle dir was moved or replaced while "
+                                  "it was written (another user can write to the out dir)")
+        os.rename(self.name, final, src_dir_fd=self.rootfd, dst_dir_fd=self.rootfd)
+        self.name = None
+        os.close(self.rootfd)
+        self.rootfd = None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        """Remove the partial dir, only while its name is still our dir."""
+        self.close()
+        if self.rootfd is None:
+            return
+        try:
+            if self.name is not None and self._still_ours():
+                shutil.rmtree(self.name, dir_fd=self.rootfd, ignore_errors=True)
+        finally:
+            os.close(self.rootfd)
+            self.rootfd = None
 
 
 def dump_all(

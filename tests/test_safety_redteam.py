@@ -1,0 +1,75 @@
+"""Red-team cases: each one tries to make a destructive or writing path do
+harm with real processes, and fails if it does."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from _reap_helpers import NOBODY, SYSTEM_PYTHON, as_nobody
+
+_SLEEPER = "import time; print('READY', flush=True); time.sleep(600)"
+
+# An attacker that owns the out dir: every new '.partial-*' entry is moved
+# aside and its name made a symlink to the victim dir, so that writes (and a
+# chmod) by name land in the victim.
+_SWAPPER = r"""
+import os, sys, time
+out, victim = sys.argv[1], sys.argv[2]
+done = set()
+print("READY", flush=True)
+n = 0
+while True:
+    for name in os.listdir(out):
+        if name.startswith(".partial-") and name not in done:
+            try:
+                if os.path.islink(os.path.join(out, name)):
+                    continue
+                n += 1
+                os.rename(os.path.join(out, name), os.path.join(out, f"moved-{n}"))
+                os.symlink(victim, os.path.join(out, name))
+                done.add(name)
+            except OSError:
+                pass
+    time.sleep(0.0005)
+"""
+
+
+@pytest.fixture
+def shared_tmp():
+    """A dir under /tmp that uid 65534 can reach (pytest's tmp_path is 0700)."""
+    d = tempfile.mkdtemp(prefix="tdiag-redteam-")
+    os.chmod(d, 0o755)
+    yield d
+    subprocess.run(["rm", "-rf", "--one-file-system", d], timeout=30)
+
+
+def test_bundle_never_writes_through_a_swapped_partial_dir(spawn, shared_tmp):
+    """dump-all into a dir another user owns: the attacker swaps the
+    bundle's temporary dir for a symlink to a dir of ours. Nothing may be
+    written into (or chmod-ed in) the victim dir."""
+    proc = spawn([sys.executable, "-c", _SLEEPER])
+    out = os.path.join(shared_tmp, "out")
+    victim = os.path.join(shared_tmp, "victim")
+    os.mkdir(out)
+    os.chown(out, NOBODY, NOBODY)
+    os.mkdir(victim, 0o700)
+    attacker = subprocess.Popen(as_nobody([SYSTEM_PYTHON, "-c", _SWAPPER, out, victim]),
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert attacker.stdout.readline().startswith("READY")
+        r = subprocess.run([sys.executable, "-m", "tractor_diag", "dump-all", "--no-tasks",
+                            "-o", out, str(proc.root)], capture_output=True, text=True,
+                           timeout=120)
+    finally:
+        attacker.kill()  # our child, not yet waited for: its pid is still its own
+        attacker.wait(10)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert os.listdir(victim) == [], f"written into the victim dir: {os.listdir(victim)}"
+    assert os.stat(victim).st_mode & 0o777 == 0o700, "the victim dir was chmod-ed"
+    assert any(n.startswith("moved-") for n in os.listdir(out)), \
+        f"the attacker never won the race: {os.listdir(out)}"
