@@ -664,7 +664,50 @@ def scenario_shm_default() -> dict:
     return out
 
 
+_ARMED_ACTOR = ("import os, signal, sys, time, setproctitle; "
+                "setproctitle.setproctitle(f'_subactor[{sys.argv[1]}@{os.getpid()}]'); "
+                "signal.signal(signal.SIGUSR1, lambda *a: None); "
+                "print('READY', flush=True); time.sleep(600)")
+
+
+def scenario_usr1_reuse() -> dict:
+    """A task-tree request for an armed actor whose pid goes, while the
+    request checks it, to a process without a SIGUSR1 handler (for which
+    the signal's default action is death)."""
+    from tractor_diag import procfs, tasks
+
+    old = _spawn_ready([sys.executable, "-c", _ARMED_ACTOR, "old"])
+    seen = procfs.read_proc(old.pid)
+    assert seen is not None and seen.actor is not None and seen.handles_signal(signal.SIGUSR1)
+    newcomer: list[subprocess.Popen] = []
+    original = tasks.announced_path
+
+    def replace_then_look(pid, target=None):
+        found = original(pid, target)
+        old.kill()
+        old.wait()
+        time.sleep(0.05)
+        _take_pid(old.pid)
+        newcomer.append(_spawn_ready([sys.executable, "-c", _SLEEP]))
+        return found
+
+    tasks.announced_path = replace_then_look
+    try:
+        got = tasks.request(seen)
+    finally:
+        tasks.announced_path = original
+    (new,) = newcomer
+    time.sleep(0.3)
+    out = dict(reused_pid=new.pid == old.pid, result=type(got).__name__,
+               status=getattr(got, "status", None), new_rc=new.poll())
+    if new.poll() is None:
+        new.kill()
+    new.wait()
+    return out
+
+
 SCENARIOS = {
+    "usr1-reuse": scenario_usr1_reuse,
     "pid-reuse": scenario_pid_reuse,
     "tick-reuse": scenario_tick_reuse,
     "socket-reuse": scenario_socket_reuse,

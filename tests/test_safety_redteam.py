@@ -73,3 +73,34 @@ def test_bundle_never_writes_through_a_swapped_partial_dir(spawn, shared_tmp):
     assert os.stat(victim).st_mode & 0o777 == 0o700, "the victim dir was chmod-ed"
     assert any(n.startswith("moved-") for n in os.listdir(out)), \
         f"the attacker never won the race: {os.listdir(out)}"
+
+
+# --- signals by pid ---------------------------------------------------------------------
+
+@pytest.fixture
+def ns(tmp_path):
+    from _reap_helpers import NsInit
+
+    box = NsInit(sys.executable, str(tmp_path / "ns-init.log"))
+    yield box
+    box.close()
+
+
+def _scenario(ns, name: str, *args, env=None) -> dict:
+    import json
+
+    from _reap_helpers import THIS
+
+    res = ns.run([sys.executable, THIS, "scenario", name, *args], env=env)
+    assert res["rc"] == 0, res["stderr"]
+    return json.loads(res["stdout"])
+
+
+def test_task_tree_request_never_signals_a_successor_of_the_pid(ns):
+    """The armed actor exits while the request is checking it and a process
+    without a SIGUSR1 handler gets its pid: SIGUSR1 must not reach that one
+    (it would die of it)."""
+    r = _scenario(ns, "usr1-reuse")
+    assert r["reused_pid"], r
+    assert r["new_rc"] is None, f"the successor was signalled: {r}"
+    assert r["result"] == "TaskTree" and r["status"] == "gone", r

@@ -195,6 +195,39 @@ class Pin:
             raise PinError(f"pid {self.pid}: {name}: {exc.strerror}") from None
         return True
 
+    def send_main_thread(self, sig: int) -> bool:
+        """Signal the pinned process's main thread (the thread group leader),
+        where Python runs its handlers: a main thread blocked in a sync call
+        is woken only by a signal delivered to it. -> ``False`` when it has
+        exited.
+
+        Through a thread pidfd (Linux 6.9+) opened after the pin and checked
+        against it: the pin still running after the open proves the thread
+        pidfd is of its leader. Older kernels get a process-directed signal
+        through the pin (the kernel offers it to the leader first). Never by
+        pid (``tgkill``): a pid reused meanwhile would get it."""
+        try:
+            tfd = os.pidfd_open(self.pid, _PIDFD_THREAD)
+        except ProcessLookupError:
+            return self.send(sig)  # the leader has exited; other threads may run
+        except OSError:
+            return self.send(sig)  # no thread pidfds here
+        try:
+            if self.exited():
+                return False
+            signal.pidfd_send_signal(tfd, sig, None, _PIDFD_SIGNAL_THREAD)
+        except ProcessLookupError:
+            return self.send(sig)
+        except OSError as exc:
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = f"signal {sig}"
+            raise PinError(f"pid {self.pid}: {name}: {exc.strerror}") from None
+        finally:
+            os.close(tfd)
+        return True
+
     def exited(self) -> bool:
         """Has it exited? (A zombie has: it runs no more code. A thread-group
         leader that exited while other threads run has not.)"""
@@ -240,6 +273,12 @@ class Pin:
     def __repr__(self) -> str:
         state = "closed" if self._fd is None else f"fd {self._fd}"
         return f"<Pin pid={self.pid} start={self.start_ticks} {state}>"
+
+
+# pidfd_open(2) flag for a pidfd of one thread, and pidfd_send_signal(2)'s
+# flag to signal that thread (both Linux 6.9)
+_PIDFD_THREAD = os.O_EXCL
+_PIDFD_SIGNAL_THREAD = 1
 
 
 def _observe(pid: int):

@@ -222,8 +222,26 @@ def _read_announcement(path: str, key: tuple[int, int, int], uids: set[int]) -> 
 def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
     """Signal ``proc`` for a task tree if it handles SIGUSR1 and is an
     actor, announced a dumper, or is ``explicit``ly named."""
+    from .errors import Unsupported
+    from .pinning import Pin, PinError
+
+    # Pinned first: every check below is of this process, and the signal
+    # reaches it or nobody (never whoever gets the pid after it).
+    try:
+        pin = Pin.open(proc.pid, start_time=proc.create_time)
+    except Unsupported as exc:
+        return TaskTree(status="error", reason=f"not signalled: {exc}")
+    except PinError:
+        return TaskTree(status="gone", reason="process gone (or its pid was reused)")
+    with pin:
+        return _request(pin, proc, explicit)
+
+
+def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
+    from .pinning import PinError
+
     fresh = procfs.read_quick(proc.pid)  # proc.actor has the full recognition
-    if fresh is None or abs(fresh.create_time - proc.create_time) > 0.05:
+    if fresh is None or pin.exited():
         return TaskTree(status="gone", reason="process gone (or its pid was reused)")
     handles = fresh.handles_signal(signal.SIGUSR1)
     if handles is None:
@@ -249,48 +267,13 @@ def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
                      + " may be gone after this; it was recorded before the signal)")
     offsets = [_size(p) for p in paths]
     try:
-        signal_main_thread(proc.pid, signal.SIGUSR1)
-    except ProcessLookupError:
+        sent = pin.send_main_thread(signal.SIGUSR1)
+    except PinError as exc:
+        return TaskTree(status="error", path=paths[0], reason=f"not signalled: {exc}")
+    if not sent:
         return TaskTree(status="gone", reason="process gone before the request", path=paths[0])
-    except PermissionError:
-        return TaskTree(status="error", path=paths[0],
-                        reason="not allowed to signal this process (another user's)")
     return Pending(pid=proc.pid, path=paths[0], offset=offsets[0], sent_at=time.monotonic(),
                    paths=paths, offsets=offsets, note=note, owners=sorted(target.uids))
-
-
-_tgkill = None
-
-
-def signal_main_thread(pid: int, signum: int) -> None:
-    """Send ``signum`` to the main thread of ``pid`` (``tgkill``).
-
-    A process-directed ``kill()`` may be delivered to any thread. Python
-    only runs its handlers in the main thread, and a main thread blocked in
-    a sync call (``time.sleep``, ``os.waitpid``) is only woken by a signal
-    delivered to *it*; delivered to an idle worker thread (trio's thread
-    cache), the request would sit unnoticed until the sleep ends. That
-    happens in practice right after py-spy detaches. Falls back to
-    ``os.kill`` where libc has no ``tgkill``.
-    """
-    global _tgkill
-    if _tgkill is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.tgkill
-            fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
-            _tgkill = (fn, ctypes)
-        except (OSError, AttributeError):
-            _tgkill = False
-    if not _tgkill:
-        os.kill(pid, signum)
-        return
-    fn, ctypes = _tgkill
-    if fn(pid, pid, signum) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _read_from(path: str, offset: int, owners: list[int] | None = None) -> str:
