@@ -65,14 +65,17 @@ def test_ptree_names_every_actor_under_its_parent(tree):
             assert actor["backend"] == tree.backend
     assert entries[a["root"]]["proc"]["actor"]["role"] == "root"
     assert entries[a["spawner_0"]]["actor_parent"] == a["root"]
+    assert entries[a["leaf_0_0"]]["actor_parent"] == a["spawner_0"]
     if tree.backend == "mp_forkserver":
-        # forked by the root's sidecar: the OS shows no link to spawner_0
-        assert entries[a["leaf_0_0"]]["actor_parent"] == a["root"]
+        # both forked by the root's sidecar: the spawner of each is the
+        # other holder of its parent-sentinel pipe, not its OS parent
         sidecar = entries[a["spawner_0"]]["proc"]["ppid"]
         assert entries[sidecar]["proc"]["actor"]["role"] == "forkserver"
         assert entries[sidecar]["proc"]["ppid"] == a["root"]
-    else:
-        assert entries[a["leaf_0_0"]]["actor_parent"] == a["spawner_0"]
+        assert entries[a["leaf_0_0"]]["proc"]["ppid"] == sidecar
+        for name, parent in (("spawner_0", "root"), ("leaf_0_0", "spawner_0")):
+            actor = entries[a[name]]["proc"]["actor"]
+            assert (actor["logical_parent"], actor["parent_by"]) == (a[parent], "sentinel-pipe")
     # stuck in time.sleep, its loop wedged: blocked, not idle
     assert entries[a["leaf_0_0"]]["state"] == "blocked"
 
@@ -81,9 +84,7 @@ def test_ptree_names_every_actor_under_its_parent(tree):
     row = {name: next(ln for ln in lines if ln.lstrip("│├└─ ").startswith(f"{pid} "))
            for name, pid in a.items()}
     indent = {name: len(ln) - len(ln.lstrip("│├└─ ")) for name, ln in row.items()}
-    assert indent["root"] < indent["spawner_0"]
-    if tree.backend != "mp_forkserver":
-        assert indent["spawner_0"] < indent["leaf_0_0"]
+    assert indent["root"] < indent["spawner_0"] < indent["leaf_0_0"]
     assert "[root actor" in row["root"]
     # --tree keeps the OS tree: the sidecar sits between root and actors
     os_tree = diag(tree, "ptree", "--tree", str(tree.root)).stdout

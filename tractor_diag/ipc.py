@@ -13,8 +13,8 @@ inodes from sock_diag) through their fd links, and returns an `IpcGraph`:
 
   * ``parent-channel``: an actor's connection to its parent. The parent is
     the peer listening on the ``--parent_addr`` of a released-runtime
-    command line, else the nearest ancestor the actor holds a client
-    connection to. When that is not the OS parent (a forkserver sidecar in
+    command line, else its logical parent (`ActorInfo.logical_parent`)
+    or the nearest ancestor the actor holds a client connection to. When that is not the OS parent (a forkserver sidecar in
     between) it is also recorded in ``logical_parent``.
   * ``registrar``: a connection to a registry address: TCP port 1616 (on
     any host) and any Unix socket named ``registry@1616.sock`` by
@@ -226,7 +226,10 @@ def _edges(snapshot: Snapshot, g: IpcGraph) -> None:
             parent = next((p for p in clients if p.addr == want), None)
         if parent is None:
             by_pid = {p.peer_pid: p for p in reversed(clients)}
-            for anc in _ancestors(snapshot, pid):
+            # an mp_forkserver actor's spawner is no ancestor of it, and
+            # its root (an ancestor) may only be its registrar
+            spawner = [actor.logical_parent] if actor.logical_parent is not None else []
+            for anc in spawner + _ancestors(snapshot, pid):
                 if anc in by_pid:
                     parent = by_pid[anc]
                     break

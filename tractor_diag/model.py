@@ -64,6 +64,7 @@ How = Literal[
     "mp-spawn", "fork-thread", "bindspace", "registry", "parent-of-actors",
     "subint-thread",
 ]
+ParentBy = Literal["sentinel-pipe", "sidecar-parent"]
 Backend = Literal["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver", "subint"]
 
 
@@ -86,9 +87,14 @@ class ActorInfo(msgspec.Struct, frozen=True):
     backend: Backend | None = None  # the spawn method, when the evidence says
     # ``booting``: the pid whose title it still carries (its parent).
     forked_from: int | None = None
-    # The actor that spawned it when that is not its OS parent: for
-    # ``mp_forkserver`` the fork-server sidecar's parent.
+    # The actor that spawned it when that is not its OS parent (an
+    # ``mp_forkserver`` actor's OS parent is the fork-server sidecar), and
+    # the evidence: ``sentinel-pipe`` (it holds the read end of a pipe whose
+    # write end only that actor holds: multiprocessing's parent sentinel),
+    # ``sidecar-parent`` (only the sidecar's parent was left to say it: the
+    # root, right for the root's own children).
     logical_parent: int | None = None
+    parent_by: ParentBy | None = None
     thread: str | None = None  # ``hosted``: the driver thread's name
 
 

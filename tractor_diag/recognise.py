@@ -136,18 +136,100 @@ def _generations(procs: dict[int, Proc]) -> None:
 
 
 def _forkservers(procs: dict[int, Proc]) -> None:
+    forked: dict[int, list[Proc]] = {}  # sidecar pid -> the actors it forked
     for proc in procs.values():
         a = proc.actor
         if a is None or a.how != "mp-forkserver":
             continue
         parent = procs.get(proc.ppid)
         if parent is not None and parent.cmdline == proc.cmdline:
-            # forked by the sidecar: an actor of the sidecar's parent
-            grand = procs.get(parent.ppid)
-            logical = parent.ppid if grand is not None and not _subreaper_like(grand) else None
-            proc.actor = _replace(a, logical_parent=logical)
+            forked.setdefault(parent.pid, []).append(proc)
         else:
             proc.actor = _replace(a, role="forkserver")
+    for sidecar, actors in forked.items():
+        root = procs[sidecar].ppid
+        grand = procs.get(root)
+        if grand is None or _subreaper_like(grand):
+            root = None  # an orphaned sidecar: who asked for its actors is gone
+        spawners = _sentinel_writers(actors, root)
+        for proc in actors:
+            spawner = spawners.get(proc.pid)
+            if spawner is not None:
+                proc.actor = _replace(proc.actor, logical_parent=spawner,
+                                      parent_by="sentinel-pipe")
+            elif root is not None:
+                proc.actor = _replace(proc.actor, logical_parent=root, parent_by="sidecar-parent")
+
+
+def _sentinel_writers(actors: list[Proc], root: int | None) -> dict[int, int]:
+    """Which process asked the sidecar for each of ``actors``.
+
+    multiprocessing gives the forked child the read end of a pipe whose
+    write end only the process that asked for it keeps (the child's parent
+    sentinel: it sees EOF when its spawner dies). Every actor of one sidecar
+    was asked for by the sidecar's parent or by another of them, so those
+    are the only writers looked for; a pipe any third of them holds is a
+    shared one (the resource tracker's, the fork server's alive pipe).
+    """
+    if len(actors) + (root is not None) < 2:
+        return {}
+    ends = {p.pid: _pipe_ends(p.pid) for p in actors}
+    if root is not None:
+        ends[root] = _pipe_ends(root)
+    holders: dict[int, list[tuple[int, str]]] = {}
+    for pid, pipes in ends.items():
+        for inode, mode in pipes.items():
+            holders.setdefault(inode, []).append((pid, mode))
+    out: dict[int, int] = {}
+    for proc in actors:
+        writers = set()
+        for inode, mode in ends[proc.pid].items():
+            both = holders[inode]
+            if mode != "r" or len(both) != 2:
+                continue
+            writers.update(pid for pid, m in both if pid != proc.pid and m == "w")
+        if len(writers) == 1:
+            out[proc.pid] = writers.pop()
+    return out
+
+
+def _pipe_ends(pid: int) -> dict[int, str]:
+    """Pipe inode -> ``r``/``w``/``rw`` for the pipes among ``pid``'s fds
+    (empty when it is gone or its fds cannot be read)."""
+    try:
+        dfd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return {}
+    out: dict[int, str] = {}
+    try:
+        for name in os.listdir(dfd):
+            try:
+                link = os.readlink(name, dir_fd=dfd)
+            except OSError:
+                continue  # closed meanwhile
+            if not link.startswith("pipe:["):
+                continue
+            mode = _fd_mode(pid, name)
+            if mode is not None:
+                inode = int(link[6:-1])
+                out[inode] = mode if out.get(inode, mode) == mode else "rw"
+    except OSError:
+        return {}
+    finally:
+        os.close(dfd)
+    return out
+
+
+def _fd_mode(pid: int, fd: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"flags:"):
+                    acc = int(line.split()[1], 8) & os.O_ACCMODE
+                    return {os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(acc, "rw")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool) -> None:
