@@ -183,7 +183,7 @@ def scenario_signal_key_reused() -> dict:
     start-time slack, but not the same clock tick."""
     from _dash_helpers import until
     from tractor_diag import procfs
-    from tractor_diag.tui import actions
+    from tractor_diag.tui import key_jobs
     from tractor_diag.tui.app import DashApp
 
     out: dict = {}
@@ -203,8 +203,9 @@ def scenario_signal_key_reused() -> dict:
             _ready_line(new)
             now = procfs.read_proc(new.pid, detail=False)
             out.update(old=old.pid, new=new.pid, apart=now.create_time - seen.create_time)
-            assert app.guest.spawn(actions.send_signal, app, old.pid, seen.create_time,
-                                   signal.SIGTERM)
+            # what the key starts once the user confirmed
+            app._start("signal", key_jobs.send_signal, old.pid, seen.create_time,
+                       signal.SIGTERM)
             await until(lambda: "signal" in app._extras.get(old.pid, {}), 10, pilot=pilot)
             out["result"] = app._extras[old.pid]["signal"][1].plain
         time.sleep(0.3)

@@ -15,6 +15,7 @@ import pytest
 from tractor_diag.actors import parse_actor
 from tractor_diag.model import Entry, Event, Proc, Snapshot
 from tractor_diag.tui.app import DashApp
+from tractor_diag.tui.messages import Exited, Output, Sampled, SocketsRead
 from tractor_diag.tui.proc_tree import ProcTree
 from tractor_diag.tui.sockets import Sock
 
@@ -244,10 +245,10 @@ def test_messages_from_trio_during_teardown_are_dropped():
             app.child_pid = 4000
             await app.default_screen.query_one(ProcTree).remove()
             await pilot.pause()
-            app.post_message(DashApp.Sampled(fake_snapshot(), fake_events()))
-            app.post_message(DashApp.Output("stdout", ["late line"]))
-            app.post_message(DashApp.Exited(4000, 3))
-            app.post_message(DashApp.SocketsRead(4010, []))
+            app.post_message(Sampled(fake_snapshot(), fake_events()))
+            app.post_message(Output("stdout", ["late line"]))
+            app.post_message(Exited(4000, 3))
+            app.post_message(SocketsRead(4010, []))
             await pilot.pause()
             await pilot.pause()
             assert app.child_code == 3

@@ -19,24 +19,26 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
 
 from tractor_diag.model import Entry, Event, Snapshot, exit_status
 
-from . import actions
+from . import key_jobs
 from .bridge import TrioGuest
 from .detail import DetailPane, stamp
 from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
 from .log_pane import LogPane
+from .messages import ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead
 from .proc_tree import ProcTree
 from .sockets import Sock
 
 
 #: Seconds between re-reads of the selected process's sockets.
 SOCKETS_EVERY = 10.0
+#: The sampler's last snapshots that go into a bundle written with `d`.
+HISTORY_SNAPSHOTS = 30
 
 
 class DashApp(App):
@@ -60,52 +62,6 @@ class DashApp(App):
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
-
-    # -- messages from trio --------------------------------------------------
-
-    class Sampled(Message):
-        def __init__(self, snapshot: Snapshot, events: list[Event]) -> None:
-            super().__init__()
-            self.snapshot = snapshot
-            self.events = events
-
-    class Output(Message):
-        def __init__(self, stream: str, lines: list[str]) -> None:
-            super().__init__()
-            self.stream = stream
-            self.lines = lines
-
-    class Launched(Message):
-        def __init__(self, pid: int | None, error: str | None = None) -> None:
-            super().__init__()
-            self.pid = pid
-            self.error = error
-
-    class Exited(Message):
-        def __init__(self, pid: int, code: int) -> None:
-            super().__init__()
-            self.pid = pid
-            self.code = code
-
-    class ActionDone(Message):
-        """An action finished: its result goes to the detail pane of
-        ``pid`` under ``section``, and a one-line ``summary`` is shown."""
-
-        def __init__(self, section: str, pid: int, title: str, body: Text,
-                     summary: str, ok: bool = True) -> None:
-            super().__init__()
-            self.section = section
-            self.pid = pid
-            self.title = title
-            self.body = body
-            self.summary = summary
-            self.ok = ok
-
-    class SocketsRead(Message):
-        def __init__(self, pid: int, socks: list[Sock]) -> None:
-            super().__init__()
-            self.pid = pid
-            self.socks = socks
 
     # -- setup ---------------------------------------------------------------
 
@@ -314,11 +270,11 @@ class DashApp(App):
             # Posted before the child can be waited for: its Exited message
             # always comes after this one.
             self.sampler.targets = Targets([pid])
-            self.post_message(self.Launched(pid))
+            self.post_message(Launched(pid))
 
         self.supervisor = Supervisor(
             self.launch_argv,
-            on_output=lambda stream, lines: self.post_message(self.Output(stream, lines)),
+            on_output=lambda stream, lines: self.post_message(Output(stream, lines)),
             on_exit=self._on_exit,
             on_start=started,
             grace=self.grace,
@@ -330,11 +286,11 @@ class DashApp(App):
             from tractor_diag.safetext import escape
 
             self.launch_error = escape(f"cannot launch {self.launch_argv[0]}: {exc.strerror or exc}")
-            self.post_message(self.Launched(None, self.launch_error))
+            self.post_message(Launched(None, self.launch_error))
 
     def _on_exit(self, pid: int, code: int) -> None:
         self.sampler.known_exit_codes[pid] = code
-        self.post_message(self.Exited(pid, code))
+        self.post_message(Exited(pid, code))
 
     def _on_sample(self, snap: Snapshot, events: list[Event]) -> None:
         sup = self.supervisor
@@ -344,7 +300,7 @@ class DashApp(App):
         if root is not None and sup.is_launched_child(root.proc.pid, root.proc.create_time):
             sup.note_members((pid, e.proc.create_time) for pid, e in snap.entries.items()
                              if e.root == sup.pid)
-        self.post_message(self.Sampled(snap, events))
+        self.post_message(Sampled(snap, events))
 
     # -- feeding the panes ---------------------------------------------------
 
@@ -413,15 +369,18 @@ class DashApp(App):
             return True
         return False
 
-    def on_dash_app_sampled(self, message: Sampled) -> None:
+    @on(Sampled)
+    def _sampled(self, message: Sampled) -> None:
         if not self._quitting and not self._panes_gone():
             self.show(message.snapshot, message.events)
 
-    def on_dash_app_output(self, message: Output) -> None:
+    @on(Output)
+    def _output(self, message: Output) -> None:
         if not self._panes_gone():
             self.add_output(message.stream, message.lines)
 
-    def on_dash_app_launched(self, message: Launched) -> None:
+    @on(Launched)
+    def _launched(self, message: Launched) -> None:
         if message.pid is not None:
             self.child_pid = message.pid
         if self._panes_gone():
@@ -434,7 +393,8 @@ class DashApp(App):
             self.log_pane.note(f"launched pid {message.pid}: {shlex.join(self.launch_argv or [])}", "bold green")
         self._update_status()
 
-    def on_dash_app_exited(self, message: Exited) -> None:
+    @on(Exited)
+    def _exited(self, message: Exited) -> None:
         status = exit_status(message.code)
         if self.supervisor is not None and message.pid == self.supervisor.pid:
             self.child_pid = message.pid
@@ -450,7 +410,10 @@ class DashApp(App):
             self.events_pane.note(Text(f"{stamp()} reaped adopted orphan {message.pid}: {status}", "italic"))
         self._update_status()
 
-    def on_dash_app_action_done(self, message: ActionDone) -> None:
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        if message.bundle is not None:
+            self.last_bundle = message.bundle
         if self._panes_gone():
             return
         extras = self._extras.setdefault(message.pid, {})
@@ -463,7 +426,8 @@ class DashApp(App):
             self._refresh_detail(force=True)
             self.detail.call_after_refresh(self.detail.scroll_home, animate=False)
 
-    def on_dash_app_sockets_read(self, message: SocketsRead) -> None:
+    @on(SocketsRead)
+    def _sockets_read(self, message: SocketsRead) -> None:
         if not self._panes_gone():
             self.show_sockets(message.pid, message.socks)
 
@@ -490,7 +454,7 @@ class DashApp(App):
         from .sockets import sockets_of
 
         socks = await trio.to_thread.run_sync(sockets_of, pid)
-        self.post_message(self.SocketsRead(pid, socks))
+        self.post_message(SocketsRead(pid, socks))
 
     def selected_entry(self) -> Entry | None:
         pid = self.proc_tree.selected_pid
@@ -581,8 +545,13 @@ class DashApp(App):
             self.notify("select a process first", severity="warning")
         return entry
 
-    def _start(self, what: str, async_fn, *args) -> None:
-        if not self.guest.spawn(async_fn, *args):
+    def _start(self, what: str, job, *args, **kwargs) -> None:
+        """Run a key's job on the trio side; the message it returns is
+        posted here, and its handler applies it."""
+        async def run() -> None:
+            self.post_message(await job(*args, **kwargs))
+
+        if not self.guest.spawn(run):
             self.notify(f"cannot {what}: the trio side is not running", severity="error")
 
     def action_stacks(self) -> None:
@@ -590,7 +559,7 @@ class DashApp(App):
         if entry is None:
             return
         self.notify(f"collecting Python stacks of {entry.proc.pid}…", timeout=3)
-        self._start("collect stacks", actions.stacks, self, entry.proc.pid)
+        self._start("collect stacks", key_jobs.stacks, entry.proc.pid)
 
     def action_tasks(self) -> None:
         entry = self._need_selection()
@@ -600,20 +569,20 @@ class DashApp(App):
         if not handles:
             why = ("it has no SIGUSR1 handler (the signal would kill it)" if handles is False
                    else "whether it handles SIGUSR1 is unknown")
-            self.post_message(self.ActionDone(
+            self.post_message(ActionDone(
                 "tasks", entry.proc.pid, "trio task tree",
                 Text(f"not requested: {why}", "yellow"),
                 f"no task tree for {entry.proc.pid}: {why}", ok=False))
             return
         self.notify(f"requesting the trio task tree of {entry.proc.pid}…", timeout=3)
-        self._start("request a task tree", actions.task_tree, self, entry.proc.pid)
+        self._start("request a task tree", key_jobs.task_tree, entry.proc.pid)
 
     def action_why(self) -> None:
         entry = self._need_selection()
         if entry is None:
             return
         self.notify(f"judging the tree at {entry.proc.pid}…", timeout=4)
-        self._start("judge", actions.why, self, entry.proc.pid)
+        self._start("judge", key_jobs.why, entry.proc.pid, self.sampler.latest)
 
     def action_dump(self) -> None:
         entry = self._need_selection()
@@ -646,24 +615,31 @@ class DashApp(App):
 
     def _dump(self, pid: int) -> None:
         self.notify(f"writing a snapshot bundle of the tree at {pid}…", timeout=4)
-        self._start("dump", actions.dump_all, self, pid)
+        # the history as it is now: the sampler goes on adding to it
+        self._start("dump", key_jobs.dump_all, pid, out_dir=self.dump_root,
+                    history_snaps=list(self.sampler.history)[-HISTORY_SNAPSHOTS:],
+                    history_events=list(self.sampler.events))
 
     def action_reap(self) -> None:
         entry = self._need_selection()
         if entry is None:
             return
-        self._start("plan a reap", actions.plan_reap, self, entry.proc.pid)
+        self._start("plan a reap", key_jobs.plan_reap, entry.proc.pid)
 
-    def confirm_reap(self, pid: int, body: Text, plan) -> None:
-        """Called with the dry-run plan: ask, then reap for real."""
+    @on(ReapPlanned)
+    def _confirm_reap(self, message: ReapPlanned) -> None:
+        """The dry-run plan: ask, then reap for real."""
+        pid, plan = message.pid, message.plan
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._start("reap", actions.reap, self, pid, plan)
+                self._start("reap", key_jobs.reap, pid, plan, self.grace)
             else:
+                plan.release()  # its pidfds
                 self.notify("reap cancelled", timeout=3)
 
-        self.push_screen(ConfirmScreen(f"Reap the subtree at {pid}?", body, yes="Reap"), answered)
+        self.push_screen(ConfirmScreen(f"Reap the subtree at {pid}?", message.body, yes="Reap"),
+                         answered)
 
     def action_signal(self) -> None:
         entry = self._need_selection()
@@ -683,7 +659,7 @@ class DashApp(App):
 
             def answered(yes: bool | None) -> None:
                 if yes:
-                    self._start("signal", actions.send_signal, self, pid, create_time, signum)
+                    self._start("signal", key_jobs.send_signal, pid, create_time, signum)
 
             self.push_screen(ConfirmScreen(f"Send {name}?", body, yes=f"Send {name}"), answered)
 

@@ -1,0 +1,206 @@
+"""The jobs behind the dashboard's keys (s, t, w, d, r, k), as trio functions.
+
+Every one of them reaches into processes (py-spy, signals, /proc, files),
+so each runs its blocking part in `trio.to_thread.run_sync`, bounded in
+time. A job takes plain values and returns a message (`ActionDone`, or
+`ReapPlanned` for a plan to confirm); the app posts it and its handlers
+apply it. A job never touches the app: that is what lets the app import
+the jobs without the jobs importing the app.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import trio
+from rich.text import Text
+
+from tractor_diag import procfs
+from tractor_diag.safetext import escape
+
+from .detail import stamp
+from .messages import ActionDone, ReapPlanned
+from .result_texts import (describe_bundle, describe_fates, describe_plan, describe_why,
+                           render_py_stack, render_task_tree)
+from .safe import safe_block
+
+STACK_TIMEOUT = 5.0
+TASK_TIMEOUT = 3.0
+DUMP_DEADLINE = 60.0
+WHY_DEADLINE = 20.0
+
+
+def done(section: str, pid: int, title: str, body: Text, summary: str,
+         ok: bool = True, bundle: str | None = None) -> ActionDone:
+    # Bodies escape their fields line by line; this is the backstop (and the
+    # summary goes to a toast and the events pane as one line).
+    return ActionDone(section, pid, escape(title), safe_block(body), escape(summary), ok,
+                      bundle=bundle)
+
+
+def _failed(section: str, pid: int, title: str, what: str, exc: BaseException) -> ActionDone:
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return done(section, pid, title, Text(f"{what} failed: {reason}", "red"),
+                f"{what} of {pid} failed: {reason}", ok=False)
+
+
+async def stacks(pid: int) -> ActionDone:
+    title = f"Python stacks (py-spy, {stamp()})"
+    try:
+        from tractor_diag import stacks as stackmod
+
+        def dump():
+            return stackmod.dump_python(pid, py_spy=stackmod.find_py_spy(), timeout=STACK_TIMEOUT)
+
+        py = await trio.to_thread.run_sync(dump)
+    except Exception as exc:  # noqa: BLE001 - shown to the user, never raised into the UI
+        return _failed("stacks", pid, title, "py-spy dump", exc)
+    ok = py.status == "ok"
+    summary = (f"stacks of {pid}: {len(py.threads)} thread(s)" if ok
+               else f"no Python stack for {pid}: {py.reason or py.status}")
+    return done("stacks", pid, title, render_py_stack(py), summary, ok)
+
+
+async def task_tree(pid: int) -> ActionDone:
+    title = f"trio task tree (SIGUSR1, {stamp()})"
+    try:
+        from tractor_diag import tasks as taskmod
+
+        def request():
+            proc = procfs.read_proc(pid)
+            if proc is None:
+                return None
+            req = taskmod.request(proc)
+            if not isinstance(req, taskmod.Pending):
+                return req
+            return taskmod.collect([req], until=time.monotonic() + TASK_TIMEOUT)[pid]
+
+        tree = await trio.to_thread.run_sync(request)
+    except Exception as exc:  # noqa: BLE001
+        return _failed("tasks", pid, title, "task-tree request", exc)
+    if tree is None:
+        return done("tasks", pid, title, Text("process gone", "yellow"),
+                    f"no task tree for {pid}: process gone", ok=False)
+    ok = tree.status == "collected"
+    summary = (f"task tree of {pid}: {len(tree.tasks) or 'some'} task(s)" if ok
+               else f"no task tree for {pid}: {tree.reason or tree.status}")
+    return done("tasks", pid, title, render_task_tree(tree), summary, ok)
+
+
+async def send_signal(pid: int, create_time: float, signum: int) -> ActionDone:
+    name = signal.Signals(signum).name
+    title = f"signal ({stamp()})"
+
+    def send() -> str | None:
+        from tractor_diag.errors import Unsupported
+        from tractor_diag.pinning import Gone, Pin, PinError, Replaced
+
+        # The process the user looked at, pinned: a pid reused since is
+        # another process and gets nothing.
+        try:
+            pin = Pin.open(pid, start_time=create_time)
+        except Gone:
+            return "process gone: not signalled"
+        except Replaced:
+            return "its pid now belongs to another process: not signalled"
+        except (PinError, Unsupported) as exc:
+            return f"not signalled: {exc}"
+        with pin:
+            if signum == signal.SIGUSR1:
+                proc = pin.proc()
+                if proc is None or not proc.handles_signal(signal.SIGUSR1):
+                    return "no SIGUSR1 handler: not signalled (it would die)"
+            try:
+                if not pin.send(signum):
+                    return "process gone"
+            except PinError as exc:
+                return str(exc)
+        return None
+
+    err = await trio.to_thread.run_sync(send)
+    if err is None:
+        return done("signal", pid, title, Text(f"sent {name}", "green"), f"sent {name} to {pid}")
+    return done("signal", pid, title, Text(f"{name}: {err}", "yellow"),
+                f"{name} to {pid}: {err}", ok=False)
+
+
+async def dump_all(pid: int, *, out_dir: str | None, history_snaps: list,
+                   history_events: list) -> ActionDone:
+    """`dump-all` of the tree at ``pid``, with the sampler's recent history
+    (taken by the caller: the sampler lives on)."""
+    title = f"dump-all ({stamp()})"
+
+    def write():
+        from tractor_diag.trees import snapshot_for
+        from tractor_diag.bundle import History, write_bundle
+
+        snap = snapshot_for([str(pid)], strays=False)
+        if history_snaps:  # a zombie keeps the name the sampler saw it alive with
+            from tractor_diag.trees import remember_names
+
+            remember_names(snap.entries, history_snaps[-1])
+        history = History(snapshots=history_snaps, events=history_events) if history_snaps else None
+        return write_bundle(snap, label=f"dash-{pid}", out_dir=out_dir, history=history,
+                            targets=[str(pid)], deadline=time.monotonic() + DUMP_DEADLINE)
+
+    try:
+        meta = await trio.to_thread.run_sync(write)
+    except Exception as exc:  # noqa: BLE001
+        return _failed("dump", pid, title, "dump-all", exc)
+    return done("dump", pid, title, describe_bundle(meta),
+                f"snapshot bundle written: {meta.path}", bundle=meta.path)
+
+
+async def why(pid: int, seen) -> ActionDone:
+    """The verdicts of the tree at ``pid`` (`tractor-diag why`); ``seen``:
+    the sampler's latest snapshot, for the names of zombies."""
+    title = f"why ({stamp()})"
+
+    def run():
+        from tractor_diag.trees import snapshot_for
+        from tractor_diag.diagnosis import examine
+
+        snap = snapshot_for([str(pid)], strays=False)
+        if seen is not None:  # a zombie keeps the name the sampler saw it alive with
+            from tractor_diag.trees import remember_names
+
+            remember_names(snap.entries, seen)
+        return examine(snap, deadline=time.monotonic() + WHY_DEADLINE)[1]
+
+    try:
+        diag = await trio.to_thread.run_sync(run)
+    except Exception as exc:  # noqa: BLE001
+        return _failed("why", pid, title, "why", exc)
+    body, head = describe_why(diag, pid)
+    return done("why", pid, title, body, head, ok=True)
+
+
+async def plan_reap(pid: int) -> ActionDone | ReapPlanned:
+    """The reaper's dry-run plan for ``pid`` and the actors below it, under
+    its own rules (same user, actors only, never us or our ancestors),
+    pinned; the app asks before `reap` executes it."""
+    from tractor_diag.reap import make_plan
+
+    try:
+        plan = await trio.to_thread.run_sync(lambda: make_plan(subtree=pid))
+    except Exception as exc:  # noqa: BLE001
+        return _failed("reap", pid, f"reap ({stamp()})", "reap plan", exc)
+    if not plan.targets:
+        plan.release()
+        return done("reap", pid, f"reap ({stamp()})", describe_plan(plan),
+                    f"nothing to reap under {pid} (only actors of your user are reaped)", ok=False)
+    return ReapPlanned(pid, describe_plan(plan), plan)
+
+
+async def reap(pid: int, plan, grace: float) -> ActionDone:
+    from tractor_diag.reap import execute
+    from tractor_diag.render.reap import fates_summary
+
+    title = f"reap ({stamp()})"
+    try:
+        outcome = await trio.to_thread.run_sync(lambda: execute(plan, grace=grace))
+    except Exception as exc:  # noqa: BLE001
+        return _failed("reap", pid, title, "reap", exc)
+    summary = f"reaped the subtree at {pid}: {fates_summary(outcome.fates)}"
+    ok = not any(f.fate in ("survived", "error") for f in outcome.fates)
+    return done("reap", pid, title, describe_fates(outcome.fates), summary, ok)
