@@ -65,20 +65,49 @@ def _memo_label(memo: LabelMemo | None, entry: Entry, now: float) -> Text:
     return label
 
 
+def _actor_tree(snap: Snapshot) -> dict[int, list[int]]:
+    """Children in the actor tree, by pid: the library's map, with each
+    actor that tops an actor tree hung under the group top that holds it."""
+    from tractor_diag.trees import actor_children
+
+    kids = actor_children(snap)
+    tops = {*snap.roots, *snap.strays}
+    out: dict[int, list[int]] = {k: v for k, v in kids.items() if k is not None}
+    for pid in kids.get(None, ()):
+        if pid in tops:
+            continue
+        seen = {pid}
+        up = snap.entries[pid].proc.ppid
+        while up in snap.entries and up not in tops and up not in seen:
+            seen.add(up)
+            up = snap.entries[up].proc.ppid
+        if up in tops:
+            out[up] = [*out.get(up, ()), pid]
+    return out
+
+
 def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
            now: float | None = None, labels: LabelMemo | None = None) -> list[Row]:
     """The rows the tree should show, parents before children, in order.
 
     ``text`` keeps processes matching it and their ancestors (for context);
-    ``actors_only`` hides non-actor processes except the tops of each group
-    (a root actor is an ordinary process), lifting their children up to the
-    nearest shown ancestor. ``labels``: labels built before, reused (the
-    same object) while what they show is unchanged.
+    ``actors_only`` draws the actor tree instead of the OS tree: actors
+    only, each under the actor that spawned it (`trees.actor_children`,
+    as ``ptree --actors``; with a fork server that is not its OS parent),
+    below the tops of each group, which are shown whatever they are (a
+    root actor is an ordinary process). ``labels``: labels built before,
+    reused (the same object) while what they show is unchanged.
     """
     needle = text.strip().lower()
     now = snap.taken_at if now is None else now
     entries = snap.entries
     keep_memo: dict[int, bool] = {}
+    logical = _actor_tree(snap) if actors_only else None
+
+    def children(pid: int) -> list[int]:
+        if logical is None:
+            return entries[pid].children
+        return logical.get(pid, [])
 
     def keep(pid: int, seen: frozenset = frozenset()) -> bool:
         if pid in keep_memo:
@@ -86,7 +115,7 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
         entry = entries[pid]
         ok = not needle or _matches(entry, needle)
         if not ok:
-            ok = any(keep(c, seen | {pid}) for c in entry.children
+            ok = any(keep(c, seen | {pid}) for c in children(pid)
                      if c in entries and c not in seen)
         keep_memo[pid] = ok
         return ok
@@ -94,21 +123,16 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
     rows: list[tuple[Key, Key | None, Text | None]] = []
     placed: set[int] = set()
 
-    def walk(pid: int, parent: Key | None, top: bool) -> None:
+    def walk(pid: int, parent: Key | None) -> None:
         if pid in placed or pid not in entries or not keep(pid):
             return
         placed.add(pid)
-        entry = entries[pid]
-        shown = top or not actors_only or entry.proc.actor is not None
-        under = parent
-        if shown:
-            rows.append((pid, parent, _memo_label(labels, entry, now)))
-            under = pid
-        for child in entry.children:
-            walk(child, under, False)
+        rows.append((pid, parent, _memo_label(labels, entries[pid], now)))
+        for child in children(pid):
+            walk(child, pid)
 
     for root in snap.roots:
-        walk(root, None, True)
+        walk(root, None)
     for group in GROUPS:
         key = f"group:{group}"
         start = len(rows)
@@ -121,7 +145,7 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
             in_group = "orphans" if entry.bucket == "orphan" else "strays"
             if in_group == group:
                 before = len(rows)
-                walk(pid, key, True)
+                walk(pid, key)
                 tops += len(rows) > before
         if tops:
             had = labels.get(key) if labels is not None else None

@@ -6,6 +6,7 @@ import shutil
 from ..model import BUCKETS, Entry, Snapshot, exit_status
 from ..sockmodel import PortQuery
 from ..safetext import escaped
+from ..trees import actor_children
 from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
 
 
@@ -221,10 +222,7 @@ def render_actor_tree(snap: Snapshot, st: Style, width: int | None = None) -> st
     snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
-    kids: dict[int | None, list[int]] = {}
-    for entry in snap.ordered():
-        if entry.proc.actor is not None and entry.proc.actor.role != "forkserver":
-            kids.setdefault(entry.actor_parent, []).append(entry.proc.pid)
+    kids = actor_children(snap)
     tops = kids.get(None, [])
     if not tops:
         lines.append("no actors")

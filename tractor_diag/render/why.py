@@ -17,7 +17,7 @@ from ..safetext import escape
 from ..whymodel import Chain, Diagnosis, Verdict
 from . import Style
 
-_KIND_STYLE = {
+KIND_STYLE = {
     "sync-blocked": "yellow", "runaway": "magenta", "blocked": "yellow", "stopped": "cyan",
     "traced": "cyan", "zombie": "bright_red", "orphan": "red", "boot-hang": "red",
     "lost-cancel": "red", "ignores-signals": "yellow", "stale-socket": "yellow",
@@ -26,7 +26,7 @@ _KIND_STYLE = {
 
 
 # Properties rather than causes: listed apart unless a chain ends in them.
-_ATTRIBUTES = ("ignores-signals", "orphan", "stale-socket", "port-holder")
+ATTRIBUTES = ("ignores-signals", "orphan", "stale-socket", "port-holder")
 
 
 def _edge(diag: Diagnosis, waiter: int, on: int):
@@ -40,7 +40,7 @@ def chain_sentence(diag: Diagnosis, chain: Chain) -> str:
     last = len(chain.pids) - 1
     for i, pid in enumerate(chain.pids):
         for v in diag.verdicts_of(pid):
-            if v.kind not in _ATTRIBUTES or (i == last and pid != chain.cause.pid):
+            if v.kind not in ATTRIBUTES or (i == last and pid != chain.cause.pid):
                 parts.append(v.text)
         if i < last:
             nxt = chain.pids[i + 1]
@@ -95,7 +95,7 @@ def render_why(diag: Diagnosis, st: Style) -> str:
     for i, chain in enumerate(diag.chains, 1):
         cause = chain.cause
         head = f"{i}. [{cause.kind}] {cause.text}"
-        lines.append(st(escape(head), "bold", _KIND_STYLE.get(cause.kind, "")))
+        lines.append(st(escape(head), "bold", KIND_STYLE.get(cause.kind, "")))
         if len(chain.pids) > 1:
             lines.append("   chain: " + escape(chain_sentence(diag, chain)))
         lines.append("   evidence:")
@@ -105,12 +105,12 @@ def render_why(diag: Diagnosis, st: Style) -> str:
             lines.append("   what to do:")
             lines += ["     " + escape(h) for h in hints]
     in_chains = {pid for ch in diag.chains for pid in ch.pids}
-    also = [v for v in diag.verdicts if v.kind in _ATTRIBUTES
+    also = [v for v in diag.verdicts if v.kind in ATTRIBUTES
             and not (v.kind != "stale-socket" and v.pid in in_chains)]
     if also:
         lines.append(st("also:", "bold"))
         for v in also:
-            lines.append(st(escape(f"  - [{v.kind}] {v.text}"), _KIND_STYLE.get(v.kind, "")))
+            lines.append(st(escape(f"  - [{v.kind}] {v.text}"), KIND_STYLE.get(v.kind, "")))
     if diag.notes:
         lines.append(st("not judged:", "dim"))
         lines += [st("  - " + escape(n), "dim") for n in diag.notes]
