@@ -175,3 +175,27 @@ def test_the_checker_sees_what_it_must():
         "commands", "model", "render", "render.ptree", "errors", "tractor_diag", "tui.app"}
     assert imports_of("commands", "from . import ptree\n", True, known) == {"commands.ptree"}
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {frozenset("abc")}
+
+
+def public_structs() -> dict[str, list[str]]:
+    """{module: the public msgspec Structs it defines}. A class counts when
+    one of its bases is spelled ``Struct`` or ``msgspec.Struct``."""
+    out: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = [ast.unparse(b) for b in node.bases]
+            if any(b in ("Struct", "msgspec.Struct") for b in bases):
+                out.setdefault(name, []).append(node.name)
+    return out
+
+
+def test_structs_live_in_the_data_layer():
+    """What a verb returns is data: its Struct is defined in a model module,
+    whatever module computes it (private working values may stay put)."""
+    table = layer_table()
+    data = table["model"]
+    elsewhere = {m: names for m, names in public_structs().items()
+                 if layer_of(m, table) != data}
+    assert elsewhere == {}

@@ -41,14 +41,12 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import Literal
-
-import msgspec
 
 from . import procfs
 from .actors import REGISTRY_SENTINEL_PORT, is_hashed_sock_name, parse_sock_name
 from .classify import is_reparented
 from .errors import DiagError, NotFound, UsageError
+from .filemodel import SOCK_STATUSES, BindspaceScan, DirSource, Removal, SockEntry, SockStatus
 from .runtimedir import APP, default_dir
 from .socktables import UnixTable, parse_proc_unix
 from .socktables import holders as socket_holders
@@ -60,55 +58,6 @@ REGISTRY_NAME = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
 # towards "the binder", never towards "reused". The slack absorbs clock-tick
 # granularity and small clock adjustments.
 _CLOCK_SLACK = 0.25
-
-SockStatus = Literal["live-active", "orphaned-alive", "orphaned-dead", "non-tractor"]
-SOCK_STATUSES: tuple[str, ...] = ("live-active", "orphaned-alive", "orphaned-dead", "non-tractor")
-DirSource = Literal["default", "name", "path"]
-
-
-class SockEntry(msgspec.Struct):
-    """One entry of the bindspace dir."""
-
-    name: str  # the file name inside the dir
-    status: SockStatus
-    kind: Literal["actor", "registry", "other"]
-    file_type: str  # socket, symlink, regular, directory, fifo, ...
-    uid: int  # the file's owner
-    mtime: float
-    ino: int
-    actor: str | None = None  # the <name> part; None for hashed names
-    hashed: bool = False  # actor.<hex>@<pid>.sock
-    pid: int | None = None  # the binder pid the name claims (never 1616)
-    listening: bool = False  # something listens on this path (the Unix socket table)
-    binder: str | None = None  # the binder's title, when it runs
-    binder_ppid: int | None = None
-    holders: list[int] = []  # registry only: pids holding the listening socket
-    note: str = ""
-
-
-class BindspaceScan(msgspec.Struct):
-    dir: str
-    source: DirSource  # platformdirs default, an app name beside it, or a path
-    exists: bool
-    entries: list[SockEntry] = []
-    resolved: str | None = None  # realpath, when it differs from ``dir``
-    notes: list[str] = []
-    scanned_at: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in SOCK_STATUSES}
-        for e in self.entries:
-            out[e.status] += 1
-        return out
-
-
-class Removal(msgspec.Struct):
-    """One file a sweep removed, would remove (dry run) or had to keep."""
-
-    path: str
-    removed: bool
-    reason: str  # why it was chosen, or why it was kept at the last check
-    error: str | None = None
 
 
 # --- where the bindspace is (`runtimedir`) -----------------------------------

@@ -34,42 +34,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from .model import Event, Snapshot
+from .bundlemodel import BundleMeta, History, Missing
+from .model import Snapshot, to_json
 from .stackmodel import ProcStacks, StacksOptions, StacksReport, TaskTree
-
-
-class Missing(msgspec.Struct):
-    what: str  # "python stack", "task tree", "kernel stack", ...
-    why: str
-    pid: int | None = None
-
-
-class BundleMeta(msgspec.Struct):
-    path: str
-    label: str | None
-    started: float  # epoch seconds
-    finished: float
-    duration: float
-    host: str
-    kernel: str
-    platform: str
-    python: str  # the Python running tractor-diag
-    tractor_diag: str
-    py_spy: str | None
-    py_spy_version: str | None
-    argv: list[str]
-    targets: list[str]
-    roots: list[int]
-    pids: list[int]
-    stuck: list[int]  # pids the summary lists as looking stuck
-    files: list[str]
-    missing: list[Missing] = []
-    sampler_history: bool = False
-
-
-class History(msgspec.Struct):
-    snapshots: list[Snapshot]
-    events: list[Event]
 
 
 def default_root() -> str:
@@ -140,17 +107,14 @@ def write_bundle(
     written in-process (not asked again); ``hints``: pid -> why the caller
     knows it is stuck (the summary lists it first)."""
     from . import __version__
-    from .model import to_json as snap_json
     from .render import Style
     from .render.ptree import render_tree
     from .render.stacks import render_proc, render_report
     from .safetext import escape_block
-    from .stackmodel import to_json
     from .diagnosis import examine
     from .diagnosis.rules import stale_sockets, stuck_reasons
     from .render.summary import render_summary
     from .stacks import py_spy_version
-    from .whymodel import to_json as why_json
 
     started = time.time()
     root = out_dir or default_root()
@@ -172,7 +136,7 @@ def write_bundle(
         plain = Style(False, wide=True)  # a file: nothing clipped
         files: dict[str, bytes | str] = {
             "tree.txt": render_tree(snap, plain, width=200) + "\n",
-            "tree.json": snap_json(snap),
+            "tree.json": to_json(snap),
             "stacks.txt": render_report(report, plain) + "\n",
             "stacks.json": to_json(report),
         }
@@ -184,14 +148,14 @@ def write_bundle(
                 # file someone will `cat`
                 files[f"tasks/{p.pid}.txt"] = escape_block(p.tasks.text) + "\n"
         if history is not None:
-            files["history.json"] = msgspec.json.encode(history)
+            files["history.json"] = to_json(history)
         if graph is not None:
-            files["ipc.json"] = msgspec.json.encode(graph)
+            files["ipc.json"] = to_json(graph)
         bind = _scans(scan_missing, deadline, files)
         if bind is not None:
             # stale socket files: verdicts of the box, from the bundle's own scan
             diag.verdicts += stale_sockets(bind)
-        files["why.json"] = why_json(diag)
+        files["why.json"] = to_json(diag)
         uname = platform.uname()
         meta = BundleMeta(
             path="", label=label, started=started, finished=0.0, duration=0.0,
@@ -216,7 +180,7 @@ def write_bundle(
             meta.finished = time.time()
             meta.duration = meta.finished - started
             tmp.write("summary.md", render_summary(report, snap, meta, diag))
-            tmp.write("meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+            tmp.write("meta.json", msgspec.json.format(to_json(meta)))
             tmp.publish(final)
         except OSError as exc:  # a full disk, a quota, the dir removed under us
             from .errors import DiagError
@@ -263,7 +227,7 @@ def _scans(missing: list[Missing], deadline: float | None, files: dict[str, byte
             continue
         try:
             result = scan()
-            files[f"{stem}.json"] = msgspec.json.encode(result)
+            files[f"{stem}.json"] = to_json(result)
             if stem == "bindspace":
                 from .render.bindspace import render_bindspace
 

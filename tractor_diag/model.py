@@ -252,6 +252,8 @@ _encoder = msgspec.json.Encoder()
 
 
 def to_json(value: object) -> bytes:
+    """The one JSON encoder of every verb's ``--json``, the bundles and the
+    plugin: any Struct of the data layer (or plain data), compact UTF-8."""
     return _encoder.encode(value)
 
 

@@ -106,9 +106,9 @@ def _clean(value) -> bool:
     and scan instead of a Python walk over every field."""
     global _encode
     if _encode is None:
-        import msgspec.json
+        from .model import to_json
 
-        _encode = msgspec.json.Encoder().encode
+        _encode = to_json
     try:
         data = _encode(value)
     except Exception:  # noqa: BLE001 - a surrogate, or a type JSON lacks: walk

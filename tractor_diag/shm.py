@@ -43,44 +43,12 @@ import errno
 import os
 import stat
 import time
-from typing import Literal
-
-import msgspec
 
 from . import procfs
-from .bindspace import Removal
+from .filemodel import Removal, ShmFile, ShmScan, ShmStatus
 
 DEFAULT_DIR = "/dev/shm"
-ShmStatus = Literal["in-use", "unused", "unknown"]
 _DENIED = (errno.EACCES, errno.EPERM)
-
-
-class ShmFile(msgspec.Struct):
-    name: str
-    status: ShmStatus
-    size: int
-    uid: int
-    mtime: float
-    dev: int
-    ino: int
-    holders: list[int] = []  # pids that map it or hold it open
-    note: str = ""
-
-
-class ShmScan(msgspec.Struct):
-    dir: str
-    uid: int
-    exists: bool
-    files: list[ShmFile] = []
-    unreadable: list[int] = []  # pids whose maps or fds could not be read
-    processes: int = 0  # how many processes were looked at
-    scanned_at: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        out = {"in-use": 0, "unused": 0, "unknown": 0}
-        for f in self.files:
-            out[f.status] += 1
-        return out
 
 
 def _candidates(dfd: int, uid: int) -> dict[tuple[int, int], ShmFile]:

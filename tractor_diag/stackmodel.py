@@ -118,6 +118,20 @@ class TaskTree(msgspec.Struct):
     note: str | None = None
 
 
+class Pending(msgspec.Struct):
+    """A task-tree request in flight (`tasks.request`): where the tree is
+    expected and from which offset; `tasks.collect` turns it into a `TaskTree`."""
+
+    pid: int
+    path: str  # the file the dumper is expected to write (first of paths)
+    offset: int
+    sent_at: float  # monotonic
+    paths: list[str] = []
+    offsets: list[int] = []
+    note: str | None = None
+    owners: list[int] = []  # uids a dump file may belong to (the process's)
+
+
 class ProcStacks(msgspec.Struct):
     """Everything ``stacks`` knows about one process."""
 
@@ -162,13 +176,6 @@ class StacksReport(msgspec.Struct):
     py_spy: str | None  # path of the py-spy used, None when not found
     options: StacksOptions
     elapsed: float = 0.0
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def to_json(value: object) -> bytes:
-    return _encoder.encode(value)
 
 
 def report_from_json(data: bytes | str) -> StacksReport:

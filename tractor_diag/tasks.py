@@ -42,7 +42,7 @@ import msgspec
 
 from . import procfs
 from .model import Proc
-from .stackmodel import TaskFrame, TaskInfo, TaskTree
+from .stackmodel import Pending, TaskFrame, TaskInfo, TaskTree
 
 STACKSCOPE_PATH = "/tmp/tractor-stackscope-{pid}.log"
 #: kept for callers that read tractor's own dump file by pid
@@ -68,17 +68,6 @@ EMPTY_STACKSCOPE = (
 def dump_path(pid: int) -> str:
     """Where tractor's own stackscope handler of ``pid`` writes."""
     return STACKSCOPE_PATH.format(pid=pid)
-
-
-class Pending(msgspec.Struct):
-    pid: int
-    path: str  # the file the dumper is expected to write (first of paths)
-    offset: int
-    sent_at: float  # monotonic
-    paths: list[str] = []
-    offsets: list[int] = []
-    note: str | None = None
-    owners: list[int] = []  # uids a dump file may belong to (the process's)
 
 
 def _size(path: str) -> int:

@@ -10,6 +10,24 @@ import msgspec
 from .sockmodel import IpcGraph
 
 
+WaitTarget = Literal["child", "peer", "parent", "registrar", "debugger"]
+
+
+class WaitPoint(msgspec.Struct, frozen=True):
+    """One place where an actor waits for another process (the table is
+    `diagnosis.waitpoints`)."""
+
+    name: str  # qualified name, as py-spy and task dumps print it
+    where: str  # a path part of the file that defines it
+    target: WaitTarget
+    label: str  # how a sentence names it
+    # Waiting here means cancelling the target: if the target shows no
+    # cancel in progress, the cancel was lost.
+    cancels: bool = False
+    # A sync wait: it wedges a trio loop it is called from.
+    sync: bool = False
+
+
 class KernelSample(msgspec.Struct):
     """What the kernel says about one process at one instant (its main
     thread, for the per-thread counters)."""
@@ -106,13 +124,6 @@ class Diagnosis(msgspec.Struct):
 
     def verdicts_of(self, pid: int) -> list[Verdict]:
         return [v for v in self.verdicts if v.pid == pid]
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def to_json(value: object) -> bytes:
-    return _encoder.encode(value)
 
 
 def diagnosis_from_json(data: bytes | str) -> Diagnosis:

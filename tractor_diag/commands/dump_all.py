@@ -44,9 +44,8 @@ def add_arguments(parser) -> None:
 def run(args, out) -> int:
     import sys
 
-    import msgspec
-
     from ..errors import Unsupported
+    from ..model import to_json
     from ..procfs import HAVE_PROCFS
     from ..bundle import dump_all
     from .stacks import options_from
@@ -59,7 +58,7 @@ def run(args, out) -> int:
         meta = dump_all(args.targets, label=args.label, out_dir=args.out_dir, options=options,
                         strays=args.strays, interactive=interactive)
     if args.json:
-        out.write(msgspec.json.encode(meta).decode() + "\n")
+        out.write(to_json(meta).decode() + "\n")
     else:
         from ..safetext import escape
 

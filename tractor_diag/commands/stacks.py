@@ -82,7 +82,7 @@ def run(args, out) -> int:
     from ..errors import Unsupported
     from ..render import Style
     from ..render.stacks import render_report
-    from ..stackmodel import to_json
+    from ..model import to_json
     from ..stacks import capture
     from ..trees import snapshot_for
 

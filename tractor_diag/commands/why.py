@@ -47,7 +47,7 @@ def run(args, out) -> int:
     from ..procfs import HAVE_PROCFS
     from ..render import Style
     from ..render.why import render_why
-    from ..whymodel import to_json
+    from ..model import to_json
     from ..trees import snapshot_for
     from .stacks import options_from
 

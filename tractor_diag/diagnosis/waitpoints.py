@@ -14,24 +14,7 @@ names (``Portal.wait_for_result``).
 """
 from __future__ import annotations
 
-from typing import Literal
-
-import msgspec
-
-Target = Literal["child", "peer", "parent", "registrar", "debugger"]
-
-
-class WaitPoint(msgspec.Struct, frozen=True):
-    name: str  # qualified name, as py-spy and task dumps print it
-    where: str  # a path part of the file that defines it
-    target: Target
-    label: str  # how a sentence names it
-    # Waiting here means cancelling the target: if the target shows no
-    # cancel in progress, the cancel was lost.
-    cancels: bool = False
-    # A sync wait: it wedges a trio loop it is called from.
-    sync: bool = False
-
+from ..whymodel import WaitPoint
 
 WAIT_POINTS: tuple[WaitPoint, ...] = (
     # results and streams: the other end of a channel

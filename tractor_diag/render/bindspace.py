@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from ..bindspace import SOCK_STATUSES, BindspaceScan, SockEntry
+from ..filemodel import SOCK_STATUSES, BindspaceScan, SockEntry
 from ..safetext import escaped
 from . import Style, age
 

@@ -2,9 +2,9 @@
 then the sweeps."""
 from __future__ import annotations
 
-from ..bindspace import Removal
+from ..filemodel import Removal
 from ..model import exit_status
-from ..reap import PidFate, ReapReport
+from ..reapmodel import PidFate, ReapReport
 from ..safetext import escaped
 from . import Style
 from .bindspace import dir_line
