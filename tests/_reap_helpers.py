@@ -706,7 +706,27 @@ def scenario_usr1_reuse() -> dict:
     return out
 
 
+def scenario_shm_late_holder(directory: str) -> dict:
+    """A segment nobody uses when scanned, mapped by a process before the
+    sweep runs: the sweep of that scan must keep it."""
+    from tractor_diag import shm
+
+    path = os.path.join(directory, "late")
+    with open(path, "wb") as f:
+        f.write(b"x" * 8192)
+    scan = shm.scan(directory)
+    before = {f.name: f.status for f in scan.files}
+    m = _spawn_ready([sys.executable, THIS, "mapper", path, "map"])
+    removals = shm.sweep(scan)
+    out = dict(before=before, removed=[os.path.basename(r.path) for r in removals if r.removed],
+               reasons=[r.reason for r in removals], left=sorted(os.listdir(directory)))
+    m.kill()
+    m.wait()
+    return out
+
+
 SCENARIOS = {
+    "shm-late-holder": scenario_shm_late_holder,
     "usr1-reuse": scenario_usr1_reuse,
     "pid-reuse": scenario_pid_reuse,
     "tick-reuse": scenario_tick_reuse,

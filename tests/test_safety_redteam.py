@@ -104,3 +104,33 @@ def test_task_tree_request_never_signals_a_successor_of_the_pid(ns):
     assert r["reused_pid"], r
     assert r["new_rc"] is None, f"the successor was signalled: {r}"
     assert r["result"] == "TaskTree" and r["status"] == "gone", r
+
+
+# --- the /dev/shm sweep -----------------------------------------------------------------
+
+@pytest.fixture
+def shm_dir():
+    d = tempfile.mkdtemp(prefix="tdx-shm-", dir="/dev/shm")
+    yield d
+    subprocess.run(["rm", "-rf", "--one-file-system", d], timeout=30)
+
+
+def test_shm_sweep_keeps_a_segment_mapped_after_the_scan(ns, shm_dir):
+    """Unused when scanned, mapped a moment later: the sweep must look again
+    before it unlinks (the scan of every process takes a while)."""
+    r = _scenario(ns, "shm-late-holder", shm_dir)
+    assert r["before"] == {"late": "unused"}, r
+    assert r["removed"] == [] and r["left"] == ["late"], f"a mapped segment was unlinked: {r}"
+
+
+def test_shm_sweep_refuses_a_dir_that_is_no_tmpfs(ns, tmp_path):
+    """``--shm-dir`` pointed at an ordinary dir (a typo, a config dir): its
+    files are no shared memory, and none may go because no one holds them
+    open right now."""
+    victim = tmp_path / "etc-like"
+    victim.mkdir()
+    (victim / "important.conf").write_text("keep me\n")
+    res = ns.run([sys.executable, "-m", "tractor_diag", "reap", "--shm-only", "--shm-dir",
+                  str(victim)])
+    assert (victim / "important.conf").exists(), res
+    assert res["rc"] == 2 and "tmpfs" in res["stderr"] and "Traceback" not in res["stderr"], res

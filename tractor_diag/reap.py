@@ -416,6 +416,8 @@ def reap(*, parent: int | None = None, everything: bool = False, grace: float = 
         path, _, _ = bs.resolve_dir(bindspace_arg)
         if not os.path.isdir(path):
             raise NotFound(f"no such bindspace dir: {path}")
+    if shm:
+        shm_mod.check_dir(shm_dir or shm_mod.DEFAULT_DIR)  # before anything is signalled
     plan = None
     if processes:
         if parent is not None and not everything:

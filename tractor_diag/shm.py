@@ -179,28 +179,15 @@ def _held(fd_dir: str, holders: dict[tuple[int, int], set[int]], pid: int) -> bo
     return False
 
 
-def scan(directory: str = DEFAULT_DIR, uid: int | None = None) -> ShmScan:
-    """Classify the regular files of ``directory`` owned by ``uid`` (default: ours)."""
-    uid = os.getuid() if uid is None else uid
-    result = ShmScan(dir=directory, uid=uid, exists=False, scanned_at=time.time())
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return result
-    result.exists = True
-    try:
-        files = _candidates(dfd, uid)
-    finally:
-        os.close(dfd)
-    if not files:
-        return result
-
+def _holders(keys) -> tuple[dict[tuple[int, int], set[int]], list[int], int]:
+    """One pass over every process: who maps or holds each of ``keys``
+    ((device, inode) pairs) -> (holders, unreadable pids, processes seen)."""
     # maps lines carry "major:minor inode": one lookup table per device
     per_dev: dict[int, dict[int, tuple[int, int]]] = {}
-    for dev, ino in files:
+    for dev, ino in keys:
         per_dev.setdefault(dev, {})[ino] = (dev, ino)
     tokens = [(_maps_token(dev), inodes) for dev, inodes in per_dev.items()]
-    holders: dict[tuple[int, int], set[int]] = {key: set() for key in files}
+    holders: dict[tuple[int, int], set[int]] = {key: set() for key in keys}
     unreadable: list[int] = []
     count = 0
     for name in os.listdir("/proc"):
@@ -227,9 +214,28 @@ def scan(directory: str = DEFAULT_DIR, uid: int | None = None) -> ShmScan:
                 denied = True
         if denied and os.path.exists(f"/proc/{pid}"):
             unreadable.append(pid)
+    return holders, sorted(unreadable), count
 
+
+def scan(directory: str = DEFAULT_DIR, uid: int | None = None) -> ShmScan:
+    """Classify the regular files of ``directory`` owned by ``uid`` (default: ours)."""
+    uid = os.getuid() if uid is None else uid
+    result = ShmScan(dir=directory, uid=uid, exists=False, scanned_at=time.time())
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return result
+    result.exists = True
+    try:
+        files = _candidates(dfd, uid)
+    finally:
+        os.close(dfd)
+    if not files:
+        return result
+
+    holders, unreadable, count = _holders(list(files))
     result.processes = count
-    result.unreadable = sorted(unreadable)
+    result.unreadable = unreadable
     for key, f in files.items():
         f.holders = sorted(holders[key])
         if f.holders:
@@ -259,12 +265,53 @@ def _name_some(pids: list[int], limit: int = 3) -> str:
     return ", ".join(parts) + more
 
 
+TMPFS = ("tmpfs",)
+
+
+def fs_type(fd: int) -> str | None:
+    """The file system type of the open file ``fd`` (from the mount table,
+    matched by device), or None when not found."""
+    dev = os.fstat(fd).st_dev
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, sep, right = line.partition(" - ")
+                fields = left.split()
+                if sep and len(fields) > 2 and fields[2] == want:
+                    return right.split()[0]
+    except OSError:
+        return None
+    return None
+
+
+def check_dir(directory: str) -> None:
+    """Refuse a sweep of a dir that is not a tmpfs: POSIX shared memory
+    lives on one, and the files of any other dir (a typo, a config dir) are
+    not "unused" because no process holds them open right now."""
+    from .errors import UsageError
+
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return  # a missing dir sweeps nothing
+    try:
+        kind = fs_type(fd)
+    finally:
+        os.close(fd)
+    if kind not in TMPFS:
+        raise UsageError(f"refusing to sweep {directory}: it is on {kind or 'an unknown file system'}, "
+                         "not a tmpfs (where POSIX shared memory lives, like /dev/shm)")
+
+
 def sweep(result: ShmScan, *, dry_run: bool = False) -> list[Removal]:
     """Unlink the ``unused`` files of ``result``; keep everything else.
 
-    Each file is re-checked through a dir fd right before the unlink (still
-    the same inode, a regular file, ours): a file swapped for another, or for
-    a symlink, is kept.
+    Only on a tmpfs. Right before the unlinks, every process is read again
+    for the chosen files (one mapped or opened since the scan is kept), and
+    each file is re-checked through a dir fd (still the same inode, a
+    regular file, ours): a file swapped for another, or for a symlink, is
+    kept. What is left is the moment between that pass and the unlink.
     """
     chosen = [f for f in result.files if f.status == "unused"]
     if not chosen:
@@ -276,6 +323,12 @@ def sweep(result: ShmScan, *, dry_run: bool = False) -> list[Removal]:
                         reason="dir unavailable", error=str(exc)) for f in chosen]
     out: list[Removal] = []
     try:
+        kind = fs_type(dfd)
+        if kind not in TMPFS:
+            return [Removal(path=os.path.join(result.dir, f.name), removed=False,
+                            reason=f"kept: the dir is on {kind or 'an unknown file system'}, "
+                            "not a tmpfs") for f in chosen]
+        holders, unreadable, _ = _holders([(f.dev, f.ino) for f in chosen])
         for f in chosen:
             path = os.path.join(result.dir, f.name)
             try:
@@ -290,6 +343,15 @@ def sweep(result: ShmScan, *, dry_run: bool = False) -> list[Removal]:
             if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (f.dev, f.ino)
                     or st.st_uid != result.uid):
                 out.append(Removal(path=path, removed=False, reason="kept: replaced since the scan"))
+                continue
+            now = holders[(f.dev, f.ino)]
+            if now:
+                out.append(Removal(path=path, removed=False, reason="kept: used since the scan "
+                                   f"by pid {', '.join(map(str, sorted(now)[:5]))}"))
+                continue
+            if unreadable:
+                out.append(Removal(path=path, removed=False, reason="kept: cannot prove it "
+                                   f"unused now: could not read {_name_some(unreadable)}"))
                 continue
             if dry_run:
                 out.append(Removal(path=path, removed=False, reason=f.note))

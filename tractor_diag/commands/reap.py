@@ -26,7 +26,8 @@ Sweeps (after reaping; the *-only forms skip the signalling):
   --uds   unlink stale socket files (binder gone) in the bindspace dir; never
           follows symlinks, never the registry socket while something listens
   --shm   unlink /dev/shm files of yours that no process maps or holds open;
-          a file is kept when some process could not be read
+          a file is kept when some process could not be read; every
+          process is read again right before the unlinks; only a tmpfs
 
 Exit codes: 0 clean, 1 SIGKILL was needed or something failed / is left,
 2 usage error.
