@@ -134,3 +134,40 @@ def test_shm_sweep_refuses_a_dir_that_is_no_tmpfs(ns, tmp_path):
                   str(victim)])
     assert (victim / "important.conf").exists(), res
     assert res["rc"] == 2 and "tmpfs" in res["stderr"] and "Traceback" not in res["stderr"], res
+
+
+# --- the UDS sweep ----------------------------------------------------------------------
+
+_LISTEN_AT = ("import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); "
+              "s.listen(); print('READY', flush=True); time.sleep(600)")
+
+
+def _free_pid() -> int:
+    """A pid no process of ours has (the socket name's binder: gone)."""
+    top = int(open("/proc/sys/kernel/pid_max").read())
+    pid = top - 7
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
+
+
+def test_uds_sweep_keeps_a_socket_listened_on_under_another_spelling(spawn, tmp_path):
+    """The binder bound the file through another path to the same dir (a
+    symlink here; a bind mount or a container's view elsewhere): the socket
+    table lists that spelling, and the pid in the name means nothing here.
+    Something listens on the file: it must not be unlinked."""
+    bs = tmp_path / "bs"
+    bs.mkdir()
+    view = tmp_path / "view"
+    view.symlink_to(bs)
+    name = f"ghost@{_free_pid()}.sock"
+    spawn([sys.executable, "-c", _LISTEN_AT, str(view / name)])
+    r = subprocess.run([sys.executable, "-m", "tractor_diag", "reap", "--uds-only",
+                        "--bindspace", str(bs)], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert (bs / name).exists(), f"a socket something listens on was unlinked: {r.stdout}"
+    import socket
+
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(str(bs / name))  # still reachable
+    c.close()

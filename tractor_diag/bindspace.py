@@ -34,7 +34,9 @@ file under another spelling of the path (another mount namespace's view).
 
 The sweep (`sweep`) never follows a symlink and never leaves the dir: it
 works through a dir fd, re-checks each file (same inode, still a socket, still
-ours, binder still dead, still nobody listening) right before unlinking it.
+ours, binder still dead, still nobody listening) right before unlinking it,
+and last of all connects to the file itself: only a refused connection
+proves that nothing listens on it, from any namespace, by any path.
 """
 from __future__ import annotations
 
@@ -381,4 +383,35 @@ def _recheck(e: SockEntry, dfd: int, uid: int, table: UnixTable, paths: list[str
         status, _, _ = _binder_verdict(e.pid, st.st_mtime, procs)
         if status != "orphaned-dead":
             return f"binder {e.pid} runs"
-    return None
+    return _connect_probe(dfd, e.name)
+
+
+def _connect_probe(dfd: int, name: str) -> str | None:
+    """The last word before an unlink: connect to the file itself. The
+    kernel finds the listener by the file, whatever path it was bound by
+    and from whichever namespace, which the socket tables (listed by path,
+    per network namespace) cannot promise. Only ``ECONNREFUSED`` (bound by
+    no one, or not listening) lets it go; a listener that is there sees a
+    connection open and close. -> why to keep it, or None."""
+    import errno
+    import socket
+
+    path = f"/proc/self/fd/{dfd}/{name}"
+    if len(os.fsencode(path)) > 107:
+        return "too long a path to probe whether something listens on it"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        if exc.errno == errno.ECONNREFUSED:
+            return None
+        if exc.errno == errno.ENOENT:
+            return "already gone"
+        if exc.errno in (errno.EAGAIN, errno.EINPROGRESS):
+            return "something listens on it (its backlog is full)"
+        if exc.errno == errno.EPROTOTYPE:
+            return "a socket of another type is bound to it"
+        return f"cannot probe whether something listens on it: {exc.strerror}"
+    finally:
+        sock.close()
+    return "something listens on it (a connection to it was accepted)"
