@@ -89,6 +89,10 @@ def fake_snapshot() -> Snapshot:
             stuck_for=240.0 if state == "blocked" else 0.0,
             note="re-parented to init" if bucket == "orphan" and depth == 0 else None,
         )
+    # each actor's place in the actor tree, as a real snapshot has it
+    from tractor_diag.trees import _actor_parents
+
+    _actor_parents(entries, {p.pid: p for p, *_ in procs})
     return Snapshot(taken_at=T0, monotonic=1000.0, roots=[4000], entries=entries,
                     strays=[2900, 3500], samples=2, window=1.0, host="box")
 
