@@ -35,7 +35,8 @@ from trees.harness import CURRENT_SCRIPT, Tree  # noqa: E402
 
 from tractor_diag.trees import snapshot_for  # noqa: E402
 from tractor_diag.stackmodel import StacksOptions  # noqa: E402
-from tractor_diag.stacks import capture, find_py_spy  # noqa: E402
+from tractor_diag.pyspy import find_py_spy  # noqa: E402
+from tractor_diag.stacks import capture  # noqa: E402
 
 SIZES = (20, 50)
 REPEAT = int(os.environ.get("BENCH_REPEAT", "7"))

@@ -125,7 +125,7 @@ def _released_tree(n: int, workdir: Path):
 
 
 def bench_stacks() -> list[dict]:
-    from tractor_diag.stacks import find_py_spy
+    from tractor_diag.pyspy import find_py_spy
 
     py_spy = find_py_spy()
     if py_spy is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tractor_diag.pytest_plugin import capture_bundle
-from tractor_diag.stacks import PY_SPY_ENV
+from tractor_diag.pyspy import PY_SPY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 CURRENT = REPO / "tests" / "trees" / "current_tree.py"

@@ -19,7 +19,8 @@ import pytest
 
 from tractor_diag.cli import run_verb
 from tractor_diag.stackmodel import StacksOptions, procs_from_json
-from tractor_diag.stacks import PY_SPY_ENV, capture
+from tractor_diag.pyspy import PY_SPY_ENV
+from tractor_diag.stacks import capture
 from tractor_diag.trees import snapshot_for
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tractor_diag import stacks
+from tractor_diag import pyspy, stacks
 
 
 class _Raised(Exception):
@@ -45,7 +45,7 @@ def test_a_signal_raising_as_popen_returns_still_kills_the_dump(tmp_path, monkey
     monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_signal)
     try:
         with pytest.raises(_Raised):
-            stacks.run_bounded(["sh", "-c", script], 30)
+            pyspy.run_bounded(["sh", "-c", script], 30)
     finally:
         monkeypatch.undo()
         signal.signal(signal.SIGUSR2, old)
@@ -76,7 +76,7 @@ def test_many_dumps_from_one_thread(tmp_path):
              for i in range(7)]
     argvs.append(["sh", "-c", "sleep 600 & wait"])  # hits its bound
     todo = list(enumerate(argvs))
-    got: dict[int, stacks._Ran] = {}
+    got: dict[int, pyspy.Ran] = {}
     peak = [0]
     threads = threading.active_count()
 
@@ -84,7 +84,7 @@ def test_many_dumps_from_one_thread(tmp_path):
         if not todo or len(into) >= 3:
             return None
         i, argv = todo.pop(0)
-        dump = stacks._Dump(i, argv, 1.0 if i == 7 else 20, None, stacks.OUTPUT_CAP, into)
+        dump = pyspy.Dump(i, argv, 1.0 if i == 7 else 20, None, pyspy.OUTPUT_CAP, into)
         peak[0] = max(peak[0], len(into))
         return dump
 
@@ -92,7 +92,7 @@ def test_many_dumps_from_one_thread(tmp_path):
         assert threading.active_count() == threads
         got[dump.key] = dump.ran
 
-    stacks._drive(start, done)
+    pyspy.drive(start, done)
     assert sorted(got) == list(range(8))
     for i in range(7):
         assert got[i].returncode == 0 and got[i].stdout.strip() == str(i).encode()
@@ -114,12 +114,12 @@ def test_a_cut_dump_whose_other_pipe_is_ready_in_the_same_round():
     def start(into):
         if made:
             return None
-        made.append(stacks._Dump(None, ["sh", "-c", script], 20, None, 1000, into))
+        made.append(pyspy.Dump(None, ["sh", "-c", script], 20, None, 1000, into))
         time.sleep(0.5)  # both pipes hold output before the first select
         return made[0]
 
     got = []
-    stacks._drive(start, lambda d: got.append(d.ran))
+    pyspy.drive(start, lambda d: got.append(d.ran))
     (ran,) = got
     assert ran.cut and ran.returncode is None and len(ran.stdout) == 1000
 

@@ -17,7 +17,7 @@ from tractor_diag.diagnosis.where import await_point, focus_thread, is_internal,
 from tractor_diag.stackmodel import (
     Frame, KernelSide, ProcStacks, PyStack, TaskInfo, TaskTree, Thread,
 )
-from tractor_diag.stacks import classify_py_spy_error, parse_py_spy_json, run_bounded
+from tractor_diag.pyspy import classify_py_spy_error, parse_py_spy_json, run_bounded
 from tractor_diag.tasks import Pending, collect, parse_task_lines
 
 # Shaped like `py-spy dump --json` 0.4 output (frames innermost first).

@@ -114,7 +114,7 @@ def write_bundle(
     from .diagnosis import examine
     from .diagnosis.rules import stale_sockets, stuck_reasons
     from .render.summary import render_summary
-    from .stacks import py_spy_version
+    from .pyspy import py_spy_version
 
     started = time.time()
     root = out_dir or default_root()

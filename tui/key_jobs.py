@@ -47,10 +47,10 @@ def _failed(section: str, pid: int, title: str, what: str, exc: BaseException) -
 async def stacks(pid: int) -> ActionDone:
     title = f"Python stacks (py-spy, {stamp()})"
     try:
-        from tractor_diag import stacks as stackmod
+        from tractor_diag import pyspy
 
         def dump():
-            return stackmod.dump_python(pid, py_spy=stackmod.find_py_spy(), timeout=STACK_TIMEOUT)
+            return pyspy.dump_python(pid, py_spy=pyspy.find_py_spy(), timeout=STACK_TIMEOUT)
 
         py = await trio.to_thread.run_sync(dump)
     except Exception as exc:  # noqa: BLE001 - shown to the user, never raised into the UI

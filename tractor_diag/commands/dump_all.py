@@ -89,7 +89,7 @@ def _signals_unwind():
     import threading
 
     from ..errors import DiagError
-    from ..stacks import allow_running, cancel_running
+    from ..pyspy import allow_running, cancel_running
 
     caught = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 

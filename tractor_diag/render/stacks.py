@@ -150,7 +150,7 @@ def render_report(report: StacksReport, st: Style) -> str:
     foot = (f"{n} process{'es' if n != 1 else ''}: {ok} Python stack{'s' if ok != 1 else ''}, "
             f"{trees} task tree{'s' if trees != 1 else ''}, in {report.elapsed:.2f}s")
     if report.py_spy is None:
-        from ..stacks import no_py_spy_reason
+        from ..pyspy import no_py_spy_reason
 
         foot += f"; {no_py_spy_reason()}"
     return "\n\n".join([*blocks, st(foot, "dim")])
