@@ -60,12 +60,19 @@ OUTPUT_CAP = 16 << 20
 _ERR_CAP = 64 << 10
 
 
-class Ran(msgspec.Struct):
-    returncode: int | None  # None: timed out, cut or cancelled (killed)
-    stdout: bytes
-    stderr: bytes
-    elapsed: float
-    cut: bool = False  # stdout passed the cap: the rest was never read
+class Ran:
+    """One finished run (plumbing between the runner and its callers, never
+    a verb's result: not a model Struct)."""
+
+    __slots__ = ("returncode", "stdout", "stderr", "elapsed", "cut")
+
+    def __init__(self, returncode: int | None, stdout: bytes, stderr: bytes, elapsed: float,
+                 cut: bool = False):
+        self.returncode = returncode  # None: timed out, cut or cancelled (killed)
+        self.stdout = stdout
+        self.stderr = stderr
+        self.elapsed = elapsed
+        self.cut = cut  # stdout passed the cap: the rest was never read
 
 
 # Set while a verb unwinds after a signal: running dumps stop within a tick
