@@ -17,10 +17,11 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.reactive import var
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 
 from tractor_diag.model import Entry, Event, Snapshot, exit_status
 
@@ -32,6 +33,7 @@ from .events_pane import EventsPane
 from .log_pane import LogPane
 from .messages import ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead
 from .proc_tree import ProcTree
+from .status_bar import StatusBar, status_text
 from .sockets import Sock
 
 
@@ -62,6 +64,12 @@ class DashApp(App):
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
+
+    # What the tree pane shows, as the app's state: the watchers hand each
+    # change to the tree (`var`: a change repaints only what the tree redraws;
+    # no watcher at start, when the tree shows everything anyway).
+    filter_text: var[str] = var("", init=False)
+    actors_only: var[bool] = var(False, init=False)
 
     # -- setup ---------------------------------------------------------------
 
@@ -108,7 +116,6 @@ class DashApp(App):
         self._quitting = False
         self._trio_error: str | None = None
         self.last_bundle: str | None = None
-        self._status_text: Text | None = None
         self._shown_pids: set[int] = set()
         self.child_running_at_quit = False
         self._host_loop = None
@@ -126,7 +133,7 @@ class DashApp(App):
                         yield EventsPane(id="events")
                     with TabPane("Log", id="log-tab"):
                         yield LogPane(id="log")
-        yield Static(id="status")
+        yield StatusBar(id="status")
         yield Footer()
 
     @property
@@ -144,6 +151,10 @@ class DashApp(App):
     @property
     def log_pane(self) -> LogPane:
         return self.query_one(LogPane)
+
+    @property
+    def status_bar(self) -> StatusBar:
+        return self.query_one(StatusBar)
 
     def on_mount(self) -> None:
         self.proc_tree.border_title = "processes"
@@ -431,14 +442,13 @@ class DashApp(App):
         if not self._panes_gone():
             self.show_sockets(message.pid, message.socks)
 
-    @on(Tree.NodeHighlighted, "#tree")
-    def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+    @on(ProcTree.Selected)
+    def _selected(self, message: ProcTree.Selected) -> None:
         if self._panes_gone():
             return
         self._refresh_detail(force=True)
-        pid = self.proc_tree.selected_pid
-        if pid is not None:
-            self._request_sockets(pid)
+        if message.pid is not None:
+            self._request_sockets(message.pid)
 
     def _request_sockets(self, pid: int) -> None:
         # Sockets change (an actor binds after it starts): re-read them for
@@ -457,6 +467,8 @@ class DashApp(App):
         self.post_message(SocketsRead(pid, socks))
 
     def selected_entry(self) -> Entry | None:
+        # The row under the cursor now, read from the tree: a key acts on
+        # what the user sees, even with its Selected message still queued.
         pid = self.proc_tree.selected_pid
         if pid is None or self.snapshot is None:
             return None
@@ -473,59 +485,14 @@ class DashApp(App):
                          extras=self._extras.get(pid) if pid is not None else None)
 
     def _update_status(self) -> None:
-        parts: list[tuple[str, str] | str] = []
-        snap = self.snapshot
-        if snap is not None:
-            # the watched trees' counts; whatever sits outside them (strays of
-            # other runs, zombies included) is one count of its own
-            counts: dict[str, int] = {}
-            outside: dict[str, int] = {}
-            for e in snap.entries.values():
-                if e.root is None:
-                    outside[e.bucket] = outside.get(e.bucket, 0) + 1
-                    continue
-                counts[e.bucket] = counts.get(e.bucket, 0) + 1
-                if e.state in ("runaway", "blocked"):
-                    counts[e.state] = counts.get(e.state, 0) + 1
-            parts.append((f"{len(snap.entries) - sum(outside.values())} procs", "bold"))
-            for key, style in (("zombie", "bold bright_red"), ("orphan", "bold red"),
-                               ("runaway", "bold magenta"), ("blocked", "yellow")):
-                if counts.get(key):
-                    parts.append((f"{counts[key]} {key}", style))
-            if outside:
-                worst = ", ".join(f"{outside[b]} {b}" for b in ("zombie", "orphan")
-                                  if outside.get(b))
-                parts.append((f"{sum(outside.values())} stray" + (f" ({worst})" if worst else ""),
-                              "yellow"))
-            if snap.missing_roots and not snap.roots:
-                parts.append(("root gone", "red"))
-        else:
-            parts.append(("waiting for the first sample…", "dim"))
-        if self.live:
-            parts.append(f"every {self.sampler.interval:g}s")
-        if self.sampler.paused:
-            parts.append(("PAUSED", "bold reverse yellow"))
-        if self.launch_error:
-            parts.append((self.launch_error, "bold red"))
-        elif self.child_pid is not None:
-            if self.child_code is None:
-                parts.append((f"child {self.child_pid} running", "green"))
-            else:
-                parts.append((f"child {self.child_pid} exited {exit_status(self.child_code)}",
-                              "bold red" if self.child_code else "bold green"))
-            if self.supervisor is not None:
-                parts.append(("held by " + self.containment, "dim"))
-        text = Text(" ")
-        for i, part in enumerate(parts):
-            if i:
-                text.append("  ·  ", "dim")
-            if isinstance(part, tuple):
-                text.append(*part)
-            else:
-                text.append(part)
-        if text != self._status_text:
-            self._status_text = text
-            self.query_one("#status", Static).update(text, layout=False)
+        self.status_bar.show(status_text(
+            self.snapshot,
+            interval=self.sampler.interval if self.live else None,
+            paused=self.sampler.paused,
+            launch_error=self.launch_error,
+            child_pid=self.child_pid,
+            child_code=self.child_code,
+            held_by=self.containment if self.supervisor is not None else None))
 
     @property
     def containment(self) -> str:
@@ -690,7 +657,10 @@ class DashApp(App):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.proc_tree.set_filter(event.value)
+        self.filter_text = event.value
+
+    def watch_filter_text(self, text: str) -> None:
+        self.proc_tree.set_filter(text)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
@@ -707,9 +677,11 @@ class DashApp(App):
             event.stop()
 
     def action_actors_only(self) -> None:
-        on_ = not self.proc_tree.actors_only
-        self.proc_tree.set_actors_only(on_)
-        self.proc_tree.border_title = "processes (actors only)" if on_ else "processes"
+        self.actors_only = not self.actors_only
+
+    def watch_actors_only(self, on: bool) -> None:
+        self.proc_tree.set_actors_only(on)
+        self.proc_tree.border_title = "processes (actors only)" if on else "processes"
 
     def action_toggle_log(self) -> None:
         tabs = self.query_one(TabbedContent)
@@ -722,8 +694,7 @@ class DashApp(App):
         self.child_running_at_quit = self.child_pid is not None and self.child_code is None
         if self.supervisor is not None and self.child_pid is not None:
             self.notify("stopping the launched tree (SIGINT, then SIGKILL)…", timeout=10)
-            self.query_one("#status", Static).update(
-                Text(" stopping the launched tree…", "bold yellow"))
+            self.status_bar.say(Text(" stopping the launched tree…", "bold yellow"))
         await self._stop_trio()
         self.exit()
 

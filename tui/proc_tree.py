@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from rich.text import Text
+from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -164,6 +165,15 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
 class ProcTree(Tree):
     """A live, reconciled view of the watched process trees."""
 
+    class Selected(Message):
+        """The cursor went to a row: ``pid`` is its process, or None on a
+        group row. Posted for every move (the user's, or a reconcile's), so
+        the app follows the selection without knowing the tree's nodes."""
+
+        def __init__(self, pid: int | None) -> None:
+            super().__init__()
+            self.pid = pid
+
     def __init__(self, **kwargs) -> None:
         super().__init__("processes", **kwargs)
         self.show_root = False
@@ -182,6 +192,10 @@ class ProcTree(Tree):
         if isinstance(label, Text) and "\n" not in label.plain:
             return label
         return super().process_label(label)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        # lets the base class's message bubble on as well
+        self.post_message(self.Selected(self.selected_pid))
 
     # -- public API ---------------------------------------------------------
 
