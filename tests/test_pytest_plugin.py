@@ -213,7 +213,9 @@ def test_plugin_is_inert_unless_used(tmp_path):
             "('trio', 'msgspec', 'psutil', 'platformdirs') or m.startswith('tractor_diag.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['tractor_diag.pytest_plugin']"
+    # the plugin's own modules, one per job, and nothing else
+    assert out.stdout.strip() == ("['tractor_diag.pytest_guards', 'tractor_diag.pytest_leaks', "
+                                  "'tractor_diag.pytest_plugin', 'tractor_diag.pytest_reap']")
     # a run that never uses it: loaded through the entry point, says nothing
     (tmp_path / "test_plain.py").write_text("def test_ok():\n    pass\n")
     run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",

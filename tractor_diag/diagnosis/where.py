@@ -15,7 +15,7 @@ from ..stackmodel import Frame, ProcStacks, PyStack, TaskTree, Thread
 _INTERNAL_PARTS = (
     "/trio/", "/tractor/", "/outcome/", "/exceptiongroup/", "/async_generator/",
     "/tricycle/", "/stackscope/", "/msgspec/", "/_pytest/", "/pluggy/",
-    "/pytest/", "/tractor_diag/taskdump.py", "/tractor_diag/pytest_plugin.py",
+    "/pytest/", "/tractor_diag/taskdump.py", "/tractor_diag/pytest_",
 )
 _STDLIB_RE = re.compile(r"/lib/python\d\.\d+t?/(?!site-packages/|dist-packages/)")
 
