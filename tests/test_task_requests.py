@@ -397,3 +397,32 @@ def test_run_sweeps_empty_dump_files_of_killed_processes(tmp_path):
         os.kill(int(live_pid), signal.SIGKILL)
         for p in paths.values():
             Path(p).unlink(missing_ok=True)
+
+
+def test_a_process_without_a_handler_is_answered_from_its_stat_without_a_pin(monkeypatch):
+    """Most processes of a tree handle no SIGUSR1: one stat read answers,
+    with no pidfd and none of the pin's reads (a "no" signals nobody)."""
+    from tractor_diag import pinning, procfs, tasks
+
+    opened = []
+    real_open = pinning.Pin.open.__func__
+
+    def counting_open(cls, pid, **kw):
+        opened.append(pid)
+        return real_open(cls, pid, **kw)
+
+    monkeypatch.setattr(pinning.Pin, "open", classmethod(counting_open))
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while (proc := procfs.read_quick(child.pid)) is None or proc.comm != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        got = tasks.request(proc, explicit=True)
+        assert got.status == "no-handler" and opened == []
+        # the same answer as a pinned request gives
+        with pinning.Pin.open(proc.pid, start_time=proc.create_time) as pin:
+            assert tasks._request(pin, proc, True).reason == got.reason
+    finally:
+        child.kill()
+        child.wait()

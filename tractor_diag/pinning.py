@@ -287,7 +287,9 @@ def _observe(pid: int):
     the live process it is."""
     from . import procfs
 
-    proc = procfs.read_proc(pid, detail=False)
+    # stat and cmdline only: what a pin compares is the process's own, and
+    # recognition (its parent's and children's reads) would add nothing.
+    proc = procfs.scan(only=[pid], detail_actors=False, recognise=False).get(pid)
     if proc is None:
         return None
     return _Seen(proc.ppid, procfs.ticks_of(proc.create_time)), proc.cmdline

@@ -53,6 +53,7 @@ QUIET = 0.25
 _POLL = 0.01
 _MAX_READ = 4 << 20  # never slurp more than this from one dump file
 
+NO_HANDLER = "no SIGUSR1 handler (no task dumper armed): not signalled"
 NOT_ASKED = ("not a tractor actor and no tractor-diag dumper announced: not "
              "signalled (its SIGUSR1 handler may do anything; --tasks-from PID "
              "asks it anyway)")
@@ -214,6 +215,15 @@ def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
     from .errors import Unsupported
     from .pinning import Pin, PinError
 
+    # Most processes handle no SIGUSR1: their stat says so in one read,
+    # without the pin's (a "no" signals nobody, so it needs no pin). A
+    # zombie leader's mask is read through a live thread, below.
+    st = procfs.read_stat(proc.pid)
+    if st is None or st.start_ticks != procfs.ticks_of(proc.create_time):
+        return TaskTree(status="gone", reason="process gone (or its pid was reused)")
+    if st.state not in ("Z", "X", "x") and st.sigcatch is not None \
+            and not st.sigcatch >> (signal.SIGUSR1 - 1) & 1:
+        return TaskTree(status="no-handler", reason=NO_HANDLER)
     # Pinned first: every check below is of this process, and the signal
     # reaches it or nobody (never whoever gets the pid after it).
     try:
@@ -237,8 +247,7 @@ def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
         return TaskTree(status="unknown", reason="SigCgt not readable: not signalled "
                         "(SIGUSR1 would kill a process without a handler)")
     if not handles:
-        return TaskTree(status="no-handler", reason="no SIGUSR1 handler (no task "
-                        "dumper armed): not signalled")
+        return TaskTree(status="no-handler", reason=NO_HANDLER)
     target = _target(proc.pid)
     if target is None:
         return TaskTree(status="gone", reason="process gone before the request")
