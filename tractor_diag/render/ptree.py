@@ -88,24 +88,28 @@ def _header(snap: Snapshot) -> str:
 
 def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> list[str]:
     """Align the fixed columns; the name column takes the rest of the line."""
-    import re
+    if st.color:
+        import functools
+        import re
 
-    visible = re.compile(r"\x1b\[[0-9;]*m")
+        visible = functools.partial(re.compile(r"\x1b\[[0-9;]*m").sub, "")
+    else:
+        visible = str  # no colour codes: what is there is what shows (1000 rows: ms)
     head = ["PID", "BUCKET", "STATE", "CPU%", "RSS", "AGE", "WCHAN"]
     all_rows = [head, *rows]
-    widths = [max(len(visible.sub("", r[i])) for r in all_rows) for i in range(len(head))]
+    widths = [max(len(visible(r[i])) for r in all_rows) for i in range(len(head))]
     if not st.wide:
         widths[6] = min(widths[6], 22)
     out = []
     for n, (row, name) in enumerate(zip(all_rows, ["NAME", *names])):
         cells = []
         for i, cell in enumerate(row):
-            plain = visible.sub("", cell)
+            plain = visible(cell)
             if len(plain) > widths[i]:
                 cell = plain = clip(plain, widths[i])
             cells.append(cell + " " * (widths[i] - len(plain)))
         line = "  ".join(cells)
-        used = len(visible.sub("", line)) + 2
+        used = len(visible(line)) + 2
         text = "  ".join([line, st.clip(name, max(20, width - used))])
         out.append(st(text, "bold") if n == 0 else text)
     return out
