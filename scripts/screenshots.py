@@ -14,6 +14,8 @@ saved as SVG with Textual's own screenshot export:
                        running, wedged in ``time.sleep``;
 - ``dash-why``         the verdicts of the tree (``w`` on the root): root
                        cause first, the wait-for chain, evidence, what to do;
+                       in the tree, each chain drawn on its rows (lit: the
+                       root is in them);
 - ``dash-log``         the launched program's output in the Log tab;
 - ``dash-reap``        the confirm dialog of reaping the ``gateway`` subtree.
 
@@ -97,6 +99,7 @@ async def shoot(out: Path) -> list[Path]:
         app.proc_tree.select_pid(root)
         await pilot.press("w")
         await until(lambda: "why" in app._extras.get(root, {}), 60, pilot, "the verdicts")
+        await until(lambda: app.proc_tree.marks, 10, pilot, "the chains in the tree")
         await pilot.pause(0.5)
         save("dash-why")
 

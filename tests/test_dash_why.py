@@ -1,6 +1,6 @@
 """The dashboard's tree pane with the real Textual app under ``run_test()``
 on real trees: the actors-only view drawn by the actor tree (logical
-parents)."""
+parents), and the waits-on chains the ``w`` key draws."""
 from __future__ import annotations
 
 import signal
@@ -67,3 +67,129 @@ def test_actors_only_nests_by_the_actor_that_spawned_it_on_a_fork_server(
             assert parent_key(app, leaf) == sidecar
 
     run(body(), timeout=120)
+
+
+def tree_lines(app) -> list[str]:
+    """What the tree pane shows, line by line, as rendered."""
+    tree = app.proc_tree
+    return ["".join(seg.text for seg in tree.render_line(y)) for y in range(tree.size.height)]
+
+
+def line_of(app, pid: int) -> str:
+    return next(ln for ln in tree_lines(app) if f" {pid} " in ln)
+
+
+def test_key_w_draws_the_waits_on_chain_and_drops_it_when_a_process_dies(current_tree):
+    """root waits on spawner_0, which is wedged in a sync os.waitpid on
+    leaf_0_0 (which ignores SIGINT and SIGTERM): after ``w`` the chain is
+    drawn on those three rows, lit when one of them is selected; the
+    healthy spawner_1 and its leaves get nothing (the root waits on it too,
+    but nothing is stuck below it). Once the leaf dies the chain is stale
+    and every mark goes."""
+    tree = current_tree(depth=2, breadth=2, hang="wait-child-sync")
+    a = tree.actors()
+    root, spawner, leaf = tree.root, a["spawner_0"], a["leaf_0_0"]
+    healthy = [a["spawner_1"], a["leaf_1_0"], a["leaf_1_1"], a["leaf_0_1"]]
+
+    async def body():
+        app = DashApp([str(root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            ptree = app.proc_tree
+            await wait_for_pids(app, pilot, [root, spawner, leaf, *healthy])
+            assert not ptree.marks
+            ptree.select_pid(root)
+            await pilot.press("w")
+            await until(lambda: spawner in ptree.marks, 90, pilot=pilot, what="the marks")
+            await pilot.pause(0.2)
+            assert ptree.mark_of(root).plain == f"  ⇢ waits on spawner_0[{spawner}]"
+            assert ptree.mark_of(spawner).plain == (
+                f"  ⇢ waits on leaf_0_0[{leaf}]  ⊥ sync-blocked")
+            assert ptree.mark_of(leaf).plain == "  ⊥ ignores-signals"
+            for pid in healthy:
+                assert ptree.mark_of(pid) is None, pid
+            # drawn on the rows after the pid (the labels stay as they were)
+            assert f"spawner_0  {spawner}  ⇢ waits on leaf_0_0[{leaf}]  ⊥ sync-blocked  " \
+                "blocked" in line_of(app, spawner)
+            assert "⇢" not in ptree.node_for(spawner).label.plain
+            assert "⇢" not in line_of(app, a["spawner_1"]) and "⊥" not in line_of(app, a["spawner_1"])
+
+            def lit(pid: int) -> bool:
+                return any("reverse" in str(span.style) for span in ptree.mark_of(pid).spans)
+
+            # the root is selected and in the chain: the whole chain is lit
+            assert lit(root) and lit(spawner) and lit(leaf)
+            ptree.select_pid(a["spawner_1"])
+            await pilot.pause(0.1)
+            assert not (lit(root) or lit(spawner) or lit(leaf))
+            ptree.select_pid(leaf)
+            await pilot.pause(0.1)
+            assert lit(root) and lit(spawner) and lit(leaf)
+
+            # the leaf dies (SIGKILL: it ignores the others): the chain goes stale
+            tree.kill_pid(leaf, signal.SIGKILL)
+            await until(lambda: not ptree.marks, 15, pilot=pilot, what="the marks to go")
+            assert f"why: the chain down to spawner_0 ({spawner}) no longer holds: {leaf} exited" \
+                in app.events_pane.text
+            await until(lambda: root not in ptree.keys or "⇢" not in line_of(app, root), 5,
+                        pilot=pilot, what="the root's row without its mark")
+
+    run(body(), timeout=150)
+
+
+def test_marks_escape_names_and_join_chains():
+    """A name is untrusted (a process picks it): control characters reach
+    the terminal escaped. A process in two chains waits on both."""
+    from tractor_diag.tui.waits import Judged, mark_text, marks_of
+
+    evil = "\x1b]52;c;aGk=\x07leaf"
+    from tractor_diag.safetext import escape
+
+    one = Judged(pids=(1, 2), names=("root", escape(evil)), born=(0.0, 0.0), dead=(False, False),
+                 cause=2, kinds=((2, "sync-blocked"),), at=0.0, tree=1)
+    two = Judged(pids=(1, 3), names=("root", "b"), born=(0.0, 0.0), dead=(False, False),
+                 cause=3, kinds=((3, "runaway"),), at=0.0, tree=1)
+    marks = marks_of([one, two])
+    text = mark_text(marks[1]).plain
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.startswith("  ⇢ waits on \\x1b]52;c;aGk=\\x07leaf[2], b[3]")
+    assert marks[1].chains == {0, 1} and marks[2].chains == {0}
+    assert mark_text(marks[3]).plain == "  ⊥ runaway"
+
+
+def test_a_chain_that_ends_without_a_death_goes_at_the_next_quiet_why(current_tree):
+    """A stopped leaf is the bottom of a chain; continued, nothing died, so
+    only a new why can tell: the dashboard judges a tree with chains drawn
+    again on a slow cadence (``why_refresh``), quietly, and the marks go."""
+    tree = current_tree(depth=2, breadth=1, hang="none")
+    a = tree.actors()
+    root, spawner, leaf = tree.root, a["spawner_0"], a["leaf_0_0"]
+
+    async def body():
+        app = DashApp([str(root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            ptree = app.proc_tree
+            await wait_for_pids(app, pilot, [root, spawner, leaf])
+            tree.kill_pid(leaf, signal.SIGSTOP)
+            try:
+                await until(lambda: app.snapshot.entries[leaf].state == "stopped", 10,
+                            pilot=pilot, what="the leaf stopped")
+                ptree.select_pid(root)
+                await pilot.press("w")
+                await until(lambda: leaf in ptree.marks, 90, pilot=pilot, what="the marks")
+                assert "⊥ stopped" in ptree.mark_of(leaf).plain
+                assert ptree.mark_of(spawner).plain == f"  ⇢ waits on leaf_0_0[{leaf}]"
+                shown = len(app.events_pane.text)
+                app.why_refresh = 1.0
+            finally:
+                tree.kill_pid(leaf, signal.SIGCONT)
+            await until(lambda: not ptree.marks, 60, pilot=pilot, what="the marks to go")
+            assert f"why: the chain down to leaf_0_0 ({leaf}) no longer holds: judged again" \
+                in app.events_pane.text
+            assert "why (" in app.detail.text  # the detail pane has the new verdicts
+            n = len(app.events_pane.text)
+            assert n > shown
+            # nothing drawn, nothing judged again
+            await pilot.pause(2.5)
+            assert not app._rejudging and not ptree.marks
+
+    run(body(), timeout=150)

@@ -39,6 +39,9 @@ from .sockets import Sock
 
 #: Seconds between re-reads of the selected process's sockets.
 SOCKETS_EVERY = 10.0
+#: Seconds between quiet re-judgements of a tree whose waits-on chains are
+#: drawn: a why pass runs py-spy on the whole tree, so not every tick.
+WHY_REFRESH = 30.0
 #: The sampler's last snapshots that go into a bundle written with `d`.
 HISTORY_SNAPSHOTS = 30
 
@@ -110,6 +113,10 @@ class DashApp(App):
         self.first_frame_at: float | None = None
         self.samples_shown = 0
         self._extras: dict[int, dict[str, tuple[str, Text]]] = {}
+        self._judged: list = []  # the chains of the last why of each tree (`waits.Judged`)
+        self._judged_when: dict[int, float] = {}  # tree pid -> monotonic time of its last why
+        self._rejudging: set[int] = set()
+        self.why_refresh = WHY_REFRESH
         self._sockets: dict[int, list[Sock]] = {}
         self._sockets_read_at: dict[int, float] = {}
         self._subreaper_was_set = False
@@ -323,6 +330,9 @@ class DashApp(App):
             self._shown_pids.update(snap.entries)
             events = [e for e in events if e.pid in self._shown_pids]
         self.snapshot = snap
+        if self._judged:
+            self._drop_stale_chains(snap)
+            self._rejudge_due()
         self.proc_tree.show_snapshot(snap)
         if events:
             self.events_pane.add_events(events)
@@ -336,6 +346,48 @@ class DashApp(App):
         self._update_status()
         if self.first_frame_at is None:
             self.call_after_refresh(self._mark_first_frame)
+
+    def _drop_stale_chains(self, snap: Snapshot) -> None:
+        """A chain whose processes are not all the ones judged any more
+        (one exited, or its pid was reused) says nothing now: its marks go,
+        with a line in the events pane. What is alive is not re-judged
+        here: that takes py-spy (the ``w`` key)."""
+        from .waits import gone_from
+
+        kept = []
+        for chain in self._judged:
+            gone = gone_from(chain, snap)
+            if gone is None:
+                kept.append(chain)
+                continue
+            self._chain_note(chain, f"{gone} exited (w judges again)")
+        if len(kept) != len(self._judged):
+            self._judged = kept
+            self._show_marks()
+
+    def _chain_note(self, chain, why: str) -> None:
+        name = chain.names[chain.pids.index(chain.cause)]  # escaped already
+        self.events_pane.note(Text(
+            f"{stamp()} why: the chain down to {name} ({chain.cause}) no longer holds: {why}",
+            "italic dim"))
+
+    def _rejudge_due(self) -> None:
+        """Judge again, quietly, each tree with chains drawn whose last why
+        is older than `why_refresh`: a chain also ends when nothing died
+        (a sleep returns, a stopped process is continued)."""
+        if not self.live or self.sampler.paused:
+            return
+        now = time.monotonic()
+        for tree in {c.tree for c in self._judged}:
+            if tree in self._rejudging or now - self._judged_when.get(tree, now) < self.why_refresh:
+                continue
+            self._rejudging.add(tree)
+            self._start("judge", key_jobs.why, tree, self.sampler.latest, quiet=True)
+
+    def _show_marks(self) -> None:
+        from .waits import marks_of
+
+        self.proc_tree.set_marks(marks_of(self._judged))
 
     def _only_ours(self, snap: Snapshot) -> Snapshot:
         """Without the box's other strays: keep only orphans we adopted (as
@@ -426,6 +478,32 @@ class DashApp(App):
         if message.bundle is not None:
             self.last_bundle = message.bundle
         if self._panes_gone():
+            return
+        if message.section == "why":
+            self._rejudging.discard(message.pid)
+            self._judged_when[message.pid] = time.monotonic()
+        if message.judged is not None:
+            # the new verdicts of these processes replace the old ones
+            old = [c for c in self._judged if message.judged_over.intersection(c.pids)]
+            self._judged = [c for c in self._judged if c not in old] + message.judged
+            if message.quiet:
+                held = {c.cause for c in message.judged}
+                for c in old:
+                    if c.cause not in held:
+                        self._chain_note(c, "judged again")
+            self._show_marks()
+        if message.quiet:
+            # a refresh: only the marks and the detail pane's section change
+            if not message.ok:
+                # unjudged, a chain is no claim: its marks go
+                for c in [c for c in self._judged if c.tree == message.pid]:
+                    self._chain_note(c, "it could not be judged again")
+                self._judged = [c for c in self._judged if c.tree != message.pid]
+                self._show_marks()
+                return
+            self._extras.setdefault(message.pid, {})["why"] = (message.title, message.body)
+            if self.detail.pid == message.pid:
+                self._refresh_detail(force=True)
             return
         extras = self._extras.setdefault(message.pid, {})
         extras.pop(message.section, None)  # the newest result goes on top

@@ -23,6 +23,7 @@ from .messages import ActionDone, ReapPlanned
 from .result_texts import (describe_bundle, describe_fates, describe_plan, describe_why,
                            render_py_stack, render_task_tree)
 from .safe import safe_block
+from .waits import judge_chains
 
 STACK_TIMEOUT = 5.0
 TASK_TIMEOUT = 3.0
@@ -31,11 +32,11 @@ WHY_DEADLINE = 20.0
 
 
 def done(section: str, pid: int, title: str, body: Text, summary: str,
-         ok: bool = True, bundle: str | None = None) -> ActionDone:
+         ok: bool = True, bundle: str | None = None, **more) -> ActionDone:
     # Bodies escape their fields line by line; this is the backstop (and the
     # summary goes to a toast and the events pane as one line).
     return ActionDone(section, pid, escape(title), safe_block(body), escape(summary), ok,
-                      bundle=bundle)
+                      bundle=bundle, **more)
 
 
 def _failed(section: str, pid: int, title: str, what: str, exc: BaseException) -> ActionDone:
@@ -151,9 +152,10 @@ async def dump_all(pid: int, *, out_dir: str | None, history_snaps: list,
                 f"snapshot bundle written: {meta.path}", bundle=meta.path)
 
 
-async def why(pid: int, seen) -> ActionDone:
+async def why(pid: int, seen, quiet: bool = False) -> ActionDone:
     """The verdicts of the tree at ``pid`` (`tractor-diag why`); ``seen``:
-    the sampler's latest snapshot, for the names of zombies."""
+    the sampler's latest snapshot, for the names of zombies; ``quiet``: a
+    refresh of the waits-on marks (no notice)."""
     title = f"why ({stamp()})"
 
     def run():
@@ -165,14 +167,18 @@ async def why(pid: int, seen) -> ActionDone:
             from tractor_diag.trees import remember_names
 
             remember_names(snap.entries, seen)
-        return examine(snap, deadline=time.monotonic() + WHY_DEADLINE)[1]
+        diag = examine(snap, deadline=time.monotonic() + WHY_DEADLINE)[1]
+        return diag, judge_chains(diag, snap, pid), frozenset(snap.entries)
 
     try:
-        diag = await trio.to_thread.run_sync(run)
+        diag, chains, over = await trio.to_thread.run_sync(run)
     except Exception as exc:  # noqa: BLE001
-        return _failed("why", pid, title, "why", exc)
+        failed = _failed("why", pid, title, "why", exc)
+        failed.quiet = quiet
+        return failed
     body, head = describe_why(diag, pid)
-    return done("why", pid, title, body, head, ok=True)
+    return done("why", pid, title, body, head, ok=True, judged=chains, judged_over=over,
+                quiet=quiet)
 
 
 async def plan_reap(pid: int) -> ActionDone | ReapPlanned:

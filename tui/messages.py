@@ -56,10 +56,15 @@ class Exited(Message):
 class ActionDone(Message):
     """A key's job finished: its result goes to the detail pane of ``pid``
     under ``section``, and a one-line ``summary`` is shown. ``bundle``: the
-    path of a snapshot bundle it wrote."""
+    path of a snapshot bundle it wrote. ``judged``: the chains a why
+    analysis found (`waits.Judged`), over the processes ``judged_over``
+    (they replace what an earlier analysis said of those). ``quiet``: a
+    refresh nobody asked for, shown without a notice."""
 
     def __init__(self, section: str, pid: int, title: str, body: Text,
-                 summary: str, ok: bool = True, bundle: str | None = None) -> None:
+                 summary: str, ok: bool = True, bundle: str | None = None,
+                 judged: list | None = None, judged_over: frozenset[int] = frozenset(),
+                 quiet: bool = False) -> None:
         super().__init__()
         self.section = section
         self.pid = pid
@@ -68,6 +73,9 @@ class ActionDone(Message):
         self.summary = summary
         self.ok = ok
         self.bundle = bundle
+        self.judged = judged
+        self.judged_over = judged_over
+        self.quiet = quiet
 
 
 class ReapPlanned(Message):

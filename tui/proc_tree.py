@@ -18,6 +18,7 @@ from tractor_diag.model import Entry, Snapshot
 from tractor_diag.render import human_bytes
 
 from .labels import coarse_age, group_label, proc_label
+from .waits import Mark, mark_text
 
 GROUPS = ("orphans", "strays")
 Key = int | str  # a pid, or "group:<name>"
@@ -175,6 +176,11 @@ class ProcTree(Tree):
             self.pid = pid
 
     def __init__(self, **kwargs) -> None:
+        # Waits-on marks (`waits`): drawn after the label at render time, so
+        # that a mark never rebuilds a label nor defeats their memo. (Set
+        # first: the base class moves the cursor while it initialises.)
+        self._marks: dict[int, Mark] = {}
+        self._lit: frozenset[int] = frozenset()  # the chains of the selected row
         super().__init__("processes", **kwargs)
         self.show_root = False
         self.guide_depth = 3
@@ -196,6 +202,25 @@ class ProcTree(Tree):
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         # lets the base class's message bubble on as well
         self.post_message(self.Selected(self.selected_pid))
+
+    def render_label(self, node: TreeNode, base_style, style) -> Text:
+        text = super().render_label(node, base_style, style)
+        mark = self._marks.get(node.data) if isinstance(node.data, int) else None
+        if mark is None:
+            return text
+        # right after the pid (a row's end is cut off in a narrow pane)
+        tag = mark_text(mark, lit=bool(mark.chains & self._lit))
+        tag.stylize(style)
+        at = text.plain.find(f"  {node.data}")
+        if at < 0:
+            return text.append_text(tag)
+        at += len(f"  {node.data}")
+        head, tail = text.divide([at])
+        return Text.assemble(head, tag, tail, no_wrap=True, overflow="ellipsis")
+
+    def watch_cursor_line(self, previous_line: int, line: int) -> None:
+        super().watch_cursor_line(previous_line, line)
+        self._light()
 
     # -- public API ---------------------------------------------------------
 
@@ -233,6 +258,42 @@ class ProcTree(Tree):
     def set_actors_only(self, on: bool) -> None:
         self.actors_only = on
         self._reconcile()
+
+    @property
+    def marks(self) -> dict[int, Mark]:
+        return self._marks
+
+    def mark_of(self, pid: int) -> Text | None:
+        """The mark drawn after ``pid``'s label, None for none."""
+        mark = self._marks.get(pid)
+        return None if mark is None else mark_text(mark, lit=bool(mark.chains & self._lit))
+
+    def set_marks(self, marks: dict[int, Mark]) -> None:
+        """Show these waits-on marks; only rows whose mark changed repaint."""
+        if marks == self._marks:
+            return
+        changed = {pid for pid in {*marks, *self._marks}
+                   if marks.get(pid) != self._marks.get(pid)}
+        self._marks = marks
+        self._repaint(changed)
+        self._light()
+
+    def _light(self) -> None:
+        # The chains of the selected row are lit: repaint the rows that
+        # gain or lose the light.
+        pid = self.selected_pid
+        mark = self._marks.get(pid) if pid is not None else None
+        lit = mark.chains if mark is not None else frozenset()
+        if lit == self._lit:
+            return
+        was, self._lit = self._lit, lit
+        self._repaint({p for p, m in self._marks.items() if bool(m.chains & was) != bool(m.chains & lit)})
+
+    def _repaint(self, pids) -> None:
+        for pid in pids:
+            node = self._by_key.get(pid)
+            if node is not None:
+                node.refresh()
 
     def select_pid(self, pid: int) -> bool:
         node = self._by_key.get(pid)
