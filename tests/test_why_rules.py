@@ -122,19 +122,40 @@ def test_ancestors_of_a_stuck_leaf_are_not_marked_without_evidence():
 
 
 def test_a_cycle_is_reported_as_such():
-    # a1 waits on its only child a2 over a channel, a2 (no children) on its parent
+    """a1 waits on its only child a2 over a channel, a2 (no children) on its
+    parent: a cycle, named on a1, the member a0 waits through; one chain,
+    a0 above the cycle, no bottom."""
     def tasks_for(i, kids):
         point = ("MsgStream.receive", f"{SITE}/tractor/_streaming.py", 200)
-        return [_task("pump", ("pump", "/app/app.py", 5), point)] if i else []
+        if i == 0:
+            return [_task("supervise", ("Actor.supervise", "/app/main.py", 40), PROC_WAIT)]
+        return [_task("pump", ("pump", "/app/app.py", 5), point)]
 
     snap, report, before, after = _build([-1, 0, 1], tasks_for=tasks_for)
     diag = diagnose(snap, report, before, after, now=12.0)
     edges = {(e.waiter, e.on, e.relation, e.point) for e in diag.edges}
     assert (101, 102, "child", "MsgStream.receive") in edges
     assert (102, 101, "parent", "MsgStream.receive") in edges
-    cycles = [v for v in diag.verdicts if v.kind == "cycle"]
-    assert len(cycles) == 1
-    assert "a wait-for cycle: " in cycles[0].text and "none of them can move first" in cycles[0].text
+    (v,) = diag.verdicts
+    assert (v.kind, v.pid) == ("cycle", 101)
+    assert v.text == ("a wait-for cycle: a1 (101) waits for child a2 (MsgStream.receive), "
+                      "a2 (102) waits for parent a1 (MsgStream.receive); none of them can move "
+                      "first")
+    assert [e.text for e in v.evidence] == [
+        "a1 waits for a2: task 'pump' in MsgStream.receive at tractor/_streaming.py:200",
+        "a1 waits for a2: its only actor child",
+        "a2 waits for a1: task 'pump' in MsgStream.receive at tractor/_streaming.py:200",
+        "a2 waits for a1: it has no children: the other end is its parent"]
+    (chain,) = diag.chains
+    assert chain.cause is v and chain.pids == [100, 101, 102]
+    from tractor_diag.render.why import chain_evidence, chain_sentence
+
+    assert chain_sentence(diag, chain) == "python x waits for child a1 (trio Process.wait); " + v.text
+    # the waits inside the cycle are listed once, as its evidence
+    assert [ln for ln in chain_evidence(diag, chain) if " waits for " in ln.split(":")[0]] == [
+        "python x waits for a1: tasks: task 'supervise' in Process.wait at trio/_subprocess.py:245",
+        "python x waits for a1: tree: its only child",
+    ]
 
 
 def test_lost_cancel():

@@ -96,6 +96,8 @@ class _Ctx:
         self.verdicts: list[Verdict] = []
         self.edges: list[WaitEdge] = []
         self.notes: list[str] = []
+        # (the cycle's verdict, its members from the one it names on)
+        self.cycles: list[tuple[Verdict, list[int]]] = []
 
     def name(self, pid: int) -> str:
         return _name(self.snap.entries.get(pid), pid)
@@ -447,11 +449,14 @@ def _edge_verdicts(c: _Ctx) -> None:
                    Evidence("kernel", f"{tname} wchan {k.wchan}")])
 
 
-def _cycles(c: _Ctx) -> None:
+def _find_cycles(edges) -> list[list[int]]:
+    """Every elementary cycle of the wait-for graph, once each (as a set of
+    members), in the order its edges run."""
     succ: dict[int, list[int]] = {}
-    for e in c.edges:
+    for e in edges:
         succ.setdefault(e.waiter, []).append(e.on)
-    seen_cycles: set[frozenset[int]] = set()
+    found: list[list[int]] = []
+    seen: set[frozenset[int]] = set()
     for start in list(succ):
         stack = [(start, [start])]
         while stack:
@@ -459,13 +464,37 @@ def _cycles(c: _Ctx) -> None:
             for nxt in succ.get(node, ()):
                 if nxt == start:
                     key = frozenset(path)
-                    if key not in seen_cycles:
-                        seen_cycles.add(key)
-                        names = " -> ".join(f"{c.name(p)} ({p})" for p in [*path, start])
-                        c.add("cycle", start, f"a wait-for cycle: {names}; none of them can "
-                              "move first", [Evidence("tree", "wait-for edges form a cycle")])
+                    if key not in seen:
+                        seen.add(key)
+                        found.append(path)
                 elif nxt not in path and len(path) < 64:
                     stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def _cycles(c: _Ctx) -> None:
+    """A cycle of waits is its own cause: named once, on the member the rest
+    of the tree waits through (else the topmost), every member and every
+    wait in it named, the waits' evidence as its evidence."""
+    order = {e.proc.pid: i for i, e in enumerate(c.snap.ordered())}
+    for members in _find_cycles(c.edges):
+        inside = set(members)
+        entered = [m for m in members
+                   if any(e.on == m and e.waiter not in inside for e in c.edges)]
+        first = min(entered or members, key=lambda m: order.get(m, 1 << 30))
+        i = members.index(first)
+        members = members[i:] + members[:i]
+        steps, evidence = [], []
+        for a, b in zip(members, members[1:] + members[:1]):
+            e = next(x for x in c.edges if x.waiter == a and x.on == b)
+            steps.append(f"{c.who(a)} waits for {e.relation} {c.name(b)} ({e.point})")
+            evidence += [Evidence(ev.source, f"{c.name(a)} waits for {c.name(b)}: {ev.text}")
+                         for ev in e.evidence]
+        c.add("cycle", first, "a wait-for cycle: " + ", ".join(steps)
+              + "; none of them can move first",
+              evidence, [f"tractor-diag stacks {' '.join(map(str, members))}",
+                         f"cancelling any one member breaks it, e.g. kill -INT {members[-1]}"])
+        c.cycles.append((c.verdicts[-1], members))
 
 
 def _stale_sockets(c: _Ctx, scan) -> None:
@@ -537,10 +566,13 @@ def _chains(c: _Ctx) -> list[Chain]:
     """One chain per process that cannot move (a blocking verdict and no
     wait of its own on another such process): the waiters above it, top
     first, and below it the process it waits for, when that one has a
-    property worth knowing (it ignores SIGINT, say)."""
+    property worth knowing (it ignores SIGINT, say). A cycle is one chain:
+    the waiters above it, then its members, the one it is entered by
+    first; nothing in it is a bottom."""
     by_pid: dict[int, list[Verdict]] = {}
+    in_cycle = {pid for _, members in c.cycles for pid in members}
     for v in c.verdicts:
-        if v.kind not in ATTRIBUTES:
+        if v.kind not in ATTRIBUTES and v.kind != "cycle":
             by_pid.setdefault(v.pid, []).append(v)
     succ: dict[int, list[int]] = {}
     pred: dict[int, list[int]] = {}
@@ -560,18 +592,32 @@ def _chains(c: _Ctx) -> list[Chain]:
             stack.extend(succ.get(n, ()))
         return False
 
-    chains = []
-    for pid, vs in by_pid.items():
-        if leads_to_verdict(pid) and not any(v.kind == "cycle" for v in vs):
-            continue
-        path = [pid]
+    def leads_to_cycle(pid: int) -> bool:
+        seen, stack = {pid}, list(succ.get(pid, ()))
+        while stack:
+            n = stack.pop()
+            if n in in_cycle:
+                return True
+            if n not in seen:
+                seen.add(n)
+                stack.extend(succ.get(n, ()))
+        return False
+
+    def above(pid: int, path: list[int]) -> list[int]:
         node = pid
         while True:
             up = [w for w in pred.get(node, ()) if w not in path]
             if not up:
-                break
+                return path
             node = up[0]
             path.insert(0, node)
+
+    chains = [Chain(pids=above(members[0], list(members)), cause=v) for v, members in c.cycles]
+    for pid, vs in by_pid.items():
+        # a member of a cycle waits in it: the cycle's chain says so
+        if pid in in_cycle or (leads_to_verdict(pid) or leads_to_cycle(pid)):
+            continue
+        path = above(pid, [pid])
         sync = [e.on for e in c.edges if e.waiter == pid and e.on not in path
                 and any(p.sync and p.label == e.point for p in (*waitpoints.WAIT_POINTS, _OS_WAITPID))]
         down = sync or [n for n in succ.get(pid, ()) if n not in path]

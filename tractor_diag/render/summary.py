@@ -42,8 +42,9 @@ def render_summary(report: StacksReport, snap: Snapshot, meta, diag: Diagnosis) 
                      "See the table below for where each one waits.")
     for i, chain in enumerate(diag.chains, 1):
         lines.append(f"{i}. **{chain.cause.kind}**: {_md(chain.cause.text)}")
-        if len(chain.pids) > 1:
-            lines.append(f"   - chain: {_md(chain_sentence(diag, chain))}")
+        sentence = chain_sentence(diag, chain)
+        if len(chain.pids) > 1 and sentence != chain.cause.text:  # a bare cycle says it all
+            lines.append(f"   - chain: {_md(sentence)}")
         for ev in chain_evidence(diag, chain):
             lines.append(f"   - evidence: {_md(ev)}")
         for hint in chain_hints(diag, chain):

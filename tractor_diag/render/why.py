@@ -33,17 +33,30 @@ def _edge(diag: Diagnosis, waiter: int, on: int):
     return next((e for e in diag.edges if e.waiter == waiter and e.on == on), None)
 
 
+def _span(chain: Chain) -> list[int]:
+    """The chain's pids down to its cause when it is a cycle (the cycle's
+    own sentence names its members and their waits), else all of them."""
+    if chain.cause.kind == "cycle" and chain.cause.pid in chain.pids:
+        return chain.pids[:chain.pids.index(chain.cause.pid) + 1]
+    return chain.pids
+
+
 def chain_sentence(diag: Diagnosis, chain: Chain) -> str:
     """``root waits for child a (point); a (pid) is blocked in ...; a waits
-    for child b (os.waitpid); b (pid) ignores SIGINT ...``: top to bottom."""
+    for child b (os.waitpid); b (pid) ignores SIGINT ...``: top to bottom.
+    A cycle: its waiters, then the cycle's sentence."""
     parts = []
-    last = len(chain.pids) - 1
-    for i, pid in enumerate(chain.pids):
+    pids = _span(chain)
+    last = len(pids) - 1
+    for i, pid in enumerate(pids):
+        if chain.cause.kind == "cycle" and pid == chain.cause.pid:
+            parts.append(chain.cause.text)
+            break
         for v in diag.verdicts_of(pid):
             if v.kind not in ATTRIBUTES or (i == last and pid != chain.cause.pid):
                 parts.append(v.text)
         if i < last:
-            nxt = chain.pids[i + 1]
+            nxt = pids[i + 1]
             e = _edge(diag, pid, nxt)
             if e is not None:
                 parts.append(f"{diag.names.get(pid, pid)} waits for {e.relation} "
@@ -64,7 +77,8 @@ def chain_evidence(diag: Diagnosis, chain: Chain) -> list[str]:
     for v in chain_verdicts(diag, chain):
         for ev in v.evidence:
             lines.append(f"{v.name} ({v.pid}) {v.kind}: {ev.source}: {ev.text}")
-    for a, b in zip(chain.pids, chain.pids[1:]):
+    pids = _span(chain)  # a cycle's own waits are its verdict's evidence
+    for a, b in zip(pids, pids[1:]):
         e = _edge(diag, a, b)
         for ev in (e.evidence if e else ()):
             lines.append(f"{diag.names.get(a, a)} waits for {diag.names.get(b, b)}: "
@@ -96,8 +110,9 @@ def render_why(diag: Diagnosis, st: Style) -> str:
         cause = chain.cause
         head = f"{i}. [{cause.kind}] {cause.text}"
         lines.append(st(escape(head), "bold", KIND_STYLE.get(cause.kind, "")))
-        if len(chain.pids) > 1:
-            lines.append("   chain: " + escape(chain_sentence(diag, chain)))
+        sentence = chain_sentence(diag, chain)
+        if len(chain.pids) > 1 and sentence != cause.text:  # a bare cycle says it all
+            lines.append("   chain: " + escape(sentence))
         lines.append("   evidence:")
         lines += ["     " + escape(e) for e in chain_evidence(diag, chain)]
         hints = chain_hints(diag, chain)
