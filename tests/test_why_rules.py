@@ -296,3 +296,33 @@ def test_a_trio_loop_wedged_in_process_join_polling():
     assert v.kind == "sync-blocked" and v.pid == 100
     assert v.text.startswith("python x (100) is blocked in multiprocessing Process.join at app.py:30")
     assert [(e.waiter, e.on, e.point) for e in diag.edges] == [(100, 101, "multiprocessing Process.join")]
+
+
+def _forkserver_tree(with_fork: bool):
+    """a0 waits for a child to connect; its only child a1 is the
+    mp_forkserver fork server (with_fork: which has a fork of its own,
+    booting, that no channel ties to anyone yet)."""
+    def tasks_for(i, kids):
+        point = ("Server.wait_for_peer", f"{SITE}/tractor/ipc/_server.py", 848)
+        return [_task("new_proc", ("new_proc", f"{SITE}/tractor/spawn/_spawn.py", 575), point)
+                ] if i == 0 else []
+
+    snap, report, before, after = _build([-1, 0, 1] if with_fork else [-1, 0], tasks_for=tasks_for)
+    snap.entries[101].proc.actor = ActorInfo(name="", generation="current", role="forkserver",
+                                             how="mp-forkserver")
+    return diagnose(snap, report, before, after, now=12.0)
+
+
+def test_boot_hang_on_a_child_the_fork_server_reaped():
+    diag = _forkserver_tree(with_fork=False)
+    assert diag.edges == []  # the fork server is never what it waits for
+    (chain,) = diag.chains
+    assert chain.pids == [100] and chain.cause.kind == "boot-hang"
+    assert chain.cause.text == (
+        "python x (100) waits for a child to connect (Server.wait_for_peer), but it has no child "
+        "left: the child died at boot and its fork server (101) reaped it")
+
+
+def test_a_fork_server_with_a_booting_fork_is_not_judged():
+    diag = _forkserver_tree(with_fork=True)
+    assert diag.verdicts == [] and diag.chains == [] and diag.edges == []

@@ -3,16 +3,19 @@ that hangs the way `why` is meant to explain: the root waits for a child's
 result, and the child is blocked in a sync ``time.sleep`` inside its RPC
 task, where no cancel reaches it.
 
-Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,lose-cancel} [--stackscope] [--taskdump]
+Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,stall,lose-cancel} [--stackscope] [--taskdump]
 
 ``sleep``: child ``blocker`` runs ``nap`` (``time.sleep(3600)``);
 ``none``: child ``idler`` runs ``idle`` (``trio.sleep_forever()``), a healthy
 tree whose root waits the same way; ``boot``: child ``booter`` dies at
-boot (``die_at_boot/sitecustomize.py`` on its path, trio backend), the
-root waits for it to connect; ``lose-cancel``: child ``deaf`` takes a
+boot (``die_at_boot/sitecustomize.py`` on its path: trio, mp_spawn,
+mp_forkserver; an at-fork hook for main_thread_forkserver), the root waits
+for it to connect; ``stall``: child ``booter`` stalls at boot instead (alive, never
+connecting); ``lose-cancel``: child ``deaf`` takes a
 cancel request and never acts on it (its ``Actor.cancel`` swapped for one
 that parks forever), and the root waits in ``Portal.cancel_actor``. The root prints ``READY <root pid>``
-once the child's call has had a second to start. ``--stackscope`` turns on
+(``lose-cancel``: ``READY <root pid> <deaf's pid>``) once the child's call
+has had a second to start. ``--stackscope`` turns on
 tractor's own SIGUSR1 task dumper (``enable_stack_on_sig``), ``--taskdump``
 ``tractor_diag.taskdump`` in every actor (stackscope loses the tasks inside
 nurseries on Python 3.13).
@@ -42,7 +45,7 @@ async def idle() -> None:
     await trio.sleep_forever()
 
 
-async def deafen() -> None:
+async def deafen() -> int:
     from tractor.runtime._runtime import Actor
 
     async def park(self, *args, **kwargs) -> bool:
@@ -50,31 +53,44 @@ async def deafen() -> None:
         await trio.sleep_forever()
 
     Actor.cancel = park
+    return os.getpid()
+
+
+def _at_boot(hang: str) -> None:
+    if hang == "stall":
+        time.sleep(3600)  # alive, never connecting
+    os._exit(3)
 
 
 async def main() -> None:
     port, method, hang = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    name, fn = {"sleep": ("blocker", nap), "boot": ("booter", idle)}.get(hang, ("idler", idle))
+    name, fn = {"sleep": ("blocker", nap), "boot": ("booter", idle),
+                "stall": ("booter", idle)}.get(hang, ("idler", idle))
     async with tractor.open_nursery(
         registry_addrs=[("127.0.0.1", port)], start_method=method,
         enable_stack_on_sig="--stackscope" in sys.argv,
     ) as an:
         if hang == "lose-cancel":
             portal = await an.start_actor("deaf", enable_modules=[__name__])
-            await portal.run(deafen)
+            child = await portal.run(deafen)
 
             async def announce_cancel() -> None:
                 await trio.sleep(1.0)
-                print("READY", os.getpid(), flush=True)
+                print("READY", os.getpid(), child, flush=True)
 
             async with trio.open_nursery() as n:
                 n.start_soon(announce_cancel)
                 # waits for the child to answer the cancel: never
                 await portal.cancel_actor(timeout=3600)
             return
-        if hang == "boot":
+        if hang in ("boot", "stall"):
             # only the children see it (the root's cmdline is not tractor._child)
-            os.environ["WHY_TREE_DIE_AT_BOOT"] = "1"
+            os.environ["WHY_TREE_DIE_AT_BOOT"] = "stall" if hang == "stall" else "1"
+            if method == "main_thread_forkserver":
+                # its children are forks of this process, never exec'd: the
+                # fork itself dies or stalls (a death the runtime races
+                # against wait_for_peer, failing the spawn: no hang)
+                os.register_at_fork(after_in_child=lambda: _at_boot(hang))
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 [os.path.join(os.path.dirname(os.path.abspath(__file__)), "die_at_boot"),
                  *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])

@@ -71,9 +71,18 @@ def _loc(frame) -> str:
 
 def _helper(entry: Entry) -> bool:
     """Processes a runtime starts beside its actors (multiprocessing's
-    resource tracker): no actor waits for them."""
+    resource tracker, the fork server that forks mp_forkserver's actors):
+    no actor waits for them."""
     line = " ".join(entry.proc.cmdline)
-    return "multiprocessing.resource_tracker" in line
+    actor = entry.proc.actor
+    return "multiprocessing.resource_tracker" in line or (
+        actor is not None and actor.role == "forkserver")
+
+
+def _forkservers(c) -> list[int]:
+    return sorted(pid for pid, e in c.snap.entries.items()
+                  if e.proc.actor is not None and e.proc.actor.role == "forkserver"
+                  and e.proc.state not in ("Z", "X"))
 
 
 class _Ctx:
@@ -364,6 +373,8 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
                 edge(kid, p, "child", [ev, why_kid])
         if not by_target and len(kids) == 1:
             edge(kids[0], p, "child", [ev, Evidence("tree", "its only child")])
+        if not kids:
+            _no_child_to_wait_for(c, pid, p, ev)
     if child_waits:
         named = k.wait_pid if k is not None and any(p.sync for p, _ in child_waits) else None
         if named is not None and named in kids:
@@ -407,6 +418,34 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
                            "known (" + ("its channels lead to several" if linked
                                         else "no IPC graph") + ")")
     c.edges.extend(by_target.values())
+
+
+def _no_child_to_wait_for(c: _Ctx, pid: int, point, ev: Evidence) -> None:
+    """A wait for a child to connect, and no child at all, alive or a
+    zombie: the child was spawned (the wait begins once it is) and is gone.
+    Under mp_forkserver that is the fork server's doing: it forks the
+    actors and reaps them the moment they exit, so a child that died at
+    boot leaves no trace."""
+    # the fork server of its tree: started by it or by an actor above it
+    line, up = {pid}, c.snap.entries[pid].proc.ppid
+    while up in c.snap.entries and up not in line:
+        line.add(up)
+        up = c.logical.get(up, c.snap.entries[up].proc.ppid)
+    ours = [fs for fs in _forkservers(c) if c.snap.entries[fs].proc.ppid in line]
+    evidence = [ev, Evidence("tree", f"no child of {c.name(pid)}, alive or a zombie")]
+    text = (f"{c.who(pid)} waits for a child to connect ({point.label}), but it has no child "
+            "left: the child died at boot")
+    if len(ours) == 1:
+        fs = ours[0]
+        live = [k for k in c.snap.entries[fs].children
+                if c.snap.entries.get(k) is not None
+                and c.snap.entries[k].proc.state not in ("Z", "X")]
+        if live:
+            return  # one of those may be it, still booting: not judged
+        text += f" and its fork server ({fs}) reaped it"
+        evidence.append(Evidence("tree", f"the fork server {fs} has no child: it reaps its "
+                                 "forks when they exit"))
+    c.add("boot-hang", pid, text, evidence, [f"tractor-diag stacks {pid}"])
 
 
 def _edge_verdicts(c: _Ctx) -> None:
