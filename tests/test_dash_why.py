@@ -124,6 +124,11 @@ def test_key_w_draws_the_waits_on_chain_and_drops_it_when_a_process_dies(current
             ptree.select_pid(leaf)
             await pilot.pause(0.1)
             assert lit(root) and lit(spawner) and lit(leaf)
+            # the detail pane of a process in the chain has the verdicts that drew it
+            ptree.select_pid(spawner)
+            await until(lambda: f"of the tree at {root}" in app.detail.text, 5, pilot=pilot,
+                        what="the verdicts in the spawner's detail pane")
+            assert f"[sync-blocked] spawner_0 ({spawner}) is blocked in os.waitpid" in app.detail.text
 
             # the leaf dies (SIGKILL: it ignores the others): the chain goes stale
             tree.kill_pid(leaf, signal.SIGKILL)

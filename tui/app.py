@@ -557,10 +557,22 @@ class DashApp(App):
         pid = entry.proc.pid if entry is not None else None
         if pid is None and self.detail.pid is None and not force:
             return
+        extras = self._extras.get(pid) if pid is not None else None
+        tree = self._chain_tree(pid)
+        if tree is not None and "why" not in (extras or {}) and "why" in self._extras.get(tree, {}):
+            # a process drawn in a chain: the verdicts that drew it
+            title, body = self._extras[tree]["why"]
+            extras = {**(extras or {}), "why": (f"{title}, of the tree at {tree}", body)}
         self.detail.show(entry, self.snapshot,
                          sockets=self._sockets.get(pid) if pid is not None else None,
                          sockets_pending="reading…" if self.live else "not read",
-                         extras=self._extras.get(pid) if pid is not None else None)
+                         extras=extras)
+
+    def _chain_tree(self, pid: int | None) -> int | None:
+        """The tree whose why drew a chain through ``pid``, if one did."""
+        if pid is None or not self._judged:
+            return None
+        return next((c.tree for c in self._judged if pid in c.pids), None)
 
     def _update_status(self) -> None:
         self.status_bar.show(status_text(
