@@ -352,3 +352,37 @@ def test_parse_sock_name_never_raises(name):
     out = parse_sock_name(name)
     assert out is None or (isinstance(out[0], str) and isinstance(out[1], int))
     is_hashed_sock_name(name)
+
+
+# --- mp actors named by their own stack (pure parsing of py-spy's locals) -------
+
+def _mp_thread(prep_repr: str | None, entry: str = "tractor/spawn/_entry.py"):
+    from tractor_diag.stackmodel import Frame, Local, Thread
+
+    frames = [
+        Frame(name="<module>", filename="<string>", line=1),
+        Frame(name="_main", filename="/py/lib/python3.13/multiprocessing/spawn.py", line=135,
+              locals=None if prep_repr is None else [
+                  Local(name="fd", repr="13", arg=True),
+                  Local(name="preparation_data", repr=prep_repr)]),
+        Frame(name="_mp_main", filename=f"/venv/site-packages/{entry}", line=107),
+        Frame(name="subtree", filename="/app/tree.py", line=71),
+    ]
+    return [Thread(thread_id=1, os_thread_id=10, name="MainThread", active=False,
+                   owns_gil=False, frames=frames)]
+
+
+def test_mp_name_from_preparation_data():
+    from tractor_diag.mpnames import name_from_stack
+
+    auth = '"authkey": <AuthenticationString at 0x7f4ad86fde10>'
+    assert name_from_stack(_mp_thread(
+        '{"log_to_stderr": False, ' + auth + ', "name": "spawner_0", "sys_path": [...], ...}'
+    )) == "spawner_0"
+    # escaped as py-spy escapes; a quote inside the name does not end it
+    assert name_from_stack(_mp_thread('{"name": "a\\"b", ...}')) == 'a"b'
+    assert name_from_stack(_mp_thread('{"log_to_stderr": False, ...}')) is None  # cut before it
+    assert name_from_stack(_mp_thread(None)) is None  # no locals asked for
+    # a plain multiprocessing worker: no tractor entry point under it
+    assert name_from_stack(_mp_thread('{"name": "Process-1"}', entry="app/worker.py")) is None
+    assert name_from_stack([]) is None

@@ -101,6 +101,42 @@ def test_reap_parent_plans_every_actor(tree):
         assert t["pid"] in tree.tracked()
 
 
+def test_stacks_names_every_actor(tree):
+    """mp actors carry no title and bind TCP: their own stack names them
+    (multiprocessing's preparation data under tractor's _mp_main), read
+    with py-spy's locals, which are then dropped (not asked for)."""
+    a = tree.actors
+    procs = {p["pid"]: p for p in diag_json(tree, "stacks", "--no-tasks", str(tree.root))}
+    for name, pid in a.items():
+        if name != "root":
+            assert procs[pid]["actor"] == name, procs[pid]["title"]
+            assert procs[pid]["title"] == name
+    frames = [f for p in procs.values() for t in p["python"]["threads"] for f in t["frames"]]
+    assert frames and all(f["locals"] is None for f in frames)
+    if tree.backend.startswith("mp_"):
+        # the verdicts and the bundle's tree use the same names
+        r = diag(tree, "why", str(tree.root))
+        assert f"leaf_0_0 ({a['leaf_0_0']}) is blocked in time.sleep" in r.stdout, r.stdout
+
+
+def test_a_name_read_from_a_stack_stays_for_later_scans(tree, monkeypatch):
+    """The dashboard scans again every tick: an mp actor named by a capture
+    keeps its name (same pid and start time) in this program's later scans."""
+    if not tree.backend.startswith("mp_"):
+        pytest.skip("only mp actors are named from their stacks")
+    from tractor_diag import stacks, trees
+    from tractor_diag.stackmodel import StacksOptions
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tree.xdg))
+    leaf = tree.actors["leaf_0_0"]
+    snap = trees.snapshot_for([str(tree.root)])
+    if snap.entries[leaf].proc.actor.name == "":  # not yet learned in this pytest
+        stacks.capture(snap, StacksOptions(tasks=False))
+        assert snap.entries[leaf].proc.actor.name == "leaf_0_0"
+    again = trees.snapshot_for([str(tree.root)]).entries[leaf].proc.actor
+    assert (again.name, again.how, again.sure) == ("leaf_0_0", "mp-name", "certain")
+
+
 def test_sigkilled_root_leaves_orphans_the_sweep_finds(tree):
     # last test of each tree: it kills the root
     a = tree.actors

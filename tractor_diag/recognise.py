@@ -23,6 +23,10 @@ they hold and at a few of their files, and fills in `Proc.actor`:
   processes runs the runtime too: a root actor.
 - ``subint``: threads named ``subint-driver[N]`` each run one actor inside
   the process; they are listed in `Proc.hosted`.
+- ``mp_forkserver``: which actor asked the sidecar for an actor (its
+  logical parent) is the other holder of its parent-sentinel pipe.
+- an mp actor named by its own stack earlier in this program (`learn_name`,
+  from `stacks`) keeps that name.
 - ``tractor._child`` argv is the released runtime's shape, and the current
   runtime's trio backend before the title is set: the interpreter tells
   them apart (current tractor needs Python >= 3.13).
@@ -111,6 +115,7 @@ def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
     _mp_spawn(procs, by_parent=True)
     _parents_of_actors(procs, children)
     _subint_threads(procs)
+    _recall_names(procs)
     return sorted(pid for pid, p in procs.items() if p.actor is not None and pid not in before)
 
 
@@ -431,3 +436,41 @@ def _thread_comms(pid: int, prefix: str) -> list[str]:
         if comm.startswith(prefix):
             out.append(comm)
     return out
+
+
+# --- names learned from a stack --------------------------------------------------
+
+# (pid, start time in ticks) -> name: an mp actor named by its own stack
+# (`mpnames`, read by `stacks.capture`) keeps that name in this program's
+# later scans (the dashboard's), not in another process's.
+_LEARNED: dict[tuple[int, int], str] = {}
+_LEARNED_MAX = 4096
+_MP_HOWS = frozenset({"mp-spawn", "mp-forkserver"})
+
+
+def _ticks(proc: Proc) -> int:
+    return round(proc.create_time * 100)
+
+
+def learn_name(proc: Proc, name: str) -> None:
+    """``proc`` (an unnamed mp actor) is called ``name``, by its own stack:
+    set it in place, and remember it for this process's later scans."""
+    if len(_LEARNED) >= _LEARNED_MAX:
+        _LEARNED.clear()
+    _LEARNED[(proc.pid, _ticks(proc))] = name
+    if proc.actor is not None:
+        proc.actor = _replace(proc.actor, name=name, how="mp-name", sure="certain")
+
+
+def _recall_names(procs: dict[int, Proc]) -> None:
+    if not _LEARNED:
+        return
+    for proc in procs.values():
+        a = proc.actor
+        if a is None or a.name or a.how not in _MP_HOWS:
+            continue
+        # the start time may read one tick apart between passes
+        t = _ticks(proc)
+        name = next((n for k in (t, t - 1, t + 1) if (n := _LEARNED.get((proc.pid, k)))), None)
+        if name is not None:
+            proc.actor = _replace(a, name=name, how="mp-name", sure="certain")

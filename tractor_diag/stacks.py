@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import time
 
+import msgspec
+
 from . import procfs
 from .model import Entry, Proc, Snapshot
 from .pyspy import (
@@ -276,7 +278,9 @@ def capture(
                 finish(entry, py_result(entry.proc.pid, Ran(None, b"", b"", 0.0),
                                          timeout=left, sudo=False))
                 continue
-            argv = spy_argv(entry.proc.pid, py_spy, options.locals, options.native, False)
+            # locals name an unnamed mp actor (see `mpnames`)
+            argv = spy_argv(entry.proc.pid, py_spy, options.locals or _unnamed_mp(entry.proc),
+                            options.native, False)
             try:
                 return Dump((entry.proc.pid, left), argv, left, env, OUTPUT_CAP, into)
             except OSError as exc:
@@ -286,7 +290,10 @@ def capture(
 
     def on_done(dump: Dump) -> None:
         pid, timeout = dump.key
-        finish(by_pid[pid], py_result(pid, dump.ran, timeout=timeout, sudo=False))
+        py = py_result(pid, dump.ran, timeout=timeout, sudo=False)
+        if _unnamed_mp(by_pid[pid].proc):
+            _name_mp_actor(by_pid[pid].proc, py, keep_locals=options.locals)
+        finish(by_pid[pid], py)
 
     drive(start_next, on_done)
 
@@ -304,6 +311,28 @@ def capture(
         procs=[results[e.proc.pid] for e in entries],
         py_spy=py_spy, options=options, elapsed=time.monotonic() - started,
     )
+
+
+def _unnamed_mp(proc: Proc) -> bool:
+    a = proc.actor
+    return (a is not None and not a.name and a.role == "subactor"
+            and a.backend in ("mp_spawn", "mp_forkserver"))
+
+
+def _name_mp_actor(proc: Proc, py: PyStack, *, keep_locals: bool) -> None:
+    """Name ``proc`` from its own stack (`mpnames`), in place and for the
+    rest of this program's scans; drop the locals asked for only for that."""
+    from . import mpnames, recognise
+
+    if py.status != "ok":
+        return
+    name = mpnames.name_from_stack(py.threads)
+    if not keep_locals:
+        for t in py.threads:
+            t.frames = [msgspec.structs.replace(f, locals=None) if f.locals is not None else f
+                        for f in t.frames]
+    if name is not None:
+        recognise.learn_name(proc, name)
 
 
 def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
