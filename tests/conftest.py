@@ -37,7 +37,8 @@ Session fixtures
     ``setproctitle`` cannot be imported in the tree; ``stall_leaves=True``:
     every leaf blocks in its boot window, before its title is set (use
     ``wait=False``: the tree never gets READY); ``netns=True``: the tree
-    gets a network namespace of its own (root needed).
+    gets a network namespace of its own (root needed); ``armed=True``: our
+    task dumper is armed in every process (as ``tractor-diag run`` does).
 
 Function fixtures
 -----------------

@@ -277,3 +277,38 @@ def test_leaf_in_its_boot_window(backend, runtime_trees):
         assert actor["how"] == "parent-title" and actor["name"] == ""
         assert snap["entries"][str(leaf)]["actor_parent"] == spawner["pid"]
         assert f"booting fork of {spawner['pid']}" in diag(tree, "ptree", "--actors", str(tree.root)).stdout
+
+
+# --- task trees on Python 3.13 / trio 0.35 ------------------------------------------
+
+@pytest.mark.parametrize("backend", ["trio", "mp_spawn"])
+def test_task_tree_of_a_real_actor_holds_its_nested_nurseries(backend, runtime_trees):
+    """Our dumper on today's runtime (Python 3.13, trio 0.35): spawner_0's
+    RPC task ``subtree`` opened an actor nursery and, inside it, a trio
+    nursery running ``run_child``; both show, nested under that task, with
+    the leaf's sync-blocked task running (stackscope shows nothing below
+    the main nursery there)."""
+    tree = runtime_trees.start(backend, "uds", armed=True)
+    a = tree.actors
+    procs = {p["pid"]: p for p in diag_json(tree, "stacks", "--task-timeout", "10",
+                                            str(tree.root))}
+    for name, pid in a.items():
+        tasks = procs[pid]["tasks"]
+        assert tasks["status"] == "collected" and tasks["format"] == "tractor-diag", (name, tasks)
+        assert tasks["complete"]
+        assert "python=3.13." in tasks["text"] and "trio=0.35." in tasks["text"]
+    text = procs[a["spawner_0"]]["tasks"]["text"].splitlines()
+    at = next(i for i, ln in enumerate(text) if ln.lstrip().startswith("task 'subtree' "))
+    depth = len(text[at]) - len(text[at].lstrip())
+    below = []
+    for ln in text[at + 1:]:
+        if ln.strip() and len(ln) - len(ln.lstrip()) <= depth:
+            break
+        below.append(ln)
+    nurseries = [ln for ln in below if ln.lstrip().startswith("nursery ")]
+    assert len(nurseries) >= 2, below
+    kids = [ln.strip().split("'")[1] for ln in below if ln.lstrip().startswith("task '")]
+    assert "tractor.spawn._spawn.new_proc" in kids
+    assert any(k.endswith("start_children.<locals>.run_child") for k in kids), kids
+    leaf = procs[a["leaf_0_0"]]["tasks"]["tasks"]
+    assert any(t["name"] == "subtree" and t["state"] == "running" for t in leaf), leaf

@@ -613,7 +613,7 @@ class RuntimeTree(ProcTree):
                  wedge_root: bool = False, titles: bool = True,
                  xdg: Path, log_dir: Path, port: int | None = None,
                  label: str | None = None, netns: bool = False,
-                 stall_leaves: bool = False) -> None:
+                 stall_leaves: bool = False, armed: bool = False) -> None:
         self.backend = backend
         self.transport = transport
         self.xdg = xdg
@@ -633,6 +633,11 @@ class RuntimeTree(ProcTree):
             self.env['PYTHONPATH'] = os.pathsep.join(
                 [str(d) for d in first]
                 + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+        if armed:
+            # our task dumper in every Python process of the tree, as
+            # `tractor-diag run` arms it
+            from tractor_diag.taskdump import startup_env
+            self.env = startup_env(self.env)
         if netns:
             # a network namespace of its own (loopback up): free to hold
             # the default registry port 127.0.0.1:1616
