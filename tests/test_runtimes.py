@@ -99,6 +99,9 @@ def test_reap_parent_plans_every_actor(tree):
     # only tractor processes: the multiprocessing resource tracker is not one
     for t in plan["targets"]:
         assert t["pid"] in tree.tracked()
+    # below spawner_0: its leaf, even when the fork-server sidecar forked it
+    below = diag_json(tree, "reap", "--parent", str(tree.actors["spawner_0"]), "--dry-run")["plan"]
+    assert [t["pid"] for t in below["targets"]] == [tree.actors["leaf_0_0"]]
 
 
 def test_stacks_names_every_actor(tree):
@@ -117,6 +120,9 @@ def test_stacks_names_every_actor(tree):
         # the verdicts and the bundle's tree use the same names
         r = diag(tree, "why", str(tree.root))
         assert f"leaf_0_0 ({a['leaf_0_0']}) is blocked in time.sleep" in r.stdout, r.stdout
+        # what it proposes reaches the leaf and not the whole tree (for
+        # mp_forkserver, not the sidecar whose children are every actor)
+        assert f"tractor-diag reap --parent {a['spawner_0']} --dry-run" in r.stdout, r.stdout
 
 
 def test_a_name_read_from_a_stack_stays_for_later_scans(tree, monkeypatch):

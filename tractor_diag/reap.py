@@ -122,14 +122,29 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
         )
         mode = "orphans"
 
+    # Below a chosen process its actor children count too: an mp_forkserver
+    # actor is the sidecar's child, proven the child of the actor that asked
+    # for it by the pipe only the two hold (`recognise`).
+    spawned: dict[int, list[int]] = {}
+    if mode != "orphans":
+        for pid, p in procs.items():
+            if p.actor is not None and p.actor.parent_by == "sentinel-pipe":
+                spawned.setdefault(p.actor.logical_parent, []).append(pid)
+
+    def below(pid: int, depth: int) -> list[tuple[int, int, bool]]:
+        # popped last: the OS subtree is walked first, as without sidecars
+        own = kids.get(pid, ())
+        return ([(c, depth, True) for c in reversed(spawned.get(pid, ())) if c not in own]
+                + [(c, depth, False) for c in reversed(own)])
+
     targets: list[Target] = []
     skipped: list[Skip] = []
     seen: set[int] = set()
     for top in tops:
         # The --parent pid is the scope, not a target: start below it.
-        stack = [(c, 0) for c in reversed(kids.get(top, ()))] if mode == "parent" else [(top, 0)]
+        stack = below(top, 0) if mode == "parent" else [(top, 0, False)]
         while stack:
-            pid, depth = stack.pop()
+            pid, depth, by_pipe = stack.pop()
             if pid in seen:
                 continue
             seen.add(pid)
@@ -137,11 +152,14 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
             reason = _refusal(proc, uid, everything, excluded, me)
             if not (reason and reason.startswith("belongs to") and mode != "parent" and depth == 0):
                 # another user's orphan is not in scope at all, nor is its subtree
-                stack.extend((c, depth + 1) for c in reversed(kids.get(pid, ())))
+                stack.extend(below(pid, depth + 1))
             if reason is not None:
                 skipped.append(Skip(pid=pid, title=proc.title, reason=reason))
                 continue
-            if mode == "parent":
+            if by_pipe:
+                why = (f"actor child of {proc.actor.logical_parent} (forked by the "
+                       f"fork-server sidecar {proc.ppid}), below {top}")
+            elif mode == "parent":
                 why = f"descendant of {top}"
             elif mode == "subtree":
                 why = "the selected process" if depth == 0 else f"in the subtree of {top}"

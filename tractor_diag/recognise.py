@@ -156,7 +156,7 @@ def _forkservers(procs: dict[int, Proc]) -> None:
         grand = procs.get(root)
         if grand is None or _subreaper_like(grand):
             root = None  # an orphaned sidecar: who asked for its actors is gone
-        spawners = _sentinel_writers(actors, root)
+        spawners = _sentinel_writers(actors, root, procs)
         for proc in actors:
             spawner = spawners.get(proc.pid)
             if spawner is not None:
@@ -166,7 +166,30 @@ def _forkservers(procs: dict[int, Proc]) -> None:
                 proc.actor = _replace(proc.actor, logical_parent=root, parent_by="sidecar-parent")
 
 
-def _sentinel_writers(actors: list[Proc], root: int | None) -> dict[int, int]:
+# (pid, start ticks) of a forked actor -> (pid, start ticks) of the writer
+# of its sentinel pipe: the pipe lasts as long as both do, so a repeated
+# scan (the dashboard's) reads fds only for actors it has not placed yet.
+_SPAWNERS: dict[tuple[int, int], tuple[int, int]] = {}
+
+
+def _sentinel_writers(actors: list[Proc], root: int | None,
+                      procs: dict[int, Proc]) -> dict[int, int]:
+    known: dict[int, int] = {}
+    for proc in actors:
+        hit = _SPAWNERS.get((proc.pid, _ticks(proc)))
+        if hit is not None and hit[0] in procs and _ticks(procs[hit[0]]) == hit[1]:
+            known[proc.pid] = hit[0]
+    if len(known) == len(actors):
+        return known
+    found = _read_sentinel_writers(actors, root)
+    if len(_SPAWNERS) >= _LEARNED_MAX:
+        _SPAWNERS.clear()
+    for pid, spawner in found.items():
+        _SPAWNERS[(pid, _ticks(procs[pid]))] = (spawner, _ticks(procs[spawner]))
+    return found
+
+
+def _read_sentinel_writers(actors: list[Proc], root: int | None) -> dict[int, int]:
     """Which process asked the sidecar for each of ``actors``.
 
     multiprocessing gives the forked child the read end of a pipe whose

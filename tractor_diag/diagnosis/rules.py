@@ -14,7 +14,7 @@ import time
 
 from .. import kstate
 from ..classify import in_event_loop, wchan_name
-from ..model import Entry, Snapshot, exit_status
+from ..model import Entry, Proc, Snapshot, exit_status
 from ..stackmodel import ProcStacks, StacksReport
 from ..whymodel import Chain, Diagnosis, Evidence, KernelSample, Verdict, WaitEdge
 from . import waitpoints
@@ -200,7 +200,7 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
                   [Evidence("kernel", f"schedstat: run+queue {share:.0%} of the {window:.2f} s "
                             f"window; {b.vol_ctx - a.vol_ctx} voluntary context switches "
                             f"(ours: up to {touched})")],
-                  [f"tractor-diag stacks {pid}", f"tractor-diag reap --parent {proc.ppid} --dry-run"])
+                  [f"tractor-diag stacks {pid}", f"tractor-diag reap --parent {_reap_scope(proc)} --dry-run"])
     helper = (pid in c.sidecars or _helper(entry)
               or (proc.actor is not None and proc.actor.role == "forkserver"))
     if (proc.actor is not None or pid in c.snap.roots) and not helper:
@@ -222,7 +222,7 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
                   "only SIGKILL ends it",
                   [Evidence("kernel", f"SigIgn {a.sig_ignored or 0:016x}, "
                             f"SigBlk {a.sig_blocked or 0:016x} in /proc/{pid}/status")],
-                  [f"tractor-diag reap --parent {proc.ppid} --dry-run (SIGINT, grace, then SIGKILL)"
+                  [f"tractor-diag reap --parent {_reap_scope(proc)} --dry-run (SIGINT, grace, then SIGKILL)"
                    if proc.actor is not None and proc.ppid in c.snap.entries
                    else f"kill -KILL {pid}"])
     if entry.bucket == "orphan":
@@ -275,7 +275,17 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
           [Evidence("kernel", f"wchan {wchan}, state {k.state if k else ps.kernel.state}"),
            Evidence("python", f"main thread, under {task}: {await_text(frames)}")],
           [f"tractor-diag stacks {pid}",
-           f"tractor-diag reap --parent {c.snap.entries[pid].proc.ppid} --dry-run"])
+           f"tractor-diag reap --parent {_reap_scope(c.snap.entries[pid].proc)} --dry-run"])
+
+
+def _reap_scope(proc: Proc) -> int:
+    """The ``reap --parent`` that reaches ``proc`` and least else: the actor
+    that asked a fork-server sidecar for it (reap follows that pipe-proven
+    link), not the sidecar, whose children are every actor of the tree."""
+    a = proc.actor
+    if a is not None and a.parent_by == "sentinel-pipe" and a.logical_parent is not None:
+        return a.logical_parent
+    return proc.ppid
 
 
 def _task_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
