@@ -146,6 +146,20 @@ def start_orphan(pid_file: str, label: str, argv: list[str], ready: bool = True,
     return pid
 
 
+def leave_session_cgroup(pid: int) -> None:
+    """Move ``pid`` out of the cgroup a session-end-reaping pytest put its
+    session in (to that cgroup's parent): what a process started from
+    another terminal looks like to it."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        path = next(ln[3:].strip() for ln in f if ln.startswith("0::"))
+    if not path.rsplit("/", 1)[-1].startswith("tractor-diag-launch."):
+        return
+    with open("/proc/self/mountinfo") as f:  # where cgroup v2 is mounted (root shown as /)
+        mount = next(ln.split()[4] for ln in f if " - cgroup2 " in ln)
+    with open(f"{mount}{os.path.dirname(path)}/cgroup.procs", "w") as f:
+        f.write(str(pid))
+
+
 def kill_recorded(pid_file: str, timeout: float = 10) -> list[str]:
     """SIGKILL every recorded process that is still the one recorded (pinned
     by a pidfd, see `kill_pinned`); wait

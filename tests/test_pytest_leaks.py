@@ -67,7 +67,8 @@ INNER = textwrap.dedent("""
 
     def test_foreign_orphan_appears():
         # an orphaned actor of another session (another terminal, CI job, run)
-        lh.start_orphan(PIDS, 'foreign', lh.actor_argv('foreign', new_session=True))
+        pid = lh.start_orphan(PIDS, 'foreign', lh.actor_argv('foreign', new_session=True))
+        lh.leave_session_cgroup(pid)
 
     def test_leaks_non_actor_orphan():
         lh.start_orphan(PIDS, 'plain-orphan', ['sleep', '600'], ready=False)

@@ -171,3 +171,65 @@ def test_uds_sweep_keeps_a_socket_listened_on_under_another_spelling(spawn, tmp_
     c = socket.socket(socket.AF_UNIX)
     c.connect(str(bs / name))  # still reachable
     c.close()
+
+
+# --- the pytest plugin's session-end reap ------------------------------------------------
+
+_SIDE_BY_SIDE = '''
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import _leaks_helpers as lh
+
+PIDS = {pids!r}
+MADE = {made!r}
+
+def test_session_a():
+    lh.start_orphan(PIDS, "mine", lh.actor_argv("mine"))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(MADE):
+        assert time.monotonic() < deadline, "the neighbour never made its orphan"
+        time.sleep(0.05)
+
+def test_session_b():
+    lh.start_orphan(PIDS, "neighbour", lh.actor_argv("neighbour"))
+    open(MADE, "w").close()
+'''
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "no-cgroup"])
+def test_session_end_reap_leaves_a_side_by_side_session_alone(tmp_path, bindspace, cgroup):
+    """Two pytest sessions started side by side from one parent (one
+    terminal session, one process group): the one reaping at its end must
+    take its own orphaned actor (in a cgroup of its own; without one it can
+    only name it) and never the other session's, made while it ran."""
+    import _leaks_helpers as lh
+    from _reap_helpers import orphans_go_to_init
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    pids = tmp_path / "started.pids"
+    (tmp_path / "test_side.py").write_text(_SIDE_BY_SIDE.format(
+        tests=tests, pids=str(pids), made=str(tmp_path / "made")))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS")}
+    if not cgroup:
+        env["TRACTOR_DIAG_NO_CGROUP"] = "1"
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    try:
+        with orphans_go_to_init():
+            a = subprocess.Popen([*base, "--tractor-reap-at-end", "test_side.py::test_session_a"],
+                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+            time.sleep(1.0)  # A's session has started (its baseline is older than B's orphan)
+            b = subprocess.run([*base, "test_side.py::test_session_b"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120)
+            out_a = a.communicate(timeout=120)[0]
+        assert b.returncode == 0, b.stdout + b.stderr
+        assert a.returncode == 0, out_a
+        got = lh.recorded(str(pids))
+        if cgroup:
+            assert not lh.alive(*got["mine"]), f"A's own orphan was not reaped:\n{out_a}"
+        else:
+            assert lh.alive(*got["mine"]) and "not signalled: cannot prove" in out_a, out_a
+        assert lh.alive(*got["neighbour"]), f"A reaped the other session's orphan:\n{out_a}"
+    finally:
+        left = lh.kill_recorded(str(pids))
+        assert not left, f"could not kill: {left}"

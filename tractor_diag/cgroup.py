@@ -154,6 +154,26 @@ class LaunchCgroup:
         worth the name between fork and exec."""
         os.write(self._procs_fd, b"0")
 
+    def join_self(self) -> None:
+        """Move the calling process (all its threads) into the cgroup: what
+        it starts from then on is born a member."""
+        os.write(self._procs_fd, b"0")
+
+    def leave(self) -> bool:
+        """Move the calling process back to the cgroup it came from (the
+        parent of ours); -> moved."""
+        try:
+            with open(os.path.join(os.path.dirname(self.path), "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            return False
+        return True
+
+    def contains(self, pid: int) -> bool:
+        """Is ``pid`` a member of this cgroup or of one below it?"""
+        path = cgroup_of(pid)
+        return path is not None and (path == self.name or path.startswith(self.name + "/"))
+
     def done_joining(self) -> None:
         if self._procs_fd is not None:
             os.close(self._procs_fd)

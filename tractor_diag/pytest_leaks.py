@@ -121,6 +121,11 @@ class SessionState:
         self.socks: SockListing | None = None
         self.leaked: dict[ProcKey, object] = {}  # Targets the leak check reported
         self.reap_lines: list[str] | None = None
+        # A cgroup pytest moved into at the start (--tractor-reap-at-end):
+        # an orphan is this session's exactly when it is a member. Without
+        # one (``cgroup_why`` says why) orphans are named, never signalled.
+        self.cgroup = None
+        self.cgroup_why = ""
 
 
 STATE = pytest.StashKey[SessionState]()
@@ -171,10 +176,50 @@ def _take_baseline() -> _Baseline:
     return _Baseline(proc_keys(procfs.scan(detail_actors=False)), sock_listing())
 
 
+def session_cgroup():
+    """Move pytest into a cgroup of its own -> (`cgroup.LaunchCgroup`, "") or
+    (None, why not). Every process the session starts is born a member and
+    stays one when orphaned, re-titled or moved to a new session: the one
+    mark of "this session's" that no side-by-side run shares."""
+    from .cgroup import LaunchCgroup, Unavailable, disabled_by_env
+
+    if disabled_by_env():
+        return None, "cgroups are turned off (TRACTOR_DIAG_NO_CGROUP)"
+    try:
+        cg = LaunchCgroup.create()
+    except Unavailable as exc:
+        return None, str(exc)
+    try:
+        cg.join_self()
+    except OSError as exc:
+        cg.remove(wait=0)
+        return None, f"cannot move pytest into {cg.path}: {exc.strerror}"
+    cg.done_joining()
+    return cg, ""
+
+
+def leave_session_cgroup(state: SessionState) -> None:
+    """Back where pytest came from; the cgroup goes once its last member
+    has (a leftover the reap could not take keeps it until then)."""
+    if state.cgroup is not None:
+        if state.cgroup.leave():
+            state.cgroup.remove(wait=0)
+        state.cgroup = None
+
+
+def ours(state: SessionState, top: int) -> bool:
+    """Is the orphaned subtree at ``top`` this session's? Exact with the
+    session's cgroup; without one, sharing pytest's session id is all there
+    is (enough to name a leak, never to signal)."""
+    if state.cgroup is not None:
+        return state.cgroup.contains(top)
+    return state.sid is not None and _sid(top) == state.sid
+
+
 def leftover_procs(state: SessionState, before: set[ProcKey], procs: dict) -> list[_Leak]:
     """Actors the reaper's own rules would pick (orphaned actors of this
     user, actors below pytest) that are not in ``before``; orphans only when
-    their subtree's top is in pytest's session."""
+    their subtree's top is this session's (`ours`)."""
     from .reap import make_plan
 
     out: list[_Leak] = []
@@ -185,7 +230,7 @@ def leftover_procs(state: SessionState, before: set[ProcKey], procs: dict) -> li
         if proc_key(t.pid, t.create_time) in before:
             continue
         if t.top not in tops:
-            tops[t.top] = state.sid is not None and _sid(t.top) == state.sid
+            tops[t.top] = ours(state, t.top)
         if tops[t.top]:
             seen.add(t.pid)
             out.append(_Leak("orphan", target=t))
@@ -295,6 +340,7 @@ def configure(config) -> None:
         return
     state = SessionState(mode, reap_at_end)
     if reap_at_end:
+        state.cgroup, state.cgroup_why = session_cgroup()
         state.procs = proc_keys(procfs.scan(detail_actors=False))
         state.socks = sock_listing()
     config.stash[STATE] = state

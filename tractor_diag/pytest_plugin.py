@@ -91,6 +91,9 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     pytest_guards.unconfigure(config)
+    state = config.stash.get(pytest_leaks.STATE, None)
+    if state is not None:
+        pytest_leaks.leave_session_cgroup(state)
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -3,15 +3,19 @@
 At session end, the safe reaper (`reap.execute`: SIGINT, `REAP_GRACE`
 seconds, SIGKILL; every target re-identified by pid, create time, uid and
 actor-ness right before each signal) is run on: actors below the pytest
-process, and orphaned actors that appeared during the session in pytest's
-session id (the leak check's recorded leaks included). Then the UDS sweep
+process, and orphaned actors that appeared during the session (the leak
+check's recorded leaks included) and are members of the cgroup pytest
+moved into at the start (`pytest_leaks.session_cgroup`): another pytest
+run side by side shares the session id and process group, never that.
+Without a cgroup, orphans are named and left alone. Then the UDS sweep
 unlinks the socket files that appeared during the session and whose binder
 is gone (``orphaned-dead``). Nothing that existed when the session started
 is signalled or unlinked, nor any non-actor process. The terminal summary
 lists what was reaped and unlinked.
 
-Under pytest-xdist each worker checks and reaps on its own; an orphan made
-by one worker's test can be reported (and reaped) by another.
+Under pytest-xdist each worker checks and reaps on its own, in a cgroup of
+its own: an orphan made by one worker's test can be reported by another,
+never reaped by it.
 """
 from __future__ import annotations
 
@@ -44,17 +48,29 @@ def _reap_session(state: SessionState) -> list[str]:
 
     before = state.procs
     procs = procfs.scan(detail_actors=False)
-    targets = [lk.target for lk in leftover_procs(state, before, procs)]
+    leaks = leftover_procs(state, before, procs)
+    targets = [lk.target for lk in leaks]
     taken = {t.pid for t in targets}
     for key, t in state.leaked.items():
-        # reported by the leak check; still the same process (create time)
+        # reported by the leak check; still the same process (create time),
+        # and (an orphan) still this session's
         proc = procs.get(t.pid)
         if (t.pid not in taken and key not in before and proc is not None
                 and proc.state not in ("Z", "X", "x")
-                and proc_key(proc.pid, proc.create_time) == key):
+                and proc_key(proc.pid, proc.create_time) == key
+                and (state.cgroup is None or state.cgroup.contains(t.pid))):
             taken.add(t.pid)
             targets.append(t)
     lines: list[str] = []
+    if state.cgroup is None:
+        # descendants of pytest are provably ours; an orphan is not
+        below = {lk.target.pid for lk in leaks if lk.kind == "child"}
+        for t in targets:
+            if t.pid not in below:
+                lines.append(f"pid {t.pid} {t.actor or t.title} ({t.why}): not signalled: "
+                             "cannot prove it is this session's without a cgroup of its own "
+                             f"({state.cgroup_why}); 'tractor-diag reap' takes it")
+        targets = [t for t in targets if t.pid in below]
     if targets:
         plan = Plan(mode="parent", uid=os.getuid(), everything=False, targets=targets,
                     parent=os.getpid(), tops=sorted({t.top for t in targets}),
