@@ -78,6 +78,12 @@ def test_ptree_names_every_actor_under_its_parent(tree):
             assert (actor["logical_parent"], actor["parent_by"]) == (a[parent], "sentinel-pipe")
     # stuck in time.sleep, its loop wedged: blocked, not idle
     assert entries[a["leaf_0_0"]]["state"] == "blocked"
+    # who holds the leaf's own listening address: the leaf, named when
+    # anything names it, else by its command line (never "exited")
+    addr = entries[a["leaf_0_0"]]["listens"][0]  # TCP, or its socket file
+    held = diag(tree, "ptree", "--port", addr).stdout
+    assert held.startswith(f"{a['leaf_0_0']} ") and "(exited)" not in held, held
+    assert ("leaf_0_0" if names_visible(tree) else "python") in held, held
 
     text = diag(tree, "ptree", "--actors", str(tree.root)).stdout
     lines = text.splitlines()

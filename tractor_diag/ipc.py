@@ -340,7 +340,9 @@ def port_query(port_or_path: str) -> PortQuery:
         proc = procs.get(pid)
         title = ""
         if proc is not None:  # exact text: the renderer escapes it
-            title = (proc.actor.name if proc.actor is not None
+            # an actor nothing names (mp backends) is its command line, not
+            # the empty text that means "it just exited"
+            title = (proc.actor.name if proc.actor is not None and proc.actor.name
                      else " ".join(proc.cmdline) or f"[{proc.comm}]")
         q.holders.append(PortHolder(
             pid=pid, title=title, listener=lst,
