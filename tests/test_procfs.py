@@ -232,3 +232,76 @@ def teststatus_field_lookup():
 
 def test_boot_time_is_plausible():
     assert 0 < procfs.boot_time() <= time.time()
+
+
+def _small_tree():
+    """sh -> (sh -> sleep, sleep): a real tree of 4, its pids once built."""
+    root = subprocess.Popen(["sh", "-c", "sh -c 'sleep 60 & wait' & sleep 60 & wait"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = procfs.subtrees([root.pid])
+        if found is not None and len(found[0]) == 4 and all(
+                (p := procfs.read_quick(pid)) is not None and p.comm in ("sh", "sleep")
+                for pid in found[0]):
+            return root, found[0]
+        time.sleep(0.02)
+    root.kill()
+    raise AssertionError("tree not built")
+
+
+def test_given_trees_without_strays_are_read_alone(monkeypatch):
+    """stacks (and ptree --no-strays) on given pids read those trees and the
+    roots' parents, not every process: the same snapshot as a whole pass."""
+    from tractor_diag import trees
+
+    root, members = _small_tree()
+    try:
+        calls = []
+        real_scan = procfs.scan
+
+        def scan(*a, **kw):
+            calls.append(kw.get("only"))
+            return real_scan(*a, **kw)
+
+        monkeypatch.setattr(procfs, "scan", scan)
+        alone = trees.snapshot_for([str(root.pid)], strays=False)
+        assert calls and all(only is not None for only in calls)
+        assert sorted(alone.entries) == sorted(members)
+        calls.clear()
+        whole = trees.snapshot_for([str(root.pid)], strays=True)
+        assert None in calls  # strays wanted: every process is read
+        shape = lambda s: {pid: (e.bucket, e.root, e.depth, e.children, e.proc.cmdline)  # noqa: E731
+                           for pid, e in s.entries.items() if e.root is not None}
+        assert shape(alone) == shape(whole)
+        assert alone.roots == whole.roots == [root.pid]
+    finally:
+        for pid in reversed(members[1:]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        root.kill()
+        root.wait()
+
+
+def test_a_thread_id_as_root_falls_back_to_the_whole_pass():
+    """A whole pass lists no thread ids: given one, the children lists do
+    not answer (the whole pass's answer stands)."""
+    import threading
+
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def run():
+        ready.set()
+        stop.wait(30)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        ready.wait(5)
+        assert procfs.subtrees([t.native_id]) is None
+        assert procfs.subtrees([os.getpid()]) is not None
+    finally:
+        stop.set()
+        t.join()

@@ -373,6 +373,41 @@ def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest
         fill_detail(procs, [p for p in new if p in procs], full=full, cache=cache)
 
 
+def subtrees(roots: Iterable[int]) -> tuple[list[int], list[int]] | None:
+    """(the given processes and all their descendants, the roots' parents),
+    from the kernel's own children lists (no pass over every process):
+    roots first, then breadth-first. ``None`` when that cannot answer
+    exactly: a root that is not a thread-group leader (a whole pass does not
+    list threads), or a kernel without ``/proc/<pid>/task/<tid>/children``."""
+    me = os.getpid()
+    if not os.path.exists(f"/proc/{me}/task/{me}/children"):
+        return None
+    out: list[int] = []
+    parents: list[int] = []
+    seen: set[int] = set()
+    for pid in roots:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                status = f.read()
+        except OSError:
+            continue  # gone: a whole pass would not list it either
+        tgid, ppid = status_field(status, b"Tgid"), status_field(status, b"PPid")
+        if tgid is None or ppid is None or int(tgid) != pid:
+            return None
+        parents.append(int(ppid))
+        if pid not in seen:
+            seen.add(pid)
+            out.append(pid)
+    i = 0
+    while i < len(out):
+        for child in _children(out[i]):
+            if child not in seen:
+                seen.add(child)
+                out.append(child)
+        i += 1
+    return out, [p for p in parents if p not in seen]
+
+
 def _children(pid: int) -> list[int]:
     """Children of every thread of ``pid`` (the kernel's own list)."""
     out: list[int] = []

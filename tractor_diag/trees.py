@@ -361,6 +361,11 @@ def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool
     if cpu is not None and not MIN_RATE_WINDOW <= cpu <= MAX_RATE_WINDOW:
         raise UsageError(f"the CPU sampling window must be from {MIN_RATE_WINDOW:g} to "
                          f"{MAX_RATE_WINDOW:g} seconds (CPU time is counted in 10 ms ticks)")
+    if not strays and cpu is None and targets.pids and not targets.patterns:
+        # Only the given trees are wanted: read them alone, not every process.
+        snap = _subtrees_snapshot(targets, full)
+        if snap is not None:
+            return _found(targets, snap)
     snap = take_snapshot(targets, full=full)
     if cpu is not None:
         time.sleep(cpu)
@@ -369,6 +374,25 @@ def snapshot_for(targets_args: list[str], cpu: float | None = None, strays: bool
         for pid in [p for p, e in snap.entries.items() if e.root is None]:
             del snap.entries[pid]
         snap.strays = []
+    return _found(targets, snap)
+
+
+def _subtrees_snapshot(targets: Targets, full: bool) -> Snapshot | None:
+    """The snapshot of the given pids' trees without strays, from a scan of
+    those trees and the roots' parents only (their bucket needs the parent);
+    None when the kernel's children lists cannot say exactly which those are."""
+    found = procfs.subtrees(targets.pids)
+    if found is None:
+        return None
+    members, parents = found
+    procs = procfs.scan(targets.root_test(), only=members + parents, full=full)
+    return build_snapshot(procs, targets, include_strays=False)
+
+
+def _found(targets: Targets, snap: Snapshot) -> Snapshot:
+    """``snap``, or NotFound naming every given root that matched nothing."""
+    from .errors import NotFound
+
     if not targets.empty and not snap.roots:
         missing = ", ".join(map(str, snap.missing_roots))
         pats = ", ".join(repr(p) for p in snap.unmatched_patterns)
