@@ -15,7 +15,11 @@ each case (the box is shared): read ratios, not milliseconds.
   ``rusage``) both.
 - ``ptree``: ``tractor-diag ptree ROOT`` on trees of 100 and 1000 processes
   (``bench.ptree.Tree``: sh groups of sleeps) against ``pstree -p ROOT``
-  and ``python -c pass`` of the interpreter running tractor-diag.
+  and ``python -c pass`` of the interpreter running tractor-diag; also
+  ``ptree --no-strays ROOT`` (reads the given tree alone, not every
+  process) and ``python -c 'import re'`` (what a console-script wrapper
+  that imports ``re`` adds; pip's current wrapper does not, and argparse
+  imports it anyway).
 - ``dash``: ``tractor-diag dash ROOT`` in a pty on the 200-process tree of
   ``bench.dash`` for ``BENCH_DASH_RSS_SECONDS`` (default 300); its RSS every
   30 s, to see the end value and whether it stays flat.
@@ -191,7 +195,11 @@ def bench_ptree() -> list[dict]:
         try:
             root = str(tree.root.pid)
             cases = {"tractor-diag ptree ROOT": [_script("tractor-diag"), "ptree", root],
-                     "python -c pass": [sys.executable, "-c", "pass"]}
+                     "tractor-diag ptree --no-strays ROOT": [_script("tractor-diag"), "ptree",
+                                                             "--no-strays", root],
+                     "python -c pass": [sys.executable, "-c", "pass"],
+                     # what a console-script wrapper that imports re would add
+                     "python -c 'import re'": [sys.executable, "-c", "import re"]}
             if pstree:
                 cases["pstree -p ROOT"] = [pstree, "-p", root]
             res = _compare(cases, PTREE_REPEAT, env)
@@ -214,7 +222,16 @@ def bench_ptree() -> list[dict]:
                 row["target"] = f"<= {target}x"
                 row["ok"] = row["ratio"] <= target
             rows.append(row)
-        _say(rows[-2:])
+        for name, base in (("tractor-diag ptree --no-strays ROOT", "pstree -p ROOT"),
+                           ("python -c 'import re'", "python -c pass")):
+            if base in res:
+                r, b = res[name], res[base]
+                rows.append({"case": f"{name}, {n} procs", "median_ms": r["wall"], "baseline": base,
+                             "baseline_ms": b["wall"], "ratio": r["wall"] / b["wall"],
+                             "cpu_ms": r["cpu"], "baseline_cpu_ms": b["cpu"],
+                             "cpu_ratio": r["cpu"] / b["cpu"] if b["cpu"] else None,
+                             "load": r["load"], "n": PTREE_REPEAT})
+        _say(rows[-4:])
     return rows
 
 
