@@ -233,3 +233,38 @@ def test_session_end_reap_leaves_a_side_by_side_session_alone(tmp_path, bindspac
     finally:
         left = lh.kill_recorded(str(pids))
         assert not left, f"could not kill: {left}"
+
+
+# --- text that reads differently than it is ------------------------------------------------
+
+# zero-width space, no-break space, byte-order mark, soft hyphen, word joiner,
+# a tag character: each invisible (or a look-alike of a space) on a terminal
+_INVISIBLE = ["\u200b", "\u00a0", "\ufeff", "\u00ad", "\u2060", "\U000e0041"]
+
+
+def test_invisible_characters_are_shown(spawn, bindspace):
+    """A title or a file name holding characters that show as nothing (or
+    as a plain space) reads as another name than it is: 'regis<ZWSP>try'
+    looks like 'registry'. Every face's text shows them as escapes."""
+    title = "look" + "".join(_INVISIBLE) + "alike"
+    proc = spawn([sys.executable, "-c", "import setproctitle, sys, time; "
+                  "setproctitle.setproctitle(sys.argv[1]); print('READY', flush=True); "
+                  "time.sleep(600)", title])
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(bindspace / ("sock\u200bname@1.sock")))
+    s.close()
+    cli = [sys.executable, "-m", "tractor_diag"]
+    outs = {
+        "ptree": subprocess.run([*cli, "ptree", str(proc.root)], capture_output=True,
+                                text=True, timeout=60).stdout,
+        "bindspace": subprocess.run([*cli, "bindspace"], capture_output=True, text=True,
+                                    timeout=60).stdout,
+    }
+    assert "look" in outs["ptree"] and "sock" in outs["bindspace"], outs
+    for face, text in outs.items():
+        for ch in _INVISIBLE:
+            assert ch not in text, (face, hex(ord(ch)), text)
+    assert "look\\u200b\\xa0\\ufeff\\xad\\u2060\\U000e0041alike" in outs["ptree"], outs["ptree"]
+    assert "sock\\u200bname@1.sock" in outs["bindspace"], outs["bindspace"]

@@ -19,7 +19,13 @@ What is rewritten, always to a visible backslash form:
   (it cannot even be encoded to UTF-8);
 - line and paragraph separators (U+2028, U+2029) and the bidirectional
   overrides and isolates (U+061C, U+200E, U+200F, U+202A..U+202E,
-  U+2066..U+2069), which reorder or split what the reader sees: ``\\uXXXX``.
+  U+2066..U+2069), which reorder or split what the reader sees: ``\\uXXXX``;
+- everything else ``str.isprintable`` calls unprintable: characters that
+  show as nothing or as a plain space (zero-width space and joiners, the
+  byte-order mark, soft hyphen, tag characters, no-break and other
+  spaces), private-use and unassigned code points. A name holding one
+  reads as another name than it is (``regis<U+200B>try``): ``\\xNN``,
+  ``\\uXXXX`` or ``\\UXXXXXXXX``.
 
 A backslash itself is left alone: the escapes are for the eye, not meant to
 be parsed back, and paths stay readable.
@@ -56,31 +62,46 @@ _UNSAFE_IN_BLOCK = re.compile(
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _one(match: re.Match) -> str:
-    ch = match.group()
+def _char(ch: str) -> str:
     named = _NAMED.get(ch)
     if named is not None:
         return named
     code = ord(ch)
-    if code <= 0x9F:
+    if code <= 0xFF:
         return f"\\x{code:02x}"
     if 0xDC80 <= code <= 0xDCFF:
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\u{code:04x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _one(match: re.Match) -> str:
+    return _char(match.group())
+
+
+def _rest(text: str, keep: str = "") -> str:
+    # what the patterns leave that still shows as nothing (rare: one pass
+    # per character)
+    return "".join(ch if ch.isprintable() or ch in keep else _char(ch) for ch in text)
 
 
 def escape(text: str) -> str:
     """One field: every control character visible and inert, newlines too."""
     if text.isprintable():
         return text
-    return UNSAFE.sub(_one, text)
+    out = UNSAFE.sub(_one, text)
+    return out if out.isprintable() else _rest(out)
 
 
 def escape_block(text: str) -> str:
     """A multi-line block: like ``escape`` but newlines and tabs are kept."""
     if text.isprintable():
         return text
-    return _UNSAFE_IN_BLOCK.sub(_one, text)
+    out = _UNSAFE_IN_BLOCK.sub(_one, text)
+    if out.replace("\n", "").replace("\t", "").isprintable():
+        return out
+    return _rest(out, "\n\t")
 
 
 _ATOMS = (int, float, bool, type(None), bytes)
@@ -116,7 +137,9 @@ def _clean(value) -> bool:
     for lead, confirm in _DIRTY_JSON:
         if lead in data and (confirm is None or confirm.search(data)):
             return False
-    return True
+    # anything else unprintable is raw UTF-8 in the compact JSON (which has
+    # no whitespace of its own)
+    return data.isascii() or data.decode("utf-8", "replace").isprintable()
 
 
 def escaped(value, block: bool = False):

@@ -92,7 +92,8 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
 
 def status_field(pid: int, field: str) -> str | None:
     try:
-        with open(f'/proc/{pid}/status') as f:
+        # a comm cut at 15 bytes can end inside a UTF-8 character
+        with open(f'/proc/{pid}/status', encoding='utf-8', errors='replace') as f:
             for line in f:
                 if line.startswith(field + ':'):
                     return line.split(':', 1)[1].strip()
@@ -180,6 +181,25 @@ def _reset_signals() -> None:  # preexec_fn: undo an ignored SIGINT (bg jobs)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _send(p: psutil.Process, sig: int) -> None:
+    """Signal the process ``p`` was made for, through a pidfd: opened first,
+    then ``p``'s start time checked against the pid's (psutil's
+    ``is_running``), so a pid reused at any moment gets nothing (psutil's
+    own ``send_signal`` checks, then signals by pid)."""
+    try:
+        fd = os.pidfd_open(p.pid)
+    except ProcessLookupError:
+        raise psutil.NoSuchProcess(p.pid) from None
+    try:
+        if not p.is_running():
+            raise psutil.NoSuchProcess(p.pid)
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        raise psutil.NoSuchProcess(p.pid) from None
+    finally:
+        os.close(fd)
 
 
 def _exists(p: psutil.Process) -> bool:
@@ -346,7 +366,7 @@ class ProcTree:
                 self._track(c)
         except psutil.Error:
             pass
-        p.send_signal(sig)  # psutil refuses if the pid was reused
+        _send(p, sig)
 
     def stop(self, grace: float = 3.0, kill_timeout: float = 5.0,
              reap_timeout: float = 10.0) -> list[int]:
@@ -363,9 +383,9 @@ class ProcTree:
             if _alive(p):
                 try:
                     if _ignores(p.pid, signal.SIGINT):
-                        p.kill()  # no use waiting for it
+                        _send(p, signal.SIGKILL)  # no use waiting for it
                     else:
-                        p.send_signal(signal.SIGINT)
+                        _send(p, signal.SIGINT)
                 except psutil.Error:
                     pass
         _wait_until(lambda: not any(_alive(p) for p in procs), grace)
@@ -375,7 +395,7 @@ class ProcTree:
         for p in procs:
             if _alive(p):
                 try:
-                    p.kill()
+                    _send(p, signal.SIGKILL)
                 except psutil.Error:
                     pass
         _wait_until(lambda: not any(_alive(p) for p in procs), kill_timeout)
