@@ -345,6 +345,23 @@ def take_two(targets: Targets, window: float = 0.3, *, full: bool = False) -> Sn
     return take_snapshot(targets, prev=first, full=full)
 
 
+def keep_strays(snap: Snapshot, keep: Iterable[int]) -> Snapshot:
+    """``snap`` with only the strays in ``keep``: every other stray goes,
+    with what sits below it and under no root or kept stray. A new
+    `Snapshot` (the given one may be a sampler's, shared with its history)."""
+    wanted = set(keep)
+    keep = [pid for pid in snap.strays if pid in wanted]
+    if keep == snap.strays:
+        return snap
+    kids = {pid: e.children for pid, e in snap.entries.items()}
+    drop = set(descendants(kids, [p for p in snap.strays if p not in keep]))
+    drop -= set(descendants(kids, [*snap.roots, *keep]))
+    entries = {pid: e for pid, e in snap.entries.items() if pid not in drop}
+    import msgspec
+
+    return msgspec.structs.replace(snap, entries=entries, strays=keep)
+
+
 #: The longest CPU window a one-shot look takes (a monitor samples for longer).
 MAX_RATE_WINDOW = 60.0
 

@@ -7,7 +7,6 @@ feed the app exactly the way the sampler does.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import time
@@ -33,7 +32,9 @@ from .events_pane import EventsPane
 from .log_pane import LogPane
 from .messages import ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead
 from .proc_tree import ProcTree
+from .quit_signals import QuitSignals
 from .status_bar import StatusBar, status_text
+from .trio_side import TrioSide
 from .sockets import Sock
 
 
@@ -95,20 +96,18 @@ class DashApp(App):
         self.targets = list(targets)
         self.launch_argv = list(launch) if launch else None
         self.live = live
-        self.use_subreaper = subreaper
-        self.use_cgroup = cgroup
         self.grace = grace
         self.dump_root = dump_root
         # Launching, the view is the launched tree (and orphans it made);
         # attached, the strays of the box are part of what is looked for.
         self.show_strays = (self.launch_argv is None) if strays is None else strays
         self.sampler = Sampler(self.targets, interval=interval)
-        self.supervisor = None
+        self.trio_side = TrioSide(self.post_message, self.sampler, launch=self.launch_argv,
+                                  live=live, subreaper=subreaper, cgroup=cgroup, grace=grace)
         self.child_pid: int | None = None
         self.child_code: int | None = None
-        self.launch_error: str | None = None
         self.snapshot: Snapshot | None = None
-        self.guest = TrioGuest(self._trio_main, on_done=self._trio_done,
+        self.guest = TrioGuest(self.trio_side.main, on_done=self._trio_done,
                                on_error=self._action_failed)
         self.first_frame_at: float | None = None
         self.samples_shown = 0
@@ -119,13 +118,12 @@ class DashApp(App):
         self.why_refresh = WHY_REFRESH
         self._sockets: dict[int, list[Sock]] = {}
         self._sockets_read_at: dict[int, float] = {}
-        self._subreaper_was_set = False
         self._quitting = False
         self._trio_error: str | None = None
         self.last_bundle: str | None = None
         self._shown_pids: set[int] = set()
         self.child_running_at_quit = False
-        self._host_loop = None
+        self._quit_signals = QuitSignals(self._quit_soon)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◈")
@@ -175,12 +173,12 @@ class DashApp(App):
             self.sub_title = "attach: every tree with tractor actors"
         self._update_status()
         self.proc_tree.focus()
-        self._install_signal_handlers()
+        self._quit_signals.install()
         self.guest.start()
 
     async def on_unmount(self) -> None:
         await self._stop_trio()
-        self._restore_signal_handlers()
+        self._quit_signals.restore()
 
     def get_driver_class(self):
         from .driver import guarded
@@ -190,43 +188,11 @@ class DashApp(App):
     def terminal_gone(self) -> None:
         """The terminal is gone (writes to it fail): quit, which stops the
         launched tree. Called from the driver's writer thread."""
-        loop = self._host_loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._quit_soon)
+        self._quit_signals.terminal_gone()
 
     def _quit_soon(self) -> None:
         if not self._quitting:
             self.run_worker(self.action_quit(), exclusive=True)
-
-    def _install_signal_handlers(self) -> None:
-        # The launched tree lives in a session of its own: a hangup or a
-        # SIGTERM of the dashboard would not reach it. Quit properly instead
-        # (which stops the tree). Plain handlers, not loop.add_signal_handler:
-        # that would fight trio over the signal wakeup fd.
-        import asyncio
-        import threading
-
-        self._old_handlers = {}
-        self._host_loop = loop = asyncio.get_running_loop()
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def handler(signum, frame) -> None:
-            loop.call_soon_threadsafe(self._quit_soon)
-
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._old_handlers[signum] = signal.signal(signum, handler)
-            except (ValueError, OSError):
-                pass
-
-    def _restore_signal_handlers(self) -> None:
-        for signum, old in getattr(self, "_old_handlers", {}).items():
-            try:
-                signal.signal(signum, old)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._old_handlers = {}
 
     def _action_failed(self, exc: BaseException) -> None:
         import traceback
@@ -259,66 +225,16 @@ class DashApp(App):
 
     async def _stop_trio(self) -> None:
         await self.guest.stop(timeout=self.grace + 5.0)
-        if self.supervisor is not None and self.guest.running:
-            self.supervisor.kill_now()  # trio could not finish in time
-        if self._subreaper_was_set:
-            from tractor_diag.launch import set_child_subreaper
+        self.trio_side.stopped(trio_still_running=self.guest.running)
 
-            set_child_subreaper(False)
-            self._subreaper_was_set = False
+    @property
+    def supervisor(self):
+        """The launched program's `launch.Supervisor` (None when attached)."""
+        return self.trio_side.supervisor
 
-    # -- the trio side -------------------------------------------------------
-
-    async def _trio_main(self, nursery) -> None:
-        if self.launch_argv:
-            await self._start_launch(nursery)
-            if self.launch_error:
-                return  # with no root, the sampler would watch every tree on the box
-        if self.live:
-            nursery.start_soon(self.sampler.run, self._on_sample)
-
-    async def _start_launch(self, nursery) -> None:
-        from tractor_diag.launch import Supervisor, set_child_subreaper
-        from tractor_diag.trees import Targets
-
-        if self.use_subreaper and set_child_subreaper(True):
-            self._subreaper_was_set = True
-            self.sampler.subreapers.add(os.getpid())
-        def started(pid: int) -> None:
-            # Posted before the child can be waited for: its Exited message
-            # always comes after this one.
-            self.sampler.targets = Targets([pid])
-            self.post_message(Launched(pid))
-
-        self.supervisor = Supervisor(
-            self.launch_argv,
-            on_output=lambda stream, lines: self.post_message(Output(stream, lines)),
-            on_exit=self._on_exit,
-            on_start=started,
-            grace=self.grace,
-            cgroup=self.use_cgroup,
-        )
-        try:
-            await nursery.start(self.supervisor.run)
-        except OSError as exc:
-            from tractor_diag.safetext import escape
-
-            self.launch_error = escape(f"cannot launch {self.launch_argv[0]}: {exc.strerror or exc}")
-            self.post_message(Launched(None, self.launch_error))
-
-    def _on_exit(self, pid: int, code: int) -> None:
-        self.sampler.known_exit_codes[pid] = code
-        self.post_message(Exited(pid, code))
-
-    def _on_sample(self, snap: Snapshot, events: list[Event]) -> None:
-        sup = self.supervisor
-        root = snap.entries.get(sup.pid) if sup is not None and sup.pid is not None else None
-        # Only under the launched child itself: once it is reaped, its pid
-        # may root a stranger's tree.
-        if root is not None and sup.is_launched_child(root.proc.pid, root.proc.create_time):
-            sup.note_members((pid, e.proc.create_time) for pid, e in snap.entries.items()
-                             if e.root == sup.pid)
-        self.post_message(Sampled(snap, events))
+    @property
+    def launch_error(self) -> str | None:
+        return self.trio_side.launch_error
 
     # -- feeding the panes ---------------------------------------------------
 
@@ -392,20 +308,11 @@ class DashApp(App):
     def _only_ours(self, snap: Snapshot) -> Snapshot:
         """Without the box's other strays: keep only orphans we adopted (as
         the launched tree's subreaper) or saw inside the launched tree."""
-        from tractor_diag.trees import descendants
+        from tractor_diag.trees import keep_strays
 
         ours = set(self.supervisor.seen_pids) if self.supervisor is not None else set()
-        keep = [pid for pid in snap.strays if pid in snap.entries and (
-            pid in ours or snap.entries[pid].proc.ppid in self.sampler.subreapers)]
-        if keep == snap.strays:
-            return snap
-        kids = {pid: e.children for pid, e in snap.entries.items()}
-        drop = set(descendants(kids, [p for p in snap.strays if p not in keep]))
-        drop -= set(descendants(kids, [*snap.roots, *keep]))
-        entries = {pid: e for pid, e in snap.entries.items() if pid not in drop}
-        import msgspec
-
-        return msgspec.structs.replace(snap, entries=entries, strays=keep)
+        return keep_strays(snap, [pid for pid in snap.strays if pid in snap.entries and (
+            pid in ours or snap.entries[pid].proc.ppid in self.sampler.subreapers)])
 
     def _mark_first_frame(self) -> None:
         if self.first_frame_at is None:
@@ -587,12 +494,7 @@ class DashApp(App):
     @property
     def containment(self) -> str:
         """How the launched tree is held, in words for the status bar."""
-        sup = self.supervisor
-        if sup is None:
-            return "nothing"
-        if sup.containment == "cgroup":
-            return "cgroup"
-        return "process tree + subreaper" if self._subreaper_was_set else "process tree"
+        return self.trio_side.containment
 
     # -- actions (keys, palette) ---------------------------------------------
 
