@@ -309,6 +309,10 @@ def test_task_tree_of_a_real_actor_holds_its_nested_nurseries(backend, runtime_t
         assert tasks["status"] == "collected" and tasks["format"] == "tractor-diag", (name, tasks)
         assert tasks["complete"]
         assert "python=3.13." in tasks["text"] and "trio=0.35." in tasks["text"]
+        # the dump names the actor its runtime runs: the root too, which
+        # nothing outside names
+        assert tasks["actor"] == name, tasks["text"][:400]
+        assert procs[pid]["actor"] == name
     text = procs[a["spawner_0"]]["tasks"]["text"].splitlines()
     at = next(i for i, ln in enumerate(text) if ln.lstrip().startswith("task 'subtree' "))
     depth = len(text[at]) - len(text[at].lstrip())

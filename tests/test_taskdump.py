@@ -701,3 +701,16 @@ def test_default_dump_path():
     assert taskdump.default_dump_path(42) == f"/tmp/tractor-diag-taskdump-{ns}-42.log"
     assert taskdump.default_dump_path(42, 7) == "/tmp/tractor-diag-taskdump-7-42.log"
     assert taskdump.default_dump_path() == f"/tmp/tractor-diag-taskdump-{ns}-{os.getpid()}.log"
+
+
+def test_the_actor_line_names_the_actor_and_only_from_the_header():
+    from tractor_diag.tasks import dump_actor
+
+    head = "reason: signal SIGUSR1\nprocess: pid=5 ppid=1 python=3.13.0 trio=0.35.0\n"
+    tree = "trio run: active on thread 'MainThread' tasks=1 nurseries=0\n"
+    assert dump_actor(head + "actor: name='leaf_0_0' uuid='u1'\n" + tree) == "leaf_0_0"
+    assert dump_actor(head + "actor: name=\"it's\\n\" uuid='u1'\n" + tree) == "it's\n"
+    assert dump_actor(head + tree) is None  # not a tractor actor
+    # text a task printed further down is not the header's
+    assert dump_actor(head + tree + "actor: name='forged' uuid='x'\n") is None
+    assert dump_actor(head + "actor: name=__import__('os') uuid='x'\n" + tree) is None

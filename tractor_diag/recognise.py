@@ -46,7 +46,7 @@ from .classify import is_reparented, is_subreaper
 from .actors import (
     REGISTRY_SENTINEL_PORT, SUBINT_THREAD_PREFIX, is_mp_spawn_child, parse_sock_name,
 )
-from .model import ActorInfo, Proc
+from .model import ActorInfo, How, Proc
 from .runtimedir import possible_dirs
 
 REGISTRY_SOCK = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
@@ -461,28 +461,29 @@ def _thread_comms(pid: int, prefix: str) -> list[str]:
     return out
 
 
-# --- names learned from a stack --------------------------------------------------
+# --- names learned from inside ------------------------------------------------------
 
-# (pid, start time in ticks) -> name: an mp actor named by its own stack
-# (`mpnames`, read by `stacks.capture`) keeps that name in this program's
-# later scans (the dashboard's), not in another process's.
-_LEARNED: dict[tuple[int, int], str] = {}
+# (pid, start time in ticks) -> (name, how): an actor nothing outside names,
+# named by its own stack (`mpnames`) or its own task dump (`tasks`), both
+# read by `stacks.capture`, keeps that name in this program's later scans
+# (the dashboard's), not in another process's.
+_LEARNED: dict[tuple[int, int], tuple[str, How]] = {}
 _LEARNED_MAX = 4096
-_MP_HOWS = frozenset({"mp-spawn", "mp-forkserver"})
 
 
 def _ticks(proc: Proc) -> int:
     return round(proc.create_time * 100)
 
 
-def learn_name(proc: Proc, name: str) -> None:
-    """``proc`` (an unnamed mp actor) is called ``name``, by its own stack:
-    set it in place, and remember it for this process's later scans."""
+def learn_name(proc: Proc, name: str, how: How = "mp-name") -> None:
+    """``proc`` (an actor without a name) is called ``name``, by what it
+    says itself: set it in place, and remember it for this process's later
+    scans."""
     if len(_LEARNED) >= _LEARNED_MAX:
         _LEARNED.clear()
-    _LEARNED[(proc.pid, _ticks(proc))] = name
+    _LEARNED[(proc.pid, _ticks(proc))] = (name, how)
     if proc.actor is not None:
-        proc.actor = _replace(proc.actor, name=name, how="mp-name", sure="certain")
+        proc.actor = _replace(proc.actor, name=name, how=how, sure="certain")
 
 
 def _recall_names(procs: dict[int, Proc]) -> None:
@@ -490,10 +491,10 @@ def _recall_names(procs: dict[int, Proc]) -> None:
         return
     for proc in procs.values():
         a = proc.actor
-        if a is None or a.name or a.how not in _MP_HOWS:
+        if a is None or a.name or a.role not in ("subactor", "root"):
             continue
         # the start time may read one tick apart between passes
         t = _ticks(proc)
-        name = next((n for k in (t, t - 1, t + 1) if (n := _LEARNED.get((proc.pid, k)))), None)
-        if name is not None:
-            proc.actor = _replace(a, name=name, how="mp-name", sure="certain")
+        hit = next((h for k in (t, t - 1, t + 1) if (h := _LEARNED.get((proc.pid, k)))), None)
+        if hit is not None:
+            proc.actor = _replace(a, name=hit[0], how=hit[1], sure="certain")

@@ -116,6 +116,9 @@ class TaskTree(msgspec.Struct):
     empty: bool = False
     # What asking may have changed (a handler that reaps exited children).
     note: str | None = None
+    # The tractor actor the process runs, as its own dump names it (our
+    # dumper's ``actor:`` line).
+    actor: str | None = None
 
 
 class Pending(msgspec.Struct):

@@ -305,6 +305,8 @@ def capture(
             wait_until = min(wait_until, deadline)
         for pid, tree in taskmod.collect(pending, until=wait_until).items():
             results[pid].tasks = tree
+    for entry in entries:
+        _name_from_dump(entry.proc, results[entry.proc.pid])
 
     return StacksReport(
         taken_at=taken_at, roots=list(snap.roots),
@@ -333,6 +335,21 @@ def _name_mp_actor(proc: Proc, py: PyStack, *, keep_locals: bool) -> None:
                         for f in t.frames]
     if name is not None:
         recognise.learn_name(proc, name)
+
+
+def _name_from_dump(proc: Proc, ps: ProcStacks) -> None:
+    """An actor nothing outside names (a root, an mp actor whose stack did
+    not) named by its own task dump: our dumper writes the name its tractor
+    runtime holds."""
+    from . import recognise
+
+    name = ps.tasks.actor
+    if name is None or proc.actor is None or proc.actor.name:
+        return
+    if proc.actor.role not in ("subactor", "root"):
+        return
+    recognise.learn_name(proc, name, "taskdump")
+    ps.actor, ps.title = name, proc.short_title
 
 
 def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,

@@ -17,6 +17,7 @@ the delimited block that gets appended::
     reason: signal SIGUSR1
     process: pid=<pid> ppid=<ppid> python=<x.y.z> trio=<version | not imported>
     argv: [...]
+    actor: name='<name>' uuid='<uuid>'      (only in a process running a tractor actor)
     interrupted at: <file>:<line> in <func> | <source>
     trio run: active on thread 'MainThread' tasks=<n> nurseries=<n> (...)
                                     -- or --
@@ -750,9 +751,37 @@ def _header_section(reason: str, frame: Any) -> list[str]:
         f" trio={trio_version or 'not imported'}",
         f"argv: {sys.argv!r}",
     ]
+    uid = _tractor_uid()
+    if uid is not None:
+        lines.append(f"actor: name={uid[0]!r} uuid={uid[1]!r}")
     if frame is not None:
         lines.append("interrupted at: " + _frame_text(frame, frame.f_lineno))
     return lines
+
+
+# Where tractor keeps the actor a process runs: today's runtime, then the
+# released one. Only attributes are read (no tractor function is called
+# from inside a signal handler).
+_TRACTOR_STATE = ("tractor.runtime._state", "tractor._state")
+
+
+def _tractor_uid() -> tuple[str, str] | None:
+    """(name, uuid) of the tractor actor this process runs, if any: what
+    names an actor that nothing outside does (mp backends, a root)."""
+    for modname in _TRACTOR_STATE:
+        state = sys.modules.get(modname)
+        actor = getattr(state, "_current_actor", None) if state is not None else None
+        if actor is None:
+            continue
+        aid = getattr(actor, "_aid", None) or getattr(actor, "aid", None)
+        if aid is not None and not callable(aid):
+            name, uuid = getattr(aid, "name", None), getattr(aid, "uuid", None)
+        else:
+            uid = getattr(actor, "_uid", None) or getattr(actor, "uid", None)
+            name, uuid = (uid if isinstance(uid, tuple) and len(uid) == 2 else (None, None))
+        if isinstance(name, str) and name:
+            return name, str(uuid)
+    return None
 
 
 def _trio_section(reason: str, frame: Any, observer: bool = False) -> list[str]:

@@ -420,7 +420,7 @@ def _result(w: _Watch, now: float) -> TaskTree:
         return TaskTree(
             status="collected", text=body, format="tractor-diag",
             complete=complete, tasks=parse_task_lines(body), path=path,
-            elapsed=elapsed,
+            elapsed=elapsed, actor=dump_actor(body),
             reason=None if complete else "the dump was still being written "
             f"when the {elapsed:.1f}s bound ran out",
         )
@@ -438,6 +438,26 @@ def _result(w: _Watch, now: float) -> TaskTree:
 # ---------------------------------------------------------------------------
 # reading a taskdump body back into tasks
 # ---------------------------------------------------------------------------
+
+_ACTOR_RE = re.compile(
+    r"^actor: name=(?P<name>'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\") ", re.M)
+
+
+def dump_actor(body: str) -> str | None:
+    """The actor name a taskdump body's header gives (``actor: name=...``),
+    before its trio section; else ``None``."""
+    head = body.split("\ntrio run:", 1)[0]
+    m = _ACTOR_RE.search(head)
+    if m is None:
+        return None
+    import ast
+
+    try:
+        name = ast.literal_eval(m["name"])
+    except (ValueError, SyntaxError):
+        return None
+    return name if isinstance(name, str) and name else None
+
 
 _TASK_RE = re.compile(r"^(?P<pad> *)task '(?P<name>.*?)' \[(?P<tags>[^\]]*)\]")
 _AT_RE = re.compile(r"^ *at (?P<file>.+?):(?P<line>\d+) in (?P<func>\S+)")
