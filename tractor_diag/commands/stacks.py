@@ -75,28 +75,39 @@ def options_from(args):
     )
 
 
-def run(args, out) -> int:
+def snapshot_to_capture(args, out, *, verb: str, needs: str, empty_json: str):
+    """What ``stacks`` and ``why`` do before their capture: the options
+    checked, ``/proc`` required, the targets' tree read before any signal.
+    -> (options, snapshot, stdin is a terminal), or None when no tree
+    matched (said on ``out``: a line, or ``empty_json`` with ``--json``)."""
     import sys
 
-    from ..procfs import HAVE_PROCFS
     from ..errors import Unsupported
-    from ..render import Style
-    from ..render.stacks import render_report
-    from ..model import to_json
-    from ..stacks import capture
+    from ..procfs import HAVE_PROCFS
     from ..trees import snapshot_for
 
     options = options_from(args)
     if not HAVE_PROCFS:
-        raise Unsupported("stacks needs Linux' /proc (kernel state, wchan, SigCgt)")
+        raise Unsupported(f"{verb} needs Linux' /proc ({needs})")
     snap = snapshot_for(args.targets, strays=args.strays)
     if not snap.entries:
-        if args.json:
-            out.write("[]\n")
-        else:
-            out.write("no tractor actor trees found\n")
-        return 0
+        out.write(f"{empty_json}\n" if args.json else "no tractor actor trees found\n")
+        return None
     interactive = bool(getattr(sys.stdin, "isatty", lambda: False)())
+    return options, snap, interactive
+
+
+def run(args, out) -> int:
+    from ..model import to_json
+    from ..render import Style
+    from ..render.stacks import render_report
+    from ..stacks import capture
+
+    taken = snapshot_to_capture(args, out, verb="stacks", empty_json="[]",
+                                needs="kernel state, wchan, SigCgt")
+    if taken is None:
+        return 0
+    options, snap, interactive = taken
     report = capture(snap, options, interactive=interactive)
     if args.json:
         out.write(to_json(report.procs).decode() + "\n")

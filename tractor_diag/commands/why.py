@@ -40,28 +40,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args, out) -> int:
-    import sys
-
     from ..diagnosis import examine
-    from ..errors import Unsupported
-    from ..procfs import HAVE_PROCFS
+    from ..model import to_json
     from ..render import Style
     from ..render.why import render_why
-    from ..model import to_json
-    from ..trees import snapshot_for
-    from .stacks import options_from
+    from .stacks import snapshot_to_capture
 
-    options = options_from(args)
-    if not HAVE_PROCFS:
-        raise Unsupported("why needs Linux' /proc (kernel state, wchan, schedstat)")
-    snap = snapshot_for(args.targets, strays=args.strays)
-    if not snap.entries:
-        if args.json:
-            out.write("null\n")
-        else:
-            out.write("no tractor actor trees found\n")
+    taken = snapshot_to_capture(args, out, verb="why", empty_json="null",
+                                needs="kernel state, wchan, schedstat")
+    if taken is None:
         return 0
-    interactive = bool(getattr(sys.stdin, "isatty", lambda: False)())
+    options, snap, interactive = taken
     _, diag = examine(snap, options, interactive=interactive)
     if args.json:
         out.write(to_json(diag).decode() + "\n")
