@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from _poll import poll
+
 THIS = os.path.abspath(__file__)
 
 # Popen objects of processes left running on purpose: kept referenced so
@@ -138,11 +140,9 @@ def start_orphan(pid_file: str, label: str, argv: list[str], ready: bool = True,
         elif line.startswith("READY"):
             seen_ready = True
     sh.wait(timeout)
-    deadline = time.monotonic() + timeout
-    while parent_of(pid) == sh.pid:  # adoption happens as sh exits
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{label}: pid {pid} was not adopted")
-        time.sleep(0.01)
+    # adoption happens as sh exits
+    if not poll(lambda: parent_of(pid) != sh.pid, timeout, 0.01):
+        raise RuntimeError(f"{label}: pid {pid} was not adopted")
     return pid
 
 
@@ -167,13 +167,11 @@ def kill_recorded(pid_file: str, timeout: float = 10) -> list[str]:
     procs = recorded(pid_file)
     for label, (pid, start) in procs.items():
         kill_pinned(pid, start)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = [label for label, (pid, start) in procs.items() if alive(pid, start)]
-        if not left:
-            return []
-        time.sleep(0.05)
-    return left
+
+    def left() -> list[str]:
+        return [label for label, (pid, start) in procs.items() if alive(pid, start)]
+
+    return [] if poll(lambda: not left(), timeout) else left()
 
 
 def prog_actor(name: str, seconds: str, new_session: bool = False) -> None:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from _poll import poll
+
 HERE = Path(__file__).resolve()
 
 _BURNER = """
@@ -136,11 +138,8 @@ class Puppet:
         tmp.write_text(" ".join(map(str, words)))
         tmp.rename(self.dir / f"cmd.{n}")
         ack = self.dir / f"ack.{n}"
-        deadline = time.monotonic() + timeout
-        while not ack.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"puppet did not answer {words}")
-            time.sleep(0.01)
+        if not poll(ack.exists, timeout, 0.01):
+            raise TimeoutError(f"puppet did not answer {words}")
         answer = ack.read_text()
         if answer.startswith("error"):
             raise RuntimeError(answer)
@@ -151,15 +150,12 @@ class Puppet:
 
 
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.02):
-    """Poll ``pred`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {pred}")
-        time.sleep(interval)
+    """Poll ``pred`` until it returns something truthy; return that (an
+    AssertionError when it never does)."""
+    value = poll(pred, timeout, interval)
+    if not value:
+        raise AssertionError(f"condition not met within {timeout}s: {pred}")
+    return value
 
 
 _CPU_CGROUP = Path("/sys/fs/cgroup/cpu")  # cgroup v1 cpu controller

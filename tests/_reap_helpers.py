@@ -47,6 +47,7 @@ import threading
 import time
 
 from _leaks_helpers import kill_pinned  # noqa: F401 - the one pinned kill of the suite
+from _poll import poll as wait_for  # noqa: F401 - the one poll loop of the suite
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THIS = os.path.abspath(__file__)
@@ -276,16 +277,6 @@ def alive(pid: int, start: int | None = None) -> bool:
     if info is None or info["state"] in ("Z", "X"):
         return False
     return start is None or info["start"] == start
-
-
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 @contextlib.contextmanager

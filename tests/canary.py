@@ -24,8 +24,9 @@ so an interrupted run leaves nothing for long.
     python tests/canary.py check DIR    # exit 1, one line per harm, when any
     python tests/canary.py stop DIR     # SIGKILL our decoys (pidfd-pinned), remove files
 
-Stdlib only, apart from setproctitle (the actor's title) and, for the
-bindspace dir, ``tractor_diag.bindspace.default_dir``.
+Stdlib only, apart from setproctitle (the actor's title), the suite's poll
+loop (``_poll``) and, for the bindspace dir,
+``tractor_diag.bindspace.default_dir``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ import socket
 import stat
 import sys
 import time
+
+from _poll import poll
 
 THIS = os.path.abspath(__file__)
 KINDS = ("actor", "socket", "shm")
@@ -174,21 +177,22 @@ def start(state_dir: str) -> int:
     os.makedirs(state_dir, exist_ok=True)
     for kind in KINDS:
         _spawn_orphan(kind, state_dir)
-    deadline = time.monotonic() + 30
     state = {}
-    while len(state) < len(KINDS):
+
+    def all_up() -> bool:
         for kind in KINDS:
             path = os.path.join(state_dir, f"{kind}.json")
             if kind not in state and os.path.exists(path):
                 with open(path) as f:
                     state[kind] = json.load(f)
-        if time.monotonic() > deadline:
-            missing = sorted(set(KINDS) - set(state))
-            print(f"canary: decoys did not start: {', '.join(missing)} "
-                  f"(see {state_dir}/*.stderr)", file=sys.stderr)
-            stop(state_dir)
-            return 1
-        time.sleep(0.05)
+        return len(state) == len(KINDS)
+
+    if not poll(all_up, 30):
+        missing = sorted(set(KINDS) - set(state))
+        print(f"canary: decoys did not start: {', '.join(missing)} "
+              f"(see {state_dir}/*.stderr)", file=sys.stderr)
+        stop(state_dir)
+        return 1
     with open(os.path.join(state_dir, "state.json"), "w") as f:
         json.dump(state, f)
     actor = state["actor"]

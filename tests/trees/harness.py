@@ -24,6 +24,8 @@ from typing import Iterable, Sequence
 
 import psutil
 
+from _poll import poll as _wait_until
+
 TREES_DIR = Path(__file__).resolve().parent
 REPO = TREES_DIR.parent.parent
 RELEASED_SCRIPT = TREES_DIR / 'released_tree.py'
@@ -216,16 +218,6 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 class ProcTree:
