@@ -435,3 +435,95 @@ def test_current_runtime_lost_cancel(spawn, free_port):
     assert {"tasks", "kernel"} <= sources
     assert verdict_pids(diag) == {sick.root}
     assert not verdict_pids(diag) & set(healthy.pids())
+
+
+def test_current_runtime_frozen_task_waits_are_no_cycle(spawn, free_port):
+    """Real tractor main (trio backend): mid calls its child crasher
+    (Portal.run) in a task and then wedges its own loop in time.sleep; the
+    crasher exits, a zombie mid never reaps. Mid's call is frozen with its
+    loop: it waits for nothing, and with the crasher gone its only channel
+    leads to the root. Before, that frozen call was read as mid waiting for
+    the root, and root and mid were called a wait-for cycle that "none of
+    them can move first"; mid is sync-blocked, the bottom of the root's
+    chain, and the zombie its own."""
+    from pathlib import Path
+
+    py = _runtime_python()
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    sick = spawn([py, script, str(free_port), "trio", "zombie", "--taskdump"], timeout=60)
+    deadline = time.monotonic() + 20
+    while True:
+        zombies = [p for p in sick.pids() if _stat_state(p) == "Z"]
+        if zombies or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (crasher,) = zombies
+    (mid,) = [p for p in sick.pids() if p not in (sick.root, crasher)]
+    diag = why_json(sick.root)
+    assert not [v for v in diag.verdicts if v.kind == "cycle"]
+    assert not [e for e in diag.edges if e.waiter == mid and e.on == sick.root]
+    causes = {(c.cause.kind, c.cause.pid): c.pids for c in diag.chains}
+    assert causes == {("sync-blocked", mid): [sick.root, mid], ("zombie", crasher): [crasher]}
+    assert verdict_pids(diag) == {mid, crasher}
+
+
+def test_current_runtime_what_to_do_is_commands_a_shell_takes(spawn, free_port, tmp_path):
+    """The same tree: every line of ``what to do`` that names a command is
+    one a shell runs as printed (its reason after ``#``), in ``why`` and in
+    the bundle's summary; the zombie's points at a reap that plans its
+    parent. Before, reasons sat inside the commands in parentheses
+    (``dump-all 41 (keep it all, to share)``: a shell syntax error), the
+    zombie's ``reap --dry-run`` planned only orphans (its parent is none),
+    and the summary told a bundle's reader to take the bundle."""
+    import shlex
+    from pathlib import Path
+
+    py = _runtime_python()
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    sick = spawn([py, script, str(free_port), "trio", "zombie", "--taskdump"], timeout=60)
+    deadline = time.monotonic() + 20
+    while not (zombies := [p for p in sick.pids() if _stat_state(p) == "Z"]):
+        assert time.monotonic() < deadline, "the crasher never exited"
+        time.sleep(0.2)
+    (crasher,) = zombies
+    (mid,) = [p for p in sick.pids() if p not in (sick.root, crasher)]
+    rc, out, err = why(str(sick.root))
+    assert rc == 0, err
+    todo, on = [], False
+    for line in out.splitlines():
+        if line.startswith("   ") and not line.startswith("    "):
+            on = line.strip() == "what to do:"
+        elif on and line.startswith("     "):
+            todo.append(line.strip())
+    assert todo
+    for hint in todo:
+        words = shlex.split(hint, comments=True)
+        assert words[0] == "tractor-diag" and not any("(" in w for w in words), hint
+    assert f"tractor-diag dump-all {sick.root}  # keep it all, to share" in todo
+    reap = next(h for h in todo if "the zombie goes" in h)
+    assert reap == (f"tractor-diag reap --parent {sick.root} --dry-run  # the zombie goes "
+                           f"when mid ({mid}) reaps it or exits")
+    rc, planned, err = _verb("reap", *shlex.split(reap, comments=True)[2:])
+    assert rc == 0, err
+    assert f" {mid} " in planned
+    rc, bundle, err = _verb("dump-all", "--out-dir", str(tmp_path), str(sick.root))
+    assert rc == 0, err
+    summary = (Path(bundle.strip()) / "summary.md").read_text()
+    todo = [line.split("to do: ", 1)[1] for line in summary.splitlines() if "- to do: " in line]
+    assert todo and not any("dump-all" in t for t in todo)
+    for t in todo:
+        assert t.startswith("`tractor-diag ") and "(" not in t.split("`")[1], t
+
+
+def _verb(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_verb(list(argv), out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _stat_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

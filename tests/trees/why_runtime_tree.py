@@ -3,7 +3,7 @@ that hangs the way `why` is meant to explain: the root waits for a child's
 result, and the child is blocked in a sync ``time.sleep`` inside its RPC
 task, where no cancel reaches it.
 
-Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,stall,lose-cancel} [--stackscope] [--taskdump]
+Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,stall,lose-cancel,zombie} [--stackscope] [--taskdump]
 
 ``sleep``: child ``blocker`` runs ``nap`` (``time.sleep(3600)``);
 ``none``: child ``idler`` runs ``idle`` (``trio.sleep_forever()``), a healthy
@@ -13,7 +13,11 @@ mp_forkserver; an at-fork hook for main_thread_forkserver), the root waits
 for it to connect; ``stall``: child ``booter`` stalls at boot instead (alive, never
 connecting); ``lose-cancel``: child ``deaf`` takes a
 cancel request and never acts on it (its ``Actor.cancel`` swapped for one
-that parks forever), and the root waits in ``Portal.cancel_actor``. The root prints ``READY <root pid>``
+that parks forever), and the root waits in ``Portal.cancel_actor``;
+``zombie``: child ``mid`` starts ``crasher``, calls it (``Portal.run``) in a
+task, then wedges its loop in ``time.sleep``: the crasher exits and stays a
+zombie, mid's call to it is frozen with the loop, the root waits for mid's
+result. The root prints ``READY <root pid>``
 (``lose-cancel``: ``READY <root pid> <deaf's pid>``) once the child's call
 has had a second to start. ``--stackscope`` turns on
 tractor's own SIGUSR1 task dumper (``enable_stack_on_sig``), ``--taskdump``
@@ -56,6 +60,20 @@ async def deafen() -> int:
     return os.getpid()
 
 
+async def crash() -> None:
+    await trio.sleep(0.5)
+    os._exit(3)
+
+
+async def wedge_over_zombie() -> None:
+    async with tractor.open_nursery() as an:
+        portal = await an.start_actor("crasher", enable_modules=[__name__])
+        async with trio.open_nursery() as n:
+            n.start_soon(portal.run, crash)
+            await trio.sleep(0.2)
+            time.sleep(3600)  # sync: the crasher is never reaped
+
+
 def _at_boot(hang: str) -> None:
     if hang == "stall":
         time.sleep(3600)  # alive, never connecting
@@ -65,7 +83,8 @@ def _at_boot(hang: str) -> None:
 async def main() -> None:
     port, method, hang = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     name, fn = {"sleep": ("blocker", nap), "boot": ("booter", idle),
-                "stall": ("booter", idle)}.get(hang, ("idler", idle))
+                "stall": ("booter", idle),
+                "zombie": ("mid", wedge_over_zombie)}.get(hang, ("idler", idle))
     async with tractor.open_nursery(
         registry_addrs=[("127.0.0.1", port)], start_method=method,
         enable_stack_on_sig="--stackscope" in sys.argv,

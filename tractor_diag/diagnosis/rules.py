@@ -167,9 +167,15 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
             where = python_where(ps)
             text += f"; {pname} is at {where}"
             ev.append(Evidence("python", f"{pname} main thread: {where}"))
-        c.add("zombie", pid, text, ev, [f"tractor-diag stacks {proc.ppid}",
-                                        f"a zombie goes when {pname} ({proc.ppid}) waits for it "
-                                        "or exits: tractor-diag reap --dry-run"])
+        hints = [f"tractor-diag stacks {proc.ppid}"]
+        gone = f"the zombie goes when {pname} ({proc.ppid}) reaps it or exits"
+        if parent is not None and parent.proc.actor is not None \
+                and parent.proc.ppid in c.snap.entries:
+            # ending the parent is what clears it: reap plans the parent's subtree
+            hints.append(f"tractor-diag reap --parent {_reap_scope(parent.proc)} --dry-run  # {gone}")
+        else:
+            hints.append(gone)
+        c.add("zombie", pid, text, ev, hints)
         return
     if a is None:
         return
@@ -222,7 +228,7 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
                   "only SIGKILL ends it",
                   [Evidence("kernel", f"SigIgn {a.sig_ignored or 0:016x}, "
                             f"SigBlk {a.sig_blocked or 0:016x} in /proc/{pid}/status")],
-                  [f"tractor-diag reap --parent {_reap_scope(proc)} --dry-run (SIGINT, grace, then SIGKILL)"
+                  [f"tractor-diag reap --parent {_reap_scope(proc)} --dry-run  # SIGINT, grace, then SIGKILL"
                    if proc.actor is not None and proc.ppid in c.snap.entries
                    else f"kill -KILL {pid}"])
     if entry.bucket == "orphan":
@@ -348,6 +354,11 @@ _OS_WAITPID = waitpoints.WaitPoint("os.waitpid", "", "child", "os.waitpid", sync
 
 def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     waits = _waits(ps)
+    if c.has(pid, "sync-blocked", "runaway", "loop-held"):
+        # its loop is held: a task's wait is frozen with it, and says
+        # nothing of whom it waits for (the peer may be gone, its channel
+        # closed unnoticed); only the main thread's own wait holds it
+        waits = [(p, ev) for p, ev in waits if ev.source != "tasks"]
     entry = c.snap.entries[pid]
     kids = c.children(pid)
     live = [k for k in kids if c.snap.entries[k].proc.state not in ("Z", "X")]

@@ -9,7 +9,7 @@ from ..model import Snapshot
 from ..stackmodel import ProcStacks, StacksReport
 from ..whymodel import Diagnosis
 from . import clip
-from .why import chain_evidence, chain_hints, chain_sentence
+from .why import chain_evidence, chain_hints, chain_sentence, hint_command
 
 
 def _name(p: ProcStacks) -> str:
@@ -47,8 +47,12 @@ def render_summary(report: StacksReport, snap: Snapshot, meta, diag: Diagnosis) 
             lines.append(f"   - chain: {_md(sentence)}")
         for ev in chain_evidence(diag, chain):
             lines.append(f"   - evidence: {_md(ev)}")
-        for hint in chain_hints(diag, chain):
-            lines.append(f"   - to do: `{_md(hint)}`")
+        for hint in chain_hints(diag, chain, share=False):  # this is the bundle
+            cmd, why = hint_command(hint)
+            if cmd is None:
+                lines.append(f"   - to do: {_md(why)}")
+            else:
+                lines.append(f"   - to do: `{_md(cmd)}`" + (f" ({_md(why)})" if why else ""))
     in_chains = {pid for ch in diag.chains for pid in ch.pids}
     for v in diag.verdicts:
         if v.kind == "stale-socket" or (v.kind in ("ignores-signals", "orphan", "port-holder")

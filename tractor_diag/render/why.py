@@ -86,14 +86,31 @@ def chain_evidence(diag: Diagnosis, chain: Chain) -> list[str]:
     return lines
 
 
-def chain_hints(diag: Diagnosis, chain: Chain) -> list[str]:
+def hint_command(hint: str) -> tuple[str | None, str]:
+    """(the command, the comment after its ``  # ``) of a hint, or (None,
+    the hint) for advice that is no command. A command hint stays one line
+    a shell takes as it is, its comment included."""
+    cmd, _, why = hint.partition("  # ")
+    if cmd.startswith(("tractor-diag ", "kill ")):
+        return cmd, why
+    return None, hint
+
+
+def chain_hints(diag: Diagnosis, chain: Chain, *, share: bool = True) -> list[str]:
+    """What to run next, each command once (the one with a comment kept).
+    ``share``: add the dump-all of the chain's top (not inside a bundle)."""
     seen: list[str] = []
     for v in chain_verdicts(diag, chain):
         for h in v.hints:
-            if h not in seen:
+            cmd = hint_command(h)[0]
+            same = next((i for i, s in enumerate(seen)
+                         if s == h or (cmd is not None and hint_command(s)[0] == cmd)), None)
+            if same is None:
                 seen.append(h)
-    if chain.pids[0] != chain.cause.pid and chain.cause.kind != "stale-socket":
-        more = f"tractor-diag dump-all {chain.pids[0]} (keep it all, to share)"
+            elif len(h) > len(seen[same]):
+                seen[same] = h
+    if share and chain.pids[0] != chain.cause.pid and chain.cause.kind != "stale-socket":
+        more = f"tractor-diag dump-all {chain.pids[0]}  # keep it all, to share"
         if more not in seen:
             seen.append(more)
     return seen
