@@ -81,6 +81,50 @@ def kill_pinned(pid: int, start: int, sig: int = signal.SIGKILL) -> bool:
         os.close(fd)
 
 
+def kill_if(pid: int, sig: int = signal.SIGKILL, *, ppid: int | None = None,
+            start: int | None = None, not_before: int | None = None,
+            argv: list[str] | None = None) -> bool:
+    """Signal ``pid`` through a pidfd, only if the process it holds is the
+    one meant: still running, and with that parent, start tick, a start no
+    earlier than ``not_before`` (ticks), or that argv, as given. The checks
+    read /proc after the pidfd is open, so they are of the process the
+    pidfd holds (a pid reused before the open fails them; after it, the
+    pidfd still holds the old one). For teardowns that know a pid but did
+    not start it themselves."""
+    if ppid is None and start is None and not_before is None and argv is None:
+        return False  # nothing to tell it by: a pid alone proves nothing
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        fields = _stat_fields(pid)
+        if fields is None or fields[0] in (b"Z", b"X", b"x"):
+            return False
+        if ppid is not None and int(fields[1]) != ppid:
+            return False
+        if start is not None and int(fields[19]) != start:
+            return False
+        if not_before is not None and int(fields[19]) < not_before:
+            return False
+        if argv is not None:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:-1] != [a.encode() for a in argv]:
+                    return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def boot_ticks_now() -> int:
+    """Clock ticks since boot now: a start-time floor for ``kill_if``."""
+    with open("/proc/uptime") as f:
+        return int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")) - 1
+
+
 def record(pid_file: str, label: str, pid: int) -> int:
     start = start_ticks(pid)
     if start is None:

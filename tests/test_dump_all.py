@@ -12,6 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import _leaks_helpers as lh
+
 from tractor_diag.cli import run_verb
 from tractor_diag.trees import snapshot_for
 from tractor_diag.bundle import BundleMeta, default_root, write_bundle
@@ -228,10 +230,10 @@ def wedged_py_spy(tmp_path):
     stand_in = tmp_path / "py-spy"
     stand_in.write_text(f"#!/bin/sh\nsleep 600 &\necho $! >> {marker}\nwait\n")
     stand_in.chmod(0o755)
+    since = lh.boot_ticks_now()
     yield stand_in, marker
     for pid in marker.read_text().split() if marker.exists() else ():
-        if proc_alive(int(pid)):
-            os.kill(int(pid), 9)
+        lh.kill_if(int(pid), not_before=since, argv=["sleep", "600"])
 
 
 def proc_alive(pid: int) -> bool:

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import _leaks_helpers as lh
+
 from tractor_diag import procfs
 from tractor_diag.procfs import _parse_stat
 
@@ -255,6 +257,7 @@ def test_given_trees_without_strays_are_read_alone(monkeypatch):
     from tractor_diag import trees
 
     root, members = _small_tree()
+    starts = {pid: lh.start_ticks(pid) for pid in members}  # what kill_if checks
     try:
         calls = []
         real_scan = procfs.scan
@@ -276,10 +279,7 @@ def test_given_trees_without_strays_are_read_alone(monkeypatch):
         assert alone.roots == whole.roots == [root.pid]
     finally:
         for pid in reversed(members[1:]):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            lh.kill_if(pid, start=starts.get(pid))
         root.kill()
         root.wait()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import _leaks_helpers as lh
 from tractor_diag.pytest_plugin import capture_bundle
 from tractor_diag.pyspy import PY_SPY_ENV
 
@@ -36,21 +37,32 @@ INNER = textwrap.dedent("""
         return p
 
     def stop_tree(p):
-        pids, todo = [], [p.pid]
+        # (pid, parent seen): each killed through a pidfd, only while it
+        # still has that parent (the root is our child, not yet waited for)
+        pids, todo = [], [(p.pid, None)]
         while todo:
-            pid = todo.pop()
-            pids.append(pid)
+            pid, parent = todo.pop()
+            pids.append((pid, parent))
             try:
                 for tid in os.listdir(f'/proc/{{pid}}/task'):
                     with open(f'/proc/{{pid}}/task/{{tid}}/children') as f:
-                        todo += [int(c) for c in f.read().split()]
+                        todo += [(int(c), pid) for c in f.read().split()]
             except OSError:
                 pass
-        for pid in pids:
+        for pid, parent in pids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                fd = os.pidfd_open(pid)
             except OSError:
+                continue
+            try:
+                with open(f'/proc/{{pid}}/stat', 'rb') as f:
+                    st = f.read()
+                if parent is None or int(st[st.rindex(b')') + 2:].split()[1]) == parent:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except (OSError, ValueError):
                 pass
+            finally:
+                os.close(fd)
         p.wait(10)
 
     def test_async_hang():
@@ -132,12 +144,10 @@ def wedged_py_spy(tmp_path):
     stand_in = tmp_path / "wedged-py-spy"
     stand_in.write_text(f"#!/bin/sh\nsetsid sleep 600 &\necho $! >> {marker}\nwait\n")
     stand_in.chmod(0o755)
+    since = lh.boot_ticks_now()
     yield stand_in
     for pid in marker.read_text().split() if marker.exists() else ():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
+        lh.kill_if(int(pid), not_before=since, argv=["sleep", "600"])
 
 
 def test_fail_after_w_trace_writes_a_complete_bundle(tmp_path, xdg_runtime_dir):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+import _leaks_helpers as lh
+
 from tractor_diag import taskdump
 from tractor_diag.cli import run_verb
 from tractor_diag.stackmodel import procs_from_json
@@ -389,12 +391,13 @@ def test_run_sweeps_empty_dump_files_of_killed_processes(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
     *pairs, live_pid = ran.stdout.split()
+    live_start = lh.start_ticks(int(live_pid))  # (None once gone: nothing to kill)
     paths = dict(p.split("=", 1) for p in pairs)
     try:
         assert not os.path.exists(paths["killed"])
         assert os.path.exists(paths["dumped"]) and os.path.exists(paths["live"])
     finally:
-        os.kill(int(live_pid), signal.SIGKILL)
+        lh.kill_if(int(live_pid), start=live_start)
         for p in paths.values():
             Path(p).unlink(missing_ok=True)
 
