@@ -268,3 +268,98 @@ def test_invisible_characters_are_shown(spawn, bindspace):
             assert ch not in text, (face, hex(ord(ch)), text)
     assert "look\\u200b\\xa0\\ufeff\\xad\\u2060\\U000e0041alike" in outs["ptree"], outs["ptree"]
     assert "sock\\u200bname@1.sock" in outs["bindspace"], outs["bindspace"]
+
+
+# --- launch mode --------------------------------------------------------------------------
+
+def test_launch_stop_leaves_the_dashboards_own_other_children_alone():
+    """The dashboard starts children of its own in sessions of their own
+    after the launch. In a cgroup of its own the tree's orphans are told by
+    membership: such a child is neither signalled nor reaped (its waiter
+    would lose the exit status)."""
+    import trio
+
+    from tractor_diag.launch import Supervisor
+
+    got = {}
+
+    async def main():
+        sup = Supervisor([sys.executable, "-c", "import time; time.sleep(600)"], grace=1.0,
+                         cgroup=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            assert sup.cgroup_path, sup.cgroup_unavailable
+            helper = subprocess.Popen([sys.executable, "-c", "import time; print('READY', "
+                                       "flush=True); time.sleep(1.0)"],
+                                      stdout=subprocess.PIPE, start_new_session=True)
+            assert helper.stdout.readline().startswith(b"READY")
+            nursery.cancel_scope.cancel()
+        got["sup"] = sup
+        got["helper"] = helper
+
+    trio.run(main)
+    helper = got["helper"]
+    try:
+        code = helper.wait(10)  # ours to wait for: nobody may have reaped it
+    finally:
+        if helper.returncode is None:
+            helper.kill()
+            helper.wait(10)
+    assert code == 0, f"the dashboard's own helper was signalled ({code})"
+    assert helper.pid not in got["sup"].exit_codes, "the helper was reaped as an orphan of the tree"
+
+
+def _child_running(word: str) -> int | None:
+    """A child of this process whose command line holds ``word``."""
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            for pid in f.read().split():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        if word.encode() in c.read():
+                            return int(pid)
+                except OSError:
+                    pass
+    return None
+
+
+def test_launch_stop_leaves_a_running_py_spy_dump_alone(tmp_path, monkeypatch):
+    """Without a cgroup, a child of ours in another session started after
+    the launch counts as an orphan the tree left us, but a py-spy dump the
+    dashboard runs (a slow one here) is ours: the stop must not signal or
+    reap it, and the dump ends as it would have (its timeout)."""
+    import threading
+
+    import trio
+
+    from tractor_diag import pyspy
+    from tractor_diag.launch import Supervisor
+
+    stand_in = tmp_path / "py-spy"
+    stand_in.write_text("#!/bin/sh\ntrap 'exit 42' INT\nsleep 3 & wait\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setenv(pyspy.PY_SPY_ENV, str(stand_in))
+    got = {}
+
+    def dump():
+        got["dump"] = pyspy.dump_python(os.getpid(), py_spy=str(stand_in), timeout=2.0)
+
+    async def main():
+        sup = Supervisor([sys.executable, "-c", "import time; time.sleep(600)"], grace=0.5,
+                         cgroup=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            t = threading.Thread(target=dump)
+            t.start()
+            while (spy := _child_running(str(stand_in))) is None:
+                await trio.sleep(0.01)
+            got["helper"] = spy
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+        got["sup"] = sup
+        await trio.to_thread.run_sync(t.join)
+
+    trio.run(main)
+    assert got["helper"] not in got["sup"].exit_codes, \
+        f"the py-spy dump was reaped as an orphan of the tree: {got['sup'].exit_codes}"
+    assert got["dump"].status == "timeout", got["dump"]

@@ -415,6 +415,14 @@ class Supervisor:
             return False
         if self._start_ticks is None or ticks < self._start_ticks:
             return False
+        if self.cgroup is not None:
+            # every orphan of the tree is a member; our own other children
+            # (py-spy dumps, each in a session of its own) are not
+            return self.cgroup.holds(pid)
+        from .pyspy import HELPERS
+
+        if pid in HELPERS:
+            return False
         try:
             return os.getsid(pid) != self._sid
         except OSError:

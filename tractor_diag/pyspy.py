@@ -79,6 +79,11 @@ class Ran:
 # (each killed by the thread that started it, while its pid is still
 # unreaped: a group id is never signalled after it may have been reused),
 # and no new one starts.
+# pids of the dumps this process runs, until each is reaped by its own
+# waiter: children of ours in sessions of their own, which a launch
+# supervisor must not take for orphans its tree left it (`launch`)
+HELPERS: set[int] = set()
+
 _cancelled = threading.Event()
 _TICK = 0.1
 
@@ -133,6 +138,7 @@ class Dump:
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True, env=env,
             )
+            HELPERS.add(self.proc.pid)
             into.append(self)
             for pipe, buf in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
                 fd = pipe.fileno()
@@ -202,6 +208,8 @@ class Dump:
         return True
 
     def _finish(self) -> None:
+        if self.proc.returncode is not None:
+            HELPERS.discard(self.proc.pid)
         for pipe in (self.proc.stdout, self.proc.stderr):
             try:
                 pipe.close()
@@ -220,6 +228,7 @@ class Dump:
                 pass
         try:
             self.proc.wait(timeout=1.0)
+            HELPERS.discard(self.proc.pid)
         except subprocess.TimeoutExpired:
             pass
         for pipe in (self.proc.stdout, self.proc.stderr):
