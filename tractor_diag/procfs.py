@@ -323,6 +323,7 @@ def scan(
     full: bool = False,
     recognise: bool = True,
     cache: ProcCache | None = None,
+    children: dict[int, list[int]] | None = None,
 ) -> dict[int, Proc]:
     """Read every process (or just ``only``) once.
 
@@ -333,6 +334,8 @@ def scan(
     their parents and children are read too, so one process is recognised
     exactly as in a whole scan. ``cache`` (a whole scan repeated, as the
     sampler does): skip what did not change since the last pass.
+    ``children``: the children of (some of) ``only`` already read from the
+    kernel's lists (`subtrees`), so recognition does not read them again.
     """
     if not HAVE_PROCFS:
         return _scan_psutil(is_root, only)
@@ -342,23 +345,30 @@ def scan(
         cache = None
     procs = _scan(is_root, only, detail_actors, full, cache)
     if recognise:
-        _recognise(procs, only, is_root, detail_actors, full, cache)
+        _recognise(procs, only, is_root, detail_actors, full, cache, children or {})
     return procs
 
 
 def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest | None,
-               detail_actors: bool, full: bool, cache: ProcCache | None = None) -> None:
+               detail_actors: bool, full: bool, cache: ProcCache | None = None,
+               known: dict[int, list[int]] | None = None) -> None:
     from .recognise import recognise
 
     children_of = None
     every = procs
     if only is not None:
+        known = known or {}
+
+        def children_of(pid: int) -> list[int]:
+            got = known.get(pid)
+            return got if got is not None else _read_children(pid)
+
         # The evidence of a process's kin: its parent and grandparent (an
         # mp_forkserver actor's sidecar and root) and its children.
         kin: set[int] = set()
         for p in procs.values():
             kin.add(p.ppid)
-            kin.update(_children(p.pid))
+            kin.update(children_of(p.pid))
         kin -= set(procs)
         extra = _scan(None, sorted(kin), False, False)
         for p in list(extra.values()):
@@ -366,17 +376,15 @@ def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest
                 extra.update(_scan(None, [p.ppid], False, False))
         every = {**extra, **procs}
 
-        def children_of(pid: int) -> list[int]:
-            return _children(pid)
     new = recognise(every, children_of=children_of)
     if detail_actors or is_root is not None:
         fill_detail(procs, [p for p in new if p in procs], full=full, cache=cache)
 
 
-def subtrees(roots: Iterable[int]) -> tuple[list[int], list[int]] | None:
-    """(the given processes and all their descendants, the roots' parents),
-    from the kernel's own children lists (no pass over every process):
-    roots first, then breadth-first. ``None`` when that cannot answer
+def subtrees(roots: Iterable[int]) -> tuple[list[int], list[int], dict[int, list[int]]] | None:
+    """(the given processes and all their descendants, the roots' parents,
+    each member's children), from the kernel's own children lists (no pass
+    over every process): roots first, then breadth-first. ``None`` when that cannot answer
     exactly: a root that is not a thread-group leader (a whole pass does not
     list threads), or a kernel without ``/proc/<pid>/task/<tid>/children``."""
     me = os.getpid()
@@ -384,6 +392,7 @@ def subtrees(roots: Iterable[int]) -> tuple[list[int], list[int]] | None:
         return None
     out: list[int] = []
     parents: list[int] = []
+    kids: dict[int, list[int]] = {}
     seen: set[int] = set()
     for pid in roots:
         try:
@@ -400,15 +409,16 @@ def subtrees(roots: Iterable[int]) -> tuple[list[int], list[int]] | None:
             out.append(pid)
     i = 0
     while i < len(out):
-        for child in _children(out[i]):
+        kids[out[i]] = _read_children(out[i])
+        for child in kids[out[i]]:
             if child not in seen:
                 seen.add(child)
                 out.append(child)
         i += 1
-    return out, [p for p in parents if p not in seen]
+    return out, [p for p in parents if p not in seen], kids
 
 
-def _children(pid: int) -> list[int]:
+def _read_children(pid: int) -> list[int]:
     """Children of every thread of ``pid`` (the kernel's own list)."""
     out: list[int] = []
     try:

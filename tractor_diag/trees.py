@@ -401,8 +401,8 @@ def _subtrees_snapshot(targets: Targets, full: bool) -> Snapshot | None:
     found = procfs.subtrees(targets.pids)
     if found is None:
         return None
-    members, parents = found
-    procs = procfs.scan(targets.root_test(), only=members + parents, full=full)
+    members, parents, kids = found
+    procs = procfs.scan(targets.root_test(), only=members + parents, full=full, children=kids)
     return build_snapshot(procs, targets, include_strays=False)
 
 
