@@ -114,7 +114,7 @@ def write_bundle(
     from .diagnosis import examine
     from .diagnosis.rules import stale_sockets, stuck_reasons
     from .render.summary import render_summary
-    from .pyspy import py_spy_version
+    from .pyspy import no_py_spy_reason, py_spy_version
 
     started = time.time()
     root = out_dir or default_root()
@@ -137,7 +137,7 @@ def write_bundle(
         files: dict[str, bytes | str] = {
             "tree.txt": render_tree(snap, plain, width=200) + "\n",
             "tree.json": to_json(snap),
-            "stacks.txt": render_report(report, plain) + "\n",
+            "stacks.txt": render_report(report, plain, no_py_spy_reason()) + "\n",
             "stacks.json": to_json(report),
         }
         for p in report.procs:

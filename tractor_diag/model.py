@@ -234,6 +234,18 @@ class Snapshot(msgspec.Struct):
         return out
 
 
+def actor_children(snap: Snapshot) -> dict[int | None, list[int]]:
+    """The actor tree as a map: each actor under ``Entry.actor_parent`` (the
+    actor that spawned it), ``None`` holding the tops, in tree order. The
+    fork-server sidecar is not an actor and is left out."""
+    kids: dict[int | None, list[int]] = {}
+    for entry in snap.ordered():
+        actor = entry.proc.actor
+        if actor is not None and actor.role != "forkserver":
+            kids.setdefault(entry.actor_parent, []).append(entry.proc.pid)
+    return kids
+
+
 EventKind = Literal[
     "spawned", "exited", "zombied", "orphaned", "runaway", "recovered",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from . import procfs
 from .classify import bucket_of, is_reparented, is_subreaper, state_of
 from .model import Entry, Proc, Snapshot
+from .model import actor_children  # noqa: F401 - a view of a Snapshot, named here too
 
 
 class Targets:
@@ -280,18 +281,6 @@ def _actor_parents(entries: dict[int, Entry], procs: dict[int, Proc]) -> None:
                 entry.actor_parent = up
                 break
             up = procs[up].ppid if up in procs else 0
-
-
-def actor_children(snap: Snapshot) -> dict[int | None, list[int]]:
-    """The actor tree as a map: each actor under ``Entry.actor_parent`` (the
-    actor that spawned it), ``None`` holding the tops, in tree order. The
-    fork-server sidecar is not an actor and is left out."""
-    kids: dict[int | None, list[int]] = {}
-    for entry in snap.ordered():
-        actor = entry.proc.actor
-        if actor is not None and actor.role != "forkserver":
-            kids.setdefault(entry.actor_parent, []).append(entry.proc.pid)
-    return kids
 
 
 def _cpu_percent(proc: Proc, prev: Snapshot | None, window: float) -> float | None:

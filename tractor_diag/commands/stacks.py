@@ -100,6 +100,7 @@ def snapshot_to_capture(args, out, *, verb: str, needs: str, empty_json: str):
 def run(args, out) -> int:
     from ..model import to_json
     from ..render import Style
+    from ..pyspy import no_py_spy_reason
     from ..render.stacks import render_report
     from ..stacks import capture
 
@@ -112,5 +113,5 @@ def run(args, out) -> int:
     if args.json:
         out.write(to_json(report.procs).decode() + "\n")
         return 0
-    out.write(render_report(report, Style.for_output(args.color, out)) + "\n")
+    out.write(render_report(report, Style.for_output(args.color, out), no_py_spy_reason()) + "\n")
     return 0

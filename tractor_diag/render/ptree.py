@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import shutil
 
-from ..model import BUCKETS, Entry, Snapshot, exit_status
+from ..model import BUCKETS, Entry, Snapshot, actor_children, exit_status
 from ..sockmodel import PortQuery
 from ..safetext import escaped
-from ..trees import actor_children
 from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
 
 

@@ -141,7 +141,9 @@ def _render_proc(p: ProcStacks, st: Style) -> str:
     return "\n".join(lines)
 
 
-def render_report(report: StacksReport, st: Style) -> str:
+def render_report(report: StacksReport, st: Style, no_py_spy: str = "") -> str:
+    """All processes, then a footer; ``no_py_spy``: why py-spy was not there
+    (`pyspy.no_py_spy_reason`), said in the footer when it was not."""
     report = escaped(report)
     blocks = [_render_proc(p, st) for p in report.procs]
     n = len(report.procs)
@@ -149,8 +151,6 @@ def render_report(report: StacksReport, st: Style) -> str:
     trees = sum(p.tasks.status == "collected" for p in report.procs)
     foot = (f"{n} process{'es' if n != 1 else ''}: {ok} Python stack{'s' if ok != 1 else ''}, "
             f"{trees} task tree{'s' if trees != 1 else ''}, in {report.elapsed:.2f}s")
-    if report.py_spy is None:
-        from ..pyspy import no_py_spy_reason
-
-        foot += f"; {no_py_spy_reason()}"
+    if report.py_spy is None and no_py_spy:
+        foot += f"; {no_py_spy}"
     return "\n\n".join([*blocks, st(foot, "dim")])
