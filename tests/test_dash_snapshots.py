@@ -17,7 +17,7 @@ from tractor_diag.model import Entry, Event, Proc, Snapshot
 from tractor_diag.tui.app import DashApp
 from tractor_diag.tui.messages import Exited, Output, Sampled, SocketsRead
 from tractor_diag.tui.proc_tree import ProcTree
-from tractor_diag.tui.sockets import Sock
+from tractor_diag.sockmodel import SockView as Sock
 
 T0 = 1_800_000_000.0  # a fixed "now"
 SIZE = (150, 44)

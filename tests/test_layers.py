@@ -163,6 +163,14 @@ def test_no_import_cycles():
     assert KNOWN_CYCLES - found == set(), "fixed: remove them from KNOWN_CYCLES"
 
 
+def test_nothing_in_the_dashboard_imports_its_app():
+    """The dashboard's jobs, trio side and widgets hand results to the app
+    as messages; only the package's lazy `DashApp` names the app."""
+    importers = {name for name, deps in graph().items()
+                 if "tui.app" in deps and name.startswith("tui")}
+    assert importers == {"tui"}, importers
+
+
 def test_the_checker_sees_what_it_must():
     """The reader of imports itself, on the forms the package uses."""
     known = {"tractor_diag", "render", "render.ptree", "model", "errors", "commands",

@@ -1,7 +1,8 @@
 """The dashboard application: live actor-tree liveness, and acting on it.
 
-Data flows one way: trio (the sampler, the launcher, every action) posts
-messages; the handlers here update the panes. `DashApp.show` is the single
+Data flows one way: the trio side (`trio_side`: the sampler and the
+launcher; `key_jobs`: what the keys do) produces messages (`messages`); the
+handlers here apply them to the panes. `DashApp.show` is the single
 entry point for a snapshot, so tests (and the snapshot tests' injected data)
 feed the app exactly the way the sampler does.
 """
@@ -16,26 +17,27 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.reactive import var
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 
 from tractor_diag.model import Entry, Event, Snapshot, exit_status
+from tractor_diag.sockmodel import SockView
 
 from . import key_jobs
 from .bridge import TrioGuest
-from .detail import DetailPane, stamp
+from .detail import DetailPane
 from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
 from .log_pane import LogPane
+from .labels import stamp
 from .messages import ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead
 from .proc_tree import ProcTree
 from .quit_signals import QuitSignals
 from .status_bar import StatusBar, status_text
 from .trio_side import TrioSide
-from .sockets import Sock
 
 
 #: Seconds between re-reads of the selected process's sockets.
@@ -116,7 +118,7 @@ class DashApp(App):
         self._judged_when: dict[int, float] = {}  # tree pid -> monotonic time of its last why
         self._rejudging: set[int] = set()
         self.why_refresh = WHY_REFRESH
-        self._sockets: dict[int, list[Sock]] = {}
+        self._sockets: dict[int, list[SockView]] = {}
         self._sockets_read_at: dict[int, float] = {}
         self._quitting = False
         self._trio_error: str | None = None
@@ -322,7 +324,7 @@ class DashApp(App):
         """Lines of the launched program (what the launcher relays)."""
         self.log_pane.add_lines(stream, lines)
 
-    def show_sockets(self, pid: int, socks: list[Sock]) -> None:
+    def show_sockets(self, pid: int, socks: list[SockView]) -> None:
         """Sockets of ``pid`` for the detail pane (read on selection when
         live; injectable for tests)."""
         self._sockets[pid] = socks
@@ -446,7 +448,7 @@ class DashApp(App):
     async def _read_sockets(self, pid: int) -> None:
         import trio
 
-        from .sockets import sockets_of
+        from tractor_diag.socktables import sockets_of
 
         socks = await trio.to_thread.run_sync(sockets_of, pid)
         self.post_message(SocketsRead(pid, socks))

@@ -7,7 +7,6 @@ it is selected; Python stacks and the trio task tree only when asked for
 from __future__ import annotations
 
 import signal
-import time
 
 from rich.console import Group
 from rich.text import Text
@@ -17,10 +16,10 @@ from textual.widgets import Static
 from tractor_diag.model import Entry, Snapshot
 from tractor_diag.render import human_bytes, human_duration
 from tractor_diag.safetext import escape, escaped
+from tractor_diag.sockmodel import SockView
 
-from .labels import BUCKET_STYLE, STATE_STYLE, badge, entry_name
+from .labels import BUCKET_STYLE, STATE_STYLE, badge, entry_name, stamp
 from .safe import safe_block
-from .sockets import Sock
 
 
 def coarse_duration(seconds: float) -> str:
@@ -64,7 +63,7 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     cpu = "-" if entry.cpu_percent is None else f"{entry.cpu_percent:.1f}%"
     _field(text, "cpu", f"{cpu}   (total {proc.cpu_time:.2f}s)")
     _field(text, "rss", f"{human_bytes(proc.rss)}   threads {proc.num_threads}")
-    started = time.strftime("%H:%M:%S", time.localtime(proc.create_time))
+    started = stamp(proc.create_time)
     _field(text, "started", f"{started} ({coarse_duration(now - proc.create_time)} ago)")
     _field(text, "wchan", proc.wchan or "-")
     if proc.vol_ctx is not None:
@@ -108,7 +107,7 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     return text
 
 
-def describe_sockets(socks: list[Sock] | None, pending: str = "reading…") -> Text:
+def describe_sockets(socks: list[SockView] | None, pending: str = "reading…") -> Text:
     """Listening and named sockets one per line; unnamed connected ends
     (socketpairs, client sides whose peer /proc does not name) counted."""
     text = Text()
@@ -158,7 +157,7 @@ class DetailPane(VerticalScroll):
         return "\n".join(parts)
 
     def show(self, entry: Entry | None, snap: Snapshot | None, *,
-             sockets: list[Sock] | None = None, sockets_pending: str = "reading…",
+             sockets: list[SockView] | None = None, sockets_pending: str = "reading…",
              extras: dict[str, tuple[str, Text]] | None = None) -> None:
         if entry is None or snap is None:
             self.pid = None
@@ -189,7 +188,3 @@ class DetailPane(VerticalScroll):
         shape = tuple(len(line) for part in parts for line in part.plain.split("\n"))
         self._body.update(Group(*parts), layout=shape != self._shape)
         self._shape = shape
-
-
-def stamp(at: float | None = None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at or time.time()))

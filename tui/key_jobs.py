@@ -18,7 +18,7 @@ from rich.text import Text
 from tractor_diag import procfs
 from tractor_diag.safetext import escape
 
-from .detail import stamp
+from .labels import stamp
 from .messages import ActionDone, ReapPlanned
 from .result_texts import (describe_bundle, describe_fates, describe_plan, describe_why,
                            render_py_stack, render_task_tree)

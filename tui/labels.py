@@ -92,10 +92,14 @@ def group_label(name: str, count: int) -> Text:
     return Text.assemble((name, style), (f" ({count})", "dim"))
 
 
+def stamp(at: float | None = None) -> str:
+    """The wall clock of an event or a result, to the second (now by default)."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() if at is None else at))
+
+
 def event_line(event: Event) -> Text:
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
     text = Text(no_wrap=False)
-    text.append(stamp, "dim")
+    text.append(stamp(event.at), "dim")
     text.append(f" {event.kind:<9}", EVENT_STYLE.get(event.kind, ""))
     text.append(f" {event.pid:>7}", "cyan")
     if event.title:
