@@ -92,6 +92,14 @@ def test_ptree_names_every_actor_under_its_parent(tree):
     indent = {name: len(ln) - len(ln.lstrip("│├└─ ")) for name, ln in row.items()}
     assert indent["root"] < indent["spawner_0"] < indent["leaf_0_0"]
     assert "[root actor" in row["root"]
+    # --names: the actors nothing outside names, named from their stacks
+    named = diag_json(tree, "ptree", "--names", str(tree.root))["entries"]
+    for name in ("spawner_0", "leaf_0_0"):
+        assert named[str(a[name])]["proc"]["actor"]["name"] == name
+    if not names_visible(tree):
+        assert named[str(a["leaf_0_0"])]["proc"]["actor"]["how"] == "mp-name"
+        text = diag(tree, "ptree", "--actors", "--names", str(tree.root)).stdout
+        assert f"{a['leaf_0_0']} live blocked leaf_0_0 [actor:current {tree.backend}]" in text, text
     # --tree keeps the OS tree: the sidecar sits between root and actors
     os_tree = diag(tree, "ptree", "--tree", str(tree.root)).stdout
     if tree.backend == "mp_forkserver":

@@ -337,6 +337,26 @@ def _name_mp_actor(proc: Proc, py: PyStack, *, keep_locals: bool) -> None:
         recognise.learn_name(proc, name)
 
 
+def name_unnamed(snap: Snapshot, *, timeout: float = 5.0) -> int:
+    """Name the snapshot's mp actors from their own stacks, as `capture`
+    does, without the rest of a capture (``ptree --names``): one py-spy dump
+    with locals each, within ``timeout`` in all. Returns how many were named."""
+    py_spy = find_py_spy()
+    todo = [e.proc for e in snap.ordered() if _unnamed_mp(e.proc) and e.proc.state not in "ZXx"]
+    if py_spy is None or not todo:
+        return 0
+    end = time.monotonic() + timeout
+    named = 0
+    for proc in todo:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        _name_mp_actor(proc, dump_python(proc.pid, py_spy=py_spy, locals=True, timeout=left),
+                       keep_locals=False)
+        named += bool(proc.actor.name)
+    return named
+
+
 def _name_from_dump(proc: Proc, ps: ProcStacks) -> None:
     """An actor nothing outside names (a root, an mp actor whose stack did
     not) named by its own task dump: our dumper writes the name its tractor

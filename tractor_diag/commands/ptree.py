@@ -19,7 +19,9 @@ root ('' or blank, say an unset variable) is a usage error.
 chooses the window (0.2 to 60 s). Output to a pipe or file is never clipped.
 A pattern that begins with '-' goes after '--':  tractor-diag ptree -- -k
 Each process that listens shows its addresses (TCP host:port, Unix sockets
-by file name; --json has whole paths).
+by file name; --json has whole paths). ptree only reads /proc and the
+socket tables; --names also reads the stacks of the actors nothing else
+names (mp_spawn and mp_forkserver ones) with py-spy, for their names.
 
 --port PORT|HOST:PORT|PATH names the processes listening there instead,
 one line each: any process of this network namespace, e.g. who holds the
@@ -51,6 +53,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--cpu-window", type=cpu_window, default=None, metavar="SEC",
         help=f"the same, SEC seconds apart ({MIN_CPU_WINDOW:g} to {MAX_CPU_WINDOW:g}; implies --cpu)",
+    )
+    parser.add_argument(
+        "--names", action="store_true",
+        help="also name the actors nothing outside names (mp_spawn, mp_forkserver) from "
+             "their own stacks: py-spy attaches to each of them for a moment",
     )
     parser.add_argument("--no-strays", action="store_true", help="leave out actors outside the given roots")
     parser.add_argument("--strays", action="store_true",
@@ -145,6 +152,10 @@ def run(args, out) -> int:
     snap = snapshot_for(args.targets, cpu, strays=not args.no_strays,
                         full=args.json or cpu is not None)
     annotate(snap)
+    if args.names:
+        from ..stacks import name_unnamed
+
+        name_unnamed(snap)
     if args.json:
         out.write(to_json(snap).decode() + "\n")
         return 0
