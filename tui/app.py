@@ -591,6 +591,9 @@ class DashApp(App):
     def _confirm_reap(self, message: ReapPlanned) -> None:
         """The dry-run plan: ask, then reap for real."""
         pid, plan = message.pid, message.plan
+        if self._quitting or self._panes_gone():
+            plan.release()  # nobody left to ask
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
