@@ -363,3 +363,49 @@ def test_launch_stop_leaves_a_running_py_spy_dump_alone(tmp_path, monkeypatch):
     assert got["helper"] not in got["sup"].exit_codes, \
         f"the py-spy dump was reaped as an orphan of the tree: {got['sup'].exit_codes}"
     assert got["dump"].status == "timeout", got["dump"]
+
+
+# --- SIGUSR1 only to recognised actors ----------------------------------------------------
+
+_EXECS_AWAY = (
+    "import os, signal, sys, time, setproctitle\n"
+    "setproctitle.setproctitle(f'_subactor[leaf@{os.getpid()}]')\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: None)\n"
+    "print('READY', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
+)
+# a daemon for which SIGUSR1 means something else entirely
+_RELOADER = (
+    "import signal, sys, time\n"
+    "def reload(*a):\n"
+    "    open(sys.argv[1], 'w').write('reloaded')\n"
+    "signal.signal(signal.SIGUSR1, reload)\n"
+    "print('READY', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_task_tree_request_skips_an_actor_that_exec_d_into_another_program(tmp_path):
+    """Seen as an actor in the snapshot, then exec'd (same pid, same start
+    time) into a program whose SIGUSR1 means 'reload': it is no recognised
+    actor any more, and must not be asked."""
+    from tractor_diag import procfs, tasks
+
+    marker = tmp_path / "reloaded"
+    p = subprocess.Popen([sys.executable, "-c", _EXECS_AWAY, _RELOADER, str(marker)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("READY")
+        seen = procfs.read_proc(p.pid)
+        assert seen is not None and seen.actor is not None, seen
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().startswith("READY")  # the reloader runs now
+        got = tasks.request(seen)
+        time.sleep(0.3)
+        assert not marker.exists(), "SIGUSR1 reached the program the actor exec'd into"
+        assert getattr(got, "status", None) == "not-asked", got
+    finally:
+        p.kill()  # our child, not yet waited for
+        p.wait(10)

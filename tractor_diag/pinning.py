@@ -303,6 +303,11 @@ class _Seen:
         self.start_ticks = start_ticks
 
 
+def same_cmdline(a: list[str], b: list[str]) -> bool:
+    """The same command line, ignoring a retitle's padding."""
+    return _norm(a) == _norm(b)
+
+
 def _norm(argv: list[str]) -> list[str]:
     # a retitled process pads its title with spaces or NULs
     out = list(argv)

@@ -237,7 +237,7 @@ def request(proc: Proc, *, explicit: bool = False) -> Pending | TaskTree:
 
 
 def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
-    from .pinning import PinError
+    from .pinning import PinError, same_cmdline
 
     fresh = procfs.read_quick(proc.pid)  # proc.actor has the full recognition
     if fresh is None or pin.exited():
@@ -252,7 +252,11 @@ def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
     if target is None:
         return TaskTree(status="gone", reason="process gone before the request")
     ours = announced_path(proc.pid, target)
-    actor = (fresh.actor or proc.actor) is not None
+    # The snapshot's recognition (through parent and children) holds while
+    # the command line is the one it judged: a process that exec'd (same
+    # pid, same start time) is judged by what it says about itself now.
+    actor = fresh.actor is not None or (
+        proc.actor is not None and same_cmdline(fresh.cmdline, proc.cmdline))
     if ours is None and not actor and not explicit:
         return TaskTree(status="not-asked", reason=NOT_ASKED)
     paths = [p for p in (ours, target.root + dump_path(target.nspid)) if p]
