@@ -57,6 +57,11 @@ def test_wheel_layout(wheel):
                      "tractor_diag/_startup/sitecustomize.py"):
         assert required in names
     assert any(n.startswith("tractor_diag/tui/") and n.endswith(".tcss") for n in names)
+    # every module is shipped: a subpackage missing from pyproject's
+    # `packages` list is left out of a plain `pip install .`
+    modules = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "tractor_diag").rglob("*.py")
+                     if "__pycache__" not in p.parts)
+    assert [m for m in modules if m not in names] == []
     # the dashboard lives under our package only, never as a generic `tui`
     assert not any(n.startswith("tui/") for n in names)
     assert not any(n.startswith("xontrib/__init__") for n in names)
