@@ -218,7 +218,68 @@ def scenario_signal_key_reused() -> dict:
     return out
 
 
+ACTOR_NEWCOMER = (
+    "import os, setproctitle\n"
+    "setproctitle.setproctitle(f'_subactor[newcomer@{os.getpid()}]')\n" + NEWCOMER
+)
+
+
+def scenario_reap_key_reused() -> dict:
+    """The ``r`` key on a selected actor that died, its pid taken by a new
+    actor of the same user before the key's plan is made: the plan (and so
+    the confirm dialog) must not be of the newcomer."""
+    from _dash_helpers import until
+    from tractor_diag import procfs
+    from tractor_diag.tui.app import DashApp
+    from tractor_diag.tui.dialogs import ConfirmScreen
+
+    out: dict = {}
+
+    async def body() -> None:
+        app = DashApp([str(os.getpid())], live=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(lambda: app.guest.running, 10, pilot=pilot)
+            old = _start([sys.executable, "-c", ACTOR_NEWCOMER.replace("newcomer", "old")],
+                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            _ready_line(old)
+            seen = procfs.read_proc(old.pid)
+            assert seen is not None and seen.actor is not None
+
+            class Selected:  # the row the user had selected: the old actor
+                proc = seen
+                root = None
+                children = ()
+
+            app.selected_entry = lambda: Selected
+            old.kill()
+            old.wait()
+            time.sleep(0.02)
+            _take_pid(old.pid)
+            new = _start([sys.executable, "-c", ACTOR_NEWCOMER], stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _ready_line(new)
+            out.update(old=old.pid, new=new.pid)
+            app.action_reap()
+            await until(lambda: isinstance(app.screen, ConfirmScreen)
+                        or "reap" in app._extras.get(old.pid, {}), 10, pilot=pilot)
+            out["asked"] = isinstance(app.screen, ConfirmScreen)
+            if out["asked"]:
+                await pilot.press("y")  # what a user who trusts the dialog does
+                await pilot.pause(1.0)
+            extra = app._extras.get(old.pid, {}).get("reap")
+            out["result"] = extra[1].plain if extra else None
+        time.sleep(0.3)
+        out["new_output"] = _read_all(new)
+        out["new_alive"] = new.poll() is None
+        new.kill()
+        new.wait()
+
+    asyncio.run(asyncio.wait_for(body(), 60))
+    return out
+
+
 SCENARIOS = {
+    "reap-key-reused": scenario_reap_key_reused,
     "signal-key-reused": scenario_signal_key_reused,
     "reused-pid": scenario_reused_pid,
     "daemon": scenario_daemon,

@@ -3,6 +3,7 @@ harm with real processes, and fails if it does."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -406,6 +407,62 @@ def test_task_tree_request_skips_an_actor_that_exec_d_into_another_program(tmp_p
         time.sleep(0.3)
         assert not marker.exists(), "SIGUSR1 reached the program the actor exec'd into"
         assert getattr(got, "status", None) == "not-asked", got
+    finally:
+        p.kill()  # our child, not yet waited for
+        p.wait(10)
+
+
+# --- the dashboard's keys -------------------------------------------------------------------
+
+def test_reap_key_never_plans_a_newcomer_with_the_selected_pid(ns):
+    """The selected actor dies and a new actor of ours gets its pid before
+    'r' is pressed: the dialog must not offer the newcomer's subtree under
+    the old row, and confirming must not reach it."""
+    import json
+
+    from _launch_ns import THIS as LAUNCH_NS
+
+    res = ns.run([sys.executable, LAUNCH_NS, "reap-key-reused"], timeout=90)
+    assert res["rc"] == 0, res["stderr"][-3000:]
+    out = json.loads(res["stdout"].strip().splitlines()[-1])
+    assert out["new"] == out["old"], out
+    assert not out["asked"], f"the dialog offered the newcomer: {out}"
+    assert out["new_alive"] and "GOT" not in out["new_output"], out
+    assert "another process" in (out["result"] or ""), out
+
+
+_REPORTER = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: print('GOT', flush=True))\n"
+    "print('READY', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_signal_key_skips_a_process_that_exec_d_while_the_dialog_was_open():
+    """The k key's dialog named one program; before the user confirmed, the
+    process exec'd into another (same pid, same start time): that one gets
+    nothing."""
+    import trio
+
+    from tractor_diag import procfs
+    from tractor_diag.tui import key_jobs
+
+    p = subprocess.Popen([sys.executable, "-c", _EXECS_AWAY, _REPORTER, "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("READY")
+        seen = procfs.read_proc(p.pid, detail=False)  # what the dialog showed
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().startswith("READY")  # another program now
+        done = trio.run(lambda: key_jobs.send_signal(seen.pid, seen.create_time,
+                                                     signal.SIGTERM, cmdline=seen.cmdline))
+        import select
+
+        got = select.select([p.stdout], [], [], 0.5)[0]
+        assert not got, f"the program it exec'd into was signalled: {p.stdout.readline()!r}"
+        assert not done.ok, done
     finally:
         p.kill()  # our child, not yet waited for
         p.wait(10)

@@ -585,7 +585,7 @@ class DashApp(App):
         entry = self._need_selection()
         if entry is None:
             return
-        self._start("plan a reap", key_jobs.plan_reap, entry.proc.pid)
+        self._start("plan a reap", key_jobs.plan_reap, entry.proc.pid, entry.proc.create_time)
 
     @on(ReapPlanned)
     def _confirm_reap(self, message: ReapPlanned) -> None:
@@ -612,6 +612,7 @@ class DashApp(App):
         pid = entry.proc.pid
         target = f"{entry.proc.title} ({pid})"
         create_time = entry.proc.create_time
+        cmdline = list(entry.proc.cmdline)
         usr1 = bool(entry.proc.handles_signal(signal.SIGUSR1))
 
         def chosen(signum: int | None) -> None:
@@ -623,7 +624,8 @@ class DashApp(App):
 
             def answered(yes: bool | None) -> None:
                 if yes:
-                    self._start("signal", key_jobs.send_signal, pid, create_time, signum)
+                    self._start("signal", key_jobs.send_signal, pid, create_time, signum,
+                                cmdline=cmdline)
 
             self.push_screen(ConfirmScreen(f"Send {name}?", body, yes=f"Send {name}"), answered)
 

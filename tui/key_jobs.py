@@ -88,7 +88,10 @@ async def task_tree(pid: int) -> ActionDone:
     return done("tasks", pid, title, render_task_tree(tree), summary, ok)
 
 
-async def send_signal(pid: int, create_time: float, signum: int) -> ActionDone:
+async def send_signal(pid: int, create_time: float, signum: int, *,
+                      cmdline: list[str] | None = None) -> ActionDone:
+    """``signum`` to the process the dialog named: ``create_time`` (and
+    ``cmdline``, when given) as shown there."""
     name = signal.Signals(signum).name
     title = f"signal ({stamp()})"
 
@@ -97,12 +100,16 @@ async def send_signal(pid: int, create_time: float, signum: int) -> ActionDone:
         from tractor_diag.pinning import Gone, Pin, PinError, Replaced
 
         # The process the user looked at, pinned: a pid reused since is
-        # another process and gets nothing.
+        # another process and gets nothing, and so is a program it exec'd
+        # into while the dialog was open (same pid, same start time).
         try:
-            pin = Pin.open(pid, start_time=create_time)
+            pin = Pin.open(pid, start_time=create_time, cmdline=cmdline or None)
         except Gone:
             return "process gone: not signalled"
-        except Replaced:
+        except Replaced as exc:
+            if "command line" in str(exc):
+                return ("its command line changed since it was shown (it exec'd another "
+                        "program, or retitled itself): not signalled")
             return "its pid now belongs to another process: not signalled"
         except (PinError, Unsupported) as exc:
             return f"not signalled: {exc}"
@@ -181,14 +188,27 @@ async def why(pid: int, seen, quiet: bool = False) -> ActionDone:
                 quiet=quiet)
 
 
-async def plan_reap(pid: int) -> ActionDone | ReapPlanned:
+async def plan_reap(pid: int, create_time: float | None = None) -> ActionDone | ReapPlanned:
     """The reaper's dry-run plan for ``pid`` and the actors below it, under
     its own rules (same user, actors only, never us or our ancestors),
-    pinned; the app asks before `reap` executes it."""
+    pinned; the app asks before `reap` executes it. ``create_time``: the
+    selected process's, so a newcomer that took its pid is not planned
+    under the old row."""
+    from tractor_diag import procfs
+    from tractor_diag.errors import NotFound
     from tractor_diag.reap import make_plan
 
+    def plan():
+        procs = procfs.scan()
+        now = procs.get(pid)
+        if (create_time is not None and now is not None
+                and procfs.ticks_of(now.create_time) != procfs.ticks_of(create_time)):
+            raise NotFound(f"pid {pid} now belongs to another process than the one "
+                           "selected: nothing planned")
+        return make_plan(subtree=pid, procs=procs)
+
     try:
-        plan = await trio.to_thread.run_sync(lambda: make_plan(subtree=pid))
+        plan = await trio.to_thread.run_sync(plan)
     except Exception as exc:  # noqa: BLE001
         return _failed("reap", pid, f"reap ({stamp()})", "reap plan", exc)
     if not plan.targets:
