@@ -354,12 +354,19 @@ def test_parse_sock_name_never_raises(name):
     is_hashed_sock_name(name)
 
 
-# --- mp actors named by their own stack (pure parsing of py-spy's locals) -------
+# --- actors named by their own stack (pure parsing of py-spy's locals) ----------
+
+def _thread(frames, name="MainThread"):
+    from tractor_diag.stackmodel import Thread
+
+    return Thread(thread_id=1, os_thread_id=10, name=name, active=False,
+                  owns_gil=False, frames=frames)
+
 
 def _mp_thread(prep_repr: str | None, entry: str = "tractor/spawn/_entry.py"):
-    from tractor_diag.stackmodel import Frame, Local, Thread
+    from tractor_diag.stackmodel import Frame, Local
 
-    frames = [
+    return [_thread([
         Frame(name="<module>", filename="<string>", line=1),
         Frame(name="_main", filename="/py/lib/python3.13/multiprocessing/spawn.py", line=135,
               locals=None if prep_repr is None else [
@@ -367,22 +374,44 @@ def _mp_thread(prep_repr: str | None, entry: str = "tractor/spawn/_entry.py"):
                   Local(name="preparation_data", repr=prep_repr)]),
         Frame(name="_mp_main", filename=f"/venv/site-packages/{entry}", line=107),
         Frame(name="subtree", filename="/app/tree.py", line=71),
-    ]
-    return [Thread(thread_id=1, os_thread_id=10, name="MainThread", active=False,
-                   owns_gil=False, frames=frames)]
+    ])]
+
+
+def _child_main_thread(uid_repr: str, thread: str = "main-thread-forkserver[x]"):
+    from tractor_diag.stackmodel import Frame, Local
+
+    return _thread([
+        Frame(name="_worker", filename="/venv/tractor/spawn/_main_thread_forkserver.py", line=9),
+        Frame(name="_actor_child_main", filename="/venv/site-packages/tractor/_child.py", line=120,
+              locals=[Local(name="uid", repr=uid_repr, arg=True),
+                      Local(name="spawn_method", repr='"main_thread_forkserver"', arg=True)]),
+        Frame(name="subtree", filename="/app/tree.py", line=71),
+    ], name=thread)
 
 
 def test_mp_name_from_preparation_data():
-    from tractor_diag.mpnames import name_from_stack
+    from tractor_diag.stacknames import name_from_stack
 
     auth = '"authkey": <AuthenticationString at 0x7f4ad86fde10>'
     assert name_from_stack(_mp_thread(
         '{"log_to_stderr": False, ' + auth + ', "name": "spawner_0", "sys_path": [...], ...}'
-    )) == "spawner_0"
+    )) == ("spawner_0", "mp-name")
     # escaped as py-spy escapes; a quote inside the name does not end it
-    assert name_from_stack(_mp_thread('{"name": "a\\"b", ...}')) == 'a"b'
+    assert name_from_stack(_mp_thread('{"name": "a\\"b", ...}')) == ('a"b', "mp-name")
     assert name_from_stack(_mp_thread('{"log_to_stderr": False, ...}')) is None  # cut before it
     assert name_from_stack(_mp_thread(None)) is None  # no locals asked for
     # a plain multiprocessing worker: no tractor entry point under it
     assert name_from_stack(_mp_thread('{"name": "Process-1"}', entry="app/worker.py")) is None
     assert name_from_stack([]) is None
+
+
+def test_name_from_the_child_mains_uid():
+    from tractor_diag.stacknames import name_from_stack
+
+    # a fork of a worker thread: its one thread is not called MainThread
+    uid = '("leaf_0_0", "b6599b6e-d133-4ccf-802b-0f84ed94bae2")'
+    assert name_from_stack([_child_main_thread(uid)]) == ("leaf_0_0", "child-uid")
+    assert name_from_stack([_child_main_thread('<tuple at 0x7f>')]) is None
+    # two threads naming two actors: nothing is sure
+    assert name_from_stack([_child_main_thread(uid),
+                            _child_main_thread('("other", "u")', thread="t2")]) is None

@@ -216,6 +216,24 @@ def test_without_setproctitle_names_come_from_sockets(untitled):
         assert entries[a["leaf_0_0"]]["proc"]["actor"]["how"] == "fork-thread"
 
 
+def test_untitled_fork_server_actors_over_tcp_are_named_from_their_stacks(runtime_trees):
+    """Without setproctitle and over TCP a main_thread_forkserver actor
+    shows its parent's command line and binds no socket file: nothing
+    outside names it. Its stack does: tractor's _actor_child_main holds
+    its uid."""
+    tree = runtime_trees.start("main_thread_forkserver", "tcp", titles=False)
+    a = tree.actors
+    plain = diag_json(tree, "ptree", str(tree.root))["entries"]
+    assert plain[str(a["leaf_0_0"])]["proc"]["actor"]["name"] == ""
+    named = diag_json(tree, "ptree", "--names", str(tree.root))["entries"]
+    procs = {p["pid"]: p for p in diag_json(tree, "stacks", "--no-tasks", str(tree.root))}
+    for name in ("spawner_0", "leaf_0_0"):
+        actor = named[str(a[name])]["proc"]["actor"]
+        assert (actor["name"], actor["how"], actor["sure"]) == (name, "child-uid", "certain")
+        assert procs[a[name]]["actor"] == name
+    assert named[str(a["leaf_0_0"])]["actor_parent"] == a["spawner_0"]
+
+
 # --- a leftover registrar ---------------------------------------------------------
 
 def test_leftover_registrar_is_an_actor_and_blocks_a_new_root(runtime_trees):

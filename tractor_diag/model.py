@@ -62,7 +62,7 @@ Sure = Literal["certain", "likely"]
 How = Literal[
     "title", "child-argv", "comm", "parent-title", "mp-forkserver",
     "mp-spawn", "fork-thread", "bindspace", "registry", "parent-of-actors",
-    "subint-thread", "mp-name", "taskdump",
+    "subint-thread", "mp-name", "child-uid", "taskdump",
 ]
 ParentBy = Literal["sentinel-pipe", "sidecar-parent"]
 Backend = Literal["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver", "subint"]

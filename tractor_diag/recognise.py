@@ -464,7 +464,7 @@ def _thread_comms(pid: int, prefix: str) -> list[str]:
 # --- names learned from inside ------------------------------------------------------
 
 # (pid, start time in ticks) -> (name, how): an actor nothing outside names,
-# named by its own stack (`mpnames`) or its own task dump (`tasks`), both
+# named by its own stack (`stacknames`) or its own task dump (`tasks`), both
 # read by `stacks.capture`, keeps that name in this program's later scans
 # (the dashboard's), not in another process's.
 _LEARNED: dict[tuple[int, int], tuple[str, How]] = {}
@@ -491,7 +491,7 @@ def _recall_names(procs: dict[int, Proc]) -> None:
         return
     for proc in procs.values():
         a = proc.actor
-        if a is None or a.name or a.role not in ("subactor", "root"):
+        if a is None or a.name or a.role not in ("subactor", "root", "booting"):
             continue
         # the start time may read one tick apart between passes
         t = _ticks(proc)

@@ -278,7 +278,7 @@ def capture(
                 finish(entry, py_result(entry.proc.pid, Ran(None, b"", b"", 0.0),
                                          timeout=left, sudo=False))
                 continue
-            # locals name an unnamed mp actor (see `mpnames`)
+            # locals name an actor only its stack names (see `stacknames`)
             argv = spy_argv(entry.proc.pid, py_spy, options.locals or _unnamed_mp(entry.proc),
                             options.native, False)
             try:
@@ -316,29 +316,30 @@ def capture(
 
 
 def _unnamed_mp(proc: Proc) -> bool:
+    """An actor only its own stack can name (see `stacknames`)."""
     a = proc.actor
-    return (a is not None and not a.name and a.role == "subactor"
-            and a.backend in ("mp_spawn", "mp_forkserver"))
+    return (a is not None and not a.name and a.role in ("subactor", "booting")
+            and a.backend in ("mp_spawn", "mp_forkserver", "main_thread_forkserver"))
 
 
 def _name_mp_actor(proc: Proc, py: PyStack, *, keep_locals: bool) -> None:
-    """Name ``proc`` from its own stack (`mpnames`), in place and for the
+    """Name ``proc`` from its own stack (`stacknames`), in place and for the
     rest of this program's scans; drop the locals asked for only for that."""
-    from . import mpnames, recognise
+    from . import recognise, stacknames
 
     if py.status != "ok":
         return
-    name = mpnames.name_from_stack(py.threads)
+    found = stacknames.name_from_stack(py.threads)
     if not keep_locals:
         for t in py.threads:
             t.frames = [msgspec.structs.replace(f, locals=None) if f.locals is not None else f
                         for f in t.frames]
-    if name is not None:
-        recognise.learn_name(proc, name)
+    if found is not None:
+        recognise.learn_name(proc, *found)
 
 
 def name_unnamed(snap: Snapshot, *, timeout: float = 5.0) -> int:
-    """Name the snapshot's mp actors from their own stacks, as `capture`
+    """Name the snapshot's actors that only their stacks name, as `capture`
     does, without the rest of a capture (``ptree --names``): one py-spy dump
     with locals each, within ``timeout`` in all. Returns how many were named."""
     py_spy = find_py_spy()
