@@ -466,3 +466,34 @@ def test_signal_key_skips_a_process_that_exec_d_while_the_dialog_was_open():
     finally:
         p.kill()  # our child, not yet waited for
         p.wait(10)
+
+
+# --- the taskdump file sweep ------------------------------------------------------------------
+
+def test_stale_dump_sweep_keeps_a_file_replaced_after_its_check(tmp_path, monkeypatch):
+    """An announcement of a dead process is judged stale; before the unlink
+    the name is taken by a new announcement of a live process (a successor
+    with the pid, arming): the sweep must unlink only the file it judged."""
+    from tractor_diag import taskdump
+
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    dead = 4194301  # above any pid_max here: never running
+    name = tmp_path / f"tractor-diag-taskdump-{ns}-{dead}.log"
+    stale = (f"===== tractor-diag taskdump ARMED pid={dead} start=1 pidns={ns} signal=10 "
+             "dumps=- =====\n")
+    name.write_text(stale)
+    name.chmod(0o600)
+    live = f"===== tractor-diag taskdump ARMED pid={dead} start=2 pidns={ns} signal=10 dumps=- =====\n"
+    real_alive = taskdump._alive
+
+    def alive_then_replaced(pid, start):
+        answer = real_alive(pid, start)
+        fresh = tmp_path / "fresh"
+        fresh.write_text(live)
+        fresh.chmod(0o600)
+        os.rename(fresh, name)  # a new file under the judged name
+        return answer
+
+    monkeypatch.setattr(taskdump, "_alive", alive_then_replaced)
+    taskdump.sweep_stale(str(tmp_path))
+    assert name.exists() and name.read_text() == live, "the new announcement was unlinked"

@@ -571,6 +571,11 @@ def sweep_stale(directory: str = "/tmp") -> int:
         if m is None or data.count(b"\n") != 1 or _alive(int(m["pid"]), int(m["start"])):
             continue
         try:
+            # only the file judged: a successor arming under the same name
+            # since (same pid) keeps its announcement
+            now = os.stat(path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                continue
             os.unlink(path)
             removed += 1
         except OSError:
