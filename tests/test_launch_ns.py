@@ -81,7 +81,13 @@ def test_setsid_daemon_that_escapes_everything_is_named(ns):
 
 
 def test_signal_key_never_reaches_a_newcomer_with_the_pid(ns):
-    out = scenario(ns, "signal-key-reused")
+    # The case needs the newcomer to start 10-50 ms after the old process
+    # (inside the old start-time slack); on a loaded box the hand-over can
+    # take longer, so the set-up is tried again, never the assertions.
+    for _ in range(5):
+        out = scenario(ns, "signal-key-reused")
+        if 0.01 < out["apart"] < 0.05:
+            break
     assert out["new"] == out["old"], "the kernel did not hand the pid over"
     assert 0.01 < out["apart"] < 0.05, out  # the case the old 50 ms slack let through
     assert "GOT" not in out["new_output"], out
