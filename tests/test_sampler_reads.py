@@ -22,22 +22,44 @@ wait
 
 
 def _count_reads(monkeypatch, pids: set[int]) -> dict[str, int]:
-    """Reads of each /proc file, of ``pids`` only (the box's other
-    processes come and go as they please)."""
+    """Files of ``pids`` only (the box's other processes come and go as
+    they please): ``open <name>`` for each file opened, ``<name>`` for each
+    read of it (a read of a file kept open included)."""
     counts: dict[str, int] = {}
-    real = procfs._read
+    real_open, real_pread, real_read = os.open, os.pread, procfs._read
 
-    def counting(name, dfd):
+    def pid_of(fd) -> tuple[int | None, str]:
         try:
-            pid = int(os.readlink(f"/proc/self/fd/{dfd}").split("/")[2])
+            parts = os.readlink(f"/proc/self/fd/{fd}").split("/")
+            return int(parts[2]), parts[-1]
         except (OSError, ValueError, IndexError):
-            pid = None
+            return None, ""
+
+    def count(key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    def opening(path, flags, mode=0o777, *, dir_fd=None):
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        pid, name = pid_of(fd)
         if pid in pids:
-            counts[name] = counts.get(name, 0) + 1
+            count(f"open {name}")
+        return fd
 
-        return real(name, dfd)
+    def preading(fd, n, offset):
+        pid, name = pid_of(fd)
+        if pid in pids:
+            count(name)
+        return real_pread(fd, n, offset)
 
-    monkeypatch.setattr(procfs, "_read", counting)
+    def reading(name, dfd):
+        pid, _ = pid_of(dfd)
+        if pid in pids:
+            count(name)
+        return real_read(name, dfd)
+
+    monkeypatch.setattr(procfs.os, "open", opening)
+    monkeypatch.setattr(procfs.os, "pread", preading)
+    monkeypatch.setattr(procfs, "_read", reading)
     return counts
 
 
@@ -71,8 +93,10 @@ def test_known_processes_cost_a_stat(spawn, monkeypatch):
     s.sample()
     assert _ours(s, tree.root) == ours
     assert counts.get("cmdline", 0) == 0, counts
+    # one read of each kept-open file: nothing opened, no directory either
     assert counts.get("wchan", 0) == len(ours), counts
     assert counts.get("stat", 0) == len(ours), counts
+    assert not [k for k in counts if k.startswith("open")], counts
 
 
 def test_an_exec_is_seen(spawn):

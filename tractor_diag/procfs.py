@@ -183,22 +183,109 @@ class ProcCache:
     CPU or is runnable since it was last read: a process that did not run
     has the same context switches and run time, and its ``cgroup`` and uid
     are read once.
+
+    ``stat`` (and ``wchan``) stay open between passes and are read again
+    with one ``pread`` each: a known process costs one system call a tick,
+    not five (open the directory, open, read, close twice). An open
+    ``/proc/<pid>`` file stays bound to the process it was opened for: once
+    that process is reaped it reads ESRCH, never a newcomer with its pid.
+    Unchanged ``stat`` bytes are not parsed again.
+
+    With ``watch`` set (the pids the caller shows, as the sampler sets it),
+    a process outside it that is no actor, whose title is final and whose
+    ``/proc`` entry has the same inode (a reused pid gets a new one) is not
+    read at all but every `IDLE_EVERY` passes: nothing of it is shown, and
+    what could make it matter (an exec, a title) is seen then.
     """
 
     def __init__(self) -> None:
         self.known: dict[int, Known] = {}
         # pid -> (start ticks, CPU seconds then, the detail fields read)
         self.detail: dict[int, tuple[int, float, tuple]] = {}
+        self.stat_fds: dict[int, int] = {}
+        self.wchan_fds: dict[int, int] = {}
+        self.stats: dict[int, tuple[bytes, Stat]] = {}  # the last stat read, parsed
         self._seen: set[int] = set()
+        self.fd_budget = _fd_budget()
+        self.watch: set[int] | None = None
+        self.idle: dict[int, tuple[int, Proc]] = {}  # pid -> (inode, the Proc read)
+        self.passes = 0
 
     def begin(self) -> None:
         self._seen = set()
+        self.passes += 1
 
     def end(self) -> None:
         """Forget processes the last whole pass did not see."""
-        for table in (self.known, self.detail):
+        for table in (self.known, self.detail, self.stats, self.idle):
             for pid in [p for p in table if p not in self._seen]:
                 del table[pid]
+        for fds in (self.stat_fds, self.wchan_fds):
+            for pid in [p for p in fds if p not in self._seen]:
+                _close(fds.pop(pid))
+
+    def keep(self, fds: dict[int, int], pid: int, fd: int) -> bool:
+        """Keep ``fd`` open for ``pid`` while the budget allows."""
+        if len(self.stat_fds) + len(self.wchan_fds) >= self.fd_budget:
+            return False
+        old = fds.get(pid)
+        if old is not None:
+            _close(old)
+        fds[pid] = fd
+        return True
+
+    def drop(self, pid: int) -> None:
+        """``pid``'s open files read ESRCH: that process is gone."""
+        for fds in (self.stat_fds, self.wchan_fds):
+            fd = fds.pop(pid, None)
+            if fd is not None:
+                _close(fd)
+        self.stats.pop(pid, None)
+        self.idle.pop(pid, None)
+
+    def close(self) -> None:
+        for fds in (self.stat_fds, self.wchan_fds):
+            for fd in fds.values():
+                _close(fd)
+            fds.clear()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+#: A process nobody is shown is read again every this many passes (see `ProcCache`).
+IDLE_EVERY = 5
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _fd_budget() -> int:
+    """How many /proc files a cache may keep open: half of what the soft
+    limit leaves after a margin for everything else the process opens."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(0, min(1 << 15, (soft - 256) // 2))
+
+
+def _pread(fd: int) -> bytes:
+    data = os.pread(fd, 4096, 0)
+    if len(data) == 4096:  # a stat line is far shorter: never seen, but whole
+        chunks = [data]
+        while chunk := os.pread(fd, 4096, 4096 * len(chunks)):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    return data
 
 
 # A booting child's title is not final yet: a forked child still shows its
@@ -231,9 +318,22 @@ def status_field(status: bytes, key: bytes) -> bytes | None:
     return status[i:] if j < 0 else status[i:j]
 
 
-def _read_wchan(proc: Proc, dfd: int) -> None:
+def _read_wchan(proc: Proc, dfd, cache: ProcCache | None = None) -> None:
+    """``dfd``: the process's /proc dir fd, or a callable that opens it."""
     try:
-        wchan = _read("wchan", dfd).decode("ascii", "replace").strip()
+        # a leader-exited process is read through a live thread's dir, not its pid's files
+        fd = cache.wchan_fds.get(proc.pid) if cache is not None and not proc.leader_exited else None
+        if fd is not None:
+            raw = os.pread(fd, 256, 0)
+        else:
+            fd = os.open("wchan", os.O_RDONLY, dir_fd=dfd if isinstance(dfd, int) else dfd())
+            try:
+                raw = os.read(fd, 256)
+            finally:
+                if (cache is None or proc.leader_exited
+                        or not cache.keep(cache.wchan_fds, proc.pid, fd)):
+                    os.close(fd)
+        wchan = raw.decode("ascii", "replace").strip()
         proc.wchan = "" if wchan == "0" else wchan
     except OSError:
         pass
@@ -274,12 +374,14 @@ def _read_full(proc: Proc, dfd: int) -> None:
 _FULL_FIELDS = ("uid", "sig_caught", "vol_ctx", "invol_ctx", "sched_run", "sched_wait", "cgroup")
 
 
-def _read_detail(proc: Proc, dfd: int, full: bool, cache: ProcCache | None = None,
+def _read_detail(proc: Proc, dfd, full: bool, cache: ProcCache | None = None,
                  start_ticks: int = 0) -> None:
+    """``dfd``: the process's /proc dir fd, or a callable that opens it
+    (a known process's dir is opened only when a file must be opened)."""
     if cache is not None and proc.state == "R":
         proc.wchan = ""  # on a CPU: no wait channel to read
     else:
-        _read_wchan(proc, dfd)
+        _read_wchan(proc, dfd, cache)
     if not full:
         return
     if cache is None:
@@ -292,7 +394,10 @@ def _read_detail(proc: Proc, dfd: int, full: bool, cache: ProcCache | None = Non
         for name, value in zip(_FULL_FIELDS, had[2]):
             setattr(proc, name, value)
         return
-    _read_full(proc, dfd)
+    try:
+        _read_full(proc, dfd if isinstance(dfd, int) else dfd())
+    except OSError:
+        return  # gone
     cache.detail[proc.pid] = (start_ticks, cpu, tuple(getattr(proc, n) for n in _FULL_FIELDS))
 
 
@@ -440,33 +545,74 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
     now = time.time()
     if cache is not None:
         cache.begin()
-    if only is None:
-        names: Iterable[str] = (n for n in os.listdir("/proc") if n.isdigit())
+    inodes: dict[str, int] = {}
+    if only is None and cache is not None:
+        with os.scandir("/proc") as it:
+            inodes = {e.name: e.inode() for e in it if e.name.isdigit()}
+        names: Iterable[str] = inodes
+    elif only is None:
+        names = (n for n in os.listdir("/proc") if n.isdigit())
     else:
         names = [str(p) for p in only]
     procs: dict[int, Proc] = {}
     detailed: set[int] = set()
     want: set[int] = set()
+    watch = cache.watch if cache is not None and only is None else None
     for name in names:
+        pid = int(name)
+        if watch is not None and pid not in watch:
+            idle = cache.idle.get(pid)
+            if (idle is not None and idle[0] == inodes[name] and idle[1].actor is None
+                    and (pid + cache.passes) % IDLE_EVERY
+                    and idle[1].ppid not in want
+                    and not (is_root is not None and is_root(pid, idle[1].cmdline, idle[1].comm))):
+                procs[pid] = idle[1]
+                cache._seen.add(pid)
+                continue
+        # The directory is opened only when a file other than a kept
+        # ``stat`` must be read (see `ProcCache`).
+        dfd: int | None = None
+
+        def opendir() -> int:
+            nonlocal dfd
+            if dfd is None:
+                dfd = os.open("/proc/" + name, _O_DIR)
+            return dfd
+
         try:
-            dfd = os.open("/proc/" + name, _O_DIR)
-        except OSError:
-            continue
-        try:
-            pid = int(name)
             try:
-                st = _parse_stat(pid, _read("stat", dfd), btime)
-                if st is None:
-                    continue
+                raw = None
+                kept = cache.stat_fds.get(pid) if cache is not None else None
+                if kept is not None:
+                    try:
+                        raw = _pread(kept)
+                    except OSError:
+                        cache.drop(pid)  # reaped: whoever has the pid now is new
+                if raw is None:
+                    fd = os.open("stat", os.O_RDONLY, dir_fd=opendir())
+                    try:
+                        raw = os.read(fd, 4096)
+                    finally:
+                        if cache is None or not cache.keep(cache.stat_fds, pid, fd):
+                            os.close(fd)
+                had = cache.stats.get(pid) if cache is not None else None
+                if had is not None and had[0] == raw:
+                    st = had[1]
+                else:
+                    st = _parse_stat(pid, raw, btime)
+                    if st is None:
+                        continue
+                    if cache is not None:
+                        cache.stats[pid] = (raw, st)
                 known = cache.known.get(pid) if cache is not None else None
                 if known is not None and (known.start_ticks != st.start_ticks
                                           or known.comm != st.comm or known.volatile
                                           or st.state in ("Z", "X", "x")):
                     known = None  # a new process, an exec, or a title still to come
-                uid = known.uid if known is not None else os.fstat(dfd).st_uid
+                uid = known.uid if known is not None else os.fstat(opendir()).st_uid
                 leader_exited = False
                 if st.state == "Z" and st.threads > 1:
-                    live = _live_thread(dfd)
+                    live = _live_thread(opendir())
                     if live is not None:
                         # the main thread exited, the others run: read the
                         # process through one of them (cmdline, detail)
@@ -478,13 +624,13 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 if known is not None:
                     argv, actor = known.argv, known.actor
                 else:
-                    argv = split_cmdline(_read("cmdline", dfd))
+                    argv = split_cmdline(_read("cmdline", opendir()))
                     actor = parse_actor(argv, st.comm, pid, st.ppid)
                     if cache is not None and st.state not in ("Z", "X", "x"):
                         cache.known[pid] = Known(
                             st.start_ticks, st.comm, uid, argv, actor,
                             _volatile(argv, actor, now - st.create_time))
-            except OSError:
+            except (OSError, ValueError):
                 continue  # gone between listdir and here
             ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt, ticks = st
             if cache is not None:
@@ -497,16 +643,23 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 leader_exited=leader_exited,
             )
             procs[pid] = proc
+            if (inodes and actor is None and not leader_exited
+                    and (had_known := cache.known.get(pid)) is not None
+                    and not had_known.volatile and had_known.start_ticks == ticks):
+                cache.idle[pid] = (inodes[name], proc)
             if (
                 ppid in want
                 or (is_root is not None and is_root(pid, argv, comm))
                 or (detail_actors and proc.actor is not None)
             ):
                 want.add(pid)
-                _read_detail(proc, dfd, full, cache, ticks)
+                # a leader-exited process reads its detail through the live thread
+                _read_detail(proc, dfd if leader_exited else opendir if dfd is None else dfd,
+                             full, cache, ticks)
                 detailed.add(pid)
         finally:
-            os.close(dfd)
+            if dfd is not None:
+                os.close(dfd)
     if cache is not None and only is None:
         cache.end()
     if is_root is not None:

@@ -135,6 +135,8 @@ class Sampler:
         # full detail: context-switch deltas and the dashboard's detail pane
         snap = take_snapshot(self.targets, prev=prev, rate_base=self._rate_base(),
                              subreapers=self.subreapers, full=True, cache=self._cache)
+        # what is shown is read every tick; the rest of the box less often
+        self._cache.watch = set(snap.entries)
         events = self._diff(prev, snap)
         self._track_progress(snap)
         self._remember(snap)
