@@ -233,6 +233,95 @@ def test_an_unchanged_tick_rebuilds_no_label(monkeypatch):
     asyncio.run(asyncio.wait_for(body(), 30))
 
 
+def test_cpu_jitter_keeps_the_row_a_state_change_redraws_it(monkeypatch):
+    """Not a picture: a row's CPU figure that moves by a point is not
+    redrawn; a move of several points, leaving idle, or any change of state
+    (a zombie, a runaway) is, at that very tick."""
+    import asyncio
+
+    from textual.widgets.tree import TreeNode
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            ptree = app.proc_tree
+            set_labels: list = []
+            real_set = TreeNode.set_label
+            monkeypatch.setattr(TreeNode, "set_label",
+                                lambda node, label: (set_labels.append(node.data),
+                                                     real_set(node, label)))
+
+            def tick(cpu: float, **changes) -> str:
+                snap = fake_snapshot()
+                entry = snap.entries[4011]
+                entry.cpu_percent = cpu
+                for name, value in changes.items():
+                    setattr(entry, name, value)
+                set_labels.clear()
+                app.show(snap)
+                return ptree.node_for(4011).label.plain
+
+            tick(0.0)
+            await pilot.pause()
+            assert "42%" in tick(42.0) and set_labels == [4011]
+            assert "42%" in tick(43.4) and set_labels == []  # jitter: the same row
+            assert "42%" in tick(40.6) and set_labels == []
+            assert "47%" in tick(47.0) and set_labels == [4011]
+            assert "47%" in tick(46.6) and set_labels == []
+            label = tick(46.6, state="runaway")
+            assert set_labels == [4011] and "runaway" in label
+            label = tick(46.6, state="exited", bucket="zombie")
+            assert set_labels == [4011] and "zombie" in label
+            tick(1.2)
+            assert "  0%" in tick(0.2) and set_labels == [4011]  # back to idle shows
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_detail_pane_redraws_only_when_its_text_changes(monkeypatch):
+    """Not a picture: the selected process's "no cpu for" clock moves in
+    steps of ten seconds (then minutes), so a blocked process does not
+    redraw the pane every tick; a change of state redraws it at once."""
+    import asyncio
+
+    from tractor_diag.tui.detail import coarse_duration
+
+    assert [coarse_duration(s) for s in (0, 9.9, 10, 19, 20, 59, 60, 3599)] == [
+        "<10s", "<10s", "10s", "10s", "20s", "50s", "1m", "59m"]
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            app.show(fake_snapshot())
+            await pilot.pause()
+            app.proc_tree.select_pid(4010)
+            await pilot.pause()
+            body_ = app.detail._body
+            updates: list = []
+            real = body_.update
+            monkeypatch.setattr(body_, "update",
+                                lambda *a, **k: (updates.append(1), real(*a, **k))[1])
+
+            def tick(stuck: float, **changes) -> str:
+                snap = fake_snapshot()
+                entry = snap.entries[4010]
+                entry.stuck_for = stuck
+                for name, value in changes.items():
+                    setattr(entry, name, value)
+                updates.clear()
+                app.show(snap)
+                return app.detail.text
+
+            assert "for 10s" in tick(12.0) and updates == [1]
+            for stuck in (13.0, 14.0, 19.5):
+                assert "for 10s" in tick(stuck) and updates == []
+            assert "for 20s" in tick(21.0) and updates == [1]
+            text = tick(21.5, bucket="zombie", state="exited")
+            assert updates == [1] and "zombie" in text
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
 def test_messages_from_trio_during_teardown_are_dropped():
     """Not a picture either: trio keeps posting until its guest run stops,
     which is after the panes may be gone. A sample, output, an exit and a

@@ -23,12 +23,14 @@ from .safe import safe_block
 
 
 def coarse_duration(seconds: float) -> str:
-    """Seconds for the first minute, then minutes: the pane is redrawn
-    only when what it says changes, and a per-second clock would redraw it
-    (and re-lay the screen out) on every tick."""
+    """Under ten seconds, then tens of seconds, then minutes (each rounded
+    down): the pane is redrawn only when what it says changes, and a
+    per-second clock would redraw it on every tick."""
     s = max(0, int(seconds))
+    if s < 10:
+        return "<10s"
     if s < 60:
-        return f"{s}s"
+        return f"{s // 10 * 10}s"
     if s < 3600:
         return f"{s // 60}m"
     return human_duration(s)

@@ -55,13 +55,36 @@ def _label_key(entry: Entry, now: float) -> tuple:
             coarse_age(now - proc.create_time), proc.wchan)
 
 
+_CPU = 8  # where the CPU figure sits in a label key
+
+
+def _cpu_close(shown: int | None, cpu: float | None) -> bool:
+    """A label showing ``shown`` % still tells ``cpu`` truly enough to stay:
+    the same side of idle (0%), and within 2 points or a tenth of it. A
+    busy actor's CPU jitters by a point or two every tick: redrawing its
+    row for that is most of what a steady tree costs to show."""
+    if shown is None or cpu is None:
+        return shown is None and cpu is None
+    new = round(cpu)
+    if (shown == 0) != (new == 0):
+        return False
+    return abs(new - shown) < max(2, shown / 10)
+
+
 def _memo_label(memo: LabelMemo | None, entry: Entry, now: float) -> Text:
     if memo is None:
         return proc_label(entry, now)
     key = _label_key(entry, now)
     had = memo.get(entry.proc.pid)
-    if had is not None and had[0] == key:
-        return had[1]
+    if had is not None:
+        old = had[0]
+        if old == key:
+            return had[1]
+        # only the CPU figure moved, a little: keep the label, and its key
+        # (so a slow drift still shows once it adds up)
+        if (old[:_CPU] == key[:_CPU] and old[_CPU + 1:] == key[_CPU + 1:]
+                and _cpu_close(old[_CPU], entry.cpu_percent)):
+            return had[1]
     label = proc_label(entry, now)
     memo[entry.proc.pid] = (key, label)
     return label
