@@ -14,6 +14,8 @@ from pathlib import Path
 
 import platformdirs
 import psutil
+
+import _leaks_helpers as lh
 import pytest
 
 from trees.harness import (
@@ -196,7 +198,8 @@ def test_current_tree_shape(current_tree, bindspace):
     # the SIGUSR1 handler appends a real trio task tree
     pid = actors['spawner_0']
     log = dump_log(pid)
-    os.kill(pid, signal.SIGUSR1)
+    # through a pidfd, while it still is the root's child (not a reused pid)
+    assert lh.kill_if(pid, signal.SIGUSR1, ppid=tree.root)
     deadline = time.monotonic() + 10
     while not (log.exists() and 'sleep_forever' in log.read_text()):
         assert time.monotonic() < deadline, 'no task tree dumped'
@@ -205,7 +208,7 @@ def test_current_tree_shape(current_tree, bindspace):
     assert 'serve_listeners' in text and 'supervise' in text
     # even a leaf wedged in time.sleep dumps (the handler runs in EINTR)
     leaf = actors['leaf_0_0']
-    os.kill(leaf, signal.SIGUSR1)
+    assert lh.kill_if(leaf, signal.SIGUSR1, ppid=actors['spawner_0'])
     leaf_log = dump_log(leaf)
     deadline = time.monotonic() + 10
     while not (leaf_log.exists() and 'hang' in leaf_log.read_text()):
