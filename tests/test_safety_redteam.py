@@ -497,3 +497,27 @@ def test_stale_dump_sweep_keeps_a_file_replaced_after_its_check(tmp_path, monkey
     monkeypatch.setattr(taskdump, "_alive", alive_then_replaced)
     taskdump.sweep_stale(str(tmp_path))
     assert name.exists() and name.read_text() == live, "the new announcement was unlinked"
+
+
+# --- reap: a target that exec'd between plan and signal ------------------------------------
+
+def test_reap_skips_a_target_that_exec_d_into_a_non_actor():
+    """Planned as an actor, then exec'd (same pid, same start time) into a
+    program that is no actor: without --all it is not signalled."""
+    from tractor_diag import reap
+
+    p = subprocess.Popen([sys.executable, "-c", _EXECS_AWAY, _REPORTER, "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("READY")
+        plan = reap.make_plan(parent=os.getpid())
+        assert plan.pids() == [p.pid], plan
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().startswith("READY")
+        (fate,) = reap.execute(plan, grace=0.5).fates
+        assert fate.fate == "skipped" and fate.signals == [], fate
+        assert p.poll() is None
+    finally:
+        p.kill()  # our child, not yet waited for
+        p.wait(10)
