@@ -11,7 +11,10 @@ each case (the box is shared): read ratios, not milliseconds.
   in a sync ``time.sleep``) of 20 and 50 processes, against
   ``for pid in ROOT $(pgrep -P ROOT); do py-spy dump --pid $pid; done`` and
   ``{ echo ROOT; pgrep -P ROOT; } | xargs -P2 -n1 py-spy dump --pid``
-  (the same py-spy binary). Wall time and CPU time (the children's
+  (the same py-spy binary), and the same with ``setsid -w`` before each
+  dump: ours run each in its own session (so a timeout kills it whole), and
+  with the kernel's scheduler autogroups (``sched_autogroup_enabled``) a
+  session gets its own share of a loaded box's CPUs. Wall time and CPU time (the children's
   ``rusage``) both.
 - ``ptree``: ``tractor-diag ptree ROOT`` on trees of 100 and 1000 processes
   (``bench.ptree.Tree``: sh groups of sleeps) against ``pstree -p ROOT``
@@ -150,6 +153,11 @@ def bench_stacks() -> list[dict]:
                                              f"do {spy} dump --pid $pid; done"],
                     "xargs -P2 py-spy dump": ["sh", "-c", f"{{ echo {root}; pgrep -P {root}; }} | "
                                               f"xargs -P2 -n1 {spy} dump --pid"],
+                    # each dump in its own session, as ours run: with the
+                    # kernel's autogroups each session gets its own CPU share
+                    "xargs -P2 setsid py-spy dump": [
+                        "sh", "-c", f"{{ echo {root}; pgrep -P {root}; }} | "
+                                    f"xargs -P2 -n1 setsid -w {spy} dump --pid"],
                 }
                 for j in STACK_JOBS:
                     cases[f"tractor-diag stacks --jobs {j} ROOT"] = [
@@ -158,7 +166,8 @@ def bench_stacks() -> list[dict]:
             finally:
                 tree.stop()
         ours = res["tractor-diag stacks ROOT"]
-        for base, target in (("xargs -P2 py-spy dump", 0.9), ("for pid; py-spy dump", None)):
+        for base, target in (("xargs -P2 py-spy dump", 0.9), ("for pid; py-spy dump", None),
+                             ("xargs -P2 setsid py-spy dump", None)):
             b = res[base]
             row = {"case": f"tractor-diag stacks ROOT, {n} procs", "median_ms": ours["wall"],
                    "baseline": base, "baseline_ms": b["wall"], "ratio": ours["wall"] / b["wall"],
@@ -178,7 +187,7 @@ def bench_stacks() -> list[dict]:
                          "cpu_ms": r["cpu"], "baseline_cpu_ms": b["cpu"],
                          "cpu_ratio": r["cpu"] / b["cpu"], "load": r["load"],
                          "walls": r["walls"], "n": STACK_REPEAT})
-        _say(rows[-2 - len(STACK_JOBS):])
+        _say(rows[-3 - len(STACK_JOBS):])
     return rows
 
 
