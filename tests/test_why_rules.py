@@ -326,3 +326,20 @@ def test_boot_hang_on_a_child_the_fork_server_reaped():
 def test_a_fork_server_with_a_booting_fork_is_not_judged():
     diag = _forkserver_tree(with_fork=True)
     assert diag.verdicts == [] and diag.chains == [] and diag.edges == []
+
+
+def test_a_wait_with_a_channel_to_a_sibling_names_no_peer():
+    """a1 and a2 (siblings) each wait in Context.wait_for_result and each
+    holds a channel to its parent and one to the other: the wait may be on
+    either, so no edge (not the parent "by its only channel to a parent")."""
+    def tasks_for(i, kids):
+        point = ("Context.wait_for_result", f"{SITE}/tractor/_context.py", 1368)
+        return [_task("ping", ("ping", "/app/app.py", 9), point)] if i else []
+
+    snap, report, before, after = _build([-1, 0, 0], tasks_for=tasks_for)
+    ipc = _graph([100, 101, 102], peers={100: [101, 102], 101: [100, 102], 102: [100, 101]},
+                 edges=[(101, 100), (102, 100)])
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    assert diag.edges == [] and diag.verdicts == []
+    assert ("a1 (101) waits in Context.wait_for_result; which peer is not known (it holds "
+            "channels to python x (100), a2 (102))") in diag.notes

@@ -2,7 +2,7 @@
 on either runtime generation (the released 0.1.0a5 on Python 3.11, or
 tractor main on 3.13): the same script, the API picked by what tractor has.
 
-Usage: why_cycle_tree.py PORT {cycle,none} [--taskdump]
+Usage: why_cycle_tree.py PORT {cycle,siblings,none} [--taskdump]
 
 The root (actor ``root``, the registrar) starts child ``pinger`` and opens
 context ``ping`` on it, then waits for its result. In ``cycle`` mode
@@ -10,11 +10,14 @@ context ``ping`` on it, then waits for its result. In ``cycle`` mode
 context ``pong`` back on it and waits for *that* result; the root's
 ``pong`` answers only once its own first context has returned. Neither
 side can move first. In ``none`` mode ``ping`` just sleeps (a healthy tree
-whose root waits the same way on an idle child).
+whose root waits the same way on an idle child). ``siblings``: the cycle
+runs between two children: the root starts ``alpha`` and ``beta`` and
+waits on ``ping`` in alpha; alpha opens ``relay`` on beta and waits for
+it, beta opens ``pong`` back on alpha and waits for that, and alpha's
+``pong`` answers only once its ``ping`` is done.
 
-The root prints ``READY <root pid> <pinger pid>`` once the second context
-is open (or, in ``none`` mode, once ``ping`` has started) and a second has
-passed. ``--taskdump`` arms ``tractor_diag.taskdump`` in every actor.
+The root prints ``READY <root pid> <pinger or alpha pid> [<beta pid>]``
+a second after ``ping`` has started. ``--taskdump`` arms ``tractor_diag.taskdump`` in every actor.
 """
 import os
 import sys
@@ -45,21 +48,40 @@ async def pong(ctx: tractor.Context) -> str:
     """Runs in the root: it cannot answer before the root's own wait on
     ``ping`` is over."""
     await ctx.started(os.getpid())
+    await _done().wait()
+    return "pong"
+
+
+def _done() -> trio.Event:
     global _first_done
     if _first_done is None:
         _first_done = trio.Event()
-    await _first_done.wait()
-    return "pong"
+    return _first_done
 
 
 @tractor.context
 async def ping(ctx: tractor.Context, mode: str) -> str:
     await ctx.started(os.getpid())
-    if mode != "cycle":
+    if mode == "none":
         await trio.sleep_forever()
-    async with tractor.wait_for_actor("root") as portal:
+    # cycle: back to the root; siblings: on to the other child, which
+    # comes back here (`relay`)
+    other, fn = ("root", pong) if mode == "cycle" else ("beta", relay)
+    async with tractor.wait_for_actor(other) as portal:
+        async with portal.open_context(fn) as (back, _):
+            # waits for the one that waits for us
+            result = await _result(back)
+    _done().set()
+    return result
+
+
+@tractor.context
+async def relay(ctx: tractor.Context) -> str:
+    """Runs in ``beta``: opens ``pong`` on ``alpha``, which answers only
+    once alpha's own wait on beta is over."""
+    await ctx.started(os.getpid())
+    async with tractor.wait_for_actor("alpha") as portal:
         async with portal.open_context(pong) as (back, _):
-            # waits for the root, which waits for us
             return await _result(back)
 
 
@@ -71,18 +93,27 @@ async def main() -> None:
     addr = ("127.0.0.1", port)
     kw = dict(registry_addrs=[addr]) if new else dict(arbiter_addr=addr)
     async with tractor.open_nursery(name="root", enable_modules=[__name__], **kw) as an:
-        portal = await an.start_actor("pinger", enable_modules=[__name__])
+        portal = await an.start_actor("alpha" if mode == "siblings" else "pinger",
+                                      enable_modules=[__name__])
+        others = []
+        if mode == "siblings":
+            beta = await an.start_actor("beta", enable_modules=[__name__])
+            others.append(await beta.run(_pid))
         async with portal.open_context(ping, mode=mode) as (ctx, child):
 
             async def announce() -> None:
                 await trio.sleep(1.0)
-                print("READY", os.getpid(), child, flush=True)
+                print("READY", os.getpid(), child, *others, flush=True)
 
             async with trio.open_nursery() as n:
                 n.start_soon(announce)
                 await _result(ctx)  # never returns in `cycle` mode
         _first_done.set()
-        await portal.cancel_actor()
+        await an.cancel()
+
+
+async def _pid() -> int:
+    return os.getpid()
 
 
 if __name__ == "__main__":

@@ -128,6 +128,26 @@ class _Ctx:
         kids += [c for c, lp in self.logical.items() if lp == pid and c not in kids]
         return sorted(kids)
 
+    def below(self, pid: int) -> set[int]:
+        """Every process under ``pid``, by the OS tree and by channels."""
+        out: set[int] = set()
+        stack = [pid]
+        while stack:
+            for k in self.children(stack.pop()):
+                if k not in out and k != pid:
+                    out.add(k)
+                    stack.append(k)
+        return out
+
+    def registrars(self) -> set[int]:
+        g = self.ipc
+        if g is None:
+            return set()
+        from ..sockmodel import listener_matches
+
+        return {pid for pid, ls in g.listeners.items()
+                if any(listener_matches(lst, r) for lst in ls for r in g.registry)}
+
     def channel_peers(self, pid: int) -> set[int] | None:
         """Processes ``pid`` holds a connection to (IPC graph), or None when
         the graph cannot say (no graph, its sockets unreadable, or no Unix
@@ -424,6 +444,16 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
             # says "actor" (mp_spawn's children do not)
             ends = sorted((linked & set(kids))
                           | ({parent_pid} & linked if entry.proc.actor is not None else set()))
+            # a channel to anyone else (a sibling it found through the
+            # registry, say) may be the one it waits on: the tree cannot
+            # say which; its own subtree and the registrar only register
+            strangers = linked - set(ends) - {parent_pid} - c.below(pid) - c.registrars()
+            if strangers:
+                c.notes.append(f"{c.name(pid)} ({pid}) waits in {p.label}; which peer is not "
+                               "known (it holds channels to "
+                               + ", ".join(f"{c.name(o)} ({o})" for o in sorted(set(ends) | strangers))
+                               + ")")
+                continue
             if len(ends) == 1:
                 rel = "parent" if ends[0] == parent_pid else "child"
                 edge(ends[0], p, rel, [ev, Evidence("ipc", f"its only channel to a {rel} "
