@@ -58,11 +58,27 @@ def test_a_cycle_on_a_real_tree_is_the_cause(spawn, runtime):
     # the evidence: both waits, each from its task tree and the channel it
     # is joined by
     ev = [(e.source, e.text) for e in cause.evidence]
-    tasks = sorted(t.rsplit(":", 1)[0] for s, t in ev if s == "tasks")
+    tasks = sorted(t.rsplit(":", 1)[0] for s, t in ev if s == "tasks" and "task '" in t)
     assert tasks == sorted([f"{rname} waits for pinger: task '__main__.main' in {point} at {where}",
                             f"pinger waits for {rname}: task 'ping' in {point} at {where}"])
-    assert ("ipc", f"{rname} waits for pinger: its only channel to a child leads to pinger") in ev
-    assert ("ipc", f"pinger waits for {rname}: its only channel to a parent leads to {rname}") in ev
+    joined = sorted(e for e in ev if "task '" not in e[1])
+    if point == "Context.result":
+        # released: the channel pinger opened is to the root's listener; the
+        # root's to pinger is pinger's own connection, which names no
+        # listener: joined by the tree
+        port = sick.argv[2]
+        assert joined == [
+            ("ipc", f"pinger waits for {rname}: its channel leads to 127.0.0.1:{port}, where "
+                    f"{rname} listens"),
+            ("ipc", f"{rname} waits for pinger: its only channel to a child leads to pinger")]
+    else:
+        assert joined == [
+            ("ipc", f"pinger waits for {rname}: it holds a channel to {rname}"),
+            ("ipc", f"{rname} waits for pinger: it holds a channel to pinger"),
+            ("tasks", f"pinger waits for {rname}: its channel's peer is pid {root} (the task dump "
+                      "names it)"),
+            ("tasks", f"{rname} waits for pinger: its channel's peer is pid {pinger} (the task "
+                      "dump names it)")]
     assert cause.hints == [f"tractor-diag stacks {root} {pinger}",
                            f"cancelling any one member breaks it, e.g. kill -INT {pinger}"]
     # only the cycle; the healthy root waits on its idle child, with no verdict
@@ -77,3 +93,64 @@ def test_a_cycle_on_a_real_tree_is_the_cause(spawn, runtime):
     # the sentence names it all: no chain line repeating it
     assert lines[1] == "   evidence:"
 
+
+
+def test_a_cycle_between_siblings_found_through_the_registry(spawn, runtime):
+    """alpha waits on a context it opened on its sibling beta, beta on one
+    it opened back on alpha: each holds channels to the root and to the
+    other, and the task dump names the peer of each wait (today's runtime:
+    its pid; the released one: the listener's address, joined by the IPC
+    graph). The root waits on alpha: today's runtime names that peer too;
+    the released one's address for it is alpha's end of a connection alpha
+    made, which names no listener: no edge, a note."""
+    py, point, where = runtime
+    proc = spawn([py, SCRIPT, str(_free_port()), "siblings", "--taskdump"], timeout=60,
+                 label="cycle-siblings")
+    root, alpha, beta = map(int, proc.ready_line.split()[1:])
+    healthy, _ = _start(spawn, py, "none")
+    diag = why_json(root, healthy.root)
+
+    (chain,) = diag.chains
+    cause = chain.cause
+    assert (cause.kind, cause.pid) == ("cycle", alpha)
+    assert cause.text == (
+        f"a wait-for cycle: alpha ({alpha}) waits for peer beta ({point}), "
+        f"beta ({beta}) waits for peer alpha ({point}); none of them can move first")
+    tasks = sorted(e.text.rsplit(":", 1)[0] for e in cause.evidence if e.text.startswith(
+        ("alpha waits for beta: task", "beta waits for alpha: task")))
+    assert tasks == [f"alpha waits for beta: task 'ping' in {point} at {where}",
+                     f"beta waits for alpha: task 'relay' in {point} at {where}"]
+    named = sorted(e.text for e in cause.evidence if "task '" not in e.text)
+    if point == "Context.result":  # released: by the listener's address
+        assert [t.split(": its channel leads to ")[0] for t in named] == [
+            "alpha waits for beta", "beta waits for alpha"]
+        assert all(t.endswith(("where beta listens", "where alpha listens")) for t in named)
+        assert chain.pids == [alpha, beta]
+        assert any(n.startswith(f"{diag.names[root]} ({root}) waits in {point}; which peer is not "
+                                "known") for n in diag.notes)
+    else:
+        assert named == ["alpha waits for beta: it holds a channel to beta",
+                         f"alpha waits for beta: its channel's peer is pid {beta} (the task dump "
+                         "names it)",
+                         "beta waits for alpha: it holds a channel to alpha",
+                         f"beta waits for alpha: its channel's peer is pid {alpha} (the task dump "
+                         "names it)"]
+        assert chain.pids == [root, alpha, beta]
+        (e,) = [e for e in diag.edges if e.waiter == root]
+        assert (e.on, e.relation, e.point) == (alpha, "child", point)
+    # the root is no member, and no edge claims a wait on it
+    assert not [e for e in diag.edges if e.on == root]
+    assert verdict_pids(diag) == {alpha}
+    assert not verdict_pids(diag) & set(healthy.pids())
+
+
+def test_the_dashboard_draws_every_wait_of_a_cycle():
+    """The chain of a cycle is [waiters above..., its members]: the last
+    member's wait on the first is drawn too."""
+    from tractor_diag.tui.waits import Judged, marks_of
+
+    chain = Judged(pids=(1, 2, 3), names=("root", "alpha", "beta"), born=(0.0,) * 3,
+                   dead=(False,) * 3, cause=2, kinds=((2, "cycle"),), at=0.0, tree=1)
+    marks = marks_of([chain])
+    assert [m.waits_on for m in (marks[1], marks[2], marks[3])] == [
+        ((2, "alpha"),), ((3, "beta"),), ((2, "alpha"),)]

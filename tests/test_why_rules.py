@@ -343,3 +343,36 @@ def test_a_wait_with_a_channel_to_a_sibling_names_no_peer():
     assert diag.edges == [] and diag.verdicts == []
     assert ("a1 (101) waits in Context.wait_for_result; which peer is not known (it holds "
             "channels to python x (100), a2 (102))") in diag.notes
+
+
+def test_the_peer_a_task_dump_names_is_the_one_waited_for():
+    """a1 and a2 (siblings) wait on each other in Context.wait_for_result;
+    the dump's ``peer:`` lines name the other's pid, and the channels they
+    hold agree: one cycle, not two waits on the parent."""
+    from tractor_diag.tasks import parse_task_lines
+
+    def tasks_for(i, kids):
+        if not i:
+            return []
+        body = ("trio run: active on thread 'MainThread' tasks=1 nurseries=0\n"
+                "task 'ping' [waiting] id=0x1\n"
+                "  at /app/app.py:9 in ping | await ctx.wait_for_result()\n"
+                f"  at {SITE}/tractor/_context.py:1368 in Context.wait_for_result | x\n"
+                f"  peer: pid={103 - i}\n")
+        (task,) = parse_task_lines(body)
+        return [task]
+
+    snap, report, before, after = _build([-1, 0, 0], tasks_for=tasks_for)
+    assert report.procs[1].tasks.tasks[0].frames[-1].peer_pid == 102
+    ipc = _graph([100, 101, 102], peers={100: [101, 102], 101: [100, 102], 102: [100, 101]},
+                 edges=[(101, 100), (102, 100)])
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    assert sorted((e.waiter, e.on, e.relation) for e in diag.edges) == [
+        (101, 102, "peer"), (102, 101, "peer")]
+    (chain,) = diag.chains
+    assert chain.pids == [101, 102] and chain.cause.kind == "cycle"
+    # a pid its channels do not lead to (another PID namespace's) is no peer
+    ipc = _graph([100, 101, 102], peers={100: [101, 102], 101: [100], 102: [100]},
+                 edges=[(101, 100), (102, 100)])
+    diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
+    assert not any(e.relation == "peer" for e in diag.edges)

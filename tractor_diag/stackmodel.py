@@ -81,6 +81,10 @@ class TaskFrame(msgspec.Struct, frozen=True):
     filename: str
     line: int
     name: str
+    # whom the frame's tractor object (a Context, Portal or stream) talks
+    # to, as the dump's ``peer:`` line names it: a pid, else an address
+    peer_pid: int | None = None
+    peer_addr: str | None = None
 
 
 class TaskInfo(msgspec.Struct):

@@ -29,7 +29,8 @@ the delimited block that gets appended::
       at <file>:<line> in <qualified func> | <source line>
       nursery 1/3 of '<init>' (1 task) [cancel called, shielded, deadline in 1.500s]
         task '<name>' [waiting] id=0x...
-          at ...
+          at .../tractor/_context.py:<line> in Context.wait_for_result | ...
+          peer: pid=<n>
 
     other threads: <n>
       thread '<name>' ident=<n> daemon=<bool> (most recent call last):
@@ -54,6 +55,11 @@ is rotated to ``<name>.1`` before it would grow past ``MAX_FILE_BYTES``.
 ``TRACTOR_DIAG_TASKDUMP=1`` plus the start-up hook ``startup_env()`` puts on
 ``PYTHONPATH`` arm the dumper at interpreter start in every Python process of
 a launched tree, without changing its code.
+
+A ``peer:`` line follows the frame of a tractor Context, Portal or stream
+method: the actor that object talks to, ``pid=<n>`` (today's tractor
+carries it in the channel's ``Aid``) or ``addr=<host>:<port>`` (the
+released one knows only the channel's remote address).
 
 Indentation is structure (two spaces a level): a task's await frames
 (outermost first) are one level below it, its nurseries (outer first) one
@@ -865,6 +871,46 @@ def _frame_text(frame: Any, lineno: int | None) -> str:
     return _escape(f"{text} | {src}" if src else text)
 
 
+# tractor objects that talk to one other actor over one channel: a wait in
+# one of their methods is a wait for that actor
+_CHANNEL_HOLDERS = ("Context", "Portal", "MsgStream", "ReceiveMsgStream")
+
+
+def _peer_of(frame: Any) -> str | None:
+    """Whom a tractor frame waits on, when its ``self`` talks over one
+    channel: ``pid=<n>`` (today's tractor carries the peer's pid in its
+    ``Aid``), else ``addr=<host>:<port>`` (the released one only knows the
+    channel's remote address). Plain attribute reads of a suspended frame's
+    locals; nothing is called."""
+    try:
+        if "/tractor/" not in frame.f_code.co_filename:
+            return None
+        obj = frame.f_locals.get("self")
+        if type(obj).__name__ not in _CHANNEL_HOLDERS:
+            return None
+        d = vars(obj)
+        chan = d.get("chan") or d.get("channel") or d.get("_chan")
+        if chan is None and d.get("_ctx") is not None:
+            ctx = vars(d["_ctx"])
+            chan = ctx.get("chan") or ctx.get("_chan")
+        if chan is None:
+            return None
+        c = vars(chan)
+        aid = c.get("aid") or c.get("_aid")
+        pid = getattr(aid, "pid", None) if aid is not None else None
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            return f"pid={pid}"
+        raddr = c.get("_raddr")
+        if raddr is None and c.get("msgstream") is not None:  # 0.1.0a5: the transport's
+            raddr = vars(c["msgstream"]).get("_raddr")
+        if (isinstance(raddr, tuple) and len(raddr) == 2 and isinstance(raddr[0], str)
+                and isinstance(raddr[1], int)):
+            return _escape(f"addr={raddr[0]}:{raddr[1]}")
+    except Exception:
+        return None
+    return None
+
+
 def _stack_lines(frame: Any) -> list[str]:
     """``at file:line in func | source`` lines, outermost first."""
     chain = []
@@ -975,7 +1021,7 @@ class _TreeWalker:
             )
         lines.append(f"{pad}task {_quoted(task.name)} [{', '.join(tags)}] id={id(task):#x}{extra}")
         try:
-            lines.extend(f"{pad}{_INDENT}at {ln}" for ln in self._frames(task, running))
+            lines.extend(f"{pad}{_INDENT}{ln}" for ln in self._frames(task, running))
         except Exception as exc:
             lines.extend(f"{pad}{_INDENT}{ln}" for ln in _error_lines("reading await frames", exc))
         nurseries = task.child_nurseries
@@ -1025,13 +1071,16 @@ class _TreeWalker:
                 f = f.f_back
             if chain and chain[-1] is top:
                 for f in reversed(chain):
-                    yield _frame_text(f, f.f_lineno)
+                    yield "at " + _frame_text(f, f.f_lineno)
                 return
         for count, (f, lineno) in enumerate(_await_frames(task)):
             if count >= _MAX_FRAMES:
-                yield "... (more frames not shown)"
+                yield "at ... (more frames not shown)"
                 return
-            yield _frame_text(f, lineno)
+            yield "at " + _frame_text(f, lineno)
+            peer = _peer_of(f)
+            if peer:
+                yield "peer: " + peer
 
 
 # ---------------------------------------------------------------------------

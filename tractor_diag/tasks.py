@@ -466,6 +466,7 @@ def dump_actor(body: str) -> str | None:
 _TASK_RE = re.compile(r"^(?P<pad> *)task '(?P<name>.*?)' \[(?P<tags>[^\]]*)\]")
 _AT_RE = re.compile(r"^ *at (?P<file>.+?):(?P<line>\d+) in (?P<func>\S+)")
 _NURSERY_RE = re.compile(r"^(?P<pad> *)nursery \d+/\d+ of .*?(?:\[(?P<flags>[^\]]*)\])?$")
+_PEER_RE = re.compile(r"^ *peer: (?:pid=(?P<pid>\d+)|addr=(?P<addr>\S+))$")
 
 
 def parse_task_lines(body: str) -> list[TaskInfo]:
@@ -501,6 +502,10 @@ def parse_task_lines(body: str) -> list[TaskInfo]:
         elif (m := _AT_RE.match(ln)) and stack:
             stack[-1][1].frames.append(
                 TaskFrame(filename=m["file"], line=int(m["line"]), name=m["func"]))
+        elif (m := _PEER_RE.match(ln)) and stack and stack[-1][1].frames:
+            frames = stack[-1][1].frames
+            frames[-1] = msgspec.structs.replace(
+                frames[-1], peer_pid=int(m["pid"]) if m["pid"] else None, peer_addr=m["addr"])
         elif m := _NURSERY_RE.match(ln):
             indent = len(m["pad"])
             flags = [f.strip() for f in (m["flags"] or "").split(",") if f.strip()]

@@ -93,10 +93,15 @@ def marks_of(chains: list[Judged]) -> dict[int, Mark]:
     kinds: dict[int, list[str]] = {}
     member: dict[int, set[int]] = {}
     for i, chain in enumerate(chains):
+        # a cycle's chain runs on from its cause through every member: the
+        # last one waits on the cause again
+        cycle = (chain.cause, "cycle") in chain.kinds and chain.cause in chain.pids
         for j, pid in enumerate(chain.pids):
             member.setdefault(pid, set()).add(i)
-            if j + 1 < len(chain.pids):
-                on = (chain.pids[j + 1], chain.names[j + 1])
+            nxt = j + 1 if j + 1 < len(chain.pids) else (
+                chain.pids.index(chain.cause) if cycle else None)
+            if nxt is not None:
+                on = (chain.pids[nxt], chain.names[nxt])
                 if on not in waits.setdefault(pid, []):
                     waits[pid].append(on)
         for pid, kind in chain.kinds:

@@ -344,9 +344,21 @@ def _off_loop(c: _Ctx, pid: int) -> bool:
     return all(k is not None and k.wchan and not in_event_loop(k.wchan) for k in (a, b))
 
 
+def _named_peer(frames: list, frame) -> tuple[int | None, str | None] | None:
+    """(pid, address) of the peer the task dump names for a wait at
+    ``frame``: on that frame, else on the nearest one around it."""
+    i = frames.index(frame)
+    for f in reversed(frames[:i + 1]):
+        if f.peer_pid is not None or f.peer_addr:
+            return f.peer_pid, f.peer_addr
+    return None
+
+
 def _waits(ps: ProcStacks):
-    """(point, evidence, how many waits) from the main thread and every task."""
-    out = []
+    """((point, evidence) per wait from the main thread and every task,
+    {id(evidence): (pid, address) of the peer the task dump names})."""
+    out: list = []
+    peers: dict[int, tuple[int | None, str | None]] = {}
     thread = main_thread(ps.python, ps.pid)
     if thread is not None:
         hit = waitpoints.innermost(thread.frames)
@@ -361,19 +373,49 @@ def _waits(ps: ProcStacks):
                 hit = waitpoints.innermost(t.frames)
                 if hit is not None:
                     point, frame = hit
-                    out.append((point, Evidence("tasks", f"task '{t.name}' in {frame.name} "
-                                                f"at {_loc(frame)}")))
+                    ev = Evidence("tasks", f"task '{t.name}' in {frame.name} at {_loc(frame)}")
+                    out.append((point, ev))
+                    named = _named_peer(t.frames, frame)
+                    if named is not None:
+                        peers[id(ev)] = named
         else:
             for point in waitpoints.in_text(ps.tasks.text):
                 out.append((point, Evidence("tasks", f"the task dump shows {point.name}")))
-    return out
+    return out, peers
 
 
 _OS_WAITPID = waitpoints.WaitPoint("os.waitpid", "", "child", "os.waitpid", sync=True)
 
 
+def _resolve_peer(c: _Ctx, pid: int, named) -> tuple[int, list[Evidence]] | None:
+    """The process a wait's named peer is, checked against the channels
+    ``pid`` holds (a pid from another PID namespace names someone else)."""
+    peer_pid, addr = named
+    linked = c.channel_peers(pid)
+    if peer_pid is not None:
+        if peer_pid != pid and peer_pid in c.snap.entries and (linked is None or peer_pid in linked):
+            ev = [Evidence("tasks", f"its channel's peer is pid {peer_pid} (the task dump "
+                           "names it)")]
+            if linked is not None:
+                ev.append(Evidence("ipc", f"it holds a channel to {c.name(peer_pid)}"))
+            return peer_pid, ev
+        return None
+    g = c.ipc
+    if not addr or g is None:
+        return None
+    # the channel it opened to a listener: the address is the listener's
+    hits = {p.peer_pid for p in g.peers.get(pid, ()) if p.addr == addr and p.role == "client"}
+    hits |= {o for o, ls in g.listeners.items() if o != pid and any(lst.addr == addr for lst in ls)}
+    if len(hits) == 1:
+        (hit,) = hits
+        if hit in c.snap.entries and (linked is None or hit in linked):
+            return hit, [Evidence("ipc", f"its channel leads to {addr}, where {c.name(hit)} "
+                                  "listens")]
+    return None
+
+
 def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
-    waits = _waits(ps)
+    waits, named = _waits(ps)
     if c.has(pid, "sync-blocked", "runaway", "loop-held"):
         # its loop is held: a task's wait is frozen with it, and says
         # nothing of whom it waits for (the peer may be gone, its channel
@@ -437,6 +479,12 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
         actor_kids = [k for k in kids if c.snap.entries[k].proc.actor is not None]
         parent_pid = c.logical.get(pid, entry.proc.ppid)
         parent = c.snap.entries.get(parent_pid)
+        hit = _resolve_peer(c, pid, named[id(ev)]) if id(ev) in named else None
+        if hit is not None:
+            on, why_on = hit
+            rel = "child" if on in kids else "parent" if on == parent_pid else "peer"
+            edge(on, p, rel, [ev, *why_on])
+            continue
         linked = c.channel_peers(pid)
         if linked is not None:
             # the channels it holds: to which of its children and its parent
