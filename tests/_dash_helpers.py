@@ -7,6 +7,8 @@ import signal
 import sys
 import time
 
+from _proc import stat_fields
+
 DEMO_TREE = [sys.executable, "-m", "tractor_diag.demo_tree", "--no-runaway"]
 DEMO_ACTORS = {"gateway", "db_pool", "cache", "supervisor", "stubborn",
                "hot_loop", "flaky_parent"}
@@ -37,22 +39,14 @@ async def until(pred, timeout: float = 15.0, interval: float = 0.05, pilot=None,
 
 def alive(pid: int) -> bool:
     """Exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return False
-    return raw[raw.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    rest = stat_fields(pid)
+    return rest is not None and rest[0] not in (b"Z", b"X")
 
 
 def start_of(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks (None when gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    return int(raw[raw.rfind(b")") + 2:].split()[19])
+    rest = stat_fields(pid)
+    return None if rest is None else int(rest[19])
 
 
 def pin_all(pids) -> dict[int, int]:

@@ -21,6 +21,7 @@ import sys
 import time
 
 from _poll import poll
+from _proc import stat_fields
 
 THIS = os.path.abspath(__file__)
 
@@ -29,31 +30,19 @@ THIS = os.path.abspath(__file__)
 KEEP: list[subprocess.Popen] = []
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """/proc/<pid>/stat after the comm, split: [state, ppid, ...]. Read
-    here with the stdlib, not the library under test: the checks must not
-    share its bugs."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()
-
-
 def start_ticks(pid: int) -> int | None:
     """Start time in clock ticks since boot, or None when the pid is gone."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return None if fields is None else int(fields[19])
 
 
 def state_of(pid: int) -> str | None:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return None if fields is None else fields[0].decode()
 
 
 def parent_of(pid: int) -> int | None:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return None if fields is None else int(fields[1])
 
 
@@ -98,7 +87,7 @@ def kill_if(pid: int, sig: int = signal.SIGKILL, *, ppid: int | None = None,
     except OSError:
         return False
     try:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is None or fields[0] in (b"Z", b"X", b"x"):
             return False
         if ppid is not None and int(fields[1]) != ppid:

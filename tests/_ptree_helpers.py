@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from _poll import poll
+from _proc import stat_fields
 
 HERE = Path(__file__).resolve()
 
@@ -208,12 +209,8 @@ def cpu_boost():
 
 
 def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()[0].decode()
+    rest = stat_fields(pid)
+    return None if rest is None else rest[0].decode()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ import time
 
 from _leaks_helpers import kill_pinned  # noqa: F401 - the one pinned kill of the suite
 from _poll import poll as wait_for  # noqa: F401 - the one poll loop of the suite
+from _proc import stat_fields
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THIS = os.path.abspath(__file__)
@@ -262,12 +263,9 @@ def as_nobody(argv: list[str]) -> list[str]:
 
 def proc_info(pid: int) -> dict | None:
     """{'state', 'ppid', 'start'} or None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
+    rest = stat_fields(pid)
+    if rest is None:
         return None
-    rest = raw[raw.rfind(b")") + 2:].split()
     return {"state": rest[0].decode(), "ppid": int(rest[1]), "start": int(rest[19])}
 
 

@@ -25,7 +25,7 @@ so an interrupted run leaves nothing for long.
     python tests/canary.py stop DIR     # SIGKILL our decoys (pidfd-pinned), remove files
 
 Stdlib only, apart from setproctitle (the actor's title), the suite's poll
-loop (``_poll``) and, for the bindspace dir,
+loop and stat reader (``_poll``, ``_proc``) and, for the bindspace dir,
 ``tractor_diag.bindspace.default_dir``.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ import sys
 import time
 
 from _poll import poll
+from _proc import stat_fields
 
 THIS = os.path.abspath(__file__)
 KINDS = ("actor", "socket", "shm")
@@ -55,13 +56,8 @@ DESCRIBE = {
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, start ticks) or None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(b")") + 2:].split()
-    return rest[0].decode(), int(rest[1]), int(rest[19])
+    rest = stat_fields(pid)
+    return None if rest is None else (rest[0].decode(), int(rest[1]), int(rest[19]))
 
 
 def _cmdline(pid: int) -> str:

@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 import psutil
 
 from _poll import poll as _wait_until
+from _proc import stat_fields
 
 TREES_DIR = Path(__file__).resolve().parent
 REPO = TREES_DIR.parent.parent
@@ -83,13 +84,8 @@ def read_comm(pid: int) -> str | None:
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, ppid) from ``/proc/<pid>/stat``; None when gone."""
-    try:
-        with open(f'/proc/{pid}/stat', 'rb') as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rindex(b')') + 2:].split()
-    return rest[0].decode(), int(rest[1])
+    rest = stat_fields(pid)
+    return None if rest is None else (rest[0].decode(), int(rest[1]))
 
 
 def status_field(pid: int, field: str) -> str | None:
