@@ -8,6 +8,7 @@ SVGs in ``tests/__snapshots__/test_dash_snapshots/``.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -318,6 +319,87 @@ def test_detail_pane_redraws_only_when_its_text_changes(monkeypatch):
             assert "for 20s" in tick(21.0) and updates == [1]
             text = tick(21.5, bucket="zombie", state="exited")
             assert updates == [1] and "zombie" in text
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
+    """Not a picture: a stray that comes or goes below the lines on screen
+    (a long tree above it) draws none of them again (the cursor's row
+    aside: the tree re-selects it), and what stays on
+    screen is what a fresh drawing shows; a process added among the shown
+    lines redraws them."""
+    import asyncio
+
+    def big(extra_stray: bool = False, extra_leaf: bool = False) -> Snapshot:
+        snap = fake_snapshot()
+        gateway = snap.entries[4001]
+        for pid in range(5000, 5080):  # 80 more rows under gateway
+            snap.entries[pid] = Entry(proc=_actor(pid, 4001, f"w{pid}"), bucket="live",
+                                      state="idle", root=4000, depth=2, cpu_percent=0.0)
+            gateway.children.append(pid)
+        if extra_leaf:  # shown near the top
+            snap.entries[4012] = Entry(proc=_actor(4012, 4001, "cache2"), bucket="live",
+                                       state="idle", root=4000, depth=2, cpu_percent=0.0)
+            gateway.children.insert(2, 4012)
+        if extra_stray:
+            snap.entries[2950] = Entry(proc=_actor(2950, 1, "ghost2", age=900.0), bucket="stray",
+                                       state="idle", root=None, depth=0, cpu_percent=0.0)
+            snap.strays = sorted([*snap.strays, 2950])
+        return snap
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            app.show(big())
+            await pilot.pause()
+            ptree = app.proc_tree
+            ptree.select_pid(4010)
+            await pilot.pause()
+            ptree.scroll_end(animate=False)  # the bottom lines drawn once
+            await pilot.pause()
+            ptree.scroll_home(animate=False)
+            app.show(big())
+            await pilot.pause(0.5)  # settled: focus and the styles it brings
+            height = ptree.size.height
+            assert len(ptree.keys) > 2 * height
+            drawn: list = []  # lines drawn (not measured for the width)
+            real = type(ptree).render_label
+
+            def render_label(self, node, *a):
+                if sys._getframe(1).f_code.co_name == "_render_line":
+                    drawn.append(node.data)
+                return real(self, node, *a)
+
+            monkeypatch.setattr(type(ptree), "render_label", render_label)
+
+            def screen() -> list[str]:
+                return [ptree.render_line(y).text for y in range(height)]
+
+            for snap in (big(extra_stray=True), big()):  # a stray comes, then goes
+                drawn.clear()
+                app.show(snap)
+                await pilot.pause()
+                assert set(drawn) <= {4010}, drawn  # the cursor's row at most
+                assert (2950 in ptree.keys) == (2950 in snap.entries)
+                kept = screen()
+                ptree._line_cache.clear()
+                assert screen() == kept  # what stayed is what a fresh drawing shows
+                # the bottom, drawn before the change, is drawn as it is now
+                ptree.scroll_end(animate=False)
+                await pilot.pause()
+                bottom = screen()
+                ptree._line_cache.clear()
+                assert screen() == bottom
+                assert any("ghost2" in line for line in bottom) == (2950 in snap.entries)
+                ptree.scroll_home(animate=False)
+                await pilot.pause()
+            drawn.clear()
+            app.show(big(extra_leaf=True))
+            await pilot.pause()
+            assert 4012 in drawn and len(drawn) >= height // 2
+            assert any("cache2" in line for line in screen())
+            assert ptree.selected_pid == 4010
 
     asyncio.run(asyncio.wait_for(body(), 30))
 

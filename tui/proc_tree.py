@@ -204,6 +204,8 @@ class ProcTree(Tree):
         # first: the base class moves the cursor while it initialises.)
         self._marks: dict[int, Mark] = {}
         self._lit: frozenset[int] = frozenset()  # the chains of the selected row
+        self._batching = False  # inside a reconcile: invalidations wait for its end
+        self._invalidated = False
         super().__init__("processes", **kwargs)
         self.show_root = False
         self.guide_depth = 3
@@ -214,6 +216,49 @@ class ProcTree(Tree):
         self._labels: LabelMemo = {}
         self._shown: dict[Key, Text] = {}  # the label each node was given
         self._last_rows: list[Row] = []  # shown last (their labels kept alive)
+
+    def _invalidate(self) -> None:
+        # Every add and remove of a node asks for this, which drops every
+        # drawn line: a reconcile asks once, at its end (`_settle`).
+        if self._batching:
+            self._invalidated = True
+            return
+        super()._invalidate()
+
+    def _shown_lines(self) -> list[tuple] | None:
+        """What decides how each line on screen is drawn: its node and
+        those above it, whether each is the last of its siblings, expanded,
+        expandable (the guides and the arrow), and the tree's width. Nodes
+        themselves, not ids, so that a removed node's address cannot pass
+        for a new one's."""
+        if not self.size.height:
+            return None
+        y = self.scroll_offset.y
+        lines = self._tree_lines  # (re)built first: it sets the virtual width
+        # a line is padded to the virtual width: a wider tree draws them anew
+        return [(self.virtual_size.width,)] + [
+            tuple((n, n.is_last, n._expanded, n._allow_expand) for n in line.path)
+            for line in lines[y:y + self.size.height]]
+
+    def _settle(self, before: list[tuple] | None) -> None:
+        """End of a reconcile that added or removed nodes. When every change
+        lies outside the lines on screen (a stray come or gone below them),
+        their drawn strips still hold: only the line list and the virtual
+        size are rebuilt. A label set meanwhile bumps its own node, so its
+        line is drawn again either way."""
+        self._tree_lines_cached = None
+        if before is not None and self._shown_lines() == before[1:]:
+            # Every new node bumped the tree's generation (part of each
+            # drawn line's key): take the one they were drawn under back,
+            # and drop the lines off screen, which may now show other nodes.
+            self._updates = before[0]
+            top = self.scroll_offset.y
+            for key in [k for k in self._line_cache.keys()
+                        if not top <= k[0] < top + self.size.height]:
+                self._line_cache.discard(key)
+            self.refresh(layout=True)
+        else:
+            super()._invalidate()
 
     def process_label(self, label) -> Text:
         # Our labels are single-line Text already (`safe_line`): skip the
@@ -359,7 +404,28 @@ class ProcTree(Tree):
         if cursor is not None and cursor.parent is not None:
             cursor_parent = cursor.parent.data
         had_nodes = bool(self._by_key)
+        shown = self._shown_lines() if had_nodes else None
+        before = None if shown is None else [self._updates, *shown]
+        self._batching, self._invalidated = True, False
+        try:
+            self._apply(rows)
+        finally:
+            self._batching = False
+        if self._invalidated:
+            self._settle(before)
 
+        target = None
+        if cursor_key is not None:
+            target = self._by_key.get(cursor_key) or self._by_key.get(cursor_parent)
+        elif not had_nodes and rows:
+            target = self._by_key.get(rows[0].key)
+        if target is not None:
+            _ = self.last_line  # rebuild line numbers before reading them
+            if target.line != self.cursor_line:
+                self.move_cursor(target)
+
+    def _apply(self, rows: list[Row]) -> None:
+        """Make the nodes what ``rows`` says, touching only what differs."""
         wanted = {row.key: row for row in rows}
         for key, node in list(self._by_key.items()):
             if key not in self._by_key:
@@ -392,13 +458,3 @@ class ProcTree(Tree):
                     node.set_label(row.label)
             if node.allow_expand != row.has_children:
                 node.allow_expand = row.has_children
-
-        target = None
-        if cursor_key is not None:
-            target = self._by_key.get(cursor_key) or self._by_key.get(cursor_parent)
-        elif not had_nodes and rows:
-            target = self._by_key.get(rows[0].key)
-        if target is not None:
-            _ = self.last_line  # rebuild line numbers before reading them
-            if target.line != self.cursor_line:
-                self.move_cursor(target)
