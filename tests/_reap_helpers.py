@@ -714,7 +714,56 @@ def scenario_shm_late_holder(directory: str) -> dict:
     return out
 
 
+_TITLED = ("import os, sys, time, setproctitle; "
+           "setproctitle.setproctitle(f'_subactor[{sys.argv[1]}@{os.getpid()}]'); "
+           "print('READY', flush=True); time.sleep(600)")
+
+
+def prog_container_init(python: str) -> None:
+    """pid 1 of a nested PID namespace, run as ``tini`` (a known subreaper):
+    leaves an orphaned actor, then reaps whatever exits."""
+    subprocess.Popen(["sh", "-c", '"$0" -c "$1" boxed >/dev/null 2>&1 &', python, _TITLED])
+    _ready()
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            time.sleep(0.1)
+
+
+def _titled(word: str) -> int | None:
+    for p in _ns_procs():
+        if any(f"_subactor[{word}@" in a for a in p["argv"]):
+            return p["pid"]
+    return None
+
+
+def scenario_container_orphan(tmp: str) -> dict:
+    """Default-mode reap beside a 'container' (a nested PID namespace whose
+    init is tini) holding an orphaned actor of the same uid, and an orphaned
+    actor of our own namespace as the control."""
+    tini = os.path.join(tmp, "tini")  # the system python under a subreaper's name
+    os.symlink(SYSTEM_PYTHON, tini)
+    box = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", tini,
+                            THIS, "container-init", sys.executable],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert box.stdout.readline().startswith(b"READY")
+    subprocess.run(["sh", "-c", '"$0" -c "$1" ours >/dev/null 2>&1 &', sys.executable, _TITLED])
+    assert wait_for(lambda: _titled("boxed") is not None and _titled("ours") is not None), \
+        _ns_procs()
+    boxed, ours = _titled("boxed"), _titled("ours")
+    r = subprocess.run([sys.executable, "-m", "tractor_diag", "reap", "--grace", "1", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    time.sleep(0.3)
+    out = dict(rc=r.returncode, planned=[t["pid"] for t in json.loads(r.stdout)["plan"]["targets"]],
+               boxed=boxed, ours=ours, boxed_alive=alive(boxed), ours_alive=alive(ours))
+    box.kill()  # --kill-child: the nested init dies with it, and its namespace
+    box.wait()
+    return out
+
+
 SCENARIOS = {
+    "container-orphan": scenario_container_orphan,
     "shm-late-holder": scenario_shm_late_holder,
     "usr1-reuse": scenario_usr1_reuse,
     "pid-reuse": scenario_pid_reuse,
@@ -736,6 +785,8 @@ def main(argv: list[str]) -> None:
             prog_as_actor(args[0], args[sep + 1:])
         elif prog == "twin":
             prog_twin()
+        elif prog == "container-init":
+            prog_container_init(args[0])
         elif prog == "mapper":
             prog_mapper(args[0], args[1])
         elif prog == "scenario":

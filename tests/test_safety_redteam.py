@@ -521,3 +521,16 @@ def test_reap_skips_a_target_that_exec_d_into_a_non_actor():
     finally:
         p.kill()  # our child, not yet waited for
         p.wait(10)
+
+
+def test_default_reap_leaves_a_containers_orphans_to_the_container(ns, tmp_path):
+    """An orphaned actor of the same uid inside another PID namespace whose
+    init is a known subreaper (tini: a container) is that container's: the
+    default reap takes only our namespace's orphans."""
+    d = tempfile.mkdtemp(prefix="tdiag-box-")
+    try:
+        r = _scenario(ns, "container-orphan", d)
+    finally:
+        subprocess.run(["rm", "-rf", d], timeout=30)
+    assert r["ours"] in r["planned"] and not r["ours_alive"], r  # the control
+    assert r["boxed"] not in r["planned"] and r["boxed_alive"], f"reaped inside a container: {r}"

@@ -4,7 +4,8 @@ Two steps, kept apart so that what is signalled is exactly what was shown:
 
 1. `make_plan` scans ``/proc`` once and decides the exact set to signal.
    Default: every orphaned actor of the current user (an actor adopted by
-   init or a subreaper) with its whole subtree. ``parent=PID``: the
+   init or a subreaper) in our PID namespace (a container's orphans are
+   adopted by its own init: its business) with its whole subtree. ``parent=PID``: the
    descendants of a live pid. Inside those subtrees only actors are taken
    unless ``everything=True`` (``--all``). Never taken, whatever the mode: a
    process of another user (any of its real/effective/saved/fs uids differs),
@@ -68,6 +69,13 @@ def _uids(pid: int) -> set[int] | None:
     return None
 
 
+def _pidns(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def _ancestors_now() -> set[int]:
     """The reaper and its ancestors, walked fresh through /proc."""
     out: set[int] = set()
@@ -116,9 +124,13 @@ def make_plan(parent: int | None = None, *, everything: bool = False,
         tops = [pid]
         mode = "parent" if parent is not None else "subtree"
     else:
+        mine = _pidns("self")
         tops = sorted(
             pid for pid, p in procs.items()
             if p.actor is not None and is_reparented(p, procs.get(p.ppid))
+            # an orphan in a PID namespace below ours (a container, adopted
+            # by its own init) is that namespace's to reap, not ours
+            and mine is not None and _pidns(pid) == mine
         )
         mode = "orphans"
 

@@ -6,7 +6,7 @@ from . import add_common
 HELP = "clean up orphaned actors (SIGINT, grace, SIGKILL), stale UDS sockets and /dev/shm"
 DESCRIPTION = """\
 Default: every orphaned actor of the current user (adopted by init or a
-subreaper) and its whole subtree. --parent PID: the actor descendants of a
+subreaper) in this PID namespace (not a container's) and its whole subtree. --parent PID: the actor descendants of a
 live pid instead (init or a subreaper as PID only with --all: their
 children are every orphan on the machine). Only actors are signalled
 unless --all is given.
