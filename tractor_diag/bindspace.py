@@ -48,7 +48,8 @@ from . import procfs
 from .actors import REGISTRY_SENTINEL_PORT, is_hashed_sock_name, parse_sock_name
 from .classify import is_reparented
 from .errors import DiagError, NotFound, UsageError
-from .filemodel import SOCK_STATUSES, BindspaceScan, DirSource, Removal, SockEntry, SockStatus
+# the Structs live in the data layer; their old names here stay importable
+from .filemodel import SOCK_STATUSES, BindspaceScan, DirSource, Removal, SockEntry, SockStatus  # noqa: F401
 from .runtimedir import APP, default_dir
 from .socktables import UnixTable, parse_proc_unix
 from .socktables import holders as socket_holders

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from .bundlemodel import BundleMeta, History, Missing
+from .bundlemodel import BundleMeta, History, Missing  # noqa: F401 - History: its old name
 from .model import Snapshot, to_json
 from .stackmodel import ProcStacks, StacksOptions, StacksReport, TaskTree
 

@@ -44,7 +44,9 @@ from .errors import DiagError, NotFound, Unsupported, UsageError
 from .model import Proc, exit_status
 from .pinning import Gone, NoPidfd, Pin, PinError, Replaced
 from .pinning import supported as pidfd_supported
-from .reapmodel import Fate, Outcome, PidFate, Plan, ReapReport, ShmSweep, Skip, Target, UdsSweep
+from .reapmodel import (  # noqa: F401 - the Structs' old names stay importable from here
+    Fate, Outcome, PidFate, Plan, ReapReport, ShmSweep, Skip, Target, UdsSweep,
+)
 from .trees import children_map, self_and_ancestors
 
 DEFAULT_GRACE = 5.0

@@ -45,7 +45,7 @@ import stat
 import time
 
 from . import procfs
-from .filemodel import Removal, ShmFile, ShmScan, ShmStatus
+from .filemodel import Removal, ShmFile, ShmScan, ShmStatus  # noqa: F401 - old names kept
 
 DEFAULT_DIR = "/dev/shm"
 _DENIED = (errno.EACCES, errno.EPERM)
