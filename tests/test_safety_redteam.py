@@ -534,3 +534,23 @@ def test_default_reap_leaves_a_containers_orphans_to_the_container(ns, tmp_path)
         subprocess.run(["rm", "-rf", d], timeout=30)
     assert r["ours"] in r["planned"] and not r["ours_alive"], r  # the control
     assert r["boxed"] not in r["planned"] and r["boxed_alive"], f"reaped inside a container: {r}"
+
+
+# --- the demo's own clean-up ------------------------------------------------------------------
+
+def test_demo_cleanup_leaves_another_users_dump_file():
+    """The demo removes the stackscope dump files its actors left in /tmp,
+    by pid: a file of that name owned by someone else is not its to remove."""
+    from tractor_diag import demo
+
+    pid = 4194299  # above any pid_max here: never running
+    path = f"/tmp/tractor-stackscope-{pid}.log"
+    with open(path, "w") as f:
+        f.write("someone else's\n")
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        demo.sweep_sockets({pid})
+        assert os.path.exists(path), "another user's file was unlinked"
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import stat
 import sys
 
 READY_TIMEOUT = 30.0
@@ -46,7 +47,7 @@ def sweep_sockets(pids: set[int]) -> list[str]:
     removed: list[str] = []
     for pid in pids:
         dump = f"/tmp/tractor-stackscope-{pid}.log"
-        if os.path.isfile(dump) and not os.path.islink(dump) and _gone(pid):
+        if _ours(dump) and _gone(pid):
             try:
                 os.unlink(dump)
                 removed.append(dump)
@@ -63,12 +64,22 @@ def sweep_sockets(pids: set[int]) -> list[str]:
             continue
         path = os.path.join(directory, name)
         try:
-            if not os.path.islink(path):
+            if _ours(path, stat.S_ISSOCK):
                 os.unlink(path)
                 removed.append(path)
         except OSError:
             pass
     return removed
+
+
+def _ours(path: str, kind=stat.S_ISREG) -> bool:
+    """A file of that kind (never a symlink) owned by us: a name in /tmp or
+    a shared dir proves nothing about whose it is."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return kind(st.st_mode) and st.st_uid == os.geteuid()
 
 
 async def print_once(argv: list[str], out, grace: float = 2.0, cpu: float = 0.5) -> int:
