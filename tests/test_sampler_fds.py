@@ -125,10 +125,13 @@ def test_state_changes_show_at_the_next_tick(spawn):
         s.sample()
         time.sleep(0.05)
     assert s.latest.entries[kid].proc.state == "S"
-    assert s.latest.entries[kid].proc.wchan
+    asleep = s.latest.entries[kid].proc.wchan
+    assert asleep
     _signal(kid, tree.root, signal.SIGSTOP)
     wait_for(lambda: open(f"/proc/{kid}/stat").read().split(") ")[1][0] == "T", timeout=5)
-    assert s.sample()[0].entries[kid].proc.state == "T"
+    stopped = s.sample()[0].entries[kid].proc
+    assert stopped.state == "T"
+    assert stopped.wchan and stopped.wchan != asleep  # its stat changed: read again
     _signal(kid, tree.root, signal.SIGCONT)
     wait_for(lambda: open(f"/proc/{kid}/stat").read().split(") ")[1][0] == "S", timeout=5)
     assert s.sample()[0].entries[kid].proc.state == "S"

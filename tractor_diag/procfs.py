@@ -205,6 +205,7 @@ class ProcCache:
         self.stat_fds: dict[int, int] = {}
         self.wchan_fds: dict[int, int] = {}
         self.stats: dict[int, tuple[bytes, Stat]] = {}  # the last stat read, parsed
+        self.wchans: dict[int, tuple[str, int]] = {}  # pid -> (wchan, the pass it was read)
         self._seen: set[int] = set()
         self.fd_budget = _fd_budget()
         self.watch: set[int] | None = None
@@ -217,7 +218,7 @@ class ProcCache:
 
     def end(self) -> None:
         """Forget processes the last whole pass did not see."""
-        for table in (self.known, self.detail, self.stats, self.idle):
+        for table in (self.known, self.detail, self.stats, self.idle, self.wchans):
             for pid in [p for p in table if p not in self._seen]:
                 del table[pid]
         for fds in (self.stat_fds, self.wchan_fds):
@@ -242,6 +243,7 @@ class ProcCache:
                 _close(fd)
         self.stats.pop(pid, None)
         self.idle.pop(pid, None)
+        self.wchans.pop(pid, None)
 
     def close(self) -> None:
         for fds in (self.stat_fds, self.wchan_fds):
@@ -375,13 +377,22 @@ _FULL_FIELDS = ("uid", "sig_caught", "vol_ctx", "invol_ctx", "sched_run", "sched
 
 
 def _read_detail(proc: Proc, dfd, full: bool, cache: ProcCache | None = None,
-                 start_ticks: int = 0) -> None:
+                 start_ticks: int = 0, still: bool = False) -> None:
     """``dfd``: the process's /proc dir fd, or a callable that opens it
-    (a known process's dir is opened only when a file must be opened)."""
+    (a known process's dir is opened only when a file must be opened).
+    ``still``: its ``stat`` reads byte for byte as on the last pass (no CPU
+    time, no fault, the same state): its wait channel is the one read then,
+    read again every `IDLE_EVERY` passes all the same."""
     if cache is not None and proc.state == "R":
         proc.wchan = ""  # on a CPU: no wait channel to read
+    elif (still and cache is not None and not proc.leader_exited
+          and (seen := cache.wchans.get(proc.pid)) is not None
+          and cache.passes - seen[1] < IDLE_EVERY):
+        proc.wchan = seen[0]
     else:
         _read_wchan(proc, dfd, cache)
+        if cache is not None and proc.wchan is not None:
+            cache.wchans[proc.pid] = (proc.wchan, cache.passes)
     if not full:
         return
     if cache is None:
@@ -596,7 +607,8 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                         if cache is None or not cache.keep(cache.stat_fds, pid, fd):
                             os.close(fd)
                 had = cache.stats.get(pid) if cache is not None else None
-                if had is not None and had[0] == raw:
+                still = had is not None and had[0] == raw
+                if still:
                     st = had[1]
                 else:
                     st = _parse_stat(pid, raw, btime)
@@ -655,7 +667,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 want.add(pid)
                 # a leader-exited process reads its detail through the live thread
                 _read_detail(proc, dfd if leader_exited else opendir if dfd is None else dfd,
-                             full, cache, ticks)
+                             full, cache, ticks, still)
                 detailed.add(pid)
         finally:
             if dfd is not None:
