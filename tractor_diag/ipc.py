@@ -156,7 +156,8 @@ def graph(snapshot: Snapshot, *, pids: Iterable[int] | None = None,
                     for peer_pid in held.get(other.inode, ()):
                         if peer_pid != pid:
                             add_peer(pid, Peer(peer_pid=peer_pid, kind="tcp", addr=addr, role=role,
-                                               inode=t.inode, peer_inode=other.inode))
+                                               inode=t.inode, peer_inode=other.inode,
+                                               remote=tcp_text(other.local)))
 
     # Unix: listeners by path, connections by sock_diag's peer inode
     unix = {u.inode: u for u in tables.unix}

@@ -141,6 +141,8 @@ class Peer(msgspec.Struct, frozen=True):
     server side's address), or "" for an unnamed Unix socket pair.
     ``role`` says which side this process is on: ``client`` connected to
     ``addr``, ``server`` accepted on it, ``pair`` when neither (socketpair).
+    ``remote``: the other end's own address (TCP), what the process itself
+    calls the connection's remote address (a server's view of a client).
     """
 
     peer_pid: int
@@ -149,6 +151,7 @@ class Peer(msgspec.Struct, frozen=True):
     role: Literal["client", "server", "pair"]
     inode: int
     peer_inode: int
+    remote: str = ""
 
 
 class IpcEdge(msgspec.Struct, frozen=True):

@@ -403,10 +403,17 @@ def _resolve_peer(c: _Ctx, pid: int, named) -> tuple[int, list[Evidence]] | None
     g = c.ipc
     if not addr or g is None:
         return None
-    # the channel it opened to a listener: the address is the listener's
+    # a channel it opened: the address is the listener's; one it accepted:
+    # the other end's own
+    served = {p.peer_pid for p in g.peers.get(pid, ()) if p.remote == addr and p.role == "server"}
     hits = {p.peer_pid for p in g.peers.get(pid, ()) if p.addr == addr and p.role == "client"}
     hits |= {o for o, ls in g.listeners.items() if o != pid and any(lst.addr == addr for lst in ls)}
-    if len(hits) == 1:
+    if len(served) == 1 and not hits:
+        (hit,) = served
+        if hit in c.snap.entries:
+            return hit, [Evidence("ipc", f"its channel's other end, {addr}, is "
+                                  f"{c.name(hit)}'s connection to it")]
+    if len(hits) == 1 and not served:
         (hit,) = hits
         if hit in c.snap.entries and (linked is None or hit in linked):
             return hit, [Evidence("ipc", f"its channel leads to {addr}, where {c.name(hit)} "
