@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+from rich.style import Style
 
 from tractor_diag.tui.app import DashApp
 
@@ -164,7 +165,7 @@ def test_marks_escape_names_and_join_chains():
 def test_a_chain_that_ends_without_a_death_goes_at_the_next_quiet_why(current_tree):
     """A stopped leaf is the bottom of a chain; continued, nothing died, so
     only a new why can tell: the dashboard judges a tree with chains drawn
-    again on a slow cadence (``why_refresh``), quietly, and the marks go."""
+    again on a slow cadence (``ChainWatch.refresh``), quietly, and the marks go."""
     tree = current_tree(depth=2, breadth=1, hang="none")
     a = tree.actors()
     root, spawner, leaf = tree.root, a["spawner_0"], a["leaf_0_0"]
@@ -184,7 +185,7 @@ def test_a_chain_that_ends_without_a_death_goes_at_the_next_quiet_why(current_tr
                 assert "⊥ stopped" in ptree.mark_of(leaf).plain
                 assert ptree.mark_of(spawner).plain == f"  ⇢ waits on leaf_0_0[{leaf}]"
                 shown = len(app.events_pane.text)
-                app.why_refresh = 1.0
+                app.chains.refresh = 1.0
             finally:
                 tree.kill_pid(leaf, signal.SIGCONT)
             await until(lambda: not ptree.marks, 60, pilot=pilot, what="the marks to go")
@@ -195,6 +196,73 @@ def test_a_chain_that_ends_without_a_death_goes_at_the_next_quiet_why(current_tr
             assert n > shown
             # nothing drawn, nothing judged again
             await pilot.pause(2.5)
-            assert not app._rejudging and not ptree.marks
+            assert not app.chains.rejudging and not ptree.marks
 
     run(body(), timeout=150)
+
+
+def test_a_mark_goes_right_after_the_pid_whatever_the_name_holds():
+    """Injected data: a process whose title holds "  <its pid>" before its
+    pid shows. The mark goes after the pid the label shows (the label says
+    where that ends), not after the first text that looks like it."""
+    import asyncio
+
+    from test_dash_snapshots import SIZE as SNAP_SIZE, _proc, fake_snapshot, make_app
+    from tractor_diag.model import Entry
+    from tractor_diag.tui.waits import Mark
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SNAP_SIZE) as pilot:
+            snap = fake_snapshot()
+            snap.entries[4050] = Entry(proc=_proc(4050, 4000, ["job  4050"]), bucket="live",
+                                       state="idle", root=4000, depth=1, cpu_percent=0.0)
+            snap.entries[4000].children.append(4050)
+            app.show(snap)
+            await pilot.pause()
+            ptree = app.proc_tree
+            ptree.set_marks({4050: Mark(kinds=("stopped",), chains=frozenset({0}))})
+            await pilot.pause()
+            node = ptree.node_for(4050)
+            row = ptree.render_label(node, Style(), Style()).plain
+            assert row.count("4050") == 2 and "job  4050" in row
+            assert "job  4050  4050  ⊥ stopped  idle" in row, row
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_a_mark_widens_the_scroll_range_of_the_tree():
+    """Injected data: a mark that makes a row the widest widens what the
+    tree scrolls over (else the row's far end cannot be scrolled to until
+    the next rebuild), and taking it away narrows it back."""
+    import asyncio
+
+    from test_dash_snapshots import SIZE as SNAP_SIZE, fake_snapshot, make_app
+    from tractor_diag.tui.waits import Mark
+
+    async def body():
+        app = make_app()
+        async with app.run_test(size=SNAP_SIZE) as pilot:
+            app.show(fake_snapshot())
+            await pilot.pause()
+            ptree = app.proc_tree
+            plain = ptree.virtual_size.width
+            far = Mark(waits_on=((4020, "a_very_long_name_" * 6),), chains=frozenset({0}))
+            ptree.set_marks({4002: far})
+            await pilot.pause()
+            node = ptree.node_for(4002)
+            guide = next(line for line in ptree._tree_lines if line.node is node)._get_guide_width(
+                ptree.guide_depth, ptree.show_root)
+            wide = ptree.get_label_width(node) + guide
+            assert wide > plain
+            assert ptree.virtual_size.width == wide
+            ptree.scroll_to(x=ptree.max_scroll_x, animate=False)
+            await pilot.pause()
+            # the row's far end (its wchan) is on screen
+            row = ptree.render_line(node.line - ptree.scroll_offset.y).text
+            assert row.rstrip().endswith("do_wait"), row
+            ptree.set_marks({})
+            await pilot.pause()
+            assert ptree.virtual_size.width == plain
+
+    asyncio.run(asyncio.wait_for(body(), 30))

@@ -28,6 +28,7 @@ from tractor_diag.sockmodel import SockView
 
 from . import key_jobs
 from .bridge import TrioGuest
+from .chain_watch import ChainWatch, Change
 from .detail import DetailPane
 from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
@@ -42,9 +43,6 @@ from .trio_side import TrioSide
 
 #: Seconds between re-reads of the selected process's sockets.
 SOCKETS_EVERY = 10.0
-#: Seconds between quiet re-judgements of a tree whose waits-on chains are
-#: drawn: a why pass runs py-spy on the whole tree, so not every tick.
-WHY_REFRESH = 30.0
 #: The sampler's last snapshots that go into a bundle written with `d`.
 HISTORY_SNAPSHOTS = 30
 
@@ -114,10 +112,7 @@ class DashApp(App):
         self.first_frame_at: float | None = None
         self.samples_shown = 0
         self._extras: dict[int, dict[str, tuple[str, Text]]] = {}
-        self._judged: list = []  # the chains of the last why of each tree (`waits.Judged`)
-        self._judged_when: dict[int, float] = {}  # tree pid -> monotonic time of its last why
-        self._rejudging: set[int] = set()
-        self.why_refresh = WHY_REFRESH
+        self.chains = ChainWatch()  # the waits-on chains drawn after w
         self._sockets: dict[int, list[SockView]] = {}
         self._sockets_read_at: dict[int, float] = {}
         self._quitting = False
@@ -248,9 +243,11 @@ class DashApp(App):
             self._shown_pids.update(snap.entries)
             events = [e for e in events if e.pid in self._shown_pids]
         self.snapshot = snap
-        if self._judged:
-            self._drop_stale_chains(snap)
-            self._rejudge_due()
+        if self.chains:
+            self._chains_changed(self.chains.check(snap))
+            if self.live and not self.sampler.paused:
+                for tree in self.chains.due():
+                    self._start("judge", key_jobs.why, tree, self.sampler.latest, quiet=True)
         self.proc_tree.show_snapshot(snap)
         if events:
             self.events_pane.add_events(events)
@@ -265,47 +262,11 @@ class DashApp(App):
         if self.first_frame_at is None:
             self.call_after_refresh(self._mark_first_frame)
 
-    def _drop_stale_chains(self, snap: Snapshot) -> None:
-        """A chain whose processes are not all the ones judged any more
-        (one exited, or its pid was reused) says nothing now: its marks go,
-        with a line in the events pane. What is alive is not re-judged
-        here: that takes py-spy (the ``w`` key)."""
-        from .waits import gone_from
-
-        kept = []
-        for chain in self._judged:
-            gone = gone_from(chain, snap)
-            if gone is None:
-                kept.append(chain)
-                continue
-            self._chain_note(chain, f"{gone} exited (w judges again)")
-        if len(kept) != len(self._judged):
-            self._judged = kept
-            self._show_marks()
-
-    def _chain_note(self, chain, why: str) -> None:
-        name = chain.names[chain.pids.index(chain.cause)]  # escaped already
-        self.events_pane.note(Text(
-            f"{stamp()} why: the chain down to {name} ({chain.cause}) no longer holds: {why}",
-            "italic dim"))
-
-    def _rejudge_due(self) -> None:
-        """Judge again, quietly, each tree with chains drawn whose last why
-        is older than `why_refresh`: a chain also ends when nothing died
-        (a sleep returns, a stopped process is continued)."""
-        if not self.live or self.sampler.paused:
-            return
-        now = time.monotonic()
-        for tree in {c.tree for c in self._judged}:
-            if tree in self._rejudging or now - self._judged_when.get(tree, now) < self.why_refresh:
-                continue
-            self._rejudging.add(tree)
-            self._start("judge", key_jobs.why, tree, self.sampler.latest, quiet=True)
-
-    def _show_marks(self) -> None:
-        from .waits import marks_of
-
-        self.proc_tree.set_marks(marks_of(self._judged))
+    def _chains_changed(self, change: Change) -> None:
+        for line in change.notes:
+            self.events_pane.note(line)
+        if change.redraw:
+            self.proc_tree.set_marks(self.chains.marks())
 
     def _only_ours(self, snap: Snapshot) -> Snapshot:
         """Without the box's other strays: keep only orphans we adopted (as
@@ -389,26 +350,12 @@ class DashApp(App):
         if self._panes_gone():
             return
         if message.section == "why":
-            self._rejudging.discard(message.pid)
-            self._judged_when[message.pid] = time.monotonic()
-        if message.judged is not None:
-            # the new verdicts of these processes replace the old ones
-            old = [c for c in self._judged if message.judged_over.intersection(c.pids)]
-            self._judged = [c for c in self._judged if c not in old] + message.judged
-            if message.quiet:
-                held = {c.cause for c in message.judged}
-                for c in old:
-                    if c.cause not in held:
-                        self._chain_note(c, "judged again")
-            self._show_marks()
+            self._chains_changed(self.chains.judged(
+                message.pid, message.judged, message.judged_over,
+                quiet=message.quiet, ok=message.ok))
         if message.quiet:
             # a refresh: only the marks and the detail pane's section change
             if not message.ok:
-                # unjudged, a chain is no claim: its marks go
-                for c in [c for c in self._judged if c.tree == message.pid]:
-                    self._chain_note(c, "it could not be judged again")
-                self._judged = [c for c in self._judged if c.tree != message.pid]
-                self._show_marks()
                 return
             self._extras.setdefault(message.pid, {})["why"] = (message.title, message.body)
             if self.detail.pid == message.pid:
@@ -467,7 +414,7 @@ class DashApp(App):
         if pid is None and self.detail.pid is None and not force:
             return
         extras = self._extras.get(pid) if pid is not None else None
-        tree = self._chain_tree(pid)
+        tree = self.chains.tree_of(pid)
         if tree is not None and "why" not in (extras or {}) and "why" in self._extras.get(tree, {}):
             # a process drawn in a chain: the verdicts that drew it
             title, body = self._extras[tree]["why"]
@@ -476,12 +423,6 @@ class DashApp(App):
                          sockets=self._sockets.get(pid) if pid is not None else None,
                          sockets_pending="reading…" if self.live else "not read",
                          extras=extras)
-
-    def _chain_tree(self, pid: int | None) -> int | None:
-        """The tree whose why drew a chain through ``pid``, if one did."""
-        if pid is None or not self._judged:
-            return None
-        return next((c.tree for c in self._judged if pid in c.pids), None)
 
     def _update_status(self) -> None:
         self.status_bar.show(status_text(

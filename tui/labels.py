@@ -57,14 +57,22 @@ def badge(entry: Entry) -> Text:
     return text
 
 
-def proc_label(entry: Entry, now: float | None = None) -> Text:
+class ProcLabel(Text):
+    """A process row's label that knows where its pid ends (``pid_end``,
+    in characters): the tree draws a waits-on mark there, whatever the
+    name before it holds."""
+
+    pid_end: int = 0
+
+
+def proc_label(entry: Entry, now: float | None = None) -> ProcLabel:
     """``name  pid  state  cpu%  rss  age  wchan`` for one process."""
     proc = entry.proc
     now = time.time() if now is None else now
-    text = Text(no_wrap=True, overflow="ellipsis")
-    style = "bold" if proc.actor is not None else ""
-    text.append(entry_name(entry, 40), style)
-    text.append(f"  {proc.pid}", "cyan")
+    head = Text()
+    head.append(entry_name(entry, 40), "bold" if proc.actor is not None else "")
+    head.append(f"  {proc.pid}", "cyan")
+    text = Text()
     text.append("  ")
     text.append_text(badge(entry))
     cpu = "-" if entry.cpu_percent is None else f"{entry.cpu_percent:.0f}%"
@@ -73,7 +81,12 @@ def proc_label(entry: Entry, now: float | None = None) -> Text:
     text.append(f"  {coarse_age(now - proc.create_time)}", "dim")
     if proc.wchan:
         text.append(f"  {proc.wchan}", "italic dim")
-    return safe_line(text)
+    # each part escaped on its own, so that the pid's end is where it shows
+    label = ProcLabel(no_wrap=True, overflow="ellipsis")
+    label.append_text(safe_line(head))
+    label.pid_end = len(label)
+    label.append_text(safe_line(text))
+    return label
 
 
 def coarse_age(seconds: float) -> str:

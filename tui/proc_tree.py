@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -17,7 +18,7 @@ from textual.widgets.tree import TreeNode
 from tractor_diag.model import Entry, Snapshot
 from tractor_diag.render import human_bytes
 
-from .labels import coarse_age, group_label, proc_label
+from .labels import ProcLabel, coarse_age, group_label, proc_label
 from .waits import Mark, mark_text
 
 GROUPS = ("orphans", "strays")
@@ -276,14 +277,14 @@ class ProcTree(Tree):
         mark = self._marks.get(node.data) if isinstance(node.data, int) else None
         if mark is None:
             return text
-        # right after the pid (a row's end is cut off in a narrow pane)
+        # right after the pid (a row's end is cut off in a narrow pane):
+        # the label knows where that is; the base class put it last
         tag = mark_text(mark, lit=bool(mark.chains & self._lit))
         tag.stylize(style)
-        at = text.plain.find(f"  {node.data}")
-        if at < 0:
+        label = node.label
+        if not isinstance(label, ProcLabel):
             return text.append_text(tag)
-        at += len(f"  {node.data}")
-        head, tail = text.divide([at])
+        head, tail = text.divide([len(text) - len(label) + label.pid_end])
         return Text.assemble(head, tag, tail, no_wrap=True, overflow="ellipsis")
 
     def watch_cursor_line(self, previous_line: int, line: int) -> None:
@@ -358,10 +359,26 @@ class ProcTree(Tree):
         self._repaint({p for p, m in self._marks.items() if bool(m.chains & was) != bool(m.chains & lit)})
 
     def _repaint(self, pids) -> None:
-        for pid in pids:
-            node = self._by_key.get(pid)
-            if node is not None:
-                node.refresh()
+        """Repaint the rows of ``pids`` (their marks changed), and fit the
+        scroll range to the widest row again: a mark lengthens its row."""
+        nodes = [node for node in map(self._by_key.get, pids) if node is not None]
+        for node in nodes:
+            node.refresh()
+        if nodes:
+            self._fit_width()
+
+    def _fit_width(self) -> None:
+        # as the base class measures it when it builds its lines (rare
+        # here: only a mark change, never a tick, measures every row)
+        lines = self._tree_lines
+        if not lines:
+            return
+        depth, root = self.guide_depth, self.show_root
+        width = max(self.get_label_width(line.node) + line._get_guide_width(depth, root)
+                    for line in lines)
+        if width != self.virtual_size.width:
+            self._line_cache.clear()  # every line is padded to the tree's width
+            self.virtual_size = Size(width, len(lines))
 
     def select_pid(self, pid: int) -> bool:
         node = self._by_key.get(pid)
