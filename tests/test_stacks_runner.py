@@ -140,3 +140,12 @@ def test_the_quick_re_check_reads_what_a_capture_needs(spawn):
     assert quick.state in "SR" and quick.wchan is not None
     assert quick.vol_ctx is None  # no status read
     assert procfs.read_quick(2 ** 22 + 12345) is None
+
+
+def test_a_dump_runs_in_a_group_of_its_own_inside_our_session():
+    """A group (killed whole on timeout) but not a session: with scheduler
+    autogroups a session per dump would take a larger share of a loaded box."""
+    ran = pyspy.run_bounded(["sh", "-c", "cut -d' ' -f5,6 /proc/$$/stat; echo $$"], 30)
+    pgid, sid, pid = (int(x) for x in ran.stdout.split())
+    assert pgid == pid
+    assert sid == os.getsid(0)

@@ -126,17 +126,25 @@ class Dump:
         # child's pid: the signals we handle are held until the dump is on
         # the running list, where an unwinding `drive` kills it. (The
         # child starts with them blocked too: harmless, it is only ever
-        # SIGKILLed, and its own session gets no terminal signals.)
+        # SIGKILLed, and a group that is not the terminal's foreground one
+        # gets no terminal signals.)
         held = _handled_signals()
         if held:
             old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            # Its own session: on timeout (or past the cap) the whole group
-            # is SIGKILLed, or a stand-in whose children inherited our pipes
-            # would keep us waiting for EOF forever.
+            # Its own process group: on timeout (or past the cap) the whole
+            # group is SIGKILLed, or a stand-in whose children inherited our
+            # pipes would keep us waiting for EOF forever. A group, not a
+            # session: with the scheduler's autogroups a session per dump
+            # would take a share of a loaded box's CPU per dump, more than a
+            # diagnostic tool should take from a machine in trouble. sudo
+            # alone gets a session: it sets up the terminal it finds, which
+            # a background group may not do (SIGTTOU would stop it).
+            own_session = argv[0] == "sudo"
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, env=env,
+                stderr=subprocess.PIPE, env=env, start_new_session=own_session,
+                process_group=None if own_session else 0,
             )
             HELPERS.add(self.proc.pid)
             into.append(self)
