@@ -111,3 +111,31 @@ def test_recognition_leaves_platformdirs_alone_when_no_socket_file_names_ours(tm
     got = _cold(code)
     assert got["seen"]
     assert "platformdirs" not in got["mods"]
+
+
+def test_ptree_imports_no_socket_or_shutil_and_compiles_no_escaping_pattern():
+    """What a ptree start-up need not pay for: socket.py (the socket tables
+    are read with its C half), shutil (argparse and the renderer read the
+    terminal's width themselves), the escaping patterns (compiled only for
+    text that needs escaping)."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        code = f"""
+        import contextlib, io, json, sys
+        from tractor_diag import cli, safetext
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cli.run_verb(["ptree", "--no-strays", "{sleeper.pid}"], out=out, err=err)
+        print(json.dumps({{"rc": rc, "out": out.getvalue(), "err": err.getvalue(),
+                           "mods": sorted(sys.modules),
+                           "compiled": len(getattr(safetext, "_compiled", "?"))}}))
+        """
+        got = _cold(code)
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=TIMEOUT)
+    assert got["rc"] == 0, got["err"]
+    assert any(ln.lstrip().startswith(f"{sleeper.pid} ") for ln in got["out"].splitlines())
+    for mod in ("socket", "shutil"):
+        assert mod not in got["mods"], mod
+    assert got["compiled"] == 0

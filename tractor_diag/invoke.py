@@ -35,6 +35,19 @@ class Parser(argparse.ArgumentParser):
         raise ParserExit(status)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """A verb's help as argparse lays it out, at the terminal's width."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None, **kw):
+        if width is None:
+            # argparse asks shutil, and imports it (with zlib, bz2, lzma)
+            # for every argument added
+            from .render import terminal_columns
+
+            width = terminal_columns() - 2  # argparse's own margin
+        super().__init__(prog, indent_increment, max_help_position, width, **kw)
+
+
 def verb_parser(verb: str, prog: str | None = None) -> tuple[argparse.ArgumentParser, object]:
     """-> (the parser of one verb alone, the verb's module)."""
     from .commands import VERBS
@@ -43,7 +56,7 @@ def verb_parser(verb: str, prog: str | None = None) -> tuple[argparse.ArgumentPa
     parser = Parser(
         prog=prog or f"tractor-diag {verb}",
         description=getattr(mod, "DESCRIPTION", mod.HELP),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     mod.add_arguments(parser)
     return parser, mod

@@ -260,10 +260,12 @@ def listeners_by_pid(snapshot: Snapshot, pids: Iterable[int] | None = None) -> d
     listeners-only tables, which the kernel reads without walking its
     connection hash. What ``ptree`` and the dashboard show."""
     joined = sorted(set(endpoints(snapshot) if pids is None else pids))
-    if not joined:
+    # the fds first: when none of them holds a socket, the tables (and the
+    # socket module a netlink read imports) are not needed at all
+    own = socktables.owners(joined)
+    if not own.by_pid:
         return {}
     tables = socktables.read_tables(listening_only=True)
-    own = socktables.owners(joined, tables.netns)
     held = own.by_inode()
     out: dict[int, list[Listener]] = {}
     for t in tables.tcp:

@@ -46,18 +46,30 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["escape", "escape_block", "escaped", "UNSAFE"]
+__all__ = ["escape", "escape_block", "escaped"]
 
 # Everything ``escape`` rewrites. Each of these is non-printable for
-# ``str.isprintable``, which is what makes the fast path sound.
-UNSAFE = re.compile(
+# ``str.isprintable``, which is what makes the fast path sound. Compiled at
+# first use (`_pattern`): most runs print only printable text, and the
+# compile is a measurable part of a one-shot verb's start-up.
+_UNSAFE = (
     "[\x00-\x1f\x7f-\x9f\ud800-\udfff"
     "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
-_UNSAFE_IN_BLOCK = re.compile(
+_UNSAFE_IN_BLOCK = (
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff"
     "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
+_compiled: dict = {}
+
+
+def _pattern(source):
+    """``source`` compiled, once per process."""
+    pat = _compiled.get(source)
+    if pat is None:
+        pat = _compiled[source] = re.compile(source)
+    return pat
+
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -90,7 +102,7 @@ def escape(text: str) -> str:
     """One field: every control character visible and inert, newlines too."""
     if text.isprintable():
         return text
-    out = UNSAFE.sub(_one, text)
+    out = _pattern(_UNSAFE).sub(_one, text)
     return out if out.isprintable() else _rest(out)
 
 
@@ -98,7 +110,7 @@ def escape_block(text: str) -> str:
     """A multi-line block: like ``escape`` but newlines and tabs are kept."""
     if text.isprintable():
         return text
-    out = _UNSAFE_IN_BLOCK.sub(_one, text)
+    out = _pattern(_UNSAFE_IN_BLOCK).sub(_one, text)
     if out.replace("\n", "").replace("\t", "").isprintable():
         return out
     return _rest(out, "\n\t")
@@ -113,11 +125,11 @@ _ATOMS = (int, float, bool, type(None), bytes)
 # (fast, unlike one alternation) confirms it. An escaped backslash followed
 # by one of those letters also matches: a false alarm costs only the walk.
 _DIRTY_JSON = (
-    (b"\\", re.compile(rb"\\[bfnrtu]")),
+    (b"\\", rb"\\[bfnrtu]"),
     (b"\x7f", None),
-    (b"\xc2", re.compile(rb"\xc2[\x80-\x9f]")),
-    (b"\xd8", re.compile(rb"\xd8\x9c")),
-    (b"\xe2", re.compile(rb"\xe2(?:\x80[\x8e\x8f\xa8-\xae]|\x81[\xa6-\xa9])")),
+    (b"\xc2", rb"\xc2[\x80-\x9f]"),
+    (b"\xd8", rb"\xd8\x9c"),
+    (b"\xe2", rb"\xe2(?:\x80[\x8e\x8f\xa8-\xae]|\x81[\xa6-\xa9])"),
 )
 _encode = None
 
@@ -135,7 +147,7 @@ def _clean(value) -> bool:
     except Exception:  # noqa: BLE001 - a surrogate, or a type JSON lacks: walk
         return False
     for lead, confirm in _DIRTY_JSON:
-        if lead in data and (confirm is None or confirm.search(data)):
+        if lead in data and (confirm is None or _pattern(confirm).search(data)):
             return False
     # anything else unprintable is raw UTF-8 in the compact JSON (which has
     # no whitespace of its own)

@@ -31,8 +31,11 @@ escaped here.
 """
 from __future__ import annotations
 
+# The C half of `socket` only: socket.py's start-up (selectors, its enums
+# of every constant) costs about a twentieth of a whole ptree run, and a
+# netlink dump needs none of it: a raw socket, inet_ntop, ntohs.
+import _socket
 import os
-import socket
 import struct
 import time
 from collections.abc import Iterable
@@ -47,8 +50,8 @@ _TCP_STATES = {
     5: "fin-wait2", 6: "time-wait", 7: "close", 8: "close-wait",
     9: "last-ack", 10: "listening", 11: "closing", 12: "new-syn-recv",
 }
-_UNIX_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram",
-               socket.SOCK_SEQPACKET: "seqpacket"}
+_UNIX_TYPES = {_socket.SOCK_STREAM: "stream", _socket.SOCK_DGRAM: "dgram",
+               _socket.SOCK_SEQPACKET: "seqpacket"}
 # __SO_ACCEPTCON in the Flags column of /proc/net/unix: a listening socket.
 _SO_ACCEPTCON = 0x10000
 # The St column of /proc/net/unix is the socket's SS_* state.
@@ -125,7 +128,7 @@ def parse_unix_diag(data: bytes, out: list[UnixSock]) -> bool:
 def _dump(request: bytes, parse, timeout: float) -> list:
     """Send one sock_diag dump request, parse every reply datagram."""
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
+        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
     except (OSError, AttributeError) as exc:
         raise SockDiagUnavailable(getattr(exc, "errno", 0) or 0, f"no sock_diag: {exc}") from None
     out: list = []
@@ -156,7 +159,7 @@ def read_unix_diag(timeout: float = 2.0, listening_only: bool = False) -> list[U
     (only listeners with ``listening_only``). Raises `SockDiagUnavailable`
     (an OSError) where the kernel has none."""
     req = _UNIX_DIAG_REQ.pack(
-        socket.AF_UNIX, 0, 0, _LISTEN_ONLY if listening_only else 0xFFFFFFFF, 0,
+        _socket.AF_UNIX, 0, 0, _LISTEN_ONLY if listening_only else 0xFFFFFFFF, 0,
         _UDIAG_SHOW_NAME | _UDIAG_SHOW_PEER | _UDIAG_SHOW_ICONS, 0xFFFFFFFF, 0xFFFFFFFF,
     )
     return _dump(req, parse_unix_diag, timeout)
@@ -187,12 +190,12 @@ def parse_inet_diag(data: bytes, out: list[TcpSock]) -> bool:
             continue
         (fam, state, _t, _r, sport, dport, src, dst, _if, _c0, _c1,
          _exp, _rq, _wq, uid, inode) = _INET_DIAG_MSG.unpack_from(data, body)
-        v6 = fam == socket.AF_INET6
+        v6 = fam == _socket.AF_INET6
         size = 16 if v6 else 4
         out.append(TcpSock(
             inode=inode, v6=v6, state=_TCP_STATES.get(state, "unknown"),
-            local=TCPAddr(socket.inet_ntop(fam, src[:size]), socket.ntohs(sport)),
-            remote=TCPAddr(socket.inet_ntop(fam, dst[:size]), socket.ntohs(dport)),
+            local=TCPAddr(_socket.inet_ntop(fam, src[:size]), _socket.ntohs(sport)),
+            remote=TCPAddr(_socket.inet_ntop(fam, dst[:size]), _socket.ntohs(dport)),
             uid=uid,
         ))
     return False
@@ -206,8 +209,8 @@ def read_tcp_diag(timeout: float = 2.0, listening_only: bool = False) -> list[Tc
     `SockDiagUnavailable` where the kernel has no inet_diag."""
     out: list[TcpSock] = []
     states = _LISTEN_ONLY if listening_only else 0xFFFFFFFF
-    for family in (socket.AF_INET, socket.AF_INET6):
-        req = _INET_DIAG_REQ_V2.pack(family, socket.IPPROTO_TCP, 0, 0, states,
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        req = _INET_DIAG_REQ_V2.pack(family, _socket.IPPROTO_TCP, 0, 0, states,
                                      0, 0, b"", b"", 0, 0xFFFFFFFF, 0xFFFFFFFF)
         out += _dump(req, parse_inet_diag, timeout)
     return out
@@ -246,8 +249,8 @@ def _hex_addr(text: str, v6: bool) -> TCPAddr:
     # integer: packing the words back natively restores the address bytes.
     host, port = text.split(":")
     raw = b"".join(struct.pack("=I", int(host[i:i + 8], 16)) for i in range(0, len(host), 8))
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    return TCPAddr(host=socket.inet_ntop(family, raw), port=int(port, 16))
+    family = _socket.AF_INET6 if v6 else _socket.AF_INET
+    return TCPAddr(host=_socket.inet_ntop(family, raw), port=int(port, 16))
 
 
 def parse_proc_tcp(text: str, v6: bool) -> list[TcpSock]:

@@ -12,7 +12,6 @@ the stray actors.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterable
 
@@ -239,7 +238,7 @@ def build_snapshot(
         patterns=list(targets.patterns),
         missing_roots=missing,
         unmatched_patterns=unmatched,
-        host=socket.gethostname(),
+        host=os.uname().nodename,  # gethostname's answer, without importing socket
         boot_time=procfs.boot_time() if procfs.HAVE_PROCFS else 0.0,
     )
 

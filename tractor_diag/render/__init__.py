@@ -24,6 +24,25 @@ STATE_STYLE = {
 }
 
 
+def terminal_columns(fallback: int = 80) -> int:
+    """The terminal's width as `shutil.get_terminal_size` reads it (COLUMNS,
+    else stdout's terminal, else ``fallback``), without importing shutil
+    (and the zlib, bz2 and lzma it brings): a one-shot verb pays for every
+    import at start-up."""
+    try:
+        cols = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        cols = 0
+    if cols <= 0:
+        import sys
+
+        try:
+            cols = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            cols = 0
+    return cols or fallback
+
+
 def want_color(mode: str = "auto", stream=None) -> bool:
     """``auto``: a terminal and no ``NO_COLOR`` (https://no-color.org)."""
     if mode == "always":

@@ -1,12 +1,10 @@
 """``ptree`` as text: grouped by bucket (default) or as an indented tree."""
 from __future__ import annotations
 
-import shutil
-
 from ..model import BUCKETS, Entry, Snapshot, actor_children, exit_status
 from ..sockmodel import PortQuery
 from ..safetext import escaped
-from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes
+from . import BUCKET_STYLE, STATE_STYLE, Style, age, clip, human_bytes, terminal_columns
 
 
 def actor_tag(proc) -> str:
@@ -115,7 +113,7 @@ def _table(rows: list[list[str]], names: list[str], width: int, st: Style) -> li
 
 
 def render_grouped(snap: Snapshot, st: Style, width: int | None = None) -> str:
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    width = width or terminal_columns(120)
     snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
@@ -170,7 +168,7 @@ def render_tree(snap: Snapshot, st: Style, width: int | None = None,
                 strays: bool = True) -> str:
     """The trees under their roots; the strays (actors of other runs outside
     every root) drawn too, or with ``strays=False`` counted in one line."""
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    width = width or terminal_columns(120)
     snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
@@ -221,7 +219,7 @@ def render_actor_tree(snap: Snapshot, st: Style, width: int | None = None) -> st
     """Actors only, each under the actor that spawned it (`Entry.actor_parent`),
     which for ``mp_forkserver`` is not its OS parent; actors hosted inside a
     process (sub-interpreters) are listed under their host."""
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    width = width or terminal_columns(120)
     snap = escaped(snap)
     lines = [_header(snap)]
     lines += _problems(snap)
@@ -270,7 +268,7 @@ def _problems(snap: Snapshot) -> list[str]:
 
 def render_port(query: PortQuery, st: Style, width: int | None = None) -> str:
     """One line per process listening on the address asked about."""
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    width = width or terminal_columns(120)
     query = escaped(query)
     lines = []
     for h in query.holders:
