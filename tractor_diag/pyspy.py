@@ -9,7 +9,6 @@ caller. The capture that decides which processes to dump, and when, is
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +37,8 @@ def find_py_spy() -> str | None:
     here = os.path.join(os.path.dirname(sys.executable), "py-spy")
     if os.access(here, os.X_OK):
         return here
+    import shutil  # here only: with zlib, bz2 and lzma it costs ~2 ms of start-up
+
     return shutil.which("py-spy")
 
 

@@ -14,7 +14,6 @@ carry a reason.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 
@@ -381,6 +380,8 @@ def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
     denied = [p for p in results.values() if p.python.status == "permission"]
     if not denied or options.sudo == "never" or py_spy is None:
         return
+    import shutil  # a permission failure is rare: start-up need not pay for it
+
     if shutil.which("sudo") is None:
         for p in denied:
             p.python.reason = f"{p.python.reason} (sudo not available)"
