@@ -16,3 +16,26 @@ def stat_fields(pid: int) -> list[bytes] | None:
     except OSError:
         return None
     return data[data.rindex(b")") + 2:].split()
+
+
+def age(pid: int) -> float | None:
+    """Seconds since ``pid`` started (the kernel's clock), None when gone."""
+    import os
+
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime", "rb") as f:
+        up = float(f.read().split()[0])
+    return up - int(fields[19]) / hz
+
+
+def wait_past_boot(pid: int, grace: float) -> None:
+    """Sleep until ``pid`` is older than ``grace`` seconds: the runaway rule
+    does not judge a process that may still be importing."""
+    import time
+
+    left = grace - (age(pid) or grace)
+    if left > 0:
+        time.sleep(left + 0.1)

@@ -170,3 +170,30 @@ def test_the_rate_comes_from_an_older_base_when_given():
     # and a sustained burn over a long enough window still is a runaway
     hot = _snap_of(1.99, mono=100.0, prev=prev, rate_base=base)
     assert hot.entries[100].state == "runaway"
+
+
+def test_kernel_runaway_needs_it_runnable_when_the_window_opens():
+    """A sleeper woken inside the window (by our own py-spy attach or task
+    request) and queued for most of a short window on a loaded box is not a
+    runaway; the same counters from a process already runnable are."""
+    from tractor_diag.kstate import is_runaway
+    from tractor_diag.whymodel import KernelSample
+
+    def ks(state, at, run_ms, wait_ms, vol=5):
+        return KernelSample(pid=100, create_time=1.0, at=at, state=state, vol_ctx=vol,
+                            run_ns=int(run_ms * 1e6), wait_ns=int(wait_ms * 1e6))
+
+    busy_since_woken = (ks("S", 10.0, 100, 100), ks("R", 10.25, 130, 300))
+    assert is_runaway(*busy_since_woken) is False
+    assert is_runaway(ks("R", 10.0, 100, 100), busy_since_woken[1]) is True
+
+
+def test_a_young_process_at_full_cpu_is_booting_not_a_runaway():
+    import time
+
+    now = 2000.0
+    young = proc(state="R", create=now - 1.0)
+    old = proc(state="R", create=now - 10.0)
+    assert state_of(young, cpu_percent=100.0, now=now) != "runaway"
+    assert state_of(old, cpu_percent=100.0, now=now) == "runaway"
+    assert state_of(proc(state="R", create=time.time()), cpu_percent=100.0) != "runaway"

@@ -18,6 +18,8 @@ import psutil
 import pytest
 
 from _ptree_helpers import cpu_boost, proc_state, wait_for  # noqa: F401 (fixture)
+from _proc import wait_past_boot
+from tractor_diag.classify import BOOT_GRACE
 from tractor_diag.model import Snapshot, TCPAddr, snapshot_from_json, to_json
 from tractor_diag.trees import Targets, take_snapshot
 
@@ -256,6 +258,7 @@ def test_runaway_needs_cpu(released_tree, cpu_boost):
     burner, calm = actors["leaf_0"], actors["leaf_1"]
     wait_for(lambda: proc_state(burner) == "R")
     cpu_boost(burner)
+    wait_past_boot(burner, BOOT_GRACE)
 
     one = cli_json(str(tree.root))
     assert one.samples == 1 and one.entries[burner].cpu_percent is None
@@ -272,7 +275,7 @@ def test_runaway_needs_cpu(released_tree, cpu_boost):
     assert two.entries[calm].state != "runaway" and two.entries[calm].cpu_percent < 50
 
     text = cli("ptree", "--cpu", "--tree", str(tree.root), script=True).stdout
-    assert "CPU over 0.3" in text and re.search(r"cpu \d+%", text)
+    assert re.search(r"CPU over \d\.\d+s", text) and re.search(r"cpu \d+%", text)
 
 
 # --- not actors ----------------------------------------------------------------

@@ -12,6 +12,8 @@ import time
 import msgspec
 import pytest
 
+from _proc import wait_past_boot
+from tractor_diag.classify import BOOT_GRACE
 from tractor_diag.cli import run_verb
 from tractor_diag.whymodel import Diagnosis
 
@@ -150,7 +152,7 @@ def test_runaway_judged_by_the_kernel_on_a_saturated_cpu(runaway, spawn, current
     os.sched_setaffinity(hog.root, {cpu})
     others = [_spin(spawn, cpu), _spin(spawn, cpu)]
     healthy = current_tree(depth=1, breadth=1, hang="none", root_name="healthy")
-    time.sleep(0.3)
+    wait_past_boot(hog.root, BOOT_GRACE)
 
     rc, out, err = run_verb_out(["ptree", "--cpu-window", "0.5", "--json", str(hog.root)])
     assert rc == 0, err
@@ -165,6 +167,23 @@ def test_runaway_judged_by_the_kernel_on_a_saturated_cpu(runaway, spawn, current
     assert not verdict_pids(diag) & set(healthy.pids())
     for p in others:
         assert p.root not in diag.names  # not in the given trees
+
+
+def test_a_busy_process_in_its_first_seconds_is_booting_not_a_runaway(runaway):
+    """A process importing at start never sleeps either: on a loaded box a
+    just-started healthy actor was judged a runaway. Inside the boot grace
+    the spinner gets a note, no verdict; past it, the verdict."""
+    hog = runaway(title="young")
+    diag = why_json(hog.root)
+    assert diag.verdicts == [] and diag.chains == []
+    assert any("young" in n and "its boot, not judged a runaway yet" in n for n in diag.notes)
+    rc, out, err = run_verb_out(["ptree", "--cpu-window", "0.3", "--json", str(hog.root)])
+    assert rc == 0, err
+    assert json.loads(out)["entries"][str(hog.root)]["state"] != "runaway"
+
+    wait_past_boot(hog.root, BOOT_GRACE)
+    diag = why_json(hog.root)
+    assert [v.kind for v in diag.verdicts] == ["runaway"]
 
 
 def run_verb_out(argv):
@@ -330,6 +349,7 @@ def test_released_runaway_leaf(released_tree):
     tree = released_tree(depth=1, breadth=2, hang="runaway")
     actors = tree.actors()
     hog, calm = actors["leaf_0"], actors["leaf_1"]
+    wait_past_boot(hog, BOOT_GRACE)
     diag = why_json(tree.root)
     (chain,) = diag.chains
     assert (chain.cause.kind, chain.cause.pid) == ("runaway", hog)

@@ -6,6 +6,7 @@ unit-testable and shared by `ptree`, the sampler and the dashboard.
 from __future__ import annotations
 
 import re
+import time
 
 from .model import Bucket, Proc, State
 
@@ -15,6 +16,16 @@ RUNAWAY_PERCENT = 90.0
 #: picked to run, in slices of a few ms: over 0.2 s three spinners sharing
 #: one core read 0.87-1.15 (measured). Never yielding is the sharper test.
 RUNAWAY_SHARE = 0.75
+#: A process this young may still be importing: busy without a voluntary
+#: switch (a .pyc read from the page cache does not sleep) is its boot, not
+#: a runaway. Seen on a loaded box: a just-started healthy actor judged a
+#: runaway over a 0.2 s window.
+BOOT_GRACE = 3.0
+
+
+def booting(proc: Proc, now: float | None = None) -> bool:
+    """Started less than `BOOT_GRACE` seconds before ``now`` (epoch)."""
+    return (time.time() if now is None else now) - proc.create_time < BOOT_GRACE
 
 # Where a trio/asyncio/selectors event loop sleeps in the kernel. Anything
 # else while sleeping (nanosleep, wait4, futex, a pipe read) is "blocked".
@@ -56,22 +67,25 @@ def runaway_between(old: Proc, new: Proc, window: float) -> bool | None:
     if None in (old.sched_run, old.sched_wait, old.vol_ctx,
                 new.sched_run, new.sched_wait, new.vol_ctx):
         return None
+    if old.state != "R":  # asleep when the window opened: not a runaway's
+        return False
     return kernel_runaway(new.sched_run - old.sched_run, new.sched_wait - old.sched_wait,  # type: ignore[operator]
                           new.vol_ctx - old.vol_ctx, window)  # type: ignore[operator]
 
 
 def state_of(proc: Proc, cpu_percent: float | None = None, prev: Proc | None = None,
-             window: float = 0.0) -> State:
+             window: float = 0.0, now: float | None = None) -> State:
     """``prev`` (the same process ``window`` seconds earlier, with full
-    detail) lets the kernel judge a runaway; without it, CPU% does."""
+    detail) lets the kernel judge a runaway; without it, CPU% does. Never
+    a runaway while `booting` at ``now`` (epoch; default: the clock)."""
     s = proc.state
     if s in ("Z", "X", "x"):
         return "exited"
     if s in ("T", "t"):
         return "stopped"
     by_kernel = runaway_between(prev, proc, window) if prev is not None else None
-    if by_kernel or (by_kernel is None and cpu_percent is not None
-                     and cpu_percent >= RUNAWAY_PERCENT):
+    if (by_kernel or (by_kernel is None and cpu_percent is not None
+                      and cpu_percent >= RUNAWAY_PERCENT)) and not booting(proc, now):
         return "runaway"
     if s == "R":
         return "running"

@@ -174,5 +174,11 @@ def is_runaway(a: KernelSample, b: KernelSample, allowed_switches: int = 0) -> b
 
     if on_cpu_share(a, b) is None or a.vol_ctx is None or b.vol_ctx is None:
         return None
+    if a.state != "R":
+        # Asleep when the window opened: whatever kept it busy since began
+        # inside the window, maybe our own attach or task request waking
+        # it on a loaded box (a sleeper woken and queued for most of a
+        # short window read as a runaway).
+        return False
     return kernel_runaway(b.run_ns - a.run_ns, b.wait_ns - a.wait_ns,  # type: ignore[operator]
                           b.vol_ctx - a.vol_ctx, b.at - a.at, allowed_switches)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from .. import kstate
-from ..classify import in_event_loop, wchan_name
+from ..classify import booting, in_event_loop, wchan_name
 from ..model import Entry, Proc, Snapshot, exit_status
 from ..stackmodel import ProcStacks, StacksReport
 from ..whymodel import Chain, Diagnosis, Evidence, KernelSample, Verdict, WaitEdge
@@ -215,7 +215,12 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
               [Evidence("kernel", f"state D, wchan {a.wchan or '-'}")])
     if b is not None:
         touched = 2 if pid in c.stacks else 0  # our own ptrace attach and SIGUSR1
-        if kstate.is_runaway(a, b, touched):
+        runaway = kstate.is_runaway(a, b, touched)
+        if runaway and booting(proc):
+            c.notes.append(f"{name} was busy all the window but started "
+                           f"{max(0.0, time.time() - proc.create_time):.1f} s ago: its boot, "
+                           "not judged a runaway yet")
+        elif runaway:
             share = kstate.on_cpu_share(a, b) or 0.0
             window = b.at - a.at
             ps = c.stacks.get(pid)
