@@ -189,7 +189,9 @@ def test_capture_keeps_to_a_short_bound(tmp_path, monkeypatch, spawn, wedged_py_
     monkeypatch.setenv(PY_SPY_ENV, str(wedged_py_spy))
     start = time.monotonic()
     taken = capture_bundle("short", out_dir=str(tmp_path / "b"), timeout=0.3, root=proc.root)
-    assert time.monotonic() - start < 0.5
+    # the wedged py-spy would never return: any small multiple of the bound
+    # proves it reached the dump (0.5 s failed at load 10+ on 2 cores)
+    assert time.monotonic() - start < 2.0
     assert taken.error is None and Path(taken.path).is_dir()
     meta = json.loads((Path(taken.path) / "meta.json").read_text())
     (missing,) = [m for m in meta["missing"] if m["what"] == "python stack"]
