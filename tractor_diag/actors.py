@@ -36,7 +36,6 @@ import re
 from .model import ActorInfo, Addr, TCPAddr, UDSAddr
 
 _CHILD_MODULE = "tractor._child"
-_TITLE_RE = re.compile(r"_subactor\[(?P<name>.+)@(?P<pid>\d+)\]\Z", re.S)
 _COMM_PREFIX = "_subactor["
 # CPython's short options that take a value (``-X dev`` or ``-Xdev``); ``-c``
 # and ``-m`` end the interpreter's own options.
@@ -95,13 +94,14 @@ def _parse_title(argv: list[str], comm: str = "", pid: int | None = None,
     # setproctitle writes the title over the old argv area and pads it; the
     # padding may be spaces, NULs or both, so it can span argv "elements".
     title = "\0".join(argv).rstrip(" \0")
-    m = _TITLE_RE.match(title)
-    if m is None:
+    # ``_subactor[NAME@PID]``, by str methods: a pattern compiled at import
+    # costs every start-up, most of which see no title at all
+    name, at, digits = title[len(_COMM_PREFIX):-1].rpartition("@")
+    if not (title.endswith("]") and at and name and digits.isdecimal()):
         return None
-    name = m["name"]
     if "\0" in name or "]" in name:
         return None
-    title_pid = int(m["pid"])
+    title_pid = int(digits)
     if title_pid != pid and title_pid == ppid:
         # Forked without exec from the titled actor and not titled yet (or
         # it died before it could be): its parent's title, not its own.
@@ -286,15 +286,16 @@ def parse_addr(text: str | None) -> Addr | None:
     return None
 
 
-# Socket file names in the UDS bindspace dir.
-_SOCK_RE = re.compile(r"(?P<name>[^/\0]+)@(?P<pid>\d+)\.sock\Z")
-_HASHED_RE = re.compile(r"actor\.[0-9a-f]{32}\Z")
+# Socket file names in the UDS bindspace dir (compiled at first use, by
+# `re`'s own cache: only a look at that dir needs them).
+_SOCK_RE = r"(?P<name>[^/\0]+)@(?P<pid>\d+)\.sock\Z"
+_HASHED_RE = r"actor\.[0-9a-f]{32}\Z"
 REGISTRY_SENTINEL_PORT = 1616
 
 
 def parse_sock_name(filename: str) -> tuple[str, int] | None:
     """``name@pid.sock`` -> (name, pid); ``None`` for other names."""
-    m = _SOCK_RE.match(filename)
+    m = re.match(_SOCK_RE, filename)
     if m is None:
         return None
     return m["name"], int(m["pid"])
@@ -302,4 +303,4 @@ def parse_sock_name(filename: str) -> tuple[str, int] | None:
 
 def is_hashed_sock_name(name: str) -> bool:
     """Names too long for the 108-byte path limit become ``actor.<hex>``."""
-    return bool(_HASHED_RE.match(name))
+    return bool(re.match(_HASHED_RE, name))

@@ -5,7 +5,6 @@ unit-testable and shared by `ptree`, the sampler and the dashboard.
 """
 from __future__ import annotations
 
-import re
 import time
 
 from .model import Bucket, Proc, State
@@ -33,7 +32,9 @@ _EVENT_LOOP_WCHANS = frozenset({
     "do_epoll_wait", "ep_poll", "do_select", "core_sys_select",
     "do_sys_poll", "poll_schedule_timeout", "do_poll",
 })
-_SUFFIX = re.compile(r"\.(constprop|isra|part|cold)\.\d+.*$")
+# the compiler's clone suffixes (``do_wait.constprop.0``), cut by str
+# methods: a pattern compiled at import costs every start-up
+_SUFFIXES = (".constprop.", ".isra.", ".part.", ".cold.")
 
 # Programs that adopt orphans besides pid 1 (PR_SET_CHILD_SUBREAPER users).
 SUBREAPER_COMMS = frozenset({
@@ -43,7 +44,16 @@ SUBREAPER_COMMS = frozenset({
 
 
 def wchan_name(wchan: str | None) -> str:
-    return _SUFFIX.sub("", wchan or "")
+    """The wait channel without a clone suffix and all that follows it."""
+    wchan = wchan or ""
+    dot = wchan.find(".")
+    while dot >= 0:
+        for suffix in _SUFFIXES:
+            end = dot + len(suffix)
+            if wchan.startswith(suffix, dot) and wchan[end:end + 1].isdecimal():
+                return wchan[:dot]
+        dot = wchan.find(".", dot + 1)
+    return wchan
 
 
 def in_event_loop(wchan: str | None) -> bool:
