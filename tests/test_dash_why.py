@@ -266,3 +266,56 @@ def test_a_mark_widens_the_scroll_range_of_the_tree():
             assert ptree.virtual_size.width == plain
 
     asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_a_quiet_refresh_runs_no_capture_while_nothing_in_the_chains_ran(current_tree,
+                                                                          monkeypatch):
+    """The quiet refresh of a tree with chains drawn runs py-spy on the
+    whole tree: while no process of its chains has run since they were
+    judged (each thread's state, wchan and time on a CPU as read after the
+    why), nothing it would read of them changed, and it is skipped; once
+    one of them runs (here a task-tree signal to the leaf), the next
+    refresh judges the tree again."""
+    from tractor_diag.tui import key_jobs
+
+    tree = current_tree(depth=2, breadth=1, hang="wait-child-sync")
+    a = tree.actors()
+    root, spawner, leaf = tree.root, a["spawner_0"], a["leaf_0_0"]
+    real_why = key_jobs.why
+    quiet_whys: list[int] = []
+
+    async def counted_why(pid, seen, quiet=False):
+        if quiet:
+            quiet_whys.append(pid)
+        return await real_why(pid, seen, quiet)
+
+    monkeypatch.setattr(key_jobs, "why", counted_why)
+
+    async def body():
+        app = DashApp([str(root)], interval=FAST)
+        async with app.run_test(size=SIZE) as pilot:
+            ptree = app.proc_tree
+            await wait_for_pids(app, pilot, [root, spawner, leaf])
+            ptree.select_pid(root)
+            await pilot.press("w")
+            await until(lambda: leaf in ptree.marks, 90, pilot=pilot, what="the marks")
+            assert app.chains.evidence.get(root), "no evidence read after the why"
+            marks = dict(ptree.marks)
+            app.chains.refresh = 1.0
+            first = app.chains.judged_when[root]
+            seen: set[float] = set()
+
+            def refreshed() -> bool:
+                seen.add(app.chains.judged_when[root])
+                return len(seen - {first}) >= 3
+
+            await until(refreshed, 30, pilot=pilot, what="three quiet refreshes")
+            assert quiet_whys == [] and ptree.marks == marks
+            assert app.snapshot.entries[leaf].proc.handles_signal(signal.SIGUSR1)
+            tree.kill_pid(leaf, signal.SIGUSR1)  # it runs: writes its task tree
+            await until(lambda: quiet_whys, 30, pilot=pilot, what="a quiet why")
+            await until(lambda: root not in app.chains.rejudging, 60, pilot=pilot,
+                        what="the quiet why to end")
+            assert ptree.marks == marks  # judged again, the same chain
+
+    run(body(), timeout=150)

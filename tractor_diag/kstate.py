@@ -152,6 +152,66 @@ def sample_many(procs, *, last_ran: bool = False) -> dict[int, KernelSample]:
     return out
 
 
+def activity(pid: int) -> tuple | None:
+    """What tells whether ``pid`` did anything between two readings: each
+    thread's id, state, wchan and time spent on a CPU (nanoseconds, from
+    ``schedstat``). Two equal readings: no thread of it ran in between, so
+    nothing its stacks, task tree or signal masks show can have changed.
+    None when it is gone or a file is missing (nothing can be told)."""
+    from .procfs import parse_stat
+
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+        dfd = os.open(f"/proc/{pid}/task", _O_DIR)
+    except (OSError, ValueError):
+        return None
+    out = []
+    try:
+        for tid in tids:
+            try:
+                tfd = os.open(str(tid), _O_DIR, dir_fd=dfd)
+            except OSError:
+                return None  # a thread ended meanwhile: it ran
+            try:
+                st = parse_stat(_read("stat", tfd))
+                wchan = _read("wchan", tfd).strip()
+                run_ns = int(_read("schedstat", tfd).split()[0])
+            except (OSError, ValueError, IndexError):
+                return None
+            finally:
+                os.close(tfd)
+            if st is None:
+                return None
+            out.append((tid, st.state, wchan, run_ns))
+    finally:
+        os.close(dfd)
+    return tuple(out)
+
+
+def same_waits(a: tuple | None, b: tuple | None) -> bool:
+    """Two `activity` readings show each thread that is in both where it
+    was (state and wchan), whatever ran in between: a py-spy attach or a
+    task-tree signal wakes a process, which then waits where it did (the
+    dump may start a worker thread, or let an idle one end)."""
+    if a is None or b is None:
+        return False
+    before = {t[0]: t[1:3] for t in a}
+    common = [t for t in b if t[0] in before]
+    return bool(common) and all(before[t[0]] == t[1:3] for t in common)
+
+
+def idle_since(was: tuple | None, now: tuple | None) -> bool:
+    """Between two `activity` readings no thread of the process ran: every
+    thread of ``now`` reads as it did in ``was``. A thread of ``was`` that
+    ended meanwhile is let go: an idle worker that times out (trio's thread
+    cache, after a task-tree dump) wakes nobody, and a thread whose end
+    mattered to another woke it, which then reads otherwise."""
+    if was is None or now is None:
+        return False
+    before = {t[0]: t for t in was}
+    return all(before.get(t[0]) == t for t in now)
+
+
 def signal_set(mask: int | None) -> set[int]:
     if not mask:
         return set()

@@ -34,7 +34,8 @@ from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
 from .log_pane import LogPane
 from .labels import stamp
-from .messages import ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead
+from .messages import (ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead,
+                       Unchanged)
 from .proc_tree import ProcTree
 from .quit_signals import QuitSignals
 from .status_bar import StatusBar, status_text
@@ -247,7 +248,8 @@ class DashApp(App):
             self._chains_changed(self.chains.check(snap))
             if self.live and not self.sampler.paused:
                 for tree in self.chains.due():
-                    self._start("judge", key_jobs.why, tree, self.sampler.latest, quiet=True)
+                    self._start("judge", key_jobs.rejudge, tree, self.sampler.latest,
+                                self.chains.evidence.get(tree))
         self.proc_tree.show_snapshot(snap)
         if events:
             self.events_pane.add_events(events)
@@ -352,7 +354,7 @@ class DashApp(App):
         if message.section == "why":
             self._chains_changed(self.chains.judged(
                 message.pid, message.judged, message.judged_over,
-                quiet=message.quiet, ok=message.ok))
+                quiet=message.quiet, ok=message.ok, evidence=message.evidence))
         if message.quiet:
             # a refresh: only the marks and the detail pane's section change
             if not message.ok:
@@ -370,6 +372,10 @@ class DashApp(App):
         if self.detail.pid == message.pid:
             self._refresh_detail(force=True)
             self.detail.call_after_refresh(self.detail.scroll_home, animate=False)
+
+    @on(Unchanged)
+    def _unchanged(self, message: Unchanged) -> None:
+        self.chains.held(message.pid)
 
     @on(SocketsRead)
     def _sockets_read(self, message: SocketsRead) -> None:

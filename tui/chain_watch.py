@@ -6,7 +6,9 @@ A chain goes when one of its processes is no longer the one judged
 (checked every tick against the snapshot: `waits.gone_from`), and when a
 new why of its tree no longer finds it. A tree with chains drawn is due
 for a quiet new why every ``refresh`` seconds (a chain also ends when
-nothing died: a sleep returns, a stopped process is continued). The app
+nothing died: a sleep returns, a stopped process is continued); that why
+is skipped while no process of its chains has run since they were judged
+(`key_jobs.rejudge`), since then nothing it would read of them changed. The app
 only feeds this object (snapshots, why results) and shows what it says:
 the marks, and one events line per chain that went.
 """
@@ -23,7 +25,8 @@ from .labels import stamp
 from .waits import Judged, Mark, gone_from, marks_of
 
 #: Seconds between quiet re-judgements of a tree whose chains are drawn: a
-#: why pass runs py-spy on the whole tree, so not every tick.
+#: why pass runs py-spy on the whole tree, so not every tick (and not at
+#: all while nothing in its chains ran).
 WHY_REFRESH = 30.0
 
 
@@ -52,6 +55,9 @@ class ChainWatch:
         self.chains: list[Judged] = []  # of the last why of each tree
         self.judged_when: dict[int, float] = {}  # tree pid -> monotonic time of its last why
         self.rejudging: set[int] = set()  # trees with a quiet why running
+        # tree -> what its chains' processes looked like when judged
+        # (`kstate.activity`), None when that cannot vouch for them
+        self.evidence: dict[int, dict | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self.chains)
@@ -96,14 +102,22 @@ class ChainWatch:
             out.append(tree)
         return out
 
-    def judged(self, tree: int, chains: list[Judged] | None, over: frozenset[int], *,
-               quiet: bool, ok: bool, now: float | None = None) -> Change:
-        """A why of the tree at ``tree`` is done: ``chains`` (None when it
-        failed) replace what an earlier why said of the processes ``over``.
-        A quiet one's failure drops the tree's chains: unjudged, a chain is
-        no claim."""
+    def held(self, tree: int, now: float | None = None) -> None:
+        """A quiet refresh found nothing of the tree's chains ran since its
+        evidence was read: its chains stand, as good as judged now."""
         self.rejudging.discard(tree)
         self.judged_when[tree] = time.monotonic() if now is None else now
+
+    def judged(self, tree: int, chains: list[Judged] | None, over: frozenset[int], *,
+               quiet: bool, ok: bool, evidence: dict | None = None,
+               now: float | None = None) -> Change:
+        """A why of the tree at ``tree`` is done: ``chains`` (None when it
+        failed) replace what an earlier why said of the processes ``over``;
+        ``evidence``: what their processes looked like after it. A quiet
+        one's failure drops the tree's chains: unjudged, a chain is no
+        claim."""
+        self.held(tree, now)
+        self.evidence[tree] = evidence if chains is not None else None
         notes: list[Text] = []
         redraw = False
         if chains is not None:

@@ -19,7 +19,7 @@ from tractor_diag import procfs
 from tractor_diag.safetext import escape
 
 from .labels import stamp
-from .messages import ActionDone, ReapPlanned
+from .messages import ActionDone, ReapPlanned, Unchanged
 from .result_texts import (describe_bundle, describe_fates, describe_plan, describe_why,
                            render_py_stack, render_task_tree)
 from .safe import safe_block
@@ -166,6 +166,7 @@ async def why(pid: int, seen, quiet: bool = False) -> ActionDone:
     title = f"why ({stamp()})"
 
     def run():
+        from tractor_diag import kstate
         from tractor_diag.trees import snapshot_for
         from tractor_diag.diagnosis import examine
 
@@ -174,18 +175,43 @@ async def why(pid: int, seen, quiet: bool = False) -> ActionDone:
             from tractor_diag.trees import remember_names
 
             remember_names(snap.entries, seen)
+        before = {p: kstate.activity(p) for p in snap.entries}
         diag = examine(snap, deadline=time.monotonic() + WHY_DEADLINE)[1]
-        return diag, judge_chains(diag, snap, pid), frozenset(snap.entries)
+        chains = judge_chains(diag, snap, pid)
+        # What the chains' processes look like now, to tell later that none
+        # of them ran since (`rejudge`). Only when the capture found each
+        # where it left it: one that moved meanwhile may have left what was
+        # judged, and is judged again at the next refresh.
+        after = {p: kstate.activity(p) for c in chains for p in c.pids}
+        evidence = after if all(kstate.same_waits(before.get(p), a)
+                                for p, a in after.items()) else None
+        return diag, chains, frozenset(snap.entries), evidence
 
     try:
-        diag, chains, over = await trio.to_thread.run_sync(run)
+        diag, chains, over, evidence = await trio.to_thread.run_sync(run)
     except Exception as exc:  # noqa: BLE001
         failed = _failed("why", pid, title, "why", exc)
         failed.quiet = quiet
         return failed
     body, head = describe_why(diag, pid)
     return done("why", pid, title, body, head, ok=True, judged=chains, judged_over=over,
-                quiet=quiet)
+                quiet=quiet, evidence=evidence)
+
+
+async def rejudge(pid: int, seen, evidence: dict | None) -> ActionDone | Unchanged:
+    """The quiet refresh of the tree at ``pid``'s chains: none when no
+    process of them ran since ``evidence`` was read (`kstate.activity`:
+    what was judged is still what is there, and py-spy is not run on the
+    whole tree for nothing), else a quiet `why`."""
+    if evidence:
+        from tractor_diag import kstate
+
+        def still() -> bool:
+            return all(kstate.idle_since(was, kstate.activity(p)) for p, was in evidence.items())
+
+        if await trio.to_thread.run_sync(still):
+            return Unchanged(pid)
+    return await why(pid, seen, quiet=True)
 
 
 async def plan_reap(pid: int, create_time: float | None = None) -> ActionDone | ReapPlanned:

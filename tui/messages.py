@@ -58,13 +58,15 @@ class ActionDone(Message):
     under ``section``, and a one-line ``summary`` is shown. ``bundle``: the
     path of a snapshot bundle it wrote. ``judged``: the chains a why
     analysis found (`waits.Judged`), over the processes ``judged_over``
-    (they replace what an earlier analysis said of those). ``quiet``: a
-    refresh nobody asked for, shown without a notice."""
+    (they replace what an earlier analysis said of those), and
+    ``evidence``: pid -> `kstate.activity` of each process in them, read
+    after the analysis (None: one moved meanwhile). ``quiet``: a refresh
+    nobody asked for, shown without a notice."""
 
     def __init__(self, section: str, pid: int, title: str, body: Text,
                  summary: str, ok: bool = True, bundle: str | None = None,
                  judged: list | None = None, judged_over: frozenset[int] = frozenset(),
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, evidence: dict | None = None) -> None:
         super().__init__()
         self.section = section
         self.pid = pid
@@ -76,6 +78,16 @@ class ActionDone(Message):
         self.judged = judged
         self.judged_over = judged_over
         self.quiet = quiet
+        self.evidence = evidence
+
+
+class Unchanged(Message):
+    """A quiet refresh of the tree at ``pid`` found no process of its
+    chains run since they were judged: the verdicts stand as they are."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
 
 
 class ReapPlanned(Message):
