@@ -404,3 +404,26 @@ def test_counts_are_of_the_given_trees_only(zombie_maker):
     for pid in theirs.zombies:
         assert "outside the given roots" in lines[pid], lines[pid]
     assert "outside the given roots" not in lines[ours.zombies[0]]
+
+
+def test_unnamed_actors_whole_in_a_pipe(spawn):
+    """Real tractor main, mp_spawn: the root and its actor have no name
+    outside their command lines. In a pipe every view prints those whole
+    (``ptree R | grep 'mp_spawn none'`` finds the root), whatever COLUMNS
+    says. Before, an unnamed actor's command line was cut at 48 characters
+    in every view, and ``--actors`` cut each row at the width even in a
+    pipe."""
+    from trees.harness import free_port, runtime_python
+
+    py = runtime_python("main")
+    if py is None:
+        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV")
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    tree = spawn([str(py), script, str(free_port()), "mp_spawn", "none"], timeout=60)
+    wait_for(lambda: len(tree.pids()) >= 3)
+    for view in ((), ("--tree",), ("--actors",)):
+        r = cli("ptree", *view, str(tree.root), env={"COLUMNS": "60"})
+        assert r.returncode == 0, r.stderr
+        assert " mp_spawn none [root actor" in r.stdout, (view, r.stdout)
+        assert "from multiprocessing.spawn import spawn_main; spawn_main(" in r.stdout, \
+            (view, r.stdout)

@@ -28,13 +28,14 @@ def actor_tag(proc) -> str:
     return f"[{tag}]"
 
 
-def _name(entry: Entry) -> str:
+def _name(entry: Entry, st: Style) -> str:
     proc = entry.proc
     actor = proc.actor
     if actor is not None:
         cut = "…" if actor.name_truncated else ""
-        # unnamed: its command line, cut so the tag stays in view
-        name = f"{actor.name}{cut}" if actor.name else clip(proc.command_line(short=True), 48)
+        # unnamed: its command line, cut on a terminal so the tag stays in
+        # view (a pipe gets it whole, for grep)
+        name = f"{actor.name}{cut}" if actor.name else st.clip(proc.command_line(short=True), 48)
         return f"{name} {actor_tag(proc)}"
     return proc.title
 
@@ -127,7 +128,7 @@ def render_grouped(snap: Snapshot, st: Style, width: int | None = None) -> str:
         lines.append("")
         lines.append(st(f"{bucket.upper()} ({len(group)})", BUCKET_STYLE[bucket], "bold"))
         rows = [_columns(e, st) for e in group]
-        names = [_name(e) + _annotation(snap, e) for e in group]
+        names = [_name(e, st) + _annotation(snap, e) for e in group]
         lines += ["  " + ln for ln in _table(rows, names, width - 2, st)]
     return "\n".join(lines)
 
@@ -207,7 +208,7 @@ def _tree_lines(snap: Snapshot, pid: int, prefix: str, last: bool,
     if entry.listens:
         extra.append(listens_text(entry.listens))
     tail = f"  ({', '.join(extra)})" if extra else ""
-    text = f"{prefix}{branch}{proc.pid} {badge} {state} {_name(entry)}"
+    text = f"{prefix}{branch}{proc.pid} {badge} {state} {_name(entry, st)}"
     lines.append(st.clip(text + tail, width + (len(text) - len(_plain(text)))))
     kids = [c for c in entry.children if c in snap.entries]
     child_prefix = prefix + ("" if is_top else ("   " if last else "│  "))
@@ -233,8 +234,8 @@ def render_actor_tree(snap: Snapshot, st: Style, width: int | None = None) -> st
         branch = "" if top else ("└─ " if last else "├─ ")
         badge = st(entry.bucket, BUCKET_STYLE[entry.bucket])
         state = st(_state(entry), STATE_STYLE.get(entry.state, ""))
-        text = f"{prefix}{branch}{pid} {badge} {state} {_name(entry)}"
-        lines.append(clip(text, width + (len(text) - len(_plain(text)))))
+        text = f"{prefix}{branch}{pid} {badge} {state} {_name(entry, st)}"
+        lines.append(st.clip(text, width + (len(text) - len(_plain(text)))))
         below = prefix + ("" if top else ("   " if last else "│  "))
         hosted = entry.proc.hosted
         children = kids.get(pid, [])
