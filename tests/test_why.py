@@ -479,6 +479,7 @@ def test_current_runtime_frozen_task_waits_are_no_cycle(spawn, free_port):
         time.sleep(0.2)
     (crasher,) = zombies
     (mid,) = [p for p in sick.pids() if p not in (sick.root, crasher)]
+    time.sleep(0.5)  # mid's SIGCHLD handler back in time.sleep
     diag = why_json(sick.root)
     assert not [v for v in diag.verdicts if v.kind == "cycle"]
     assert not [e for e in diag.edges if e.waiter == mid and e.on == sick.root]
@@ -507,6 +508,7 @@ def test_current_runtime_what_to_do_is_commands_a_shell_takes(spawn, free_port, 
         time.sleep(0.2)
     (crasher,) = zombies
     (mid,) = [p for p in sick.pids() if p not in (sick.root, crasher)]
+    time.sleep(0.5)  # mid's SIGCHLD handler back in time.sleep
     rc, out, err = why(str(sick.root))
     assert rc == 0, err
     todo, on = [], False
@@ -533,6 +535,31 @@ def test_current_runtime_what_to_do_is_commands_a_shell_takes(spawn, free_port, 
     assert todo and not any("dump-all" in t for t in todo)
     for t in todo:
         assert t.startswith("`tractor-diag ") and "(" not in t.split("`")[1], t
+
+
+def test_current_runtime_brief_sync_calls_are_not_blocked(spawn, free_port):
+    """Real tractor main (trio backend): child ``poller`` spends most of its
+    time in time.sleep(0.2), returning to its loop between calls: healthy,
+    and no verdict. Beside it a child that has been in time.sleep for good:
+    sync-blocked, for as long as it has slept (on this kind of VM the
+    scheduler's clock runs seconds behind CLOCK_MONOTONIC). Before, the
+    poller was called sync-blocked "for at least 9 s" (the clocks' offset)."""
+    from pathlib import Path
+
+    py = _runtime_python()
+    script = str(Path(__file__).parent / "trees" / "why_runtime_tree.py")
+    healthy = spawn([py, script, str(free_port), "trio", "poll", "--taskdump"], timeout=60)
+    sick = spawn([py, script, str(_other_port(free_port)), "trio", "sleep", "--taskdump"],
+                 timeout=60)
+    asleep = time.monotonic()  # the call began at least 1 s before READY
+    time.sleep(1.0)
+    diag = why_json(healthy.root, sick.root)
+    took = time.monotonic() - asleep
+    assert not verdict_pids(diag) & set(healthy.pids())
+    (v,) = diag.verdicts
+    assert v.kind == "sync-blocked" and v.pid in sick.pids()
+    secs = int(v.text.split("for at least ")[1].split(" s")[0])
+    assert 1 <= secs <= took + 1.5, v.text
 
 
 def _verb(*argv: str) -> tuple[int, str, str]:

@@ -96,21 +96,51 @@ def sample(pid: int, create_time: float | None = None, *, last_ran: bool = False
         os.close(dfd)
 
 
-def _last_ran(dfd: int) -> float | None:
-    """``se.exec_start`` (milliseconds of the scheduler clock, which counts
-    from boot like CLOCK_MONOTONIC) as a ``time.monotonic()`` value."""
-    try:
-        text = _read("sched", dfd)
-    except OSError:
-        return None
+def _exec_start(text: bytes) -> float | None:
+    """``se.exec_start`` of a ``sched`` file, in seconds of the scheduler
+    clock."""
     i = text.find(b"se.exec_start")
     if i < 0:
         return None
     try:
-        ms = float(text[i:].split(b"\n", 1)[0].split(b":", 1)[1])
+        return float(text[i:].split(b"\n", 1)[0].split(b":", 1)[1]) / 1000.0
     except (ValueError, IndexError):
         return None
-    return ms / 1000.0
+
+
+# (scheduler clock -> time.monotonic() offset, when it was measured)
+_SCHED_OFFSET: list[float] = []
+
+
+def _sched_offset() -> float:
+    """What to add to the scheduler clock to read it as ``time.monotonic()``.
+    Both count from boot, but not from the same instant: on a VM the
+    scheduler clock can run seconds behind, which read as seconds more of
+    "not run since". Measured on this thread, which is running now (its
+    exec_start is at most a tick old: durations come out that much short,
+    never long); again every few seconds, as the two clocks drift."""
+    now = time.monotonic()
+    if _SCHED_OFFSET and now - _SCHED_OFFSET[1] < 5.0:
+        return _SCHED_OFFSET[0]
+    try:
+        with open("/proc/thread-self/sched", "rb") as f:
+            mine = _exec_start(f.read())
+    except OSError:
+        mine = None
+    offset = now - mine if mine is not None else 0.0
+    _SCHED_OFFSET[:] = [offset, now]
+    return offset
+
+
+def _last_ran(dfd: int) -> float | None:
+    """When the process's main thread last ran (``se.exec_start``), as a
+    ``time.monotonic()`` value."""
+    try:
+        text = _read("sched", dfd)
+    except OSError:
+        return None
+    start = _exec_start(text)
+    return None if start is None else start + _sched_offset()
 
 
 # wait4 / waitid syscall numbers, by machine

@@ -3,7 +3,7 @@ that hangs the way `why` is meant to explain: the root waits for a child's
 result, and the child is blocked in a sync ``time.sleep`` inside its RPC
 task, where no cancel reaches it.
 
-Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,stall,lose-cancel,zombie} [--stackscope] [--taskdump]
+Usage: why_runtime_tree.py PORT START_METHOD {sleep,none,boot,stall,lose-cancel,zombie,poll} [--stackscope] [--taskdump]
 
 ``sleep``: child ``blocker`` runs ``nap`` (``time.sleep(3600)``);
 ``none``: child ``idler`` runs ``idle`` (``trio.sleep_forever()``), a healthy
@@ -17,7 +17,9 @@ that parks forever), and the root waits in ``Portal.cancel_actor``;
 ``zombie``: child ``mid`` starts ``crasher``, calls it (``Portal.run``) in a
 task, then wedges its loop in ``time.sleep``: the crasher exits and stays a
 zombie, mid's call to it is frozen with the loop, the root waits for mid's
-result. The root prints ``READY <root pid>``
+result; ``poll``: child ``poller`` is healthy, though most of its time in
+sync ``time.sleep(0.2)`` calls, each followed by a trip to its loop. The
+root prints ``READY <root pid>``
 (``lose-cancel``: ``READY <root pid> <deaf's pid>``) once the child's call
 has had a second to start. ``--stackscope`` turns on
 tractor's own SIGUSR1 task dumper (``enable_stack_on_sig``), ``--taskdump``
@@ -60,6 +62,12 @@ async def deafen() -> int:
     return os.getpid()
 
 
+async def poll() -> None:
+    while True:
+        time.sleep(0.2)  # brief sync work, then back to the loop
+        await trio.sleep(0.01)
+
+
 async def crash() -> None:
     await trio.sleep(0.5)
     os._exit(3)
@@ -84,7 +92,8 @@ async def main() -> None:
     port, method, hang = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     name, fn = {"sleep": ("blocker", nap), "boot": ("booter", idle),
                 "stall": ("booter", idle),
-                "zombie": ("mid", wedge_over_zombie)}.get(hang, ("idler", idle))
+                "zombie": ("mid", wedge_over_zombie),
+                "poll": ("poller", poll)}.get(hang, ("idler", idle))
     async with tractor.open_nursery(
         registry_addrs=[("127.0.0.1", port)], start_method=method,
         enable_stack_on_sig="--stackscope" in sys.argv,

@@ -66,6 +66,7 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
     if rest > 0 and (deadline is None or time.monotonic() + rest < deadline):
         time.sleep(rest)
     after = kstate.sample_many([p for p in procs if p.pid in before])
+    later = _look_again(procs, before, after, deadline)
     scan = None
     if bindspace and (deadline is None or time.monotonic() < deadline):
         try:
@@ -75,7 +76,28 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
         except Exception:  # noqa: BLE001 - a missing dir is no verdict
             scan = None
     return report, diagnose(snap, report, before, after, bindspace=scan, ipc=graph or None,
-                            hints=hints, now=now)
+                            hints=hints, now=now, later=later)
+
+
+
+
+def _look_again(procs, before, after, deadline):
+    """The processes in a sync call that ran a moment before the capture
+    began (a healthy one's brief call, or a long one that an earlier
+    capture woke: py-spy's attach and a task dump each wake it), read again
+    `LOOK_AGAIN` after the capture, which no longer disturbs them: one that
+    has not run for `QUIET` by then is in that call for good."""
+    from .. import kstate
+    from .rules import LOOK_AGAIN, SYNC_BLOCKED_AFTER, sync_call
+
+    t = time.monotonic()
+    pids = [p for p in procs if p.pid in after and before[p.pid].last_ran is not None
+            and t - before[p.pid].last_ran < SYNC_BLOCKED_AFTER
+            and sync_call(before[p.pid].wchan) and sync_call(after[p.pid].wchan)]
+    if not pids or (deadline is not None and t + LOOK_AGAIN >= deadline):
+        return {}
+    time.sleep(LOOK_AGAIN)
+    return kstate.sample_many(pids, last_ran=True)
 
 
 def _graph(snap):

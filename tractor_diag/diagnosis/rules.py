@@ -44,6 +44,17 @@ _PRIORITY = (
 # the cause a chain of waits ends in.
 ATTRIBUTES = frozenset({"ignores-signals", "orphan", "stale-socket", "port-holder"})
 
+#: How long the main thread must have been off the CPU, in one sync call,
+#: to be called blocked in it.
+SYNC_BLOCKED_AFTER = 1.0
+#: How long after the capture a process in a sync call that ran just before
+#: it is read again, and how long it must not have run by then: what runs
+#: it during the capture (a task dump's handler, say) may end a little
+#: after it, a healthy loop runs every few tenths even on a busy box.
+LOOK_AGAIN = 1.0
+QUIET = 0.6
+
+
 def sync_call(wchan: str | None) -> str | None:
     name = wchan_name(wchan)
     if not name or in_event_loop(name):
@@ -105,6 +116,9 @@ class _Ctx:
         self.verdicts: list[Verdict] = []
         self.edges: list[WaitEdge] = []
         self.notes: list[str] = []
+        # main thread in a sync call off its loop, too briefly for a verdict
+        self.held: set[int] = set()
+        self.later: dict[int, KernelSample] = {}
         # (the cycle's verdict, its members from the one it names on)
         self.cycles: list[tuple[Verdict, list[int]]] = []
 
@@ -292,10 +306,33 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
         return
     user = next((f for f in reversed(frames) if not is_internal(f.filename)), None)
     at = user or inner
-    secs = ""
+    secs, looked = "", None
     if a is not None and a.last_ran is not None:
         dur = max(0.0, c.now - a.last_ran)
         age = time.time() - c.snap.entries[pid].proc.create_time
+        if dur < SYNC_BLOCKED_AFTER:
+            # it ran a moment before the capture: a brief sync call on its
+            # way back to the loop (a busy box delays a healthy one's turn
+            # by tenths), unless it has not run a while after the capture
+            # either (an earlier capture had woken it)
+            again, b = c.later.get(pid), c.after.get(pid)
+            if again is None or again.last_ran is None or not sync_call(again.wchan):
+                quiet = False
+            else:
+                # not run for a while, or woken once at most (the tail of
+                # a task dump's handler going back to sleep)
+                switches = (again.vol_ctx - b.vol_ctx if b is not None and b.vol_ctx is not None
+                            and again.vol_ctx is not None else None)
+                quiet = again.at - again.last_ran >= QUIET or switches in (0, 1)
+            if not quiet:
+                # its tasks are frozen meanwhile all the same
+                c.held.add(pid)
+                return
+            dur = again.at - a.last_ran
+            looked = Evidence("kernel", f"read again {again.at - b.at:.1f} s after the capture: "
+                              f"still wchan {again.wchan}, last ran "
+                              f"{again.at - again.last_ran:.1f} s before, {switches} voluntary "
+                              "context switches since")
         # when it last ran: an earlier py-spy attach wakes it briefly, so
         # this is a lower bound
         secs = f" for at least {min(dur, age):.0f} s"
@@ -304,6 +341,7 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
           f"{c.who(pid)} is blocked in {call} at {_loc(at)}{secs} — a sync call that a "
           "cancel cannot interrupt",
           [Evidence("kernel", f"wchan {wchan}, state {k.state if k else ps.kernel.state}"),
+           *([looked] if looked is not None else []),
            Evidence("python", f"main thread, under {task}: {await_text(frames)}")],
           [f"tractor-diag stacks {pid}",
            f"tractor-diag reap --parent {_reap_scope(c.snap.entries[pid].proc)} --dry-run"])
@@ -428,7 +466,7 @@ def _resolve_peer(c: _Ctx, pid: int, named) -> tuple[int, list[Evidence]] | None
 
 def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     waits, named = _waits(ps)
-    if c.has(pid, "sync-blocked", "runaway", "loop-held"):
+    if pid in c.held or c.has(pid, "sync-blocked", "runaway", "loop-held"):
         # its loop is held: a task's wait is frozen with it, and says
         # nothing of whom it waits for (the peer may be gone, its channel
         # closed unnoticed); only the main thread's own wait holds it
@@ -796,16 +834,20 @@ def diagnose(
     ipc=None,
     hints: dict[int, str] | None = None,
     now: float | None = None,
+    later: dict[int, KernelSample] | None = None,
 ) -> Diagnosis:
     """Edges, verdicts and chains for the processes of ``snap``.
 
     ``before`` is read before the capture (it holds what the capture would
     disturb: when each process last ran, its tracer) and ``after`` after it;
     the runaway rule needs both, a window of at least 0.2 s between them.
+    ``later``: processes in a sync call that ran just before the capture,
+    read again a while after it (did they run on their own since?).
     """
     started = time.monotonic()
     now = time.monotonic() if now is None else now
     c = _Ctx(snap, report, before, after or {}, now, ipc)
+    c.later = later or {}
     for pid, why in (hints or {}).items():
         if pid in snap.entries:
             c.add("reported", pid, f"{c.who(pid)}: {why}", [Evidence("caller", why)])
