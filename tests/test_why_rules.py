@@ -376,3 +376,22 @@ def test_the_peer_a_task_dump_names_is_the_one_waited_for():
                  edges=[(101, 100), (102, 100)])
     diag = diagnose(snap, report, before, after, ipc=ipc, now=12.0)
     assert not any(e.relation == "peer" for e in diag.edges)
+
+
+def test_a_child_wait_beside_a_peer_wait():
+    """a0 waits for its child in trio's Process.wait in one task and for a
+    context's result in another: both edges lead to a1. Before, the child
+    wait's pid lookup overwrote the map of the peers task dumps name, and
+    the peer wait raised TypeError (why crashed)."""
+    def tasks_for(i, kids):
+        point = ("Context.wait_for_result", f"{SITE}/tractor/_context.py", 1307)
+        if i:
+            return []
+        return [_task("spawn", ("spawn", "/app/app.py", 5), PROC_WAIT),
+                _task("run", ("run", "/app/app.py", 9), point)]
+
+    snap, report, before, after = _build([-1, 0], tasks_for=tasks_for)
+    diag = diagnose(snap, report, before, after, now=12.0)
+    (e,) = diag.edges
+    assert (e.waiter, e.on) == (100, 101)
+    assert {ev.text.split(" in ")[0] for ev in e.evidence} >= {"task 'spawn'", "task 'run'"}

@@ -487,10 +487,10 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
 
     k = c.before.get(pid)
     if k is not None and sync_call(k.wchan) == "os.waitpid":
-        named = k.wait_pid
-        if named is not None and named in kids:
-            edge(named, _OS_WAITPID, "child",
-                 [Evidence("kernel", f"wchan {k.wchan}; wait4 names pid {named} "
+        waited = k.wait_pid
+        if waited is not None and waited in kids:
+            edge(waited, _OS_WAITPID, "child",
+                 [Evidence("kernel", f"wchan {k.wchan}; wait4 names pid {waited} "
                            f"(/proc/{pid}/syscall)")])
     boot_waits = [(p, ev) for p, ev in waits if "wait_for_peer" in p.label]
     child_waits = [(p, ev) for p, ev in waits if p.target == "child" and (p, ev) not in boot_waits]
@@ -509,11 +509,12 @@ def _edges(c: _Ctx, pid: int, ps: ProcStacks) -> None:
         if not kids:
             _no_child_to_wait_for(c, pid, p, ev)
     if child_waits:
-        named = k.wait_pid if k is not None and any(p.sync for p, _ in child_waits) else None
-        if named is not None and named in kids:
+        # (not `named`: that maps the task waits' named peers, used below)
+        waited = k.wait_pid if k is not None and any(p.sync for p, _ in child_waits) else None
+        if waited is not None and waited in kids:
             p, ev = next((p, ev) for p, ev in child_waits if p.sync)
-            edge(named, p, "child", [ev, Evidence("kernel", f"wait4 names pid {named} "
-                                                  f"(/proc/{pid}/syscall)")])
+            edge(waited, p, "child", [ev, Evidence("kernel", f"wait4 names pid {waited} "
+                                                   f"(/proc/{pid}/syscall)")])
         elif len(kids) == 1:
             p, ev = child_waits[0]
             edge(kids[0], p, "child", [ev, Evidence("tree", "its only child")])
