@@ -298,8 +298,11 @@ class DashApp(App):
         """True while the app takes its screen down: trio keeps posting
         messages after `exit()` until the guest run has stopped, and by then
         there may be no pane left to show them in."""
+        # every pane a message may reach: they go one by one, not at once
+        # (a Sampled handled after the status bar went raised NoMatches)
         try:
-            self.query_one(ProcTree)
+            for pane in (ProcTree, StatusBar, DetailPane, EventsPane, LogPane):
+                self.query_one(pane)
         except NoMatches:
             return True
         return False
