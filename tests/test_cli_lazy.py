@@ -118,8 +118,9 @@ def test_start_up_imports_no_socket_or_shutil_and_compiles_no_escaping_pattern(a
     """What a ptree or stacks start-up need not pay for: socket.py (the
     socket tables are read with its C half), shutil (argparse and the
     renderer read the terminal's width themselves, py-spy is found next to
-    the interpreter), the escaping patterns (compiled only for text that
-    needs escaping)."""
+    the interpreter), typing_extensions with inspect (msgspec's, for what
+    typing has), the escaping patterns (compiled only for text that needs
+    escaping)."""
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         code = f"""
@@ -138,6 +139,26 @@ def test_start_up_imports_no_socket_or_shutil_and_compiles_no_escaping_pattern(a
         sleeper.wait(timeout=TIMEOUT)
     assert got["rc"] == 0, got["err"]
     assert f"{sleeper.pid} " in got["out"]
-    for mod in ("socket", "shutil"):
+    for mod in ("socket", "shutil", "typing_extensions", "inspect"):
         assert mod not in got["mods"], mod
     assert got["compiled"] == 0
+
+
+def test_typing_extensions_hidden_from_msgspec_only():
+    """Textual, imported after the CLI imported msgspec, gets the real
+    typing_extensions; the Structs still decode what they encode."""
+    got = _cold("""
+    import json, sys
+    from tractor_diag import cli
+    cli.import_msgspec_lean()
+    hidden = "typing_extensions" not in sys.modules
+    import typing_extensions
+    from tractor_diag import procfs
+    from tractor_diag.model import Proc, to_json
+    import msgspec
+    proc = procfs.scan(only=[__import__("os").getpid()])[__import__("os").getpid()]
+    same = msgspec.json.decode(to_json(proc), type=Proc) == proc
+    print(json.dumps({"hidden": hidden, "real": typing_extensions.__file__ is not None,
+                      "same": same}))
+    """)
+    assert got == {"hidden": True, "real": True, "same": True}
