@@ -127,8 +127,8 @@ def test_start_up_imports_no_socket_or_shutil_and_compiles_no_escaping_pattern(a
         import contextlib, io, json, sys
         from tractor_diag import cli, safetext
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rc = cli.run_verb({[*argv, str(sleeper.pid)]!r}, out=out, err=err)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main({[*argv, str(sleeper.pid)]!r})
         print(json.dumps({{"rc": rc, "out": out.getvalue(), "err": err.getvalue(),
                            "mods": sorted(sys.modules),
                            "compiled": len(getattr(safetext, "_compiled", "?"))}}))
@@ -142,6 +142,20 @@ def test_start_up_imports_no_socket_or_shutil_and_compiles_no_escaping_pattern(a
     for mod in ("socket", "shutil", "typing_extensions", "inspect"):
         assert mod not in got["mods"], mod
     assert got["compiled"] == 0
+
+
+def test_run_verb_in_someone_elses_process_leaves_msgspec_as_it_is():
+    """Only the CLI's own process imports msgspec lean: a program (or test)
+    calling run_verb keeps a msgspec that knows typing_extensions."""
+    got = _cold("""
+    import io, json, os
+    from tractor_diag import cli
+    rc = cli.run_verb(["ptree", "--no-strays", str(os.getpid())], out=io.StringIO(),
+                      err=io.StringIO())
+    import msgspec._utils
+    print(json.dumps({"rc": rc, "hints": msgspec._utils._get_type_hints.__module__}))
+    """)
+    assert got == {"rc": 0, "hints": "typing_extensions"}
 
 
 def test_typing_extensions_hidden_from_msgspec_only():

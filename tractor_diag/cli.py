@@ -66,7 +66,8 @@ def import_msgspec_lean() -> None:
     with the inspect, ast and dis it pulls in, that is ~9 ms of CPU, a
     seventh of a whole ``ptree``. Hidden only during msgspec's import and
     only when nothing imported it yet: a later import (Textual's) finds the
-    real module. A msgspec that cannot do without it is imported as usual."""
+    real module. A msgspec that cannot do without it is imported as usual.
+    Only in a process of our own (`main`): msgspec keeps what it found."""
     if "msgspec" in sys.modules or "typing_extensions" in sys.modules:
         return
     sys.modules["typing_extensions"] = None  # type: ignore[assignment]
@@ -93,7 +94,8 @@ def run_verb(argv: list[str], out: TextIO | None = None, err: TextIO | None = No
             if parser is not None:
                 parser.print_help(out)
             return 2
-        import_msgspec_lean()  # every verb's data is msgspec Structs
+        if _own_process:
+            import_msgspec_lean()  # every verb's data is msgspec Structs
         return run(args, out)
 
     def reader_left():
@@ -107,7 +109,15 @@ def run_verb(argv: list[str], out: TextIO | None = None, err: TextIO | None = No
     return invoke.run_mapped(call, err, "tractor-diag", on_broken_pipe=reader_left)
 
 
+#: Set by `main`: the process is ours. Only then is msgspec imported lean: in
+#: someone else's process (a test, a program calling `run_verb`) a msgspec
+#: that never saw typing_extensions would not know its types later.
+_own_process = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _own_process
+    _own_process = True
     rc = run_verb(sys.argv[1:] if argv is None else argv)
     try:
         sys.stdout.flush()
