@@ -188,12 +188,15 @@ class Pin:
         except ProcessLookupError:
             return False
         except OSError as exc:
-            try:
-                name = signal.Signals(sig).name
-            except ValueError:
-                name = f"signal {sig}"
-            raise PinError(f"pid {self.pid}: {name}: {exc.strerror}") from None
+            raise self._refused(sig, exc) from None
         return True
+
+    def _refused(self, sig: int, exc: OSError) -> PinError:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return PinError(f"pid {self.pid}: {name}: {exc.strerror}")
 
     def send_main_thread(self, sig: int) -> bool:
         """Signal the pinned process's main thread (the thread group leader),
@@ -219,11 +222,7 @@ class Pin:
         except ProcessLookupError:
             return self.send(sig)
         except OSError as exc:
-            try:
-                name = signal.Signals(sig).name
-            except ValueError:
-                name = f"signal {sig}"
-            raise PinError(f"pid {self.pid}: {name}: {exc.strerror}") from None
+            raise self._refused(sig, exc) from None
         finally:
             os.close(tfd)
         return True
