@@ -86,16 +86,19 @@ def _look_again(procs, before, after, deadline):
     began (a healthy one's brief call, or a long one that an earlier
     capture woke: py-spy's attach and a task dump each wake it), read again
     `LOOK_AGAIN` after the capture, which no longer disturbs them: one that
-    has not run for `QUIET` by then is in that call for good."""
+    has not run for `QUIET` by then is in that call for good. None when
+    the deadline leaves no time to look."""
     from .. import kstate
     from .rules import LOOK_AGAIN, SYNC_BLOCKED_AFTER, sync_call
 
     t = time.monotonic()
     pids = [p for p in procs if p.pid in after and before[p.pid].last_ran is not None
             and t - before[p.pid].last_ran < SYNC_BLOCKED_AFTER
-            and sync_call(before[p.pid].wchan) and sync_call(after[p.pid].wchan)]
-    if not pids or (deadline is not None and t + LOOK_AGAIN >= deadline):
+            and sync_call(before[p.pid].wchan)]
+    if not pids:
         return {}
+    if deadline is not None and t + LOOK_AGAIN >= deadline:
+        return None  # no time to: judged from the capture alone
     time.sleep(LOOK_AGAIN)
     return kstate.sample_many(pids, last_ran=True)
 

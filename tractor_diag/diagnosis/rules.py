@@ -118,7 +118,7 @@ class _Ctx:
         self.notes: list[str] = []
         # main thread in a sync call off its loop, too briefly for a verdict
         self.held: set[int] = set()
-        self.later: dict[int, KernelSample] = {}
+        self.later: dict[int, KernelSample] | None = {}
         # (the cycle's verdict, its members from the one it names on)
         self.cycles: list[tuple[Verdict, list[int]]] = []
 
@@ -310,7 +310,7 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
     if a is not None and a.last_ran is not None:
         dur = max(0.0, c.now - a.last_ran)
         age = time.time() - c.snap.entries[pid].proc.create_time
-        if dur < SYNC_BLOCKED_AFTER:
+        if dur < SYNC_BLOCKED_AFTER and c.later is not None:
             # it ran a moment before the capture: a brief sync call on its
             # way back to the loop (a busy box delays a healthy one's turn
             # by tenths), unless it has not run a while after the capture
@@ -319,11 +319,12 @@ def _python_verdicts(c: _Ctx, pid: int, ps: ProcStacks) -> None:
             if again is None or again.last_ran is None or not sync_call(again.wchan):
                 quiet = False
             else:
-                # not run for a while, or woken once at most (the tail of
-                # a task dump's handler going back to sleep)
+                # not run for a while, or woken twice at most (the tails
+                # of our attach and task dump going back to sleep; a loop
+                # that polls switches at every call and every loop pass)
                 switches = (again.vol_ctx - b.vol_ctx if b is not None and b.vol_ctx is not None
                             and again.vol_ctx is not None else None)
-                quiet = again.at - again.last_ran >= QUIET or switches in (0, 1)
+                quiet = again.at - again.last_ran >= QUIET or switches in (0, 1, 2)
             if not quiet:
                 # its tasks are frozen meanwhile all the same
                 c.held.add(pid)
@@ -843,12 +844,15 @@ def diagnose(
     disturb: when each process last ran, its tracer) and ``after`` after it;
     the runaway rule needs both, a window of at least 0.2 s between them.
     ``later``: processes in a sync call that ran just before the capture,
-    read again a while after it (did they run on their own since?).
+    read again a while after it (did they run on their own since?); None
+    when there was no time to (a sync call is then judged from the
+    capture alone).
     """
     started = time.monotonic()
     now = time.monotonic() if now is None else now
     c = _Ctx(snap, report, before, after or {}, now, ipc)
-    c.later = later or {}
+    # None: not looked at again (a deadline), judged from the capture alone
+    c.later = later
     for pid, why in (hints or {}).items():
         if pid in snap.entries:
             c.add("reported", pid, f"{c.who(pid)}: {why}", [Evidence("caller", why)])
