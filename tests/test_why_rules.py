@@ -395,3 +395,29 @@ def test_a_child_wait_beside_a_peer_wait():
     (e,) = diag.edges
     assert (e.waiter, e.on) == (100, 101)
     assert {ev.text.split(" in ")[0] for ev in e.evidence} >= {"task 'spawn'", "task 'run'"}
+
+
+def test_a_sync_call_that_ran_a_moment_before_a_long_capture_is_looked_at_again():
+    """The rules ask for a second look at a process in a sync call that ran
+    less than a second before the capture began; the look must take in
+    every such process even when the capture itself outlasted that second
+    (it was measured from the capture's end: the process was left out, and
+    the rules, finding no second look, judged it moving: no verdict)."""
+    import subprocess
+
+    from tractor_diag import kstate, procfs
+    from tractor_diag.diagnosis import _look_again
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        time.sleep(0.2)
+        proc = procfs.read_proc(sleeper.pid, detail=False)
+        first = kstate.sample(sleeper.pid, proc.create_time, last_ran=True)
+        assert first is not None and first.wchan
+        began = time.monotonic() - 0.7  # a 0.7 s capture
+        first.last_ran = began - 0.5  # ran half a second before it began
+        later = _look_again([proc], {proc.pid: first}, {proc.pid: first}, None, began)
+        assert later is not None and proc.pid in later
+    finally:
+        sleeper.kill()
+        sleeper.wait()

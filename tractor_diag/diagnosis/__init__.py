@@ -66,7 +66,7 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
     if rest > 0 and (deadline is None or time.monotonic() + rest < deadline):
         time.sleep(rest)
     after = kstate.sample_many([p for p in procs if p.pid in before])
-    later = _look_again(procs, before, after, deadline)
+    later = _look_again(procs, before, after, deadline, now)
     scan = None
     if bindspace and (deadline is None or time.monotonic() < deadline):
         try:
@@ -81,19 +81,22 @@ def examine(snap, options=None, *, deadline: float | None = None, interactive: b
 
 
 
-def _look_again(procs, before, after, deadline):
+def _look_again(procs, before, after, deadline, began):
     """The processes in a sync call that ran a moment before the capture
     began (a healthy one's brief call, or a long one that an earlier
     capture woke: py-spy's attach and a task dump each wake it), read again
     `LOOK_AGAIN` after the capture, which no longer disturbs them: one that
     has not run for `QUIET` by then is in that call for good. None when
-    the deadline leaves no time to look."""
+    the deadline leaves no time to look. "A moment before" is measured from
+    ``began``, the capture's start, as the rules measure it: measured from
+    now, a capture longer than the gap left out a process the rules then
+    found not looked at again (and judged it moving: no verdict)."""
     from .. import kstate
     from .rules import LOOK_AGAIN, SYNC_BLOCKED_AFTER, sync_call
 
     t = time.monotonic()
     pids = [p for p in procs if p.pid in after and before[p.pid].last_ran is not None
-            and t - before[p.pid].last_ran < SYNC_BLOCKED_AFTER
+            and began - before[p.pid].last_ran < SYNC_BLOCKED_AFTER
             and sync_call(before[p.pid].wchan)]
     if not pids:
         return {}
