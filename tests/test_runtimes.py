@@ -139,20 +139,22 @@ def test_stacks_names_every_actor(tree):
         assert f"tractor-diag reap --parent {a['spawner_0']} --dry-run" in r.stdout, r.stdout
 
 
-def test_a_name_read_from_a_stack_stays_for_later_scans(tree, monkeypatch):
+@pytest.mark.parametrize("backend", ["mp_spawn", "mp_forkserver"])  # named from their stacks
+def test_a_name_read_from_a_stack_stays_for_later_scans(backend, runtime_trees, monkeypatch):
     """The dashboard scans again every tick: an mp actor named by a capture
     keeps its name (same pid and start time) in this program's later scans."""
-    if not tree.backend.startswith("mp_"):
-        pytest.skip("only mp actors are named from their stacks")
-    from tractor_diag import stacks, trees
+    from tractor_diag import recognise, stacks, trees
     from tractor_diag.stackmodel import StacksOptions
 
+    tree = runtime_trees.start(backend, "tcp")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tree.xdg))
+    # what earlier tests of this pytest learned is forgotten: named here
+    monkeypatch.setattr(recognise, "_LEARNED", {})
     leaf = tree.actors["leaf_0_0"]
     snap = trees.snapshot_for([str(tree.root)])
-    if snap.entries[leaf].proc.actor.name == "":  # not yet learned in this pytest
-        stacks.capture(snap, StacksOptions(tasks=False))
-        assert snap.entries[leaf].proc.actor.name == "leaf_0_0"
+    assert snap.entries[leaf].proc.actor.name == ""
+    stacks.capture(snap, StacksOptions(tasks=False))
+    assert snap.entries[leaf].proc.actor.name == "leaf_0_0"
     again = trees.snapshot_for([str(tree.root)]).entries[leaf].proc.actor
     assert (again.name, again.how, again.sure) == ("leaf_0_0", "mp-name", "certain")
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from test_why import verdict_pids, why_json
-from trees.harness import BACKEND_RUNTIME, free_port, proc_stat, read_cmdline, runtime_python
+from trees.harness import (BACKEND_RUNTIME, TreeError, free_port, proc_stat, read_cmdline,
+                           runtime_python)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,9 +40,14 @@ def _python(backend: str) -> str:
     return str(py)
 
 
-def _tree(spawn, backend: str, hang: str, ready: str | None = "READY"):
-    return spawn([_python(backend), SCRIPT, str(free_port()), backend, hang, "--taskdump"],
-                 ready=ready, timeout=60, label=f"{backend}-{hang}")
+def _tree(spawn, backend: str, hang: str, ready: str | None = "READY", tries: int = 1):
+    for left in range(tries, 0, -1):
+        try:
+            return spawn([_python(backend), SCRIPT, str(free_port()), backend, hang, "--taskdump"],
+                         ready=ready, timeout=60, label=f"{backend}-{hang}")
+        except TreeError:
+            if left == 1:
+                raise
 
 
 def _healthy(spawn, backend: str):
@@ -98,7 +104,11 @@ def test_boot_hang_mp_forkserver_child_reaped_by_the_fork_server(spawn):
     """The fork server reaps the dead child at once: the root waits for a
     child that is nowhere. Before, the fork server itself (the root's only
     child but the resource tracker) was blamed for never connecting."""
-    sick = _tree(spawn, "mp_forkserver", "boot")
+    # Now and then the runtime itself notices the death and, cancelling the
+    # nursery, fails with a KeyError for the peer that never connected
+    # (ActorNursery.cancel, _peer_connected[uid]): no hang to explain, the
+    # tree exits before READY. That is the runtime's race: start it again.
+    sick = _tree(spawn, "mp_forkserver", "boot", tries=3)
     healthy = _healthy(spawn, "mp_forkserver")
     root = sick.root
     (server,) = [p for p in sick.pids()
