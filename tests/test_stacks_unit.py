@@ -12,8 +12,10 @@ import trio
 
 from tractor_diag import taskdump
 from tractor_diag.render import Style
-from tractor_diag.render.stacks import await_text, render_proc, short_path
-from tractor_diag.diagnosis.where import await_point, focus_thread, is_internal, trio_focus
+from tractor_diag.render.stacks import render_proc
+from tractor_diag.diagnosis.where import (
+    await_point, await_text, focus_thread, is_internal, short_path, trio_focus, whereabouts,
+)
 from tractor_diag.stackmodel import (
     Frame, KernelSide, ProcStacks, PyStack, TaskInfo, TaskTree, Thread,
 )
@@ -180,7 +182,7 @@ def test_render_says_why_pieces_are_missing():
     p = _proc(9, 1, actor="leaf")
     p.python = PyStack(status="timeout", reason="py-spy did not answer within 5.0s (killed)")
     p.kernel = KernelSide(state="S", wchan=None, stack_reason="not readable: needs root")
-    text = render_proc(p, Style(False))
+    text = render_proc(p, whereabouts(p), Style(False))
     assert "\x1b[" not in text
     assert "python: timeout: py-spy did not answer within 5.0s (killed)" in text
     assert "kernel: (not readable: needs root)" in text

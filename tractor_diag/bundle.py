@@ -112,6 +112,7 @@ def write_bundle(
     from .render.stacks import render_proc, render_report
     from .safetext import escape_block
     from .diagnosis import examine
+    from .diagnosis.where import whereabouts_of
     from .diagnosis.rules import stale_sockets, stuck_reasons
     from .render.summary import render_summary
     from .pyspy import no_py_spy_reason, py_spy_version
@@ -134,14 +135,15 @@ def write_bundle(
                                bindspace=False, ipc=graph, known_tasks=known_tasks,
                                hints=hints)
         plain = Style(False, wide=True)  # a file: nothing clipped
+        wheres = whereabouts_of(report)
         files: dict[str, bytes | str] = {
             "tree.txt": render_tree(snap, plain, width=200) + "\n",
             "tree.json": to_json(snap),
-            "stacks.txt": render_report(report, plain, no_py_spy_reason()) + "\n",
+            "stacks.txt": render_report(report, wheres, plain, no_py_spy_reason()) + "\n",
             "stacks.json": to_json(report),
         }
         for p in report.procs:
-            files[f"stacks/{p.pid}.txt"] = render_proc(p, plain) + "\n"
+            files[f"stacks/{p.pid}.txt"] = render_proc(p, wheres[p.pid], plain) + "\n"
             files[f"stacks/{p.pid}.json"] = to_json(p)
             if p.tasks.status == "collected":
                 # as the process wrote it, but no raw escape sequence in a
@@ -179,7 +181,7 @@ def write_bundle(
             meta.path = os.path.join(root, final)
             meta.finished = time.time()
             meta.duration = meta.finished - started
-            tmp.write("summary.md", render_summary(report, snap, meta, diag))
+            tmp.write("summary.md", render_summary(report, wheres, snap, meta, diag))
             tmp.write("meta.json", msgspec.json.format(to_json(meta)))
             tmp.publish(final)
         except OSError as exc:  # a full disk, a quota, the dir removed under us

@@ -164,6 +164,16 @@ class ProcStacks(msgspec.Struct):
         return self.actor + ("…" if self.actor_truncated else "")
 
 
+class Whereabouts(msgspec.Struct, frozen=True):
+    """Where one process waits, as the diagnosis judged it from its
+    `ProcStacks` (`diagnosis.where.whereabouts`): what the text renderers
+    quote, so that they judge nothing themselves."""
+
+    python: str  # the thread that matters: its user frame and what that called
+    trio: str  # the task that most looks stuck, or why there is none
+    tasks: list[str] = []  # each task's await point, in `TaskTree.tasks` order
+
+
 class StacksOptions(msgspec.Struct, frozen=True):
     locals: bool = False
     native: bool = False

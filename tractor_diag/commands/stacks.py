@@ -98,6 +98,7 @@ def snapshot_to_capture(args, out, *, verb: str, needs: str, empty_json: str):
 
 
 def run(args, out) -> int:
+    from ..diagnosis.where import whereabouts_of
     from ..model import to_json
     from ..render import Style
     from ..pyspy import no_py_spy_reason
@@ -113,5 +114,6 @@ def run(args, out) -> int:
     if args.json:
         out.write(to_json(report.procs).decode() + "\n")
         return 0
-    out.write(render_report(report, Style.for_output(args.color, out), no_py_spy_reason()) + "\n")
+    st = Style.for_output(args.color, out)
+    out.write(render_report(report, whereabouts_of(report), st, no_py_spy_reason()) + "\n")
     return 0

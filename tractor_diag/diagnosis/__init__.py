@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import time
 
-# name -> submodule: imported on first use, so that `stacks` (whose renderer
-# uses `where`) does not load the rules and their models at start-up
+# name -> submodule: imported on first use, so that `stacks` (whose text asks
+# `where`) does not load the rules and their models at start-up
 _LAZY = {
     "diagnose": "rules", "stuck_reasons": "rules",
     **{name: "where" for name in (
         "await_point", "await_text", "focus_thread", "is_internal", "python_where",
-        "short_path", "trio_focus", "trio_where", "user_frame")},
+        "short_path", "trio_focus", "trio_where", "user_frame", "whereabouts",
+        "whereabouts_of")},
 }
 
 __all__ = [
     "await_point", "await_text", "diagnose", "examine", "focus_thread", "is_internal",
     "python_where", "short_path", "stuck_reasons", "trio_focus", "trio_where", "user_frame",
+    "whereabouts", "whereabouts_of",
 ]
 
 

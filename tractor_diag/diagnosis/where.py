@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..stackmodel import Frame, ProcStacks, PyStack, TaskTree, Thread
+from ..stackmodel import Frame, ProcStacks, PyStack, StacksReport, TaskTree, Thread, Whereabouts
 
 # Frames of the event loop, the actor runtime, the test runner and the
 # stdlib: the user's frame is the innermost one that is none of these.
@@ -152,3 +152,14 @@ def trio_where(p: ProcStacks) -> str:
     task, n = focus
     state = f" [{task.state}]" if task.state else ""
     return f"task '{task.name}'{state} at {await_text(task.frames)} ({n} tasks)"
+
+
+def whereabouts(p: ProcStacks) -> Whereabouts:
+    """Everything the renderers quote of where ``p`` waits."""
+    return Whereabouts(python=python_where(p), trio=trio_where(p),
+                       tasks=[await_text(t.frames) if t.frames else "" for t in p.tasks.tasks])
+
+
+def whereabouts_of(report: StacksReport) -> dict[int, Whereabouts]:
+    """`whereabouts` of every process of ``report``, by pid."""
+    return {p.pid: whereabouts(p) for p in report.procs}

@@ -13,9 +13,8 @@
 """
 from __future__ import annotations
 
-from ..diagnosis.where import await_text, short_path  # noqa: F401 - renderers' names
 from ..safetext import escaped
-from ..stackmodel import ProcStacks, PyStack, StacksReport, TaskTree, Thread
+from ..stackmodel import ProcStacks, PyStack, StacksReport, TaskTree, Thread, Whereabouts
 from . import BUCKET_STYLE, STATE_STYLE, Style
 
 # Syscall entry plumbing says nothing about where a process waits.
@@ -86,20 +85,20 @@ def python_lines(py: PyStack, st: Style) -> list[str]:
     return out
 
 
-def _task_line(task, indent: str) -> str:
+def _task_line(task, at: str, indent: str) -> str:
     state = f" [{task.state}]" if task.state else ""
     flags = f" {{{', '.join(task.scope_flags)}}}" if task.scope_flags else ""
     if task.cancelling:
         flags += " (cancel called above it)"
     if not task.frames:
         return f"{indent}{task.name}{state}{flags}"
-    return f"{indent}{task.name}{state}{flags}  at {await_text(task.frames)}"
+    return f"{indent}{task.name}{state}{flags}  at {at}"
 
 
-def task_lines(tree: TaskTree, st: Style) -> list[str]:
+def task_lines(tree: TaskTree, where: Whereabouts, st: Style) -> list[str]:
     """Collected trees, one line per task: where it waits (its innermost user
-    frame, then the innermost frame). The full dump is in ``--json`` and in
-    ``dump-all`` bundles."""
+    frame, then the innermost frame: ``where.tasks``). The full dump is in
+    ``--json`` and in ``dump-all`` bundles."""
     if tree.status == "not-requested":
         return []
     if tree.status != "collected":
@@ -113,7 +112,8 @@ def task_lines(tree: TaskTree, st: Style) -> list[str]:
     if tree.format == "tractor-diag" and tree.tasks:
         n = len(tree.tasks)
         out = [f"  trio tasks (tractor-diag taskdump, {n} task{'s' if n != 1 else ''}):"]
-        out += [_task_line(t, "    " + "  " * t.depth) for t in tree.tasks]
+        out += [_task_line(t, at, "    " + "  " * t.depth)
+                for t, at in zip(tree.tasks, where.tasks)]
     elif tree.format == "tractor-diag":
         # No trio run to walk: the dump's own one-line verdict says why (its
         # thread stacks repeat what py-spy showed).
@@ -130,22 +130,25 @@ def task_lines(tree: TaskTree, st: Style) -> list[str]:
     return out
 
 
-def render_proc(p: ProcStacks, st: Style) -> str:
-    return _render_proc(escaped(p), st)
+def render_proc(p: ProcStacks, where: Whereabouts, st: Style) -> str:
+    """One process; ``where``: its `diagnosis.where.whereabouts`."""
+    return _render_proc(escaped(p), escaped(where), st)
 
 
-def _render_proc(p: ProcStacks, st: Style) -> str:
+def _render_proc(p: ProcStacks, where: Whereabouts, st: Style) -> str:
     lines = [header(p, st), "  " + kernel_line(p)]
     lines += python_lines(p.python, st)
-    lines += task_lines(p.tasks, st)
+    lines += task_lines(p.tasks, where, st)
     return "\n".join(lines)
 
 
-def render_report(report: StacksReport, st: Style, no_py_spy: str = "") -> str:
-    """All processes, then a footer; ``no_py_spy``: why py-spy was not there
-    (`pyspy.no_py_spy_reason`), said in the footer when it was not."""
-    report = escaped(report)
-    blocks = [_render_proc(p, st) for p in report.procs]
+def render_report(report: StacksReport, wheres: dict[int, Whereabouts], st: Style,
+                  no_py_spy: str = "") -> str:
+    """All processes, then a footer. ``wheres``: each process's whereabouts
+    by pid (`diagnosis.where.whereabouts_of`); ``no_py_spy``: why py-spy was
+    not there (`pyspy.no_py_spy_reason`), said in the footer when it was not."""
+    report, wheres = escaped(report), escaped(wheres)
+    blocks = [_render_proc(p, wheres[p.pid], st) for p in report.procs]
     n = len(report.procs)
     ok = sum(p.python.status == "ok" for p in report.procs)
     trees = sum(p.tasks.status == "collected" for p in report.procs)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from ..diagnosis.where import python_where, trio_where
 from ..model import Snapshot
-from ..stackmodel import ProcStacks, StacksReport
+from ..stackmodel import ProcStacks, StacksReport, Whereabouts
 from ..whymodel import Diagnosis
 from . import clip
 from .why import chain_evidence, chain_hints, chain_sentence, hint_command
@@ -22,7 +21,10 @@ def _md(text: str) -> str:
     return escape(text).replace("|", "\\|").replace("`", "'")
 
 
-def render_summary(report: StacksReport, snap: Snapshot, meta, diag: Diagnosis) -> str:
+def render_summary(report: StacksReport, wheres: dict[int, Whereabouts], snap: Snapshot, meta,
+                   diag: Diagnosis) -> str:
+    """``wheres``: each process's whereabouts by pid
+    (`diagnosis.where.whereabouts_of`), quoted in the table of processes."""
     from ..safetext import escaped
 
     report, snap, meta = escaped(report), escaped(snap), escaped(meta)
@@ -64,9 +66,10 @@ def render_summary(report: StacksReport, snap: Snapshot, meta, diag: Diagnosis) 
               "| pid | name | bucket/state | wchan | python (innermost user frame) | trio |",
               "|---|---|---|---|---|---|"]
     for p in report.procs:
+        where = wheres[p.pid]  # escaped by `_md`
         lines.append(
             f"| {p.pid} | {'  ' * p.depth}{_md(_name(p))} | {p.bucket}/{p.state} | "
-            f"{_md(p.kernel.wchan or '-')} | {_md(python_where(p))} | {_md(trio_where(p))} |"
+            f"{_md(p.kernel.wchan or '-')} | {_md(where.python)} | {_md(where.trio)} |"
         )
     empty = [p for p in report.procs if p.tasks.empty]
     if empty:
