@@ -142,3 +142,48 @@ def test_state_changes_show_at_the_next_tick(spawn):
     gone = kid not in snap.entries or snap.entries[kid].bucket == "zombie"
     assert gone, snap.entries.get(kid)
     assert {e.kind for e in events if e.pid == kid} & {"exited", "zombied"}
+
+
+# An actor outside the watched tree, under a live parent of its own, is not
+# read every tick; its parent's death makes it a stray to show, at once.
+_ADOPTED = r"""
+import os, signal, subprocess, time
+from tractor_diag import procfs
+from tractor_diag.sampler import Sampler
+from tractor_diag.trees import Targets
+
+tree = subprocess.Popen(["sleep", "600"])
+parent = subprocess.Popen(["bash", "-c", 'exec 3<&0; exec -a "_subactor[ghost@$BASHPID]" cat <&3 & wait'],
+                          stdin=subprocess.PIPE)
+deadline = time.monotonic() + 10
+while True:
+    kids = procfs._read_children(parent.pid)
+    if kids and procfs.read_quick(kids[0]).actor is not None:
+        break
+    assert time.monotonic() < deadline, "the ghost did not start"
+    time.sleep(0.02)
+ghost = kids[0]
+time.sleep(3.2)  # no longer young
+s = Sampler(Targets([tree.pid]))
+for _ in range(3):
+    snap, _ = s.sample()
+assert ghost not in snap.entries and ghost in s._cache.idle, "the ghost is read every tick"
+parent.kill()
+parent.wait()
+# a pass that would skip the ghost, were its parent still there
+while (ghost + s._cache.passes + 1) % procfs.IDLE_EVERY == 0:
+    s._cache.passes += 1
+snap, events = s.sample()
+assert ghost in snap.strays and snap.entries[ghost].bucket == "orphan", snap.strays
+print("OK")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private pid namespace")
+def test_an_adopted_actor_shows_at_once():
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, "-c", _ADOPTED],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stdout + out.stderr

@@ -114,3 +114,65 @@ def test_an_exec_is_seen(spawn):
                    for e in s.sample()[0].entries.values())
 
     wait_for(late, timeout=10)
+
+
+def test_a_launch_command_line_is_read_once(released_tree, monkeypatch):
+    """The released runtime's actors keep ``python -m tractor._child`` for
+    life: once old, their command lines are not read again every tick."""
+    tree = released_tree(depth=1, breadth=2, hang="sleep")
+    s = Sampler(Targets([tree.root]))
+
+    def placed() -> bool:
+        entries = s.sample()[0].entries.values()
+        mine = [e for e in entries if e.root == tree.root]
+        return len(mine) >= 3 and all(e.proc.actor is not None for e in mine)
+
+    wait_for(placed, timeout=20)
+    time.sleep(3.2)  # none of them young any more
+    s.sample()
+    ours = _ours(s, tree.root)
+    named = [e.proc.actor.name for e in s.latest.entries.values()
+             if e.root == tree.root and e.proc.pid != tree.root]
+    assert sorted(named) == ["leaf_0", "leaf_1"], named
+    counts = _count_reads(monkeypatch, ours)
+    for _ in range(3):
+        s.sample()
+    assert counts.get("cmdline", 0) == 0, counts
+    assert _ours(s, tree.root) == ours
+
+
+# A process old enough that only a new comm can reveal its title: it sets
+# one with setproctitle (as the current runtime does), which sets comm too.
+_LATE_TITLE = r"""
+import os, sys, time
+import setproctitle
+print("READY", flush=True)
+sys.stdin.readline()
+setproctitle.setproctitle(f"_subactor[titled@{os.getpid()}]")
+print("TITLED", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_title_set_late_is_seen(spawn):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _LATE_TITLE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        s = Sampler(Targets([proc.pid]))
+        s.sample()
+        time.sleep(3.2)  # no longer young
+        s.sample()
+        s.sample()
+        assert s.latest.entries[proc.pid].proc.actor is None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "TITLED"
+        actor = s.sample()[0].entries[proc.pid].proc.actor
+        assert actor is not None and actor.name == "titled"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -192,10 +192,11 @@ class ProcCache:
     Unchanged ``stat`` bytes are not parsed again.
 
     With ``watch`` set (the pids the caller shows, as the sampler sets it),
-    a process outside it that is no actor, whose title is final and whose
-    ``/proc`` entry has the same inode (a reused pid gets a new one) is not
-    read at all but every `IDLE_EVERY` passes: nothing of it is shown, and
-    what could make it matter (an exec, a title) is seen then.
+    a process outside it whose title is final and whose ``/proc`` entry has
+    the same inode (a reused pid gets a new one) is not read at all but
+    every `IDLE_EVERY` passes: nothing of it is shown, and what could make
+    it matter (an exec, a title) is seen then. An actor among them is read
+    at once when its parent leaves ``/proc``: adopted, it is a stray to show.
     """
 
     def __init__(self) -> None:
@@ -257,6 +258,8 @@ class ProcCache:
 
 #: A process nobody is shown is read again every this many passes (see `ProcCache`).
 IDLE_EVERY = 5
+#: How old the socket tables a repeated scan recognises registry holders by may be, in seconds.
+TABLES_MAX_AGE = 5.0
 
 
 def _close(fd: int) -> None:
@@ -290,22 +293,24 @@ def _pread(fd: int) -> bytes:
     return data
 
 
-# A booting child's title is not final yet: a forked child still shows its
-# parent's title (``role="booting"``) or its fork thread's name (an actor
-# without a name), a spawned one its launch command line (``tractor._child``,
-# the fork server's, multiprocessing's) until it sets ``_subactor[...]``.
-_BOOTING = ("tractor", "multiprocessing")
+# A title is set with ``setproctitle``, which sets ``comm`` too: a title
+# that changes shows as a new ``comm`` in ``stat`` (the pass reads it again
+# then, as after an exec). Read again every pass besides: a young process
+# (a forked child may exec into an actor or set its title any moment now,
+# and an exec into a program of the same name keeps ``comm``), and a
+# forked child that still shows its parent's title (``role="booting"``) or
+# says it was forked (``forked_from``): its own title may truncate to the
+# same 15 bytes of ``comm`` as its parent's. A launch command line
+# (``tractor._child``, the fork server's, multiprocessing's) is not read
+# again for itself: the released runtime keeps it for life, the current one
+# sets a title over it.
 
 
 def _volatile(argv: list[str], actor: object, age: float) -> bool:
     if age < 3.0:
-        return True  # young: a title may be set any moment now
-    if actor is not None and (getattr(actor, "role", None) == "booting"
-                              or getattr(actor, "forked_from", None) is not None
-                              or not getattr(actor, "name", "")):
         return True
-    line = " ".join(argv[:4])
-    return any(mark in line for mark in _BOOTING)
+    return actor is not None and (getattr(actor, "role", None) == "booting"
+                                  or getattr(actor, "forked_from", None) is not None)
 
 
 def status_field(status: bytes, key: bytes) -> bytes | None:
@@ -492,7 +497,8 @@ def _recognise(procs: dict[int, Proc], only: list[int] | None, is_root: RootTest
                 extra.update(_scan(None, [p.ppid], False, False))
         every = {**extra, **procs}
 
-    new = recognise(every, children_of=children_of)
+    new = recognise(every, children_of=children_of,
+                    tables_max_age=TABLES_MAX_AGE if cache is not None else 0.0)
     if detail_actors or is_root is not None:
         fill_detail(procs, [p for p in new if p in procs], full=full, cache=cache)
 
@@ -573,9 +579,11 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
         pid = int(name)
         if watch is not None and pid not in watch:
             idle = cache.idle.get(pid)
-            if (idle is not None and idle[0] == inodes[name] and idle[1].actor is None
+            if (idle is not None and idle[0] == inodes[name]
                     and (pid + cache.passes) % IDLE_EVERY
                     and idle[1].ppid not in want
+                    # an actor whose parent is gone is a stray to show now
+                    and (idle[1].actor is None or str(idle[1].ppid) in inodes)
                     and not (is_root is not None and is_root(pid, idle[1].cmdline, idle[1].comm))):
                 procs[pid] = idle[1]
                 cache._seen.add(pid)
@@ -655,7 +663,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 leader_exited=leader_exited,
             )
             procs[pid] = proc
-            if (inodes and actor is None and not leader_exited
+            if (inodes and not leader_exited
                     and (had_known := cache.known.get(pid)) is not None
                     and not had_known.volatile and had_known.start_ticks == ticks):
                 cache.idle[pid] = (inodes[name], proc)

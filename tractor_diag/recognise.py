@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -86,12 +87,15 @@ def default_bindspace() -> str | None:
 
 
 def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
-              children_of: Callable[[int], list[int]] | None = None) -> list[int]:
+              children_of: Callable[[int], list[int]] | None = None,
+              tables_max_age: float = 0.0) -> list[int]:
     """Complete `Proc.actor` (and `Proc.hosted`) across ``procs`` in place.
 
     ``children_of`` answers for pids whose children are not all in
     ``procs`` (a partial scan); by default the children are those in
     ``procs``. Returns the pids newly recognised (they may need detail).
+    ``tables_max_age``: how old (in seconds) the socket evidence a repeated
+    scan reuses may be (see `_registry_tcp`); one-shot scans read it afresh.
     """
     kids: dict[int, list[int]] = {}
     for p in procs.values():
@@ -106,7 +110,7 @@ def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
     _generations(procs)
     _forkservers(procs)
     _bindspace(procs, bindspace_dir)
-    _registry_tcp(procs)
+    _registry_tcp(procs, tables_max_age)
     # mp_spawn children and the roots above them know each other: the
     # environment marks the children, a marked child marks its parent, a
     # marked parent marks the unmarked rest of its children.
@@ -121,13 +125,26 @@ def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
 
 # --- per-backend rules ------------------------------------------------------------
 
-def _exe_version(pid: int) -> tuple[int, int] | None:
+# (pid, start ticks, comm) -> the Python version its executable names: the
+# executable changes only with an exec, which a repeated scan (the
+# dashboard's) sees as a new comm; without this, a readlink per actor per tick.
+_VERSIONS: dict[tuple[int, int, str], tuple[int, int] | None] = {}
+
+
+def _exe_version(proc: Proc) -> tuple[int, int] | None:
+    key = (proc.pid, _ticks(proc), proc.comm)
+    if key in _VERSIONS:
+        return _VERSIONS[key]
     try:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        exe = os.readlink(f"/proc/{proc.pid}/exe")
     except OSError:
-        return None
+        return None  # gone, or not ours to read: not remembered
     m = _PY_VERSION.search(os.path.basename(exe))
-    return (int(m[1]), int(m[2])) if m else None
+    version = (int(m[1]), int(m[2])) if m else None
+    if len(_VERSIONS) >= _LEARNED_MAX:
+        _VERSIONS.clear()
+    _VERSIONS[key] = version
+    return version
 
 
 def _generations(procs: dict[int, Proc]) -> None:
@@ -135,7 +152,7 @@ def _generations(procs: dict[int, Proc]) -> None:
         a = proc.actor
         if a is None or a.how != "child-argv":
             continue
-        version = _exe_version(proc.pid)
+        version = _exe_version(proc)
         if version is not None and version >= (3, 13):
             proc.actor = _replace(a, generation="current")
 
@@ -387,19 +404,35 @@ def _named_by_sockets(proc: Proc, names: list[str]) -> None:
                        for n in names if n != own]
 
 
-def _registry_tcp(procs: dict[int, Proc]) -> None:
-    if not any(_candidate(p) for p in procs.values()):
-        return
-    from .socktables import read_tables
+# The registry's TCP holders as last read: (when, {(pid, start ticks)}).
+_TCP_HOLDERS: tuple[float, set[tuple[int, int]]] = (float("-inf"), set())
 
-    try:
-        tables = read_tables(unix=False, listening_only=True)
-    except OSError:
+
+def _registry_tcp(procs: dict[int, Proc], max_age: float = 0.0) -> None:
+    """Mark the holder of a TCP listener on the registry's port. ``max_age``:
+    a repeated scan (the dashboard's) reads the TCP table and the
+    candidates' fds again only that many seconds after the last time, and
+    marks the holders found then in between."""
+    global _TCP_HOLDERS
+    candidates = [p for p in procs.values() if _candidate(p)]
+    if not candidates:
         return
-    inodes = {t.inode for t in tables.tcp
-              if t.listening and t.local.port == REGISTRY_SENTINEL_PORT and t.inode}
-    if inodes:
-        _mark_registry_holder(procs, inodes)
+    now = time.monotonic()
+    read_at, holders = _TCP_HOLDERS
+    if now - read_at >= max_age:
+        from .socktables import read_tables
+
+        try:
+            tables = read_tables(unix=False, listening_only=True)
+        except OSError:
+            return
+        inodes = {t.inode for t in tables.tcp
+                  if t.listening and t.local.port == REGISTRY_SENTINEL_PORT and t.inode}
+        holders = {(p.pid, _ticks(p)) for p in _holders(candidates, inodes)} if inodes else set()
+        _TCP_HOLDERS = (now, holders)
+    for proc in candidates:
+        if (proc.pid, _ticks(proc)) in holders:
+            _mark_root(proc)
 
 
 def _candidate(proc: Proc) -> bool:
@@ -413,15 +446,19 @@ def _candidate(proc: Proc) -> bool:
     return exe.startswith(_PYTHONISH) or proc.comm.startswith(_PYTHONISH)
 
 
-def _mark_registry_holder(procs: dict[int, Proc], inodes: set[int]) -> None:
+def _holders(candidates: list[Proc], inodes: set[int]) -> list[Proc]:
     from .socktables import socket_inodes
 
-    for proc in procs.values():
-        if not _candidate(proc):
-            continue
-        if inodes & set(socket_inodes(proc.pid) or ()):
-            proc.actor = ActorInfo(name="", generation="current", how="registry",
-                                   role="root")
+    return [p for p in candidates if inodes & set(socket_inodes(p.pid) or ())]
+
+
+def _mark_root(proc: Proc) -> None:
+    proc.actor = ActorInfo(name="", generation="current", how="registry", role="root")
+
+
+def _mark_registry_holder(procs: dict[int, Proc], inodes: set[int]) -> None:
+    for proc in _holders([p for p in procs.values() if _candidate(p)], inodes):
+        _mark_root(proc)
 
 
 # --- threads ----------------------------------------------------------------------
@@ -430,7 +467,7 @@ def _subint_threads(procs: dict[int, Proc], min_python: tuple[int, int] = (3, 14
     for proc in procs.values():
         if proc.actor is None or proc.num_threads < 2:
             continue
-        version = _exe_version(proc.pid)
+        version = _exe_version(proc)
         if version is not None and version < min_python:
             continue  # sub-interpreter actors need Python 3.14
         drivers = _thread_comms(proc.pid, SUBINT_THREAD_PREFIX)
