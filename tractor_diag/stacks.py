@@ -170,7 +170,9 @@ def _skip_reason(proc: Proc) -> tuple[str, str] | None:
         code = "" if proc.exit_code is None else f", exit status {exit_status(proc.exit_code)}"
         return "exited", (f"zombie{code}: no Python left to dump; "
                           f"parent {proc.ppid} has not reaped it")
-    if proc.ppid == 2 or proc.pid == 2:
+    # pid 2 is kthreadd only in the initial PID namespace: in a container's
+    # it is a process like any other. A kernel thread has no command line.
+    if (proc.ppid == 2 or proc.pid == 2) and not proc.cmdline:
         return "skipped", "kernel thread"
     return None
 
@@ -285,11 +287,14 @@ def capture(
             except OSError as exc:
                 finish(entry, cannot_run(exc))
         return None
-        return None
 
     def on_done(dump: Dump) -> None:
         pid, timeout = dump.key
         py = py_result(pid, dump.ran, timeout=timeout, sudo=False)
+        if py.status == "ok" and _pid_reused(by_pid[pid].proc):
+            py = PyStack(status="gone", elapsed=py.elapsed,
+                         reason="process gone during the capture; its pid now belongs to "
+                                "another process, whose stack is not shown")
         if _unnamed_mp(by_pid[pid].proc):
             _name_mp_actor(by_pid[pid].proc, py, keep_locals=options.locals)
         finish(by_pid[pid], py)
@@ -312,6 +317,14 @@ def capture(
         procs=[results[e.proc.pid] for e in entries],
         py_spy=py_spy, options=options, elapsed=time.monotonic() - started,
     )
+
+
+def _pid_reused(proc: Proc) -> bool:
+    """Another process holds ``proc``'s pid now. A dump that queued behind
+    others may have read a newcomer: the same start time after the dump
+    means the pid was never let go while py-spy read it."""
+    st = procfs.read_stat(proc.pid)
+    return st is not None and abs(st.create_time - proc.create_time) > 0.05
 
 
 def _unnamed_mp(proc: Proc) -> bool:

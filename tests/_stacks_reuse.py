@@ -1,0 +1,70 @@
+"""Captures run whole inside a private PID namespace, where pids are
+predictable (``ns_last_pid``). ``python tests/_stacks_reuse.py MODE FAMILY
+TMPDIR`` starts FAMILY (a parent and three Python children) and captures it
+one dump at a time; prints the members' (pid, status, reason, frame files)
+as one JSON line.
+
+- ``reuse``: the family starts after a placeholder (it is not pid 2), and a
+  stand-in py-spy, before dumping the last child, kills it, waits until its
+  parent has reaped it and starts a new Python process under the same pid;
+  then runs the real py-spy.
+- ``pid2``: the family's parent is the namespace's pid 2 (in the initial
+  namespace, the kernel threads' parent); the real py-spy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tractor_diag.pyspy import PY_SPY_ENV, find_py_spy
+from tractor_diag.stackmodel import StacksOptions
+from tractor_diag.stacks import capture
+from tractor_diag.trees import snapshot_for
+
+NEWCOMER = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(600)"
+
+STAND_IN = """#!/bin/sh
+for a; do last=$a; done
+if [ "$last" = {victim} ]; then
+    kill -KILL {victim}
+    while [ -e /proc/{victim}/stat ]; do sleep 0.01; done
+    sleep 0.2
+    echo {before} > /proc/sys/kernel/ns_last_pid
+    {python} -c "{newcomer}" {tmp}/newcomer >/dev/null 2>&1 &
+    while [ ! -e {tmp}/newcomer ]; do sleep 0.01; done
+    sleep 0.2
+fi
+exec {py_spy} "$@"
+"""
+
+
+def main() -> None:
+    mode, family, tmp = sys.argv[1:4]
+    if mode == "reuse":
+        subprocess.Popen(["sleep", "600"])  # pid 2; goes with the namespace
+    fam = subprocess.Popen([sys.executable, family, "3"], stdout=subprocess.PIPE, text=True)
+    kids = [int(p) for p in fam.stdout.readline().split()[1:]]
+    assert fam.stdout.readline().strip() == "READY"
+    victim = kids[-1]
+    snap = snapshot_for([str(fam.pid)], strays=False)
+    if mode == "reuse":
+        stand_in(victim, tmp)
+    report = capture(snap, StacksOptions(jobs=1, tasks=False))
+    print(json.dumps({"victim": victim, "procs": [
+        [p.pid, p.python.status, p.python.reason,
+         [f.filename for t in p.python.threads for f in t.frames]] for p in report.procs]}))
+
+
+def stand_in(victim: int, tmp: str) -> None:
+    path = os.path.join(tmp, "py-spy")
+    with open(path, "w") as f:
+        f.write(STAND_IN.format(victim=victim, before=victim - 1, python=sys.executable,
+                                newcomer=NEWCOMER, tmp=tmp, py_spy=find_py_spy()))
+    os.chmod(path, 0o755)
+    os.environ[PY_SPY_ENV] = path
+
+
+if __name__ == "__main__":
+    main()
