@@ -26,23 +26,25 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def test_a_signal_raising_as_popen_returns_still_kills_the_dump(tmp_path, monkeypatch):
-    """The handler's exception lands right after the fork (the worst
-    moment: the child runs, Popen has not returned): the group is killed."""
+def test_a_signal_raising_as_the_spawn_returns_still_kills_the_dump(tmp_path, monkeypatch):
+    """The handler's exception lands right after the spawn (the worst
+    moment: the child runs, its pid is not recorded yet): the group is
+    killed."""
     marker = tmp_path / "pids"
     script = f"sleep 600 & echo $$ $! > {marker}; wait"
-    real = subprocess.Popen._execute_child
+    real = pyspy._spawn
 
-    def execute_then_signal(self, *args, **kw):
-        real(self, *args, **kw)
+    def spawn_then_signal(*args, **kw):
+        pid = real(*args, **kw)
         os.kill(os.getpid(), signal.SIGUSR2)  # pending from here on
-        time.sleep(0.05)  # lets an unblocked handler run inside Popen
+        time.sleep(0.05)  # lets an unblocked handler run before the pid is kept
+        return pid
 
     def handler(signum, frame):
         raise _Raised()
 
     old = signal.signal(signal.SIGUSR2, handler)
-    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_signal)
+    monkeypatch.setattr(pyspy, "_spawn", spawn_then_signal)
     try:
         with pytest.raises(_Raised):
             pyspy.run_bounded(["sh", "-c", script], 30)
@@ -149,3 +151,35 @@ def test_a_dump_runs_in_a_group_of_its_own_inside_our_session():
     pgid, sid, pid = (int(x) for x in ran.stdout.split())
     assert pgid == pid
     assert sid == os.getsid(0)
+
+
+def test_a_dump_gets_none_of_our_descriptors_and_default_signals(tmp_path):
+    """Like subprocess: stdin on /dev/null, no descriptor of ours past
+    stderr (an inheritable one included), SIGPIPE back to its default and
+    no signal blocked, whatever this process ignores or holds."""
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        ran = pyspy.run_bounded(["sh", "-c", "ls /proc/$$/fd; readlink /proc/$$/fd/0; "
+                                 "grep -E 'SigBlk|SigIgn' /proc/$$/status"], 30)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        os.close(r)
+        os.close(w)
+    lines = ran.stdout.decode().split()
+    assert ran.returncode == 0, ran.stderr
+    fds = sorted(int(x) for x in lines[:lines.index("/dev/null")] if x.isdigit())
+    assert fds == [0, 1, 2, 255] or fds == [0, 1, 2], fds  # 255: some shells' own
+    status = dict(zip(lines[lines.index("/dev/null") + 1::2], lines[lines.index("/dev/null") + 2::2]))
+    assert int(status["SigBlk:"], 16) == 0
+    assert not int(status["SigIgn:"], 16) >> (signal.SIGPIPE - 1) & 1
+
+
+def test_a_missing_program_is_an_oserror_and_leaves_nothing_open():
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        pyspy.run_bounded(["/nonexistent/py-spy", "dump"], 5)
+    with pytest.raises(OSError):
+        pyspy.run_bounded(["no-such-program-anywhere-xyz"], 5)
+    assert sorted(os.listdir("/proc/self/fd")) == before

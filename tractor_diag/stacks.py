@@ -14,7 +14,6 @@ carry a reason.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import msgspec
@@ -323,8 +322,12 @@ def _pid_reused(proc: Proc) -> bool:
     """Another process holds ``proc``'s pid now. A dump that queued behind
     others may have read a newcomer: the same start time after the dump
     means the pid was never let go while py-spy read it."""
-    st = procfs.read_stat(proc.pid)
-    return st is not None and abs(st.create_time - proc.create_time) > 0.05
+    try:
+        with open(f"/proc/{proc.pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return False  # gone (or unreadable): nobody else's stack was read
+    return abs(ticks - procfs.ticks_of(proc.create_time)) > 5
 
 
 def _unnamed_mp(proc: Proc) -> bool:
@@ -400,6 +403,8 @@ def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
             p.python.reason = f"{p.python.reason} (sudo not available)"
         return
     if options.sudo == "prompt" and interactive:
+        import subprocess
+
         # One prompt on the terminal, then every retry uses the cached ticket.
         subprocess.run(["sudo", "-v"], check=False)
     for p in denied:
