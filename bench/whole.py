@@ -29,6 +29,9 @@ each case (the box is shared): read ratios, not milliseconds.
 
 ``BENCH_WHOLE`` picks the parts (default ``stacks,ptree,dash``).
 
+The stacks rows also set both against the floor of one py-spy per pid:
+the sequential loop's CPU (py-spy's own) spread over every core.
+
 Targets: stacks <= 0.9x ``xargs -P2`` at 20 and 50; ptree at 100 processes
 <= 2.5x ``python -c pass``; ptree at 1000 <= 1.3x ``pstree -p``; dashboard
 RSS after 5 minutes <= 80 MB and flat (the last half grows < 5 %).
@@ -178,6 +181,19 @@ def bench_stacks() -> list[dict]:
                 row["target"] = f"<= {target}x"
                 row["ok"] = row["ratio"] <= target
             rows.append(row)
+        # The floor with one py-spy per pid: every dump's CPU, spread over
+        # every core with nothing else to do (the sequential loop's CPU is
+        # py-spy's alone, bar one sh and one pgrep).
+        cores = len(os.sched_getaffinity(0))
+        floor = res["for pid; py-spy dump"]["cpu"] / cores
+        for name in ("tractor-diag stacks ROOT", "xargs -P2 py-spy dump"):
+            r = res[name]
+            rows.append({"case": f"{name}, {n} procs, against the floor", "median_ms": r["wall"],
+                         "baseline": f"sequential py-spy CPU / {cores} cores",
+                         "baseline_ms": floor, "ratio": r["wall"] / floor,
+                         "cpu_ms": r["cpu"], "baseline_cpu_ms": res["for pid; py-spy dump"]["cpu"],
+                         "cpu_ratio": r["cpu"] / res["for pid; py-spy dump"]["cpu"],
+                         "load": r["load"], "walls": r["walls"], "n": STACK_REPEAT})
         b = res["xargs -P2 py-spy dump"]
         for j in STACK_JOBS:
             r = res[f"tractor-diag stacks --jobs {j} ROOT"]
@@ -187,7 +203,7 @@ def bench_stacks() -> list[dict]:
                          "cpu_ms": r["cpu"], "baseline_cpu_ms": b["cpu"],
                          "cpu_ratio": r["cpu"] / b["cpu"], "load": r["load"],
                          "walls": r["walls"], "n": STACK_REPEAT})
-        _say(rows[-3 - len(STACK_JOBS):])
+        _say(rows[-5 - len(STACK_JOBS):])
     return rows
 
 
