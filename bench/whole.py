@@ -16,13 +16,16 @@ each case (the box is shared): read ratios, not milliseconds.
   with the kernel's scheduler autogroups (``sched_autogroup_enabled``) a
   session gets its own share of a loaded box's CPUs. Wall time and CPU time (the children's
   ``rusage``) both.
-- ``ptree``: ``tractor-diag ptree ROOT`` on trees of 100 and 1000 processes
+- ``ptree``: ``tractor-diag ptree ROOT`` (the installed console script) on
+  trees of 100 and 1000 processes
   (``bench.ptree.Tree``: sh groups of sleeps) against ``pstree -p ROOT``
   and ``python -c pass`` of the interpreter running tractor-diag; also
   ``ptree --no-strays ROOT`` (reads the given tree alone, not every
   process) and ``python -c 'import re'`` (what a console-script wrapper
   that imports ``re`` adds; pip's current wrapper does not, and argparse
-  imports it anyway).
+  imports it anyway). Judged on the least CPU of the rounds, ours against
+  the baseline's (and the least wall time against ``pstree``): medians are
+  reported too. ``BENCH_PTREE_SIZES`` picks the sizes (default 100,1000).
 - ``dash``: ``tractor-diag dash ROOT`` in a pty on the 200-process tree of
   ``bench.dash`` for ``BENCH_DASH_RSS_SECONDS`` (default 300); its RSS every
   30 s, to see the end value and whether it stays flat.
@@ -57,7 +60,7 @@ STACK_SIZES = (20, 50)
 STACK_REPEAT = int(os.environ.get("BENCH_STACKS_REPEAT", "5"))
 # also time `stacks --jobs N` for each N listed (default parallelism vs fixed)
 STACK_JOBS = [int(j) for j in os.environ.get("BENCH_STACKS_JOBS", "8").split(",") if j]
-PTREE_SIZES = (100, 1000)
+PTREE_SIZES = tuple(int(n) for n in os.environ.get("BENCH_PTREE_SIZES", "100,1000").split(",") if n)
 PTREE_REPEAT = int(os.environ.get("BENCH_PTREE_REPEAT", "15"))
 DASH_SECONDS = float(os.environ.get("BENCH_DASH_RSS_SECONDS", "300"))
 DASH_EVERY = 30.0
@@ -108,6 +111,9 @@ def _compare(cases: dict[str, list[str]], repeat: int, env=None) -> dict[str, di
             samples[name].append(_run(argv, env))
     return {name: {"wall": statistics.median(w for w, _ in s),
                    "cpu": statistics.median(c for _, c in s),
+                   # the least a round took: what the program costs when
+                   # nothing else on the box got in its way
+                   "wall_min": min(w for w, _ in s), "cpu_min": min(c for _, c in s),
                    "walls": [round(w, 1) for w, _ in s],
                    "load": (round(min(loads), 1), round(max(loads), 1))}
             for name, s in samples.items()}
@@ -230,33 +236,34 @@ def bench_ptree() -> list[dict]:
             res = _compare(cases, PTREE_REPEAT, env)
         finally:
             tree.stop()
-        ours = res["tractor-diag ptree ROOT"]
-        for base, target in (("python -c pass", 2.5 if n == 100 else None),
-                             ("pstree -p ROOT", 1.3 if n == 1000 else None)):
+        # judged on the least CPU (and wall) of the rounds, ours against the
+        # baseline's: the box is shared, and a round another program got in
+        # the way of says nothing about either
+        for name, base, target, also_wall in (
+                ("tractor-diag ptree ROOT", "python -c pass", 2.5 if n == 100 else None, False),
+                ("tractor-diag ptree ROOT", "pstree -p ROOT", 1.3 if n == 1000 else None, True),
+                ("tractor-diag ptree --no-strays ROOT", "pstree -p ROOT", None, False),
+                ("python -c 'import re'", "python -c pass", None, False)):
             if base not in res:
                 print(f"[bench] whole: pstree not installed, no pstree row at {n}",
                       file=sys.stderr)
                 continue
-            b = res[base]
-            row = {"case": f"tractor-diag ptree ROOT, {n} procs", "median_ms": ours["wall"],
-                   "baseline": base, "baseline_ms": b["wall"], "ratio": ours["wall"] / b["wall"],
-                   "cpu_ms": ours["cpu"], "baseline_cpu_ms": b["cpu"],
-                   "cpu_ratio": ours["cpu"] / b["cpu"] if b["cpu"] else None,
-                   "load": ours["load"], "n": PTREE_REPEAT}
+            r, b = res[name], res[base]
+            row = {"case": f"{name}, {n} procs", "median_ms": r["wall"], "baseline": base,
+                   "baseline_ms": b["wall"], "ratio": r["wall"] / b["wall"],
+                   "cpu_ms": r["cpu"], "baseline_cpu_ms": b["cpu"],
+                   "cpu_ratio": r["cpu"] / b["cpu"] if b["cpu"] else None,
+                   "cpu_min_ms": r["cpu_min"], "baseline_cpu_min_ms": b["cpu_min"],
+                   "cpu_min_ratio": r["cpu_min"] / b["cpu_min"] if b["cpu_min"] else None,
+                   "wall_min_ms": r["wall_min"], "baseline_wall_min_ms": b["wall_min"],
+                   "wall_min_ratio": r["wall_min"] / b["wall_min"],
+                   "load": r["load"], "n": PTREE_REPEAT}
             if target is not None:
-                row["target"] = f"<= {target}x"
-                row["ok"] = row["ratio"] <= target
+                row["target"] = f"<= {target}x min CPU" + (" and wall" if also_wall else "")
+                row["ok"] = (row["cpu_min_ratio"] is not None and row["cpu_min_ratio"] <= target
+                             and (not also_wall or row["wall_min_ratio"] <= target))
             rows.append(row)
-        for name, base in (("tractor-diag ptree --no-strays ROOT", "pstree -p ROOT"),
-                           ("python -c 'import re'", "python -c pass")):
-            if base in res:
-                r, b = res[name], res[base]
-                rows.append({"case": f"{name}, {n} procs", "median_ms": r["wall"], "baseline": base,
-                             "baseline_ms": b["wall"], "ratio": r["wall"] / b["wall"],
-                             "cpu_ms": r["cpu"], "baseline_cpu_ms": b["cpu"],
-                             "cpu_ratio": r["cpu"] / b["cpu"] if b["cpu"] else None,
-                             "load": r["load"], "n": PTREE_REPEAT})
-        _say(rows[-4:])
+            _say([row])
     return rows
 
 
@@ -329,8 +336,11 @@ def _say(rows: list[dict]) -> None:
     for r in rows:
         print(f"[bench] whole: {r['case']}: {r['median_ms']:.0f} ms vs {r['baseline']} "
               f"{r['baseline_ms']:.0f} ms = {r['ratio']:.2f}x wall, CPU "
-              f"{r['cpu_ms']:.0f} vs {r['baseline_cpu_ms']:.0f} ms; load {r['load']}",
-              file=sys.stderr)
+              f"{r['cpu_ms']:.0f} vs {r['baseline_cpu_ms']:.0f} ms"
+              + (f"; least of {r['n']}: CPU {r['cpu_min_ms']:.1f} vs {r['baseline_cpu_min_ms']:.1f}"
+                 f" ms = {r['cpu_min_ratio']:.2f}x, wall {r['wall_min_ratio']:.2f}x"
+                 if r.get("cpu_min_ratio") is not None else "")
+              + f"; load {r['load']}", file=sys.stderr)
 
 
 def main() -> list[dict]:

@@ -15,7 +15,7 @@ def test_a_literal_is_evaluated_once(monkeypatch):
         calls.append(text)
         return real(text)
 
-    monkeypatch.setattr(actors.ast, "literal_eval", counting)
+    monkeypatch.setattr(ast, "literal_eval", counting)  # actors imports ast at first use
     monkeypatch.setattr(actors, "_LITERALS", {})
     text = "('leaf_0', 'b0b1c2d3-0000-4000-8000-000000000000')"
     first = actors._literal(text)

@@ -183,3 +183,131 @@ def test_typing_extensions_hidden_from_msgspec_only():
                       "same": same}))
     """)
     assert got == {"hidden": True, "real": True, "same": True}
+
+
+# What a text `ptree` has no use for, each once a measurable part of its
+# start-up: msgspec's package extras (its C core is the data model; the
+# JSON half comes from the core too), the JSON-schema code's textwrap, and
+# modules nothing on the path needs (pathlib brings urllib.parse and fnmatch).
+_PTREE_UNNEEDED = (
+    "msgspec.inspect", "msgspec._json_schema", "msgspec.json", "msgspec.msgpack",
+    "msgspec.structs", "msgspec.toml", "msgspec.yaml", "textwrap",
+    "pathlib", "urllib.parse", "fnmatch", "importlib.util",
+    "typing_extensions", "inspect", "socket", "shutil",
+)
+
+
+@pytest.mark.parametrize("argv", [["ptree"], ["ptree", "--no-strays"], ["ptree", "--tree"]])
+def test_ptree_start_up_leaves_the_heavy_modules_unimported(argv):
+    """The whole console-script path of a text `ptree` (the installed
+    script's own code, `cli.main`, the snapshot, the socket join, the
+    renderer): none of the modules above get imported."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        code = f"""
+        import json, sys
+        from tractor_diag.cli import main
+        rc = main({[*argv, str(sleeper.pid)]!r})
+        print(json.dumps({{"rc": rc, "mods": sorted(sys.modules)}}))
+        """
+        got = _cold(code)
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=TIMEOUT)
+    assert got["rc"] == 0
+    assert "msgspec._core" in got["mods"]  # the data model is there, as Structs
+    assert [m for m in _PTREE_UNNEEDED if m in got["mods"]] == []
+    if argv[1:] == ["--no-strays"]:
+        # only the sleeper's tree was read: no released-runtime command line
+        # whose literals need ast
+        assert "ast" not in got["mods"]
+
+
+def test_help_imports_no_typing():
+    got = _cold("""
+    import contextlib, io, json, sys
+    from tractor_diag import cli
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(["--help"])
+    print(json.dumps({"rc": rc, "mods": sorted(sys.modules)}))
+    """)
+    assert got["rc"] == 0
+    assert "typing" not in got["mods"]
+
+
+def test_lean_msgspec_is_the_whole_package_when_asked():
+    """After the core-only import every public name of msgspec is still
+    there: the first one the core lacks runs the package's own __init__,
+    and submodules import as ever."""
+    got = _cold("""
+    import json, os, sys
+    from tractor_diag import cli
+    cli.import_msgspec_lean()
+    import msgspec
+    core_only = "msgspec.inspect" not in sys.modules
+    from tractor_diag import procfs
+    from tractor_diag.model import Proc, to_json
+    proc = procfs.scan(only=[os.getpid()])[os.getpid()]
+    still_core_only = "msgspec.inspect" not in sys.modules
+    from msgspec import field
+    import msgspec.yaml
+    got = {
+        "core_only": core_only and still_core_only,
+        "field": callable(field),
+        "version": msgspec.__version__,
+        "fields": [f.name for f in msgspec.structs.fields(Proc)][:2],
+        "same": msgspec.json.decode(to_json(proc), type=Proc) == proc,
+        "info": type(msgspec.inspect.type_info(Proc)).__name__,
+        "yaml": hasattr(msgspec.yaml, "encode"),
+    }
+    print(json.dumps(got))
+    """)
+    import msgspec
+
+    assert got == {"core_only": True, "field": True, "version": msgspec.__version__,
+                   "fields": ["pid", "ppid"], "same": True, "info": "StructType",
+                   "yaml": True}
+
+
+_LISTENER = r"""
+import os, socket, sys, time
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(d, f"alpha@{os.getpid()}.sock"))
+s.listen()
+# a stale file of the same pid: no socket listens there
+open(os.path.join(d, f"beta@{os.getpid()}.sock"), "w").close()
+print("READY", flush=True)
+time.sleep(60)
+"""
+
+
+def test_socket_file_names_a_process_without_platformdirs(tmp_path, spawn):
+    """A live actor's socket file in the runtime dir names it, and no
+    platformdirs (with pathlib) is imported to say which dir that is: a
+    file counts only where the kernel has its pid listening."""
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    proc = spawn([sys.executable, "-c", _LISTENER, str(xdg / "tractor")])
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(xdg)}
+    code = f"""
+    import contextlib, io, json, sys
+    from tractor_diag.cli import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["ptree", "--json", "--no-strays", "{proc.root}"])
+    snap = json.loads(out.getvalue())
+    proc = snap["entries"]["{proc.root}"]["proc"]
+    print(json.dumps({{"rc": rc, "actor": proc["actor"], "hosted": proc.get("hosted"),
+                       "mods": sorted(sys.modules)}}))
+    """
+    got = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=TIMEOUT, env=env)
+    assert got.returncode == 0, got.stderr
+    got = json.loads(got.stdout.splitlines()[-1])
+    assert got["rc"] == 0
+    assert (got["actor"]["name"], got["actor"]["how"]) == ("alpha", "bindspace")
+    assert not got["hosted"]  # beta@pid.sock: nothing listens there
+    for mod in ("platformdirs", "pathlib", "urllib.parse", "fnmatch"):
+        assert mod not in got["mods"], mod

@@ -30,7 +30,6 @@ not an actor. Every function here takes untrusted bytes and never raises.
 """
 from __future__ import annotations
 
-import ast
 import re
 
 from .model import ActorInfo, Addr, TCPAddr, UDSAddr
@@ -260,6 +259,8 @@ def _literal(text: str | None) -> object:
         return _LITERALS[text]
     except KeyError:
         pass
+    import ast  # only released-runtime command lines carry literals
+
     try:
         value = ast.literal_eval(text)
     except Exception:  # noqa: BLE001 - literal_eval raises many kinds

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-import msgspec
+import msgspec.json
 
 from .bundlemodel import BundleMeta, History, Missing  # noqa: F401 - History: its old name
 from .model import Snapshot, to_json

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up: --help never needs it
+if TYPE_CHECKING:
+    from typing import TextIO
 
 from . import invoke
 from .commands import VERBS
@@ -61,25 +64,69 @@ def _parse(argv: list[str], parser: argparse.ArgumentParser | None, out: TextIO)
 
 
 def import_msgspec_lean() -> None:
-    """Import msgspec without typing_extensions. msgspec imports it when it
-    is installed (Textual brings it) for what ``typing`` has had since 3.11;
-    with the inspect, ast and dis it pulls in, that is ~9 ms of CPU, a
-    seventh of a whole ``ptree``. Hidden only during msgspec's import and
-    only when nothing imported it yet: a later import (Textual's) finds the
-    real module. A msgspec that cannot do without it is imported as usual.
-    Only in a process of our own (`main`): msgspec keeps what it found."""
+    """Import msgspec with less than it imports by default:
+
+    - without typing_extensions: msgspec takes it when it is installed
+      (Textual brings it) for what ``typing`` has had since 3.11; with the
+      inspect, ast and dis it pulls in, ~9 ms of CPU. Hidden only during
+      the import and only when nothing imported it yet: a later import
+      (Textual's) finds the real module;
+    - its C core alone: the package's ``__init__`` also imports
+      ``msgspec.inspect``, ``json`` (with its JSON-schema code and
+      textwrap), ``msgpack``, ``structs``, ``toml`` and ``yaml``, ~2.5 ms
+      that a text ``ptree`` never uses. ``import msgspec.json`` works as
+      ever; the first name the core lacks (``msgspec.structs`` unimported,
+      ``msgspec.field``) runs the real ``__init__`` in the same module.
+
+    A msgspec that cannot do without either is imported as usual. Only in
+    a process of our own (`main`): msgspec keeps what it found."""
     if "msgspec" in sys.modules or "typing_extensions" in sys.modules:
         return
     sys.modules["typing_extensions"] = None  # type: ignore[assignment]
     try:
-        import msgspec  # noqa: F401
+        _import_msgspec_core()
     except ImportError:
         pass
     finally:
         if "typing_extensions" in sys.modules and sys.modules["typing_extensions"] is None:
             del sys.modules["typing_extensions"]
     if "msgspec" not in sys.modules:
-        import msgspec  # noqa: F401,F811
+        import msgspec  # noqa: F401
+
+
+def _import_msgspec_core() -> None:
+    """``msgspec`` as a package whose ``__init__`` has not run yet, with
+    ``msgspec._core`` imported and its names on it; the ``__init__`` runs
+    when a name is asked for that is not there."""
+    import _thread
+    import importlib.machinery
+
+    spec = importlib.machinery.PathFinder.find_spec("msgspec")
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        raise ImportError("msgspec is not a package here")
+    # importlib.util's module_from_spec, without importing importlib.util
+    pkg = importlib._bootstrap.module_from_spec(spec)
+    lock = _thread.RLock()
+
+    def complete(name: str):
+        # the first name the core does not have: the package as installed
+        with lock:
+            if pkg.__dict__.get("__getattr__") is complete:
+                del pkg.__getattr__
+                spec.loader.exec_module(pkg)
+        try:
+            return pkg.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module 'msgspec' has no attribute {name!r}") from None
+
+    sys.modules["msgspec"] = pkg
+    try:
+        import msgspec._core as core
+    except BaseException:
+        del sys.modules["msgspec"]
+        raise
+    pkg.__dict__.update((k, v) for k, v in vars(core).items() if not k.startswith("_"))
+    pkg.__getattr__ = complete
 
 
 def run_verb(argv: list[str], out: TextIO | None = None, err: TextIO | None = None,

@@ -10,6 +10,17 @@ from typing import Literal
 
 import msgspec
 
+try:
+    # msgspec.structs.replace and msgspec.json.Encoder themselves, from the C
+    # core: importing msgspec.structs or msgspec.json runs msgspec's whole
+    # __init__ (inspect, the JSON-schema code, msgpack, toml, yaml: ~2.5 ms
+    # of a start-up that needs only the core; see cli.import_msgspec_lean)
+    from msgspec._core import JSONEncoder as _JSONEncoder
+    from msgspec._core import replace
+except ImportError:  # a msgspec laid out otherwise
+    from msgspec.json import Encoder as _JSONEncoder
+    from msgspec.structs import replace  # noqa: F401 - the data layer's, for every layer
+
 # Most severe first: renderers sort by this order.
 BUCKETS: tuple[str, ...] = ("zombie", "orphan", "stray", "live")
 Bucket = Literal["zombie", "orphan", "stray", "live"]
@@ -260,7 +271,7 @@ class Event(msgspec.Struct):
     detail: str = ""
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = _JSONEncoder()
 
 
 def to_json(value: object) -> bytes:
@@ -270,6 +281,8 @@ def to_json(value: object) -> bytes:
 
 
 def snapshot_from_json(data: bytes | str) -> Snapshot:
+    import msgspec.json
+
     return msgspec.json.decode(data, type=Snapshot)
 
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-import msgspec
+import msgspec.json
 
 from .safetext import escape
 from .stackmodel import Frame, Local, PyStack, Thread

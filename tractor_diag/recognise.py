@@ -41,13 +41,12 @@ import re
 import time
 from collections.abc import Callable
 
-import msgspec
-
 from .classify import is_reparented, is_subreaper
 from .actors import (
     REGISTRY_SENTINEL_PORT, SUBINT_THREAD_PREFIX, is_mp_spawn_child, parse_sock_name,
 )
 from .model import ActorInfo, How, Proc
+from .model import replace as _replace
 from .runtimedir import possible_dirs
 
 REGISTRY_SOCK = f"registry@{REGISTRY_SENTINEL_PORT}.sock"
@@ -60,30 +59,12 @@ _PY_VERSION = re.compile(r"python(\d+)\.(\d+)")
 # the registry socket): the usual names of a Python program.
 _PYTHONISH = ("python", "pytest", "pypy", "xonsh", "ipython")
 
-_replace = msgspec.structs.replace
-
 
 def _is_tractor(proc: Proc | None) -> bool:
     return proc is not None and proc.actor is not None
 
 
 _subreaper_like = is_subreaper
-_dir_cache: dict[tuple[str | None, int], str | None] = {}
-
-
-def default_bindspace() -> str | None:
-    """The bindspace dir for our user as the runtime computes it, cached per
-    ``XDG_RUNTIME_DIR`` (asking platformdirs costs more than a scan's worth
-    of this pass)."""
-    key = (os.environ.get("XDG_RUNTIME_DIR"), os.getuid())
-    if key not in _dir_cache:
-        try:
-            from .runtimedir import default_dir
-
-            _dir_cache[key] = default_dir()[0]
-        except Exception:  # noqa: BLE001 - no runtime dir: nothing to learn there
-            _dir_cache[key] = None
-    return _dir_cache[key]
 
 
 def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
@@ -338,31 +319,43 @@ def _parents_of_actors(procs: dict[int, Proc], children: Callable[[int], list[in
 
 def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
     """Names from ``name@pid.sock`` files the pid really listens on; the
-    holder of the registry socket."""
-    if bindspace_dir is None:
-        # The runtime's dir is one of these, whichever platformdirs picks:
-        # asking it is worth its import only when one of them names ours.
-        if not any(any(_claims(_listdir(d), procs)) for d in possible_dirs()):
-            return
-        bindspace_dir = default_bindspace()
-        if bindspace_dir is None:
-            return
-    claims, registry = _claims(_listdir(bindspace_dir), procs)
-    if not claims and not registry:
+    holder of the registry socket.
+
+    With no dir given, every dir the runtime could have bound in
+    (`possible_dirs`) is looked in, not only the one platformdirs would
+    pick: a file counts only when the kernel's table has its pid (or a
+    registry candidate) listening on that very path, so the others cannot
+    mislead, and importing platformdirs (with pathlib, on every pass that
+    meets a live actor's socket file) cost 8-10 ms of start-up."""
+    dirs = possible_dirs() if bindspace_dir is None else [bindspace_dir]
+    found = []
+    for d in dirs:
+        claims, registry = _claims(_listdir(d), procs)
+        if claims or registry:
+            found.append((d, claims, registry))
+    if not found:
         return
     from .socktables import UnixTable, socket_inodes
 
     table = UnixTable()
-    for pid, fnames in claims.items():
-        held = set(socket_inodes(pid) or ())
-        real = [f for f in sorted(fnames)
-                if held & set(table.listening.get(os.path.join(bindspace_dir, f), ()))]
-        if real:
-            _named_by_sockets(procs[pid], [parse_sock_name(f)[0] for f in real])
-    if registry:
-        inodes = set(table.listening.get(os.path.join(bindspace_dir, REGISTRY_SOCK), ()))
-        if inodes:
-            _mark_registry_holder(procs, inodes)
+    names: dict[int, list[str]] = {}
+    held: dict[int, set[int]] = {}
+    registry_inodes: set[int] = set()
+    for d, claims, registry in found:
+        for pid, fnames in claims.items():
+            if pid not in held:
+                held[pid] = set(socket_inodes(pid) or ())
+            for f in sorted(fnames):
+                name = parse_sock_name(f)[0]
+                if (held[pid] & set(table.listening.get(os.path.join(d, f), ()))
+                        and name not in names.get(pid, ())):
+                    names.setdefault(pid, []).append(name)
+        if registry:
+            registry_inodes.update(table.listening.get(os.path.join(d, REGISTRY_SOCK), ()))
+    for pid, got in names.items():
+        _named_by_sockets(procs[pid], got)
+    if registry_inodes:
+        _mark_registry_holder(procs, registry_inodes)
 
 
 def _listdir(path: str) -> list[str]:

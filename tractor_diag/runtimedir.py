@@ -43,8 +43,8 @@ def possible_dirs(app: str = APP) -> list[str]:
     after checks on owner and mode; the temporary dir is the first usable of
     ``$TMPDIR``, ``$TEMP``, ``$TMP``, ``/tmp``, ``/var/tmp``, ``/usr/tmp`` and
     the working dir. Importing it costs more than a whole `procfs.scan` of a
-    small tree, so a caller that only lists the dir looks in these first and
-    asks platformdirs only when one of them holds something that matters.
+    small tree, so recognition looks in all of these and believes a socket
+    file only where the kernel has it listening.
     """
     euid = os.geteuid()
     out = []

@@ -193,6 +193,6 @@ def escaped(value, block: bool = False):
             changes[name] = new
     if not changes:
         return value
-    import msgspec.structs
+    from .model import replace
 
-    return msgspec.structs.replace(value, **changes)
+    return replace(value, **changes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import msgspec
+import msgspec.json
 
 # Why a Python stack is (or is not) there.
 PyStatus = Literal[

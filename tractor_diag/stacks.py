@@ -16,10 +16,8 @@ from __future__ import annotations
 import os
 import time
 
-import msgspec
-
 from . import procfs
-from .model import Entry, Proc, Snapshot
+from .model import Entry, Proc, Snapshot, replace
 from .pyspy import (
     OUTPUT_CAP, Dump, Ran, cannot_run, drive, dump_python, find_py_spy, is_cancelled,
     no_py_spy_reason, py_result, spy_argv, spy_env,
@@ -347,7 +345,7 @@ def _name_mp_actor(proc: Proc, py: PyStack, *, keep_locals: bool) -> None:
     found = stacknames.name_from_stack(py.threads)
     if not keep_locals:
         for t in py.threads:
-            t.frames = [msgspec.structs.replace(f, locals=None) if f.locals is not None else f
+            t.frames = [replace(f, locals=None) if f.locals is not None else f
                         for f in t.frames]
     if found is not None:
         recognise.learn_name(proc, *found)

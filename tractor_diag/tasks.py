@@ -41,7 +41,7 @@ import time
 import msgspec
 
 from . import procfs
-from .model import Proc
+from .model import Proc, replace
 from .stackmodel import Pending, TaskFrame, TaskInfo, TaskTree
 
 STACKSCOPE_PATH = "/tmp/tractor-stackscope-{pid}.log"
@@ -504,7 +504,7 @@ def parse_task_lines(body: str) -> list[TaskInfo]:
                 TaskFrame(filename=m["file"], line=int(m["line"]), name=m["func"]))
         elif (m := _PEER_RE.match(ln)) and stack and stack[-1][1].frames:
             frames = stack[-1][1].frames
-            frames[-1] = msgspec.structs.replace(
+            frames[-1] = replace(
                 frames[-1], peer_pid=int(m["pid"]) if m["pid"] else None, peer_addr=m["addr"])
         elif m := _NURSERY_RE.match(ln):
             indent = len(m["pad"])

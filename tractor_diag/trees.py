@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from . import procfs
 from .classify import bucket_of, is_reparented, is_subreaper, state_of
-from .model import Entry, Proc, Snapshot
+from .model import Entry, Proc, Snapshot, replace
 from .model import actor_children  # noqa: F401 - a view of a Snapshot, named here too
 
 
@@ -345,9 +345,7 @@ def keep_strays(snap: Snapshot, keep: Iterable[int]) -> Snapshot:
     drop = set(descendants(kids, [p for p in snap.strays if p not in keep]))
     drop -= set(descendants(kids, [*snap.roots, *keep]))
     entries = {pid: e for pid, e in snap.entries.items() if pid not in drop}
-    import msgspec
-
-    return msgspec.structs.replace(snap, entries=entries, strays=keep)
+    return replace(snap, entries=entries, strays=keep)
 
 
 #: The longest CPU window a one-shot look takes (a monitor samples for longer).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
+import msgspec.json
 
 from .sockmodel import IpcGraph
 
