@@ -185,3 +185,24 @@ def test_a_missing_program_is_an_oserror_and_leaves_nothing_open():
     with pytest.raises(OSError):
         pyspy.run_bounded(["no-such-program-anywhere-xyz"], 5)
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_out_of_descriptors_is_an_oserror_and_leaves_nothing_open():
+    """The second pipe cannot be made: the first one is closed again."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = sorted(os.listdir("/proc/self/fd"))
+    used = {int(x) for x in before}
+    # three descriptors free: the runner's selector and one pipe, not two
+    limit, free = 0, 0
+    while free < 3:
+        free += limit not in used
+        limit += 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        with pytest.raises(OSError):
+            pyspy.run_bounded(["true"], 5)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert sorted(os.listdir("/proc/self/fd")) == before

@@ -133,7 +133,12 @@ class Dump:
             old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
+            try:
+                err_r, err_w = os.pipe()
+            except BaseException:  # out of descriptors: leave none behind
+                os.close(out_r)
+                os.close(out_w)
+                raise
             try:
                 self.pid = _spawn(argv, env, out_w, err_w)
             except BaseException:
