@@ -43,9 +43,23 @@ SUBREAPER_COMMS = frozenset({
 })
 
 
+# wait channel -> its name: a sampler tick asks for every process it shows,
+# and a box has a few dozen wait channels.
+_NAMES: dict[str, str] = {}
+
+
 def wchan_name(wchan: str | None) -> str:
     """The wait channel without a clone suffix and all that follows it."""
     wchan = wchan or ""
+    name = _NAMES.get(wchan)
+    if name is None:
+        name = _cut_suffix(wchan)
+        if len(_NAMES) < 4096:
+            _NAMES[wchan] = name
+    return name
+
+
+def _cut_suffix(wchan: str) -> str:
     dot = wchan.find(".")
     while dot >= 0:
         for suffix in _SUFFIXES:

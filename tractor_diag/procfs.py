@@ -574,6 +574,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
     procs: dict[int, Proc] = {}
     detailed: set[int] = set()
     want: set[int] = set()
+    late = False  # a process listed before its parent (pids wrapped)
     watch = cache.watch if cache is not None and only is None else None
     for name in names:
         pid = int(name)
@@ -587,6 +588,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                     and not (is_root is not None and is_root(pid, idle[1].cmdline, idle[1].comm))):
                 procs[pid] = idle[1]
                 cache._seen.add(pid)
+                late = late or idle[1].ppid > pid
                 continue
         # The directory is opened only when a file other than a kept
         # ``stat`` must be read (see `ProcCache`).
@@ -663,6 +665,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 leader_exited=leader_exited,
             )
             procs[pid] = proc
+            late = late or ppid > pid
             if (inodes and not leader_exited
                     and (had_known := cache.known.get(pid)) is not None
                     and not had_known.volatile and had_known.start_ticks == ticks):
@@ -682,7 +685,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 os.close(dfd)
     if cache is not None and only is None:
         cache.end()
-    if is_root is not None:
+    if is_root is not None and late:
         _fill_late_detail(procs, want, detailed, full, cache)
     return procs
 

@@ -76,7 +76,8 @@ def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
     ``procs`` (a partial scan); by default the children are those in
     ``procs``. Returns the pids newly recognised (they may need detail).
     ``tables_max_age``: how old (in seconds) the socket evidence a repeated
-    scan reuses may be (see `_registry_tcp`); one-shot scans read it afresh.
+    scan reuses may be (see `_registry_tcp`, `_bindspace`, `_mp_spawn`);
+    one-shot scans read it afresh.
     """
     kids: dict[int, list[int]] = {}
     for p in procs.values():
@@ -90,12 +91,12 @@ def recognise(procs: dict[int, Proc], *, bindspace_dir: str | None = None,
     before = {pid for pid, p in procs.items() if p.actor is not None}
     _generations(procs)
     _forkservers(procs)
-    _bindspace(procs, bindspace_dir)
+    _bindspace(procs, bindspace_dir, tables_max_age)
     _registry_tcp(procs, tables_max_age)
     # mp_spawn children and the roots above them know each other: the
     # environment marks the children, a marked child marks its parent, a
     # marked parent marks the unmarked rest of its children.
-    _mp_spawn(procs, by_parent=False)
+    _mp_spawn(procs, by_parent=False, max_age=tables_max_age)
     _parents_of_actors(procs, children)
     _mp_spawn(procs, by_parent=True)
     _parents_of_actors(procs, children)
@@ -258,8 +259,41 @@ def _fd_mode(pid: int, fd: str) -> str | None:
     return None
 
 
-def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool) -> None:
+# What a repeated scan (the dashboard's) learnt of a process from its
+# environment and sockets, by (what, pid, start ticks): (when, the answer).
+# A yes stands for the process's life (its environment is fixed at exec, an
+# actor that listened is one); a no is asked again after ``max_age`` s.
+_EVIDENCE: dict[tuple[str, int, int], tuple[float, bool]] = {}
+
+
+def _recalled(what: str, proc: Proc, max_age: float, ask: Callable[[], bool]) -> bool:
+    if max_age <= 0:
+        return ask()  # a one-shot scan: always afresh
+    key = (what, proc.pid, _ticks(proc))
+    now = time.monotonic()
+    hit = _EVIDENCE.get(key)
+    if hit is not None and (hit[1] or now - hit[0] < max_age):
+        return hit[1]
+    answer = ask()
+    if len(_EVIDENCE) >= _LEARNED_MAX:
+        _EVIDENCE.clear()
+    _EVIDENCE[key] = (now, answer)
+    return answer
+
+
+def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool, max_age: float = 0.0) -> None:
     listening: set[int] | None = None
+
+    def serves(proc: Proc) -> bool:
+        # ``PYTHONBREAKPOINT=0`` may be exported for other reasons: an
+        # actor also serves its channel, a pool worker listens on nothing.
+        nonlocal listening
+        if listening is None:
+            listening = _listening_inodes()
+        from .socktables import socket_inodes
+
+        return bool(listening & set(socket_inodes(proc.pid) or ()))
+
     for proc in procs.values():
         if proc.actor is not None or not is_mp_spawn_child(proc.cmdline):
             continue
@@ -268,15 +302,11 @@ def _mp_spawn(procs: dict[int, Proc], *, by_parent: bool) -> None:
             if not (_is_tractor(parent) and parent.actor.role != "forkserver"):
                 continue
         else:
-            if not _environ_marked(proc.pid):
+            # the environment is fixed at exec: asked once
+            if not _recalled("environ", proc, float("inf") if max_age > 0 else 0.0,
+                             lambda: _environ_marked(proc.pid)):
                 continue
-            # ``PYTHONBREAKPOINT=0`` may be exported for other reasons: an
-            # actor also serves its channel, a pool worker listens on nothing.
-            if listening is None:
-                listening = _listening_inodes()
-            from .socktables import socket_inodes
-
-            if not listening & set(socket_inodes(proc.pid) or ()):
+            if not _recalled("serves", proc, max_age, lambda: serves(proc)):
                 continue
         proc.actor = ActorInfo(name="", generation="current", how="mp-spawn",
                                sure="likely", backend="mp_spawn")
@@ -303,9 +333,12 @@ def _environ_marked(pid: int) -> bool:
 
 def _parents_of_actors(procs: dict[int, Proc], children: Callable[[int], list[int]]) -> None:
     for proc in procs.values():
-        if proc.actor is not None or proc.state in ("Z", "X", "x") or _subreaper_like(proc):
+        if proc.actor is not None:
             continue
-        for c in children(proc.pid):
+        kids = children(proc.pid)
+        if not kids or proc.state in ("Z", "X", "x") or _subreaper_like(proc):
+            continue
+        for c in kids:
             child = procs.get(c)
             if (child is not None and child.actor is not None
                     and child.actor.role in ("subactor", "forkserver", "booting")
@@ -317,7 +350,14 @@ def _parents_of_actors(procs: dict[int, Proc], children: Callable[[int], list[in
 
 # --- sockets ----------------------------------------------------------------------
 
-def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
+# The last reading of the bindspace: (when, the claims and registry file
+# seen then with each claimant's start ticks, {pid: its real socket names},
+# the registry socket's holders as (pid, start ticks)).
+_BINDSPACE: tuple[float, object, dict[int, list[str]], set[tuple[int, int]]] = (
+    float("-inf"), None, {}, set())
+
+
+def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None, max_age: float = 0.0) -> None:
     """Names from ``name@pid.sock`` files the pid really listens on; the
     holder of the registry socket.
 
@@ -326,7 +366,12 @@ def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
     pick: a file counts only when the kernel's table has its pid (or a
     registry candidate) listening on that very path, so the others cannot
     mislead, and importing platformdirs (with pathlib, on every pass that
-    meets a live actor's socket file) cost 8-10 ms of start-up."""
+    meets a live actor's socket file) cost 8-10 ms of start-up.
+
+    ``max_age``: a repeated scan whose dirs list the same files for the
+    same processes reuses the last reading of the socket table and fds for
+    that many seconds."""
+    global _BINDSPACE
     dirs = possible_dirs() if bindspace_dir is None else [bindspace_dir]
     found = []
     for d in dirs:
@@ -335,6 +380,26 @@ def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
             found.append((d, claims, registry))
     if not found:
         return
+    seen = frozenset((d, registry, frozenset((pid, _ticks(procs[pid]), f)
+                                             for pid, fs in claims.items() for f in fs))
+                     for d, claims, registry in found)
+    now = time.monotonic()
+    read_at, was, names, holders = _BINDSPACE
+    if not (max_age > 0 and was == seen and now - read_at < max_age):
+        names, holders = _read_bindspace(procs, found)
+        _BINDSPACE = (now, seen, names, holders)
+    for pid, got in names.items():
+        _named_by_sockets(procs[pid], got)
+    if holders:
+        for proc in procs.values():
+            if (proc.pid, _ticks(proc)) in holders and _candidate(proc):
+                _mark_root(proc)
+
+
+def _read_bindspace(procs: dict[int, Proc], found: list[tuple[str, dict[int, list[str]], bool]],
+                    ) -> tuple[dict[int, list[str]], set[tuple[int, int]]]:
+    """-> ({pid: the names it really listens under}, the registry socket's
+    holders as (pid, start ticks))."""
     from .socktables import UnixTable, socket_inodes
 
     table = UnixTable()
@@ -352,10 +417,11 @@ def _bindspace(procs: dict[int, Proc], bindspace_dir: str | None) -> None:
                     names.setdefault(pid, []).append(name)
         if registry:
             registry_inodes.update(table.listening.get(os.path.join(d, REGISTRY_SOCK), ()))
-    for pid, got in names.items():
-        _named_by_sockets(procs[pid], got)
+    holders: set[tuple[int, int]] = set()
     if registry_inodes:
-        _mark_registry_holder(procs, registry_inodes)
+        candidates = [p for p in procs.values() if _candidate(p)]
+        holders = {(p.pid, _ticks(p)) for p in _holders(candidates, registry_inodes)}
+    return names, holders
 
 
 def _listdir(path: str) -> list[str]:
@@ -407,11 +473,13 @@ def _registry_tcp(procs: dict[int, Proc], max_age: float = 0.0) -> None:
     candidates' fds again only that many seconds after the last time, and
     marks the holders found then in between."""
     global _TCP_HOLDERS
+    now = time.monotonic()
+    read_at, holders = _TCP_HOLDERS
+    if not holders and now - read_at < max_age:
+        return  # none at the last read, and not time to look again
     candidates = [p for p in procs.values() if _candidate(p)]
     if not candidates:
         return
-    now = time.monotonic()
-    read_at, holders = _TCP_HOLDERS
     if now - read_at >= max_age:
         from .socktables import read_tables
 
@@ -433,10 +501,10 @@ def _candidate(proc: Proc) -> bool:
     ours that runs Python."""
     if proc.actor is not None or not proc.cmdline or proc.state in ("Z", "X", "x"):
         return False
-    if proc.uid != os.getuid():
+    exe = proc.cmdline[0].rpartition("/")[2]
+    if not (exe.startswith(_PYTHONISH) or proc.comm.startswith(_PYTHONISH)):
         return False
-    exe = os.path.basename(proc.cmdline[0])
-    return exe.startswith(_PYTHONISH) or proc.comm.startswith(_PYTHONISH)
+    return proc.uid == os.getuid()
 
 
 def _holders(candidates: list[Proc], inodes: set[int]) -> list[Proc]:
@@ -447,11 +515,6 @@ def _holders(candidates: list[Proc], inodes: set[int]) -> list[Proc]:
 
 def _mark_root(proc: Proc) -> None:
     proc.actor = ActorInfo(name="", generation="current", how="registry", role="root")
-
-
-def _mark_registry_holder(procs: dict[int, Proc], inodes: set[int]) -> None:
-    for proc in _holders([p for p in procs.values() if _candidate(p)], inodes):
-        _mark_root(proc)
 
 
 # --- threads ----------------------------------------------------------------------

@@ -107,6 +107,7 @@ class Sampler:
         # Exit codes learnt elsewhere (the launcher's wait()), by pid.
         self.known_exit_codes: dict[int, int] = {}
         self._progress: dict[_Key, tuple[float, float]] = {}  # cpu time, when it last grew
+        self._keys: dict[_Key, Entry] = {}  # the latest snapshot's entries by key
         # what the next pass need not read again (command lines, detail)
         from .procfs import ProcCache
 
@@ -137,8 +138,11 @@ class Sampler:
                              subreapers=self.subreapers, full=True, cache=self._cache)
         # what is shown is read every tick; the rest of the box less often
         self._cache.watch = set(snap.entries)
-        events = self._diff(prev, snap)
-        self._track_progress(snap)
+        # each entry's key once a tick; the last tick's are kept for the next diff
+        keys = {_key(e): e for e in snap.entries.values()}
+        events = self._diff(self._keys if prev is not None else None, keys, snap.taken_at)
+        self._keys = keys
+        self._track_progress(keys, snap.monotonic)
         self._remember(snap)
         self.events.extend(events)
         return snap, events
@@ -166,12 +170,8 @@ class Sampler:
         self._measured = (then, since + 1)
         return int(self._per_entry * max(1, n))
 
-    def _track_progress(self, snap: Snapshot) -> None:
-        now = snap.monotonic
-        seen: set[_Key] = set()
-        for entry in snap.entries.values():
-            key = _key(entry)
-            seen.add(key)
+    def _track_progress(self, keys: dict[_Key, Entry], now: float) -> None:
+        for key, entry in keys.items():
             cpu = entry.proc.cpu_time
             last = self._progress.get(key)
             if last is None or cpu > last[0] + 1e-9:
@@ -179,16 +179,15 @@ class Sampler:
                 entry.stuck_for = 0.0 if last is not None else None
             else:
                 entry.stuck_for = now - last[1]
-        for key in [k for k in self._progress if k not in seen]:
+        for key in [k for k in self._progress if k not in keys]:
             del self._progress[key]
 
-    def _diff(self, prev: Snapshot | None, snap: Snapshot) -> list[Event]:
-        at = snap.taken_at
+    def _diff(self, old: dict[_Key, Entry] | None, new: dict[_Key, Entry],
+              at: float) -> list[Event]:
+        """Events between the last tick's entries and this one's, by key."""
         events: list[Event] = []
-        new = {_key(e): e for e in snap.entries.values()}
-        if prev is None:
+        if old is None:
             return events
-        old = {_key(e): e for e in prev.entries.values()}
         for key, entry in new.items():
             title = entry.proc.title
             before = old.get(key)
