@@ -197,3 +197,21 @@ def test_a_young_process_at_full_cpu_is_booting_not_a_runaway():
     assert state_of(young, cpu_percent=100.0, now=now) != "runaway"
     assert state_of(old, cpu_percent=100.0, now=now) == "runaway"
     assert state_of(proc(state="R", create=time.time()), cpu_percent=100.0) != "runaway"
+
+
+def test_the_runaway_window_is_between_the_two_reads_of_the_process():
+    """A pass that stalled after reading the process (its thread waiting for
+    the GIL while the dashboard draws) stamps its snapshot late: over the
+    snapshots' 0.56 s a loop that ran all of the 0.28 s between its two
+    schedstat reads is at 50%. The rule takes the reads' own times."""
+    from tractor_diag.classify import runaway_between
+
+    def rec(at, run_ms):
+        p = proc(state="R", create=1.0)
+        p.vol_ctx, p.sched_run, p.sched_wait, p.sched_at = 7, int(run_ms * 1e6), 0, at
+        return p
+
+    old, new = rec(10.0, 1000), rec(10.28, 1280)
+    assert runaway_between(old, new, 0.56) is True
+    old.sched_at = None  # not read with its time: the snapshots' window
+    assert runaway_between(old, new, 0.56) is False

@@ -93,6 +93,8 @@ def runaway_between(old: Proc, new: Proc, window: float) -> bool | None:
         return None
     if old.state != "R":  # asleep when the window opened: not a runaway's
         return False
+    if old.sched_at is not None and new.sched_at is not None:
+        window = new.sched_at - old.sched_at
     return kernel_runaway(new.sched_run - old.sched_run, new.sched_wait - old.sched_wait,  # type: ignore[operator]
                           new.vol_ctx - old.vol_ctx, window)  # type: ignore[operator]
 

@@ -139,6 +139,10 @@ class Proc(msgspec.Struct):
     # waiting in a run queue (full detail only).
     sched_run: int | None = None
     sched_wait: int | None = None
+    # When schedstat was read (monotonic): the runaway window is the time
+    # between two reads of this process, not between two snapshots' stamps
+    # (a pass stalled after reading it would stretch the window).
+    sched_at: float | None = None
     sig_caught: int | None = None  # SigCgt bitmask
     actor: ActorInfo | None = None
     # The main thread exited while other threads run: the process is live

@@ -363,7 +363,9 @@ def _read_full(proc: Proc, dfd: int) -> None:
     except ValueError:
         pass
     try:
-        run, wait = _read("schedstat", dfd).split()[:2]
+        raw = _read("schedstat", dfd)
+        proc.sched_at = time.monotonic()
+        run, wait = raw.split()[:2]
         proc.sched_run, proc.sched_wait = int(run), int(wait)
     except (OSError, ValueError):
         pass

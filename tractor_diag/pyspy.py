@@ -107,13 +107,18 @@ class Dump:
     running dump from one thread (no thread or selector per dump)."""
 
     __slots__ = ("key", "pid", "returncode", "out", "err", "cap", "start", "deadline",
-                 "open", "killed_at", "cut", "ran")
+                 "open", "killed_at", "cut", "ran", "mark")
 
     def __init__(self, key, argv: list[str], timeout: float, env: dict[str, str] | None,
-                 cap: int, into: list[Dump]):
+                 cap: int, into: list[Dump], *, traced: int | None = None):
         """Start ``argv``; the dump is appended to ``into`` (the caller's
-        running list) before any signal handler of ours can run again."""
+        running list) before any signal handler of ours can run again.
+        ``traced``: the pid it attaches to, marked in `captures` until the
+        dump is over (the sampler judges no runaway over our attach)."""
+        from . import captures
+
         self.key = key
+        self.mark = captures.begin([traced]) if traced is not None else None
         self.start = time.monotonic()
         self.deadline = self.start + max(0.01, timeout)
         self.out, self.err = bytearray(), bytearray()
@@ -144,6 +149,7 @@ class Dump:
             except BaseException:
                 os.close(out_r)
                 os.close(err_r)
+                self._unmark()
                 raise
             finally:
                 os.close(out_w)
@@ -230,7 +236,12 @@ class Dump:
         self._finish()
         return True
 
+    def _unmark(self) -> None:
+        if self.mark is not None:
+            self.mark.end()
+
     def _finish(self) -> None:
+        self._unmark()
         if self.returncode is None:  # killed, and not gone within a second
             _UNREAPED.add(self.pid)
         code = self.returncode if self.killed_at is None else None
@@ -239,6 +250,7 @@ class Dump:
 
     def abandon(self) -> None:
         """On the way out of an interrupted run: kill, reap, close."""
+        self._unmark()
         if self.killed_at is None and self.returncode is None:
             try:
                 os.killpg(self.pid, signal.SIGKILL)
@@ -382,7 +394,7 @@ def drive(start_next, on_done) -> None:
 
 
 def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None = None,
-                cap: int = OUTPUT_CAP) -> Ran:
+                cap: int = OUTPUT_CAP, traced: int | None = None) -> Ran:
     """Run ``argv`` for at most ``timeout`` seconds, keeping at most ``cap``
     bytes of its stdout; never hangs, never buffers without bound.
 
@@ -394,7 +406,8 @@ def run_bounded(argv: list[str], timeout: float, *, env: dict[str, str] | None =
     result: list[Ran] = []
 
     def start(running: list[Dump]) -> Dump | None:
-        return None if result or running else Dump(None, argv, timeout, env, cap, running)
+        return None if result or running else Dump(None, argv, timeout, env, cap, running,
+                                                   traced=traced)
 
     drive(start, lambda d: result.append(d.ran))
     return result[0]
@@ -541,7 +554,8 @@ def dump_python(
     if py_spy is None:
         return PyStack(status="no-py-spy", reason=no_py_spy_reason())
     try:
-        ran = run_bounded(spy_argv(pid, py_spy, locals, native, sudo), timeout, env=spy_env())
+        ran = run_bounded(spy_argv(pid, py_spy, locals, native, sudo), timeout, env=spy_env(),
+                          traced=pid)
     except OSError as exc:
         return cannot_run(exc)
     return py_result(pid, ran, timeout=timeout, sudo=sudo)

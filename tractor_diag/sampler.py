@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from . import captures
+from .classify import state_of
 from .model import Entry, Event, Snapshot
 from .trees import MIN_RATE_WINDOW, Targets, take_snapshot
 
@@ -114,6 +116,8 @@ class Sampler:
         self._cache = ProcCache()
         self._wake: Callable[[], None] | None = None
         self._token = None
+        # when each remembered sample's pass began, by its ``monotonic``
+        self._opened: dict[float, float] = {}
 
     @property
     def latest(self) -> Snapshot | None:
@@ -133,9 +137,13 @@ class Sampler:
     def sample(self) -> tuple[Snapshot, list[Event]]:
         """Take one snapshot now; returns it with the events it implies."""
         prev = self.latest
+        base = self._rate_base()
+        opened = time.monotonic()
         # full detail: context-switch deltas and the dashboard's detail pane
-        snap = take_snapshot(self.targets, prev=prev, rate_base=self._rate_base(),
+        snap = take_snapshot(self.targets, prev=prev, rate_base=base,
                              subreapers=self.subreapers, full=True, cache=self._cache)
+        self._opened[snap.monotonic] = opened
+        self._unjudge_captured(prev, base or prev, snap)
         # what is shown is read every tick; the rest of the box less often
         self._cache.watch = set(snap.entries)
         # each entry's key once a tick; the last tick's are kept for the next diff
@@ -147,17 +155,47 @@ class Sampler:
         self.events.extend(events)
         return snap, events
 
+    def _unjudge_captured(self, prev: Snapshot | None, base: Snapshot | None,
+                          snap: Snapshot) -> None:
+        """No runaway judged, nor its recovery, over a window in which we
+        traced or signalled the process (`captures`): our ptrace stops read
+        as a busy loop yielding, our wake-ups as a sleeper running. Such a
+        process keeps the runaway verdict it had before (or gets none) until
+        a window of its own, after the capture, judges it again."""
+        if base is None:
+            return
+        # the window opened when the base's pass began reading
+        ours = captures.touched(self._opened.get(base.monotonic, base.monotonic), snap.monotonic)
+        if not ours:
+            return
+        for pid in ours & snap.entries.keys():
+            entry = snap.entries[pid]
+            before = prev.entries.get(pid) if prev is not None else None
+            if before is not None and _key(before) != _key(entry):
+                before = None
+            if entry.state == "exited":
+                continue
+            if before is not None and before.state == "runaway":
+                entry.state = "runaway"
+            elif entry.state == "runaway":
+                entry.state = state_of(entry.proc)  # one record judges no runaway
+            elif entry.proc.state == "t" and before is not None:
+                entry.state = before.state  # our ptrace stop, not a debugger's
+
     def _remember(self, snap: Snapshot) -> None:
         size = self._size_of(snap)
         if len(self.history) == self.history.maxlen:
-            self.history.popleft()
-            self.history_size -= self._sizes.popleft()
+            self._forget_oldest()
         self.history.append(snap)
         self._sizes.append(size)
         self.history_size += size
         while self.history_size > self.history_bytes and len(self.history) > 2:
-            self.history.popleft()
-            self.history_size -= self._sizes.popleft()
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        gone = self.history.popleft()
+        self.history_size -= self._sizes.popleft()
+        self._opened.pop(gone.monotonic, None)
 
     def _size_of(self, snap: Snapshot) -> int:
         n = len(snap.entries)

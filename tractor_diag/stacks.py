@@ -280,7 +280,8 @@ def capture(
             argv = spy_argv(entry.proc.pid, py_spy, options.locals or _unnamed_mp(entry.proc),
                             options.native, False)
             try:
-                return Dump((entry.proc.pid, left), argv, left, env, OUTPUT_CAP, into)
+                return Dump((entry.proc.pid, left), argv, left, env, OUTPUT_CAP, into,
+                            traced=entry.proc.pid)
             except OSError as exc:
                 finish(entry, cannot_run(exc))
         return None

@@ -268,14 +268,35 @@ def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
             note += (" (zombie child " + ", ".join(map(str, target.zombies))
                      + " may be gone after this; it was recorded before the signal)")
     offsets = [_size(p) for p in paths]
+    mark = _mark(proc.pid, target)
     try:
         sent = pin.send_main_thread(signal.SIGUSR1)
     except PinError as exc:
+        mark.end()
         return TaskTree(status="error", path=paths[0], reason=f"not signalled: {exc}")
     if not sent:
+        mark.end()
         return TaskTree(status="gone", reason="process gone before the request", path=paths[0])
+    _in_flight.setdefault(proc.pid, []).append(mark)
     return Pending(pid=proc.pid, path=paths[0], offset=offsets[0], sent_at=time.monotonic(),
                    paths=paths, offsets=offsets, note=note, owners=sorted(target.uids))
+
+
+# the `captures` marks of requests not collected yet, by the pid signalled
+_in_flight: dict[int, list] = {}
+
+
+def _mark(pid: int, target: _Target):
+    """Mark the process we signal, and every process below it: tractor's
+    handler relays the signal to its sub-actors, whose handlers run too."""
+    from . import captures
+
+    pids = [pid, *target.children]
+    if target.children:
+        found = procfs.subtrees([pid])
+        if found is not None:
+            pids = found[0]
+    return captures.begin(pids)
 
 
 def _read_from(path: str, offset: int, owners: list[int] | None = None) -> str:
@@ -383,6 +404,8 @@ def collect(pending: list[Pending], until: float) -> dict[int, TaskTree]:
     out: dict[int, TaskTree] = {}
     end = time.monotonic()
     for w in watches:
+        for mark in _in_flight.pop(w.req.pid, ()):
+            mark.end()
         tree = _result(w, end)
         tree.note = w.req.note
         out[w.req.pid] = tree
