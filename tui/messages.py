@@ -5,9 +5,14 @@ loop and may not touch a widget: it posts one of these, and the app's
 handlers apply it. They hold values only, so the code that posts them
 needs nothing of the app (which is what keeps the jobs below the app, with
 no import running back up).
+
+Each is a dataclass, as Textual's own messages are (`Message.__init__`
+calls `__post_init__` for that); ``eq=False`` keeps a message equal only to
+itself, as a plain `Message` is.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -17,42 +22,39 @@ from tractor_diag.model import Event, Snapshot
 from tractor_diag.sockmodel import SockView
 
 
+@dataclass(eq=False)
 class Sampled(Message):
     """One sampler tick: a snapshot and the events since the last one."""
 
-    def __init__(self, snapshot: Snapshot, events: list[Event]) -> None:
-        super().__init__()
-        self.snapshot = snapshot
-        self.events = events
+    snapshot: Snapshot
+    events: list[Event]
 
 
+@dataclass(eq=False)
 class Output(Message):
     """Lines the launched program wrote on ``stream`` (stdout or stderr)."""
 
-    def __init__(self, stream: str, lines: list[str]) -> None:
-        super().__init__()
-        self.stream = stream
-        self.lines = lines
+    stream: str
+    lines: list[str]
 
 
+@dataclass(eq=False)
 class Launched(Message):
     """The program was started as ``pid``, or could not be (``error``)."""
 
-    def __init__(self, pid: int | None, error: str | None = None) -> None:
-        super().__init__()
-        self.pid = pid
-        self.error = error
+    pid: int | None
+    error: str | None = None
 
 
+@dataclass(eq=False)
 class Exited(Message):
     """A child of ours was reaped (the launched one, or an adopted orphan)."""
 
-    def __init__(self, pid: int, code: int) -> None:
-        super().__init__()
-        self.pid = pid
-        self.code = code
+    pid: int
+    code: int
 
 
+@dataclass(eq=False)
 class ActionDone(Message):
     """A key's job finished: its result goes to the detail pane of ``pid``
     under ``section``, and a one-line ``summary`` is shown. ``bundle``: the
@@ -63,48 +65,40 @@ class ActionDone(Message):
     after the analysis (None: one moved meanwhile). ``quiet``: a refresh
     nobody asked for, shown without a notice."""
 
-    def __init__(self, section: str, pid: int, title: str, body: Text,
-                 summary: str, ok: bool = True, bundle: str | None = None,
-                 judged: list | None = None, judged_over: frozenset[int] = frozenset(),
-                 quiet: bool = False, evidence: dict | None = None) -> None:
-        super().__init__()
-        self.section = section
-        self.pid = pid
-        self.title = title
-        self.body = body
-        self.summary = summary
-        self.ok = ok
-        self.bundle = bundle
-        self.judged = judged
-        self.judged_over = judged_over
-        self.quiet = quiet
-        self.evidence = evidence
+    section: str
+    pid: int
+    title: str
+    body: Text
+    summary: str
+    ok: bool = True
+    bundle: str | None = None
+    judged: list | None = None
+    judged_over: frozenset[int] = frozenset()
+    quiet: bool = False
+    evidence: dict | None = None
 
 
+@dataclass(eq=False)
 class Unchanged(Message):
     """A quiet refresh of the tree at ``pid`` found no process of its
     chains run since they were judged: the verdicts stand as they are."""
 
-    def __init__(self, pid: int) -> None:
-        super().__init__()
-        self.pid = pid
+    pid: int
 
 
+@dataclass(eq=False)
 class ReapPlanned(Message):
     """A dry-run reap plan with something to signal: the app asks the user
     before the job that executes it is started."""
 
-    def __init__(self, pid: int, body: Text, plan: Any) -> None:
-        super().__init__()
-        self.pid = pid
-        self.body = body
-        self.plan = plan
+    pid: int
+    body: Text
+    plan: Any
 
 
+@dataclass(eq=False)
 class SocketsRead(Message):
     """The sockets of ``pid``, read for the detail pane."""
 
-    def __init__(self, pid: int, socks: list[SockView]) -> None:
-        super().__init__()
-        self.pid = pid
-        self.socks = socks
+    pid: int
+    socks: list[SockView]
