@@ -3,7 +3,8 @@
 - ``HELP``: one line for ``tractor-diag --help``;
 - ``DESCRIPTION`` (optional): the verb's ``--help`` body;
 - ``add_arguments(parser)``: its flags (shared with the xonsh alias);
-- ``run(args, out) -> int``: compute, render to ``out``, return the exit code.
+- ``run(args, out) -> int``: compute, render to ``out`` (`write_answer`:
+  JSON or text), return the exit code.
 
 Heavy imports (trio, textual) happen inside ``run``: building the parser
 must stay cheap because xonsh builds it for completion and ``--help``.
@@ -22,6 +23,20 @@ VERBS: dict[str, tuple[str, str]] = {
     "dash": ("tractor_diag.commands.dash", "acli.dash"),
     "run": ("tractor_diag.commands.run", "acli.run"),
 }
+
+
+def write_answer(args, out, value, text) -> None:
+    """A verb's answer on ``out``: ``value`` as JSON with ``--json``, else
+    the text ``text(style)`` renders in the style ``--color`` and ``out``
+    call for."""
+    if args.json:
+        from ..model import to_json
+
+        out.write(to_json(value).decode() + "\n")
+    else:
+        from ..render import Style
+
+        out.write(text(Style.for_output(args.color, out)) + "\n")
 
 
 def add_common(parser) -> None:

@@ -1,7 +1,7 @@
 """bindspace: classify the socket files of a UDS bindspace dir."""
 from __future__ import annotations
 
-from . import add_common
+from . import add_common, write_answer
 
 HELP = "classify the socket files of the UDS bindspace dir by their binders' liveness"
 DESCRIPTION = """\
@@ -34,13 +34,8 @@ def add_arguments(parser) -> None:
 
 def run(args, out) -> int:
     from ..bindspace import scan
-    from ..model import to_json
-    from ..render import Style
     from ..render.bindspace import render_bindspace
 
     result = scan(args.dir)
-    if args.json:
-        out.write(to_json(result).decode() + "\n")
-    else:
-        out.write(render_bindspace(result, Style.for_output(args.color, out)) + "\n")
+    write_answer(args, out, result, lambda st: render_bindspace(result, st))
     return 0

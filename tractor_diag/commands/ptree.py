@@ -1,7 +1,7 @@
 """ptree: the process tree of the given roots, classified into buckets."""
 from __future__ import annotations
 
-from . import add_common
+from . import add_common, write_answer
 
 HELP = "process tree of the given roots, each process in a liveness bucket"
 DESCRIPTION = """\
@@ -114,8 +114,6 @@ def cpu_of(args) -> float | None:
 def run_port(args, out) -> int:
     from ..errors import NotFound, UsageError
     from ..ipc import port_query
-    from ..model import to_json
-    from ..render import Style
     from ..render.ptree import render_port
     from ..sockmodel import split_port_arg
 
@@ -130,10 +128,7 @@ def run_port(args, out) -> int:
             raise NotFound(f"{where}: listening, but held by no process we can see "
                            "(another PID namespace, or fds we may not read)")
         raise NotFound(f"nothing listens on {args.port}")
-    if args.json:
-        out.write(to_json(query).decode() + "\n")
-    else:
-        out.write(render_port(query, Style.for_output(args.color, out)) + "\n")
+    write_answer(args, out, query, lambda st: render_port(query, st))
     return 0
 
 

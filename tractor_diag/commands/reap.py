@@ -1,7 +1,7 @@
 """reap: polite cleanup of orphaned actors, stale UDS sockets and /dev/shm."""
 from __future__ import annotations
 
-from . import add_common
+from . import add_common, write_answer
 
 HELP = "clean up orphaned actors (SIGINT, grace, SIGKILL), stale UDS sockets and /dev/shm"
 DESCRIPTION = """\
@@ -76,9 +76,7 @@ def _check(args) -> None:
 def run(args, out) -> int:
     import sys
 
-    from ..model import to_json
     from ..reap import DEFAULT_GRACE, reap
-    from ..render import Style
     from ..render.reap import render_reap
 
     _check(args)
@@ -108,8 +106,5 @@ def run(args, out) -> int:
         shm_dir=args.shm_dir,
         progress=progress,
     )
-    if args.json:
-        out.write(to_json(report).decode() + "\n")
-    else:
-        out.write(render_reap(report, Style.for_output(args.color, out)) + "\n")
+    write_answer(args, out, report, lambda st: render_reap(report, st))
     return 0 if report.clean else 1

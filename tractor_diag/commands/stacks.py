@@ -1,7 +1,7 @@
 """stacks: where every process of a tree is stuck (kernel, Python, trio)."""
 from __future__ import annotations
 
-from . import add_common
+from . import add_common, write_answer
 
 HELP = "kernel state, Python stacks (py-spy) and trio task trees of every process in a tree"
 DESCRIPTION = """\
@@ -99,8 +99,6 @@ def snapshot_to_capture(args, out, *, verb: str, needs: str, empty_json: str):
 
 def run(args, out) -> int:
     from ..diagnosis.where import whereabouts_of
-    from ..model import to_json
-    from ..render import Style
     from ..pyspy import no_py_spy_reason
     from ..render.stacks import render_report
     from ..stacks import capture
@@ -111,9 +109,6 @@ def run(args, out) -> int:
         return 0
     options, snap, interactive = taken
     report = capture(snap, options, interactive=interactive)
-    if args.json:
-        out.write(to_json(report.procs).decode() + "\n")
-        return 0
-    st = Style.for_output(args.color, out)
-    out.write(render_report(report, whereabouts_of(report), st, no_py_spy_reason()) + "\n")
+    write_answer(args, out, report.procs,
+                 lambda st: render_report(report, whereabouts_of(report), st, no_py_spy_reason()))
     return 0

@@ -2,7 +2,7 @@
 cannot move, with the evidence for each step."""
 from __future__ import annotations
 
-from . import add_common
+from . import add_common, write_answer
 
 HELP = "the verdict: who waits on whom across actors, the root cause, its evidence"
 DESCRIPTION = """\
@@ -41,8 +41,6 @@ def add_arguments(parser) -> None:
 
 def run(args, out) -> int:
     from ..diagnosis import examine
-    from ..model import to_json
-    from ..render import Style
     from ..render.why import render_why
     from .stacks import snapshot_to_capture
 
@@ -52,8 +50,5 @@ def run(args, out) -> int:
         return 0
     options, snap, interactive = taken
     _, diag = examine(snap, options, interactive=interactive)
-    if args.json:
-        out.write(to_json(diag).decode() + "\n")
-        return 0
-    out.write(render_why(diag, Style.for_output(args.color, out)) + "\n")
+    write_answer(args, out, diag, lambda st: render_why(diag, st))
     return 0
