@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 
@@ -69,21 +68,9 @@ def kill_pinned(pinned: dict[int, int]) -> list[int]:
     """Last-resort teardown: SIGKILL what a test recorded, through a pidfd
     opened first and checked against the recorded start time, so a pid
     reused since reaches nobody. -> the pids killed."""
-    killed = []
-    for pid, start in pinned.items():
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:
-            continue
-        try:
-            if start_of(pid) == start and alive(pid):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-                killed.append(pid)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return killed
+    from _leaks_helpers import kill_pinned as kill_one
+
+    return [pid for pid, start in pinned.items() if kill_one(pid, start)]
 
 
 def descendants_of(pid: int) -> list[int]:

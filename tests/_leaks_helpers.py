@@ -55,19 +55,7 @@ def kill_pinned(pid: int, start: int, sig: int = signal.SIGKILL) -> bool:
     """Signal ``pid`` only while it is the process that started at clock
     tick ``start``: a pidfd first, then the check, then the signal through
     the pidfd (which a newcomer with the same pid cannot inherit)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return False
-    try:
-        if not alive(pid, start):
-            return False
-        signal.pidfd_send_signal(fd, sig)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return kill_if(pid, sig, start=start)
 
 
 def kill_if(pid: int, sig: int = signal.SIGKILL, *, ppid: int | None = None,
