@@ -20,6 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 THIS = os.path.abspath(__file__)
 sys.path.insert(0, HERE)
 
+from _reap_helpers import take_pid  # noqa: E402 - found through the line above
+
 # A process of ours that is not part of any launched tree: it reports every
 # catchable signal it gets.
 NEWCOMER = (
@@ -54,16 +56,29 @@ DAEMONIZER = (
 _started: list[subprocess.Popen] = []  # killed however a scenario ends
 
 
-def _take_pid(pid: int) -> None:
-    """Make the next fork of this namespace get ``pid``."""
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(pid - 1))
-
-
 def _start(argv, **kw) -> subprocess.Popen:
     proc = subprocess.Popen(argv, **kw)
     _started.append(proc)
     return proc
+
+
+def _newcomer_at(pid: int, code: str = NEWCOMER, **kw) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``code`` as the next process of this namespace, which gets
+    ``pid``: (the newcomer, its READY line)."""
+    take_pid(pid)
+    new = _start([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                 stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    return new, _ready_line(new)
+
+
+def _fate(new: subprocess.Popen) -> dict:
+    """What became of a newcomer: what it printed (every signal it got) and
+    whether it still runs; then it is killed."""
+    time.sleep(0.3)
+    fate = {"new_output": _read_all(new), "new_alive": new.poll() is None}
+    new.kill()
+    new.wait()
+    return fate
 
 
 def _ready_line(proc: subprocess.Popen, timeout: float = 20.0) -> list[str]:
@@ -113,21 +128,14 @@ def scenario_reused_pid(cgroup: str) -> dict:
                         and app.supervisor.returncode is not None, 20, pilot=pilot,
                         what="the launched program to exit and be reaped")
             old = app.supervisor.pid
-            _take_pid(old)
-            new = _start([sys.executable, "-c", NEWCOMER], stdout=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
-            line = _ready_line(new)
+            new, line = _newcomer_at(old, process_group=0)
             out.update(old=old, new=new.pid, new_pgid=int(line[2]))
             n = app.samples_shown
             await until(lambda: app.samples_shown >= n + 3, 10, pilot=pilot, what="samples")
             out["containment"] = getattr(app, "containment", None)
             await pilot.press("q")
             await until(lambda: not app.is_running, 20, pilot=pilot, what="quit")
-        time.sleep(0.3)
-        out["new_output"] = _read_all(new)
-        out["new_alive"] = new.poll() is None
-        new.kill()
-        new.wait()
+        out.update(_fate(new))
 
     asyncio.run(asyncio.wait_for(body(), 60))
     return out
@@ -197,10 +205,7 @@ def scenario_signal_key_reused() -> dict:
             old.kill()
             old.wait()
             time.sleep(0.02)
-            _take_pid(old.pid)
-            new = _start([sys.executable, "-c", NEWCOMER], stdout=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _ready_line(new)
+            new, _ = _newcomer_at(old.pid)
             now = procfs.read_proc(new.pid, detail=False)
             out.update(old=old.pid, new=new.pid, apart=now.create_time - seen.create_time)
             # what the key starts once the user confirmed
@@ -208,11 +213,7 @@ def scenario_signal_key_reused() -> dict:
                        signal.SIGTERM)
             await until(lambda: "signal" in app._extras.get(old.pid, {}), 10, pilot=pilot)
             out["result"] = app._extras[old.pid]["signal"][1].plain
-        time.sleep(0.3)
-        out["new_output"] = _read_all(new)
-        out["new_alive"] = new.poll() is None
-        new.kill()
-        new.wait()
+        out.update(_fate(new))
 
     asyncio.run(asyncio.wait_for(body(), 60))
     return out
@@ -254,10 +255,7 @@ def scenario_reap_key_reused() -> dict:
             old.kill()
             old.wait()
             time.sleep(0.02)
-            _take_pid(old.pid)
-            new = _start([sys.executable, "-c", ACTOR_NEWCOMER], stdout=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _ready_line(new)
+            new, _ = _newcomer_at(old.pid, ACTOR_NEWCOMER)
             out.update(old=old.pid, new=new.pid)
             app.action_reap()
             await until(lambda: isinstance(app.screen, ConfirmScreen)
@@ -268,11 +266,7 @@ def scenario_reap_key_reused() -> dict:
                 await pilot.pause(1.0)
             extra = app._extras.get(old.pid, {}).get("reap")
             out["result"] = extra[1].plain if extra else None
-        time.sleep(0.3)
-        out["new_output"] = _read_all(new)
-        out["new_alive"] = new.poll() is None
-        new.kill()
-        new.wait()
+        out.update(_fate(new))
 
     asyncio.run(asyncio.wait_for(body(), 60))
     return out

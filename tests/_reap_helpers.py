@@ -502,7 +502,7 @@ def _spawn_ready(argv, env=None) -> subprocess.Popen:
     return proc
 
 
-def _take_pid(pid: int) -> None:
+def take_pid(pid: int) -> None:
     """Make the next fork of this namespace get ``pid`` (CRIU's mechanism)."""
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(pid - 1))
@@ -520,7 +520,7 @@ def scenario_pid_reuse(fake_pkg: str) -> dict:
     old.kill()
     old.wait()
     time.sleep(0.05)  # the newcomer starts clock ticks later
-    _take_pid(old.pid)
+    take_pid(old.pid)
     new = _spawn_ready(released_argv(sys.executable, "new"), env)
     outcome = reap.execute(plan, grace=1)
     time.sleep(0.2)
@@ -550,7 +550,7 @@ def scenario_tick_reuse(mode: str) -> dict:
     try:
         for attempt in range(1, 81):
             pid = 300 + 5 * attempt  # a pid this namespace has not used yet
-            _take_pid(pid)
+            take_pid(pid)
             c = a.fork()
             seen = procfs.read_proc(c, detail=False)
             assert c == pid and seen is not None and seen.actor is not None, (c, pid, seen)
@@ -564,7 +564,7 @@ def scenario_tick_reuse(mode: str) -> dict:
                 pin = Pin.open(c, start_time=seen.create_time, ppid=seen.ppid,
                                cmdline=seen.cmdline)
             a.ask("kill", c)
-            _take_pid(pid)
+            take_pid(pid)
             n = b.fork()
             now = proc_info(n)
             if n != c or now is None or now["start"] != procfs.ticks_of(seen.create_time):
@@ -622,7 +622,7 @@ def scenario_socket_reuse(bindspace: str) -> dict:
     old.kill()
     old.wait()
     time.sleep(1.5)  # younger than the file beyond the clock slack
-    _take_pid(old.pid)
+    take_pid(old.pid)
     new = _spawn_ready([sys.executable, "-c", _SLEEP])
     cli = [sys.executable, "-m", "tractor_diag"]
     scan = subprocess.run([*cli, "bindspace", "--json"], capture_output=True, text=True)
@@ -676,7 +676,7 @@ def scenario_usr1_reuse() -> dict:
         old.kill()
         old.wait()
         time.sleep(0.05)
-        _take_pid(old.pid)
+        take_pid(old.pid)
         newcomer.append(_spawn_ready([sys.executable, "-c", _SLEEP]))
         return found
 
