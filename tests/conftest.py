@@ -106,6 +106,13 @@ Other hangs (each returns a ``ProcTree``: ``.root``, ``.popen``, ``.pids()``,
 ``spawn(argv, ready='READY', timeout=30, label='proc')``
     any command, torn down like the rest; waits for a stdout line starting
     with ``ready`` unless ``ready`` is None.
+
+``ns`` -> ``_reap_helpers.NsInit``
+    a private PID namespace whose init starts, lists and signals processes
+    on request (root needed); closed, with everything in it, after the test.
+``fake_pkg`` -> str
+    a world-readable dir holding a package shaped like the released
+    runtime (``_reap_helpers.fake_released_pkg``), for PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -297,6 +304,25 @@ def spawn(_procs):
     def spawn(argv, ready='READY', timeout=30.0, label='proc') -> ProcTree:
         return _procs.start(argv, ready=ready, timeout=timeout, label=label)
     return spawn
+
+
+@pytest.fixture
+def ns(tmp_path):
+    from _reap_helpers import NsInit
+
+    box = NsInit(sys.executable, str(tmp_path / 'ns-init.log'))
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def fake_pkg():
+    from _reap_helpers import fake_released_pkg
+
+    d = tempfile.mkdtemp(prefix='tdiag-fake-', dir='/tmp')
+    os.chmod(d, 0o755)  # uid 65534 imports it
+    yield fake_released_pkg(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

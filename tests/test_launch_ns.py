@@ -16,13 +16,6 @@ PY = sys.executable
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def ns(tmp_path):
-    box = NsInit(PY, str(tmp_path / "ns-init.log"))
-    yield box
-    box.close()
-
-
 def scenario(ns: NsInit, *args) -> dict:
     res = ns.run([PY, THIS, *args], timeout=90)
     assert res["rc"] == 0, res["stderr"][-3000:]

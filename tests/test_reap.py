@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from _reap_helpers import (
-    SYSTEM_PYTHON, THIS, alive, as_nobody, build_leader_exits, fake_released_pkg, kill_pinned,
+    SYSTEM_PYTHON, THIS, alive, as_nobody, build_leader_exits, kill_pinned,
     leader_exits_argv, orphans_go_to_init, proc_info, released_argv, wait_for,
 )
 
@@ -56,14 +56,6 @@ def starts(pids) -> dict[int, int]:
 def untouched(start_of: dict[int, int]) -> list[int]:
     """Pids that are no longer the same live process."""
     return [p for p, s in start_of.items() if not alive(p, s)]
-
-
-@pytest.fixture
-def fake_pkg():
-    d = tempfile.mkdtemp(prefix="tdiag-fake-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield fake_released_pkg(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def fake_actor(fake_pkg: str, name: str) -> dict:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import shutil
-import tempfile
 
 import pytest
 
 from _reap_helpers import (
-    SYSTEM_PYTHON, THIS, NsInit, as_nobody, fake_released_pkg, released_argv,
+    SYSTEM_PYTHON, THIS, NsInit, as_nobody, released_argv,
 )
 from trees.harness import CURRENT_SCRIPT, RELEASED_SCRIPT, free_port
 
@@ -23,22 +21,6 @@ PY = sys.executable
 REAP = [PY, "-m", "tractor_diag", "reap"]
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def ns(tmp_path):
-    box = NsInit(PY, str(tmp_path / "ns-init.log"))
-    yield box
-    box.close()
-
-
-@pytest.fixture
-def fake_pkg():
-    # world-readable: uid 65534 imports it
-    d = tempfile.mkdtemp(prefix="tdiag-fake-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield fake_released_pkg(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def title_of(p: dict) -> str:

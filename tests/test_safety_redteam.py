@@ -78,15 +78,6 @@ def test_bundle_never_writes_through_a_swapped_partial_dir(spawn, shared_tmp):
 
 # --- signals by pid ---------------------------------------------------------------------
 
-@pytest.fixture
-def ns(tmp_path):
-    from _reap_helpers import NsInit
-
-    box = NsInit(sys.executable, str(tmp_path / "ns-init.log"))
-    yield box
-    box.close()
-
-
 def _scenario(ns, name: str, *args, env=None) -> dict:
     import json
 

@@ -38,13 +38,6 @@ def shm_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def ns(tmp_path):
-    box = NsInit(PY, str(tmp_path / "ns-init.log"))
-    yield box
-    box.close()
-
-
 def segment(d: Path, name: str, size: int = 8192) -> Path:
     p = d / name
     p.write_bytes(b"\0" * size)
