@@ -36,6 +36,26 @@ async def until(pred, timeout: float = 15.0, interval: float = 0.05, pilot=None,
             await asyncio.sleep(interval)
 
 
+async def wait_for_pids(app, pilot, pids, timeout: float = 30.0):
+    """Wait until the tree pane shows every one of ``pids``."""
+    pids = set(pids)
+    await until(lambda: pids <= set(app.proc_tree.keys), timeout, pilot=pilot,
+                what=f"tree to show {sorted(pids)}")
+
+
+async def key_result(app, pilot, pid: int, key: str | None, section: str, timeout: float,
+                     what: str = ""):
+    """Select ``pid``, press ``key`` (None: it was pressed already) and wait
+    until the key's job has put its result for ``pid`` under ``section`` of
+    the detail pane. -> (title, body)."""
+    if key is not None:
+        app.proc_tree.select_pid(pid)
+        await pilot.press(key)
+    await until(lambda: section in app._extras.get(pid, {}), timeout, pilot=pilot,
+                what=what or section)
+    return app._extras[pid][section]
+
+
 def alive(pid: int) -> bool:
     """Exists and is not a zombie."""
     rest = stat_fields(pid)

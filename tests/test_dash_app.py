@@ -2,6 +2,7 @@
 process trees: every pane and every key."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -13,7 +14,8 @@ from tractor_diag.tui.app import DashApp
 from tractor_diag.tui.dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 
 from _dash_helpers import (
-    DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, kill_pinned, pin_all, run, until,
+    DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, key_result, kill_pinned, pin_all,
+    run, until, wait_for_pids,
 )
 
 SIZE = (160, 48)
@@ -26,10 +28,14 @@ def label_of(app: DashApp, pid: int) -> str:
     return node.label.plain
 
 
-async def wait_for_pids(app, pilot, pids, timeout=15.0):
-    pids = set(pids)
-    await until(lambda: pids <= set(app.proc_tree.keys), timeout, pilot=pilot,
-                what=f"tree to show {sorted(pids)}")
+@contextlib.asynccontextmanager
+async def watching(tree, pids, timeout: float = 30.0, **kw):
+    """The dashboard on ``tree`` (a sample every `FAST` s) under
+    ``run_test()``, once it shows ``pids``: (app, pilot)."""
+    app = DashApp([str(tree.root)], interval=FAST, **kw)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_pids(app, pilot, pids, timeout)
+        yield app, pilot
 
 
 # -- tree pane -------------------------------------------------------------------
@@ -39,9 +45,7 @@ def test_tree_pane_reconciles_by_pid_and_keeps_cursor_and_collapse(current_tree)
     actors = tree.actors()
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, actors.values())
+        async with watching(tree, actors.values()) as (app, pilot):
             ptree = app.proc_tree
             # one node per process, nested under its parent
             leaf = actors["leaf_1_1"]
@@ -109,10 +113,7 @@ def test_a_zombie_keeps_the_name_it_had_alive(tmp_path):
                 await pilot.pause(3 * FAST)
                 assert "crash_and_burn" in label_of(app, actor), label_of(app, actor)
                 assert label_of(app, plain).startswith("python -c"), label_of(app, plain)
-                app.proc_tree.select_pid(parent.pid)
-                await pilot.press("d")
-                await until(lambda: "dump" in app._extras.get(parent.pid, {}), 60, pilot=pilot,
-                            what="dump-all")
+                await key_result(app, pilot, parent.pid, "d", "dump", 60, "dump-all")
                 summary = Path(app.last_bundle, "summary.md").read_text()
                 assert "crash_and_burn (" in summary and "crash… (" not in summary
 
@@ -127,9 +128,7 @@ def test_released_runtime_actors_are_named(released_tree):
     actors = tree.actors()
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, actors.values(), timeout=20)
+        async with watching(tree, actors.values(), timeout=20) as (app, pilot):
             for name, pid in actors.items():
                 if pid != tree.root:
                     assert label_of(app, pid).startswith(name)
@@ -148,9 +147,7 @@ def test_detail_pane_cmdline_sockets_children(current_tree):
     spawner = actors["spawner_0"]
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, actors.values())
+        async with watching(tree, actors.values()) as (app, pilot):
             app.proc_tree.select_pid(spawner)
             sock = f"spawner_0@{spawner}.sock"
             await until(lambda: sock in app.detail.text, 10, pilot=pilot, what="sockets")
@@ -171,14 +168,8 @@ def test_key_s_shows_python_stacks(current_tree):
     leaf = tree.pid_of("leaf_0")
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [leaf])
-            app.proc_tree.select_pid(leaf)
-            await pilot.press("s")
-            await until(lambda: "stacks" in app._extras.get(leaf, {}), 30, pilot=pilot,
-                        what="py-spy result")
-            title, body_ = app._extras[leaf]["stacks"]
+        async with watching(tree, [leaf]) as (app, pilot):
+            title, body_ = await key_result(app, pilot, leaf, "s", "stacks", 30, "py-spy result")
             assert "py-spy" in title
             assert "Actor.hang" in body_.plain, body_.plain  # where it sits in time.sleep
             assert "Python stacks" in app.detail.text
@@ -191,19 +182,13 @@ def test_key_t_task_tree_only_with_a_handler(current_tree):
     armed, unarmed = tree.pid_of("leaf_0"), tree.pid_of("leaf_1")
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [armed, unarmed])
-            app.proc_tree.select_pid(unarmed)
-            await pilot.press("t")
-            await until(lambda: "tasks" in app._extras.get(unarmed, {}), 5, pilot=pilot)
-            assert "not requested" in app._extras[unarmed]["tasks"][1].plain
+        async with watching(tree, [armed, unarmed]) as (app, pilot):
+            _, body_ = await key_result(app, pilot, unarmed, "t", "tasks", 5)
+            assert "not requested" in body_.plain
             assert alive(unarmed), "an unarmed process got SIGUSR1"
 
-            app.proc_tree.select_pid(armed)
-            await pilot.press("t")
-            await until(lambda: "tasks" in app._extras.get(armed, {}), 15, pilot=pilot)
-            text = app._extras[armed]["tasks"][1].plain
+            _, body_ = await key_result(app, pilot, armed, "t", "tasks", 15)
+            text = body_.plain
             assert "Actor.main [running]" in text, text  # the task wedged in time.sleep
             assert "Actor.hang" in text and "full dump: /tmp/tractor-diag-taskdump-" in text
             assert alive(armed)
@@ -216,14 +201,8 @@ def test_key_w_shows_the_verdict_of_the_selected_tree(current_tree):
     leaf = tree.pid_of("leaf_0")
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [tree.root, leaf])
-            app.proc_tree.select_pid(tree.root)
-            await pilot.press("w")
-            await until(lambda: "why" in app._extras.get(tree.root, {}), 60, pilot=pilot,
-                        what="why")
-            title, body_ = app._extras[tree.root]["why"]
+        async with watching(tree, [tree.root, leaf]) as (app, pilot):
+            title, body_ = await key_result(app, pilot, tree.root, "w", "why", 60)
             text = body_.plain
             assert text.startswith(f"1. [sync-blocked] leaf_0 ({leaf}) is blocked in time.sleep "
                                    "at current_tree.py:"), text
@@ -240,13 +219,9 @@ def test_key_d_writes_a_bundle_and_shows_its_path(current_tree, tmp_path):
     leaf = tree.pid_of("leaf_0")
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST, dump_root=str(tmp_path / "dumps"))
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [tree.root, leaf])
-            app.proc_tree.select_pid(tree.root)
-            await pilot.press("d")
-            await until(lambda: "dump" in app._extras.get(tree.root, {}), 60, pilot=pilot,
-                        what="dump-all")
+        async with watching(tree, [tree.root, leaf],
+                            dump_root=str(tmp_path / "dumps")) as (app, pilot):
+            await key_result(app, pilot, tree.root, "d", "dump", 60, "dump-all")
             path = app.last_bundle
             assert path and Path(path, "summary.md").is_file()
             assert path in app.detail.text
@@ -261,9 +236,8 @@ def test_key_d_on_a_leaf_offers_the_whole_tree(current_tree, tmp_path):
     leaf = tree.pid_of("leaf_0")
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST, dump_root=str(tmp_path / "dumps"))
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [tree.root, leaf])
+        async with watching(tree, [tree.root, leaf],
+                            dump_root=str(tmp_path / "dumps")) as (app, pilot):
             app.proc_tree.select_pid(leaf)
             await pilot.press("d")
             await until(lambda: isinstance(app.screen, ChoiceScreen), 5, pilot=pilot)
@@ -279,8 +253,7 @@ def test_key_d_on_a_leaf_offers_the_whole_tree(current_tree, tmp_path):
             await pilot.press("d")
             await until(lambda: isinstance(app.screen, ChoiceScreen), 5, pilot=pilot)
             await pilot.press("w")
-            await until(lambda: "dump" in app._extras.get(tree.root, {}), 60, pilot=pilot,
-                        what="dump-all of the whole tree")
+            await key_result(app, pilot, tree.root, None, "dump", 60, "dump-all of the whole tree")
             import json
             meta = json.loads(Path(app.last_bundle, "meta.json").read_text())
             assert {tree.root, leaf} <= set(meta["pids"])
@@ -296,15 +269,12 @@ def test_reap_message_says_how_each_ended(current_tree):
     spawner, stubborn, polite = actors["spawner_0"], actors["leaf_0_0"], actors["leaf_0_1"]
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST, grace=2.0)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [spawner, stubborn, polite])
+        async with watching(tree, [spawner, stubborn, polite], grace=2.0) as (app, pilot):
             app.proc_tree.select_pid(spawner)
             await pilot.press("r")
             await until(lambda: isinstance(app.screen, ConfirmScreen), 10, pilot=pilot)
             await pilot.press("y")
-            await until(lambda: "reap" in app._extras.get(spawner, {}), 20, pilot=pilot,
-                        what="reap done")
+            await key_result(app, pilot, spawner, None, "reap", 20, "reap done")
             line = next(ln for ln in app.events_pane.text.splitlines()
                         if f"reaped the subtree at {spawner}" in ln)
             assert "2 killed by SIGKILL" in line, line
@@ -321,9 +291,7 @@ def test_key_r_reaps_the_selected_subtree_after_confirming(current_tree):
     spared = [tree.root, actors["spawner_0"], actors["leaf_0_0"], actors["leaf_0_1"]]
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST, grace=2.0)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, actors.values())
+        async with watching(tree, actors.values(), grace=2.0) as (app, pilot):
             app.proc_tree.select_pid(actors["spawner_1"])
             await pilot.press("r")
             await until(lambda: isinstance(app.screen, ConfirmScreen), 10, pilot=pilot)
@@ -339,7 +307,7 @@ def test_key_r_reaps_the_selected_subtree_after_confirming(current_tree):
             await pilot.press("y")
             await until(lambda: not any(alive(p) for p in doomed), 15, pilot=pilot,
                         what="subtree reaped")
-            await until(lambda: "reap" in app._extras.get(actors["spawner_1"], {}), 5, pilot=pilot)
+            await key_result(app, pilot, actors["spawner_1"], None, "reap", 5)
             assert all(alive(p) for p in spared)
 
     run(body())
@@ -350,9 +318,7 @@ def test_key_k_sends_the_chosen_signal_after_confirming(current_tree):
     victim, other = tree.pid_of("leaf_0"), tree.pid_of("leaf_1")
 
     async def body():
-        app = DashApp([str(tree.root)], interval=FAST)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for_pids(app, pilot, [victim, other])
+        async with watching(tree, [victim, other]) as (app, pilot):
             app.proc_tree.select_pid(victim)
             await pilot.press("k")
             await until(lambda: isinstance(app.screen, SignalScreen), 5, pilot=pilot)

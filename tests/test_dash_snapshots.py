@@ -8,6 +8,7 @@ SVGs in ``tests/__snapshots__/test_dash_snapshots/``.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -19,6 +20,8 @@ from tractor_diag.tui.app import DashApp
 from tractor_diag.tui.messages import Exited, Output, Sampled, SocketsRead
 from tractor_diag.tui.proc_tree import ProcTree
 from tractor_diag.sockmodel import SockView as Sock
+
+from _dash_helpers import run
 
 T0 = 1_800_000_000.0  # a fixed "now"
 SIZE = (150, 44)
@@ -98,6 +101,14 @@ def fake_snapshot() -> Snapshot:
                     strays=[2900, 3500], samples=2, window=1.0, host="box")
 
 
+def fake_snapshot_with(pid: int, **changes) -> Snapshot:
+    """`fake_snapshot` with fields of the entry of ``pid`` changed."""
+    snap = fake_snapshot()
+    for name, value in changes.items():
+        setattr(snap.entries[pid], name, value)
+    return snap
+
+
 def fake_events() -> list[Event]:
     return [
         Event("spawned", 4001, T0 - 299, "gateway"),
@@ -129,6 +140,30 @@ def feed(app: DashApp, select: int | None = None):
 
 def make_app() -> DashApp:
     return DashApp(["myapp.main"], live=False)
+
+
+@contextlib.asynccontextmanager
+async def injected(snapshot: Snapshot | None = None):
+    """The app on injected data under ``run_test()``: (app, pilot), once
+    ``snapshot`` is shown when one is given."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        if snapshot is not None:
+            app.show(snapshot)
+            await pilot.pause()
+        yield app, pilot
+
+
+def record_set_labels(monkeypatch) -> list:
+    """From now on, the pid of each tree row given a new label (one entry
+    per `TreeNode.set_label`)."""
+    from textual.widgets.tree import TreeNode
+
+    set_labels: list = []
+    real_set = TreeNode.set_label
+    monkeypatch.setattr(TreeNode, "set_label",
+                        lambda node, label: (set_labels.append(node.data), real_set(node, label)))
+    return set_labels
 
 
 def test_main_view(snap_compare):
@@ -164,14 +199,9 @@ def test_signal_dialog_without_sigusr1_handler(snap_compare):
 def test_reconcile_keeps_nodes_and_cursor():
     """Not a picture: the same snapshot twice, then one with a process gone
     and one added, keeps node identity and the cursor (no clear())."""
-    import asyncio
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SIZE) as pilot:
-            snap = fake_snapshot()
-            app.show(snap)
-            await pilot.pause()
+        async with injected(fake_snapshot()) as (app, pilot):
             ptree = app.proc_tree
             ptree.select_pid(4020)
             nodes = {k: ptree.node_for(k) for k in ptree.keys}
@@ -191,32 +221,22 @@ def test_reconcile_keeps_nodes_and_cursor():
             assert ptree.selected_pid == 4020
             assert all(ptree.node_for(k) is n for k, n in nodes.items() if k != 4011)
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_an_unchanged_tick_rebuilds_no_label(monkeypatch):
     """Not a picture: a tick whose labels read the same reuses the label
     objects and touches no node; a process whose CPU changed gets a new
     label, and only that one."""
-    import asyncio
-
-    from textual.widgets.tree import TreeNode
-
     from tractor_diag.tui import proc_tree
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SIZE) as pilot:
-            app.show(fake_snapshot())
-            await pilot.pause()
+        async with injected(fake_snapshot()) as (app, pilot):
             ptree = app.proc_tree
             before = {k: ptree.node_for(k).label for k in ptree.keys}
-            set_labels: list = []
+            set_labels = record_set_labels(monkeypatch)
             built: list = []
-            real_set, real_build = TreeNode.set_label, proc_tree.proc_label
-            monkeypatch.setattr(TreeNode, "set_label",
-                                lambda node, label: (set_labels.append(node.data),
-                                                     real_set(node, label)))
+            real_build = proc_tree.proc_label
             monkeypatch.setattr(proc_tree, "proc_label",
                                 lambda entry, now=None: (built.append(entry.proc.pid),
                                                          real_build(entry, now))[1])
@@ -224,42 +244,27 @@ def test_an_unchanged_tick_rebuilds_no_label(monkeypatch):
             await pilot.pause()
             assert set_labels == [] and built == []
             assert all(ptree.node_for(k).label is before[k] for k in before)
-            busier = fake_snapshot()
-            busier.entries[4011].cpu_percent = 42.0
-            app.show(busier)
+            app.show(fake_snapshot_with(4011, cpu_percent=42.0))
             await pilot.pause()
             assert set_labels == [4011] and built == [4011]
             assert "42%" in ptree.node_for(4011).label.plain
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_cpu_jitter_keeps_the_row_a_state_change_redraws_it(monkeypatch):
     """Not a picture: a row's CPU figure that moves by a point is not
     redrawn; a move of several points, leaving idle, or any change of state
     (a zombie, a runaway) is, at that very tick."""
-    import asyncio
-
-    from textual.widgets.tree import TreeNode
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SIZE) as pilot:
+        async with injected() as (app, pilot):
             ptree = app.proc_tree
-            set_labels: list = []
-            real_set = TreeNode.set_label
-            monkeypatch.setattr(TreeNode, "set_label",
-                                lambda node, label: (set_labels.append(node.data),
-                                                     real_set(node, label)))
+            set_labels = record_set_labels(monkeypatch)
 
             def tick(cpu: float, **changes) -> str:
-                snap = fake_snapshot()
-                entry = snap.entries[4011]
-                entry.cpu_percent = cpu
-                for name, value in changes.items():
-                    setattr(entry, name, value)
                 set_labels.clear()
-                app.show(snap)
+                app.show(fake_snapshot_with(4011, cpu_percent=cpu, **changes))
                 return ptree.node_for(4011).label.plain
 
             tick(0.0)
@@ -276,25 +281,20 @@ def test_cpu_jitter_keeps_the_row_a_state_change_redraws_it(monkeypatch):
             tick(1.2)
             assert "  0%" in tick(0.2) and set_labels == [4011]  # back to idle shows
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_detail_pane_redraws_only_when_its_text_changes(monkeypatch):
     """Not a picture: the selected process's "no cpu for" clock moves in
     steps of ten seconds (then minutes), so a blocked process does not
     redraw the pane every tick; a change of state redraws it at once."""
-    import asyncio
-
     from tractor_diag.tui.detail import coarse_duration
 
     assert [coarse_duration(s) for s in (0, 9.9, 10, 19, 20, 59, 60, 3599)] == [
         "<10s", "<10s", "10s", "10s", "20s", "50s", "1m", "59m"]
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SIZE) as pilot:
-            app.show(fake_snapshot())
-            await pilot.pause()
+        async with injected(fake_snapshot()) as (app, pilot):
             app.proc_tree.select_pid(4010)
             await pilot.pause()
             body_ = app.detail._body
@@ -304,13 +304,8 @@ def test_detail_pane_redraws_only_when_its_text_changes(monkeypatch):
                                 lambda *a, **k: (updates.append(1), real(*a, **k))[1])
 
             def tick(stuck: float, **changes) -> str:
-                snap = fake_snapshot()
-                entry = snap.entries[4010]
-                entry.stuck_for = stuck
-                for name, value in changes.items():
-                    setattr(entry, name, value)
                 updates.clear()
-                app.show(snap)
+                app.show(fake_snapshot_with(4010, stuck_for=stuck, **changes))
                 return app.detail.text
 
             assert "for 10s" in tick(12.0) and updates == [1]
@@ -320,7 +315,7 @@ def test_detail_pane_redraws_only_when_its_text_changes(monkeypatch):
             text = tick(21.5, bucket="zombie", state="exited")
             assert updates == [1] and "zombie" in text
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
@@ -329,7 +324,6 @@ def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
     aside: the tree re-selects it), and what stays on
     screen is what a fresh drawing shows; a process added among the shown
     lines redraws them."""
-    import asyncio
 
     def big(extra_stray: bool = False, extra_leaf: bool = False) -> Snapshot:
         snap = fake_snapshot()
@@ -349,10 +343,7 @@ def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
         return snap
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SIZE) as pilot:
-            app.show(big())
-            await pilot.pause()
+        async with injected(big()) as (app, pilot):
             ptree = app.proc_tree
             ptree.select_pid(4010)
             await pilot.pause()
@@ -401,7 +392,7 @@ def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
             assert any("cache2" in line for line in screen())
             assert ptree.selected_pid == 4010
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_messages_from_trio_during_teardown_are_dropped():
@@ -410,13 +401,9 @@ def test_messages_from_trio_during_teardown_are_dropped():
     finished action arriving then must not raise (the app would end with a
     NoMatches traceback instead of a clean exit), and the child's exit code
     is still kept."""
-    import asyncio
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SIZE) as pilot:
-            app.show(fake_snapshot())
-            await pilot.pause()
+        async with injected(fake_snapshot()) as (app, pilot):
             app.child_pid = 4000
             await app.default_screen.query_one(ProcTree).remove()
             await pilot.pause()
@@ -428,4 +415,4 @@ def test_messages_from_trio_during_teardown_are_dropped():
             await pilot.pause()
             assert app.child_code == 3
 
-    asyncio.run(body())
+    run(body(), 30)

@@ -13,7 +13,7 @@ import sys
 
 from tractor_diag.tui.app import DashApp
 
-from _dash_helpers import run, until
+from _dash_helpers import key_result, run, until
 from test_terminal_safety import ACTOR_SHOWN, SHOWN, hostile  # noqa: F401 (fixture)
 
 SIZE = (200, 50)
@@ -43,16 +43,11 @@ def test_tree_detail_stacks_and_tasks_are_escaped(hostile):  # noqa: F811
             zlabel = app.proc_tree.node_for(hostile.zombie).label.plain
             assert "[\\x1b[2J\\x1b]0;z\\x07]" in zlabel and not raw_controls(zlabel), zlabel
 
-            app.proc_tree.select_pid(hostile.pid)
-            await pilot.press("s")
-            await until(lambda: "stacks" in app._extras.get(hostile.pid, {}), 30, pilot=pilot,
-                        what="py-spy result")
-            await pilot.press("t")
-            await until(lambda: "tasks" in app._extras.get(hostile.pid, {}), 30, pilot=pilot,
-                        what="task tree")
+            _, stacks = await key_result(app, pilot, hostile.pid, "s", "stacks", 30,
+                                         "py-spy result")
+            _, tasks = await key_result(app, pilot, hostile.pid, "t", "tasks", 30, "task tree")
             await pilot.pause()
-            stacks = app._extras[hostile.pid]["stacks"][1].plain
-            tasks = app._extras[hostile.pid]["tasks"][1].plain
+            stacks, tasks = stacks.plain, tasks.plain
             detail = app.detail.text
             for text in (stacks, tasks, detail):
                 assert not raw_controls(text), (raw_controls(text), text)

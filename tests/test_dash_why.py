@@ -10,18 +10,12 @@ from rich.style import Style
 
 from tractor_diag.tui.app import DashApp
 
-from _dash_helpers import run, until
+from _dash_helpers import run, until, wait_for_pids
 
 pytestmark = pytest.mark.timeout(240)
 
 SIZE = (200, 48)
 FAST = 0.3
-
-
-async def wait_for_pids(app, pilot, pids, timeout=30.0):
-    pids = set(pids)
-    await until(lambda: pids <= set(app.proc_tree.keys), timeout, pilot=pilot,
-                what=f"tree to show {sorted(pids)}")
 
 
 def parent_key(app, pid):
@@ -205,21 +199,17 @@ def test_a_mark_goes_right_after_the_pid_whatever_the_name_holds():
     """Injected data: a process whose title holds "  <its pid>" before its
     pid shows. The mark goes after the pid the label shows (the label says
     where that ends), not after the first text that looks like it."""
-    import asyncio
-
-    from test_dash_snapshots import SIZE as SNAP_SIZE, _proc, fake_snapshot, make_app
+    from test_dash_snapshots import _proc, fake_snapshot, injected
     from tractor_diag.model import Entry
     from tractor_diag.tui.waits import Mark
 
+    snap = fake_snapshot()
+    snap.entries[4050] = Entry(proc=_proc(4050, 4000, ["job  4050"]), bucket="live",
+                               state="idle", root=4000, depth=1, cpu_percent=0.0)
+    snap.entries[4000].children.append(4050)
+
     async def body():
-        app = make_app()
-        async with app.run_test(size=SNAP_SIZE) as pilot:
-            snap = fake_snapshot()
-            snap.entries[4050] = Entry(proc=_proc(4050, 4000, ["job  4050"]), bucket="live",
-                                       state="idle", root=4000, depth=1, cpu_percent=0.0)
-            snap.entries[4000].children.append(4050)
-            app.show(snap)
-            await pilot.pause()
+        async with injected(snap) as (app, pilot):
             ptree = app.proc_tree
             ptree.set_marks({4050: Mark(kinds=("stopped",), chains=frozenset({0}))})
             await pilot.pause()
@@ -228,23 +218,18 @@ def test_a_mark_goes_right_after_the_pid_whatever_the_name_holds():
             assert row.count("4050") == 2 and "job  4050" in row
             assert "job  4050  4050  ⊥ stopped  idle" in row, row
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_a_mark_widens_the_scroll_range_of_the_tree():
     """Injected data: a mark that makes a row the widest widens what the
     tree scrolls over (else the row's far end cannot be scrolled to until
     the next rebuild), and taking it away narrows it back."""
-    import asyncio
-
-    from test_dash_snapshots import SIZE as SNAP_SIZE, fake_snapshot, make_app
+    from test_dash_snapshots import fake_snapshot, injected
     from tractor_diag.tui.waits import Mark
 
     async def body():
-        app = make_app()
-        async with app.run_test(size=SNAP_SIZE) as pilot:
-            app.show(fake_snapshot())
-            await pilot.pause()
+        async with injected(fake_snapshot()) as (app, pilot):
             ptree = app.proc_tree
             plain = ptree.virtual_size.width
             far = Mark(waits_on=((4020, "a_very_long_name_" * 6),), chains=frozenset({0}))
@@ -265,7 +250,7 @@ def test_a_mark_widens_the_scroll_range_of_the_tree():
             await pilot.pause()
             assert ptree.virtual_size.width == plain
 
-    asyncio.run(asyncio.wait_for(body(), 30))
+    run(body(), 30)
 
 
 def test_a_quiet_refresh_runs_no_capture_while_nothing_in_the_chains_ran(current_tree,
