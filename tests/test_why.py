@@ -209,6 +209,14 @@ def test_stopped_process(spawn):
     proc = spawn([sys.executable, "-c", "import time\nprint('READY', flush=True)\ntime.sleep(600)"])
     os.kill(proc.root, signal.SIGSTOP)
     try:
+        # the stop is delivered when the sleeper next runs: on a loaded box
+        # that can be after why's first look
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{proc.root}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            time.sleep(0.01)
         diag = why_json(proc.root)
     finally:
         os.kill(proc.root, signal.SIGCONT)
