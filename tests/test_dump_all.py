@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -279,14 +280,22 @@ def test_signal_mid_run_removes_the_partial_bundle(spawn, tmp_path, wedged_py_sp
 
 
 def test_bundle_lists_a_stale_socket_among_the_verdicts(uds_socket, current_tree, tmp_path):
-    stale = uds_socket(name="ghost", live=False)
+    """The tree's own stale socket file (its root actor's name, its binder
+    dead while the tree ran) is a verdict; a ghost of an earlier run in the
+    same dir is one count."""
+    ghost = uds_socket(name="ghost", live=False)
+    time.sleep(1.1)  # older than the tree by more than the slack
     tree = current_tree(depth=1, breadth=1, hang="none")
+    stale = uds_socket(name="root", live=False)
     rc, out, err = dump_all(str(tree.root), "-o", str(tmp_path), "--no-tasks")
     assert rc == 0, err
     path = Path(out.strip())
     summary = (path / "summary.md").read_text()
     verdicts = summary.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
     assert f"- **stale-socket**: stale socket file {stale.path.name} in " in verdicts
+    assert ghost.path.name not in summary
+    assert "- 1 stale socket file of other runs in the bindspace dir" in verdicts
     why = json.loads((path / "why.json").read_text())
     assert [v["name"] for v in why["verdicts"] if v["kind"] == "stale-socket"] == [stale.path.name]
+    assert why["stale_elsewhere"] == 1
     assert why["chains"] == []

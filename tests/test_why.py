@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -227,14 +228,94 @@ def test_stopped_process(spawn):
     assert f"kill -CONT {proc.root}" in chain.cause.hints
 
 
-def test_stale_socket_is_listed(uds_socket, current_tree):
-    stale = uds_socket(name="ghost", live=False)
-    tree = current_tree(depth=1, breadth=1, hang="none")
-    diag = why_json(tree.root)
+def stale_of(diag: Diagnosis) -> list[str]:
+    return sorted(v.name for v in diag.verdicts if v.kind == "stale-socket")
+
+
+def test_stale_sockets_are_listed_under_their_own_tree_and_counted_elsewhere(
+        uds_socket, current_tree):
+    """One bindspace dir, two trees and three stale socket files: a ghost
+    of an earlier run (bound and dead before either tree started), one
+    named after the first tree's root actor and one after the second's,
+    both left by binders that died while the trees ran (a root restarted
+    leaves such a file). Each
+    tree lists its own, and the rest once as a count."""
+    ghost = uds_socket(name="ghost", live=False)
+    time.sleep(1.1)  # the ghost's file predates both trees by more than the slack
+    mine = current_tree(depth=1, breadth=1, hang="none")
+    theirs = current_tree(depth=1, breadth=1, hang="none", root_name="other")
+    left = uds_socket(name="root", live=False)
+    other = uds_socket(name="other", live=False)
+
+    diag = why_json(mine.root)
+    assert stale_of(diag) == [left.path.name]
+    assert diag.stale_elsewhere == 2
     (v,) = [v for v in diag.verdicts if v.kind == "stale-socket"]
-    assert v.name == stale.path.name and v.pid == stale.pid
-    assert "Address already in use" in v.text
+    assert v.pid == left.pid and "Address already in use" in v.text
     assert diag.chains == []
+    rc, out, _ = why(str(mine.root))
+    assert rc == 0
+    assert left.path.name in out and ghost.path.name not in out and other.path.name not in out
+    assert out.count("2 stale socket files of other runs in the bindspace dir") == 1
+
+    diag = why_json(theirs.root)
+    assert stale_of(diag) == [other.path.name] and diag.stale_elsewhere == 2
+    # both trees at once: each file once, the ghost counted
+    diag = why_json(mine.root, theirs.root)
+    assert stale_of(diag) == sorted([left.path.name, other.path.name])
+    assert diag.stale_elsewhere == 1
+
+
+def test_a_process_that_is_no_actor_is_named_by_program_and_script(zombie_maker):
+    """The zombie's parent is a plain Python program: named
+    ``python helpers.py`` (program, script), not by its command line cut
+    at a width (``python /long/venv/path/tests/trees/helpers.py zo…``)."""
+    maker = zombie_maker(count=1, code=3, title="ghost")
+    (zombie,) = maker.zombies
+    diag = why_json(maker.root)
+    program = os.path.basename(sys.executable)
+    assert diag.names[maker.root] == f"{program} helpers.py"
+    (chain,) = diag.chains
+    assert f"its parent {program} helpers.py ({maker.root})" in chain.cause.text
+    rc, out, _ = why(str(maker.root))
+    assert f"{program} helpers.py ({maker.root})" in out and "…" not in out.replace("ghost…", "")
+
+
+def test_a_zombie_under_pid_1_gets_no_hint_to_dump_pid_1(tmp_path):
+    """In a PID namespace whose pid 1 never reaps (a container whose first
+    process is a plain program): a crashed actor stays a zombie under pid 1.
+    `why` inside it says what holds the zombie and names nothing a user
+    cannot act on: no ``stacks 1`` (not a tree of the user's to dump), no
+    ``kill`` (a zombie takes no signal)."""
+    from trees.harness import HELPERS_SCRIPT
+
+    helper = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, str(HELPERS_SCRIPT), "zombie", "--count", "1", "--title", "crash"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        ready = helper.stdout.readline()
+        assert ready.startswith("READY"), ready
+        (zombie,) = [int(p) for p in ready.split()[1:]]  # its pid inside the namespace
+        init = int(open(f"/proc/{helper.pid}/task/{helper.pid}/children").read().split()[0])
+        inside = ["nsenter", f"--target={init}", "--pid", "--mount", "--",
+                  sys.executable, "-m", "tractor_diag", "why"]
+        r = subprocess.run([*inside, "--json", "1"], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, NO_COLOR="1"))
+        assert r.returncode == 0, r.stderr
+        diag = msgspec.json.decode(r.stdout, type=Diagnosis)
+        (v,) = [v for v in diag.verdicts if v.kind == "zombie"]
+        assert v.pid == zombie
+        assert not any(h.startswith(("tractor-diag", "kill")) for h in v.hints), v.hints
+        assert "is pid 1" in v.hints[0]
+        r = subprocess.run([*inside, "1"], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, NO_COLOR="1"))
+        assert r.returncode == 0, r.stderr
+        assert "stacks 1" not in r.stdout and "reap --parent 1" not in r.stdout
+        assert "docker run --init" in r.stdout
+    finally:
+        helper.kill()  # our own child: --kill-child takes the namespace with it
+        helper.wait(10)
 
 
 def test_bad_input_is_one_line():

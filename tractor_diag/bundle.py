@@ -156,7 +156,8 @@ def write_bundle(
         bind = _scans(scan_missing, deadline, files)
         if bind is not None:
             # stale socket files: verdicts of the box, from the bundle's own scan
-            diag.verdicts += stale_sockets(bind)
+            mine, diag.stale_elsewhere = stale_sockets(bind, snap)
+            diag.verdicts += mine
         files["why.json"] = to_json(diag)
         uname = platform.uname()
         meta = BundleMeta(

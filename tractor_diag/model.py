@@ -110,6 +110,18 @@ class ActorInfo(msgspec.Struct, frozen=True):
 
 
 _ONE_LINE = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r"}
+# Python's options that take their value as the next argument.
+_VALUE_OPTIONS = frozenset({"-X", "-W", "-Q"})
+
+
+def _base(arg: str) -> str:
+    """A path's last part (``/x/bin/python3`` -> ``python3``); other words whole."""
+    return arg.rstrip("/").rsplit("/", 1)[-1] if "/" in arg and not arg.startswith("-") else arg
+
+
+def _cut(text: str, width: int) -> str:
+    text = text.split("\n", 1)[0].strip()
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 class Proc(msgspec.Struct):
@@ -174,6 +186,34 @@ class Proc(msgspec.Struct):
         if (self.actor is not None and self.actor.name) or not self.cmdline:
             return self.title
         return self.command_line(short=True)
+
+    @property
+    def brief(self) -> str:
+        """What a person calls a process in a sentence: the actor's name,
+        else its program and the first argument that says what it runs
+        (``python helpers.py``, ``python -m tractor._child``, ``sleep
+        600``, ``python -c 'from multipr…'``), paths cut to their base
+        names. A whole command line cut at a width shows the venv's path
+        and loses the script."""
+        if (self.actor is not None and self.actor.name) or not self.cmdline:
+            return self.title
+        argv = self.cmdline
+        words = [_base(argv[0])]
+        i = 1
+        while i < len(argv):
+            arg = argv[i]
+            if arg in ("-m", "-c") and i + 1 < len(argv):
+                what = argv[i + 1] if arg == "-m" else _cut(argv[i + 1], 20)
+                words += [arg, what]
+                break
+            if arg in _VALUE_OPTIONS:
+                i += 2  # the interpreter's option and its value
+                continue
+            if not arg.startswith("-") or arg == "-":
+                words.append(_cut(_base(arg), 40))
+                break
+            i += 1
+        return " ".join(words).translate(_ONE_LINE)
 
     def command_line(self, short: bool = False) -> str:
         """The whole command line on one line, control characters escaped;

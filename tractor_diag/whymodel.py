@@ -121,6 +121,9 @@ class Diagnosis(msgspec.Struct):
     notes: list[str] = []  # what could not be judged, and why
     elapsed: float = 0.0
     ipc: IpcGraph | None = None  # the IPC graph the edges were joined with
+    # stale socket files in the bindspace dir that belong to no tree judged
+    # here (other runs' leftovers: counted, not listed)
+    stale_elsewhere: int = 0
 
     def verdicts_of(self, pid: int) -> list[Verdict]:
         return [v for v in self.verdicts if v.pid == pid]

@@ -23,7 +23,8 @@ dispositions, tracer, scheduler time, context switches), their Python stacks
   the evidence for every step, and what to run next.
 
 A process waits on another only with evidence; an idle process gets no
-verdict. Stale socket files in the bindspace dir are listed too.
+verdict. Stale socket files in the bindspace dir that belong to the trees
+are listed too (other runs' are counted).
 --json: the wait-for edges, verdicts and chains.
 Exit codes: 0 shown (with or without verdicts), 1 nothing matched / no such
 pid, 2 usage error.

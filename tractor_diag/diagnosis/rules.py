@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from .. import kstate
-from ..classify import booting, in_event_loop, wchan_name
+from ..classify import booting, in_event_loop, is_subreaper, wchan_name
 from ..model import Entry, Proc, Snapshot, exit_status
 from ..stackmodel import ProcStacks, StacksReport
 from ..whymodel import Chain, Diagnosis, Evidence, KernelSample, Verdict, WaitEdge
@@ -72,8 +72,7 @@ def _name(entry: Entry | None, pid: int) -> str:
     if p.actor is not None and p.actor.name:
         # a zombie's name comes from its 15-byte comm: say it is cut
         return p.actor.name + ("…" if p.actor.name_truncated else "")
-    title = p.short_title
-    return title if len(title) <= 48 else title[:47] + "…"
+    return p.brief
 
 
 def _loc(frame) -> str:
@@ -121,6 +120,7 @@ class _Ctx:
         self.later: dict[int, KernelSample] | None = {}
         # (the cycle's verdict, its members from the one it names on)
         self.cycles: list[tuple[Verdict, list[int]]] = []
+        self.stale_elsewhere = 0  # stale socket files of other runs
 
     def name(self, pid: int) -> str:
         return _name(self.snap.entries.get(pid), pid)
@@ -192,7 +192,9 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
     proc = entry.proc
     if proc.state in ("Z", "X") or entry.bucket == "zombie":
         parent = c.snap.entries.get(proc.ppid)
-        pname = c.name(proc.ppid) if parent else str(proc.ppid)
+        # init (or a subreaper) adopted it: no program of the user's to look into
+        adopter = proc.ppid == 1 or (parent is not None and is_subreaper(parent.proc))
+        pname = c.name(proc.ppid) if parent else ("init" if proc.ppid == 1 else str(proc.ppid))
         code = f" (exit status {exit_status(proc.exit_code)})" if proc.exit_code is not None else ""
         text = f"{name} exited{code} and its parent {pname} ({proc.ppid}) has not reaped it"
         ev = [Evidence("kernel", f"state Z in /proc/{pid}/stat; ppid {proc.ppid}")]
@@ -201,8 +203,16 @@ def _kernel_verdicts(c: _Ctx, pid: int, entry: Entry) -> None:
             where = python_where(ps)
             text += f"; {pname} is at {where}"
             ev.append(Evidence("python", f"{pname} main thread: {where}"))
-        hints = [f"tractor-diag stacks {proc.ppid}"]
         gone = f"the zombie goes when {pname} ({proc.ppid}) reaps it or exits"
+        if adopter:
+            # one cannot dump pid 1 nor signal a zombie away: say what holds it
+            c.add("zombie", pid, text, ev, [
+                f"{pname} ({proc.ppid}) is {'pid 1' if proc.ppid == 1 else 'a subreaper'}: "
+                "reaping orphans is its job, and a zombie that stays under it means it does "
+                "not reap (a container whose first process is no init: start it with one, "
+                "e.g. `docker run --init` or tini)"])
+            return
+        hints = [f"tractor-diag stacks {proc.ppid}"]
         if parent is not None and parent.proc.actor is not None \
                 and parent.proc.ppid in c.snap.entries:
             # ending the parent is what clears it: reap plans the parent's subtree
@@ -688,14 +698,26 @@ def _cycles(c: _Ctx) -> None:
 
 
 def _stale_sockets(c: _Ctx, scan) -> None:
-    c.verdicts += stale_sockets(scan)
+    mine, c.stale_elsewhere = stale_sockets(scan, c.snap)
+    c.verdicts += mine
 
 
-def stale_sockets(scan) -> list[Verdict]:
-    """A verdict per socket file of a bindspace scan whose binder is gone."""
+def stale_sockets(scan, snap: Snapshot) -> tuple[list[Verdict], int]:
+    """(a verdict per socket file of a bindspace scan whose binder is gone
+    and that belongs to ``snap``'s trees, how many others are stale). The
+    dir is shared by every run of the user: another run's leftovers are
+    not this tree's fault, and listing them under every tree buries its own."""
     out: list[Verdict] = []
+    others = 0
+    uids = {e.proc.uid for e in snap.entries.values()}
+    since = min((e.proc.create_time for e in snap.entries.values()), default=0.0)
+    names = {e.proc.actor.name for e in snap.entries.values()
+             if e.proc.actor is not None and e.proc.actor.name}
     for e in getattr(scan, "entries", ()):
         if e.status != "orphaned-dead":
+            continue
+        if not _stale_of(e, snap, uids, since, names):
+            others += 1
             continue
         out.append(Verdict(
             kind="stale-socket", pid=e.pid or 0, name=e.name,
@@ -704,7 +726,20 @@ def stale_sockets(scan) -> list[Verdict]:
                  "that name fails with 'Address already in use'",
             evidence=[Evidence("bindspace", e.note or "binder dead")],
             hints=["tractor-diag reap --uds --dry-run"]))
-    return out
+    return out, others
+
+
+def _stale_of(e, snap: Snapshot, uids: set[int], since: float, names: set[str]) -> bool:
+    """Does a stale socket file belong to the trees of ``snap``: bound by
+    one of its processes (a zombie's file, the pid not reused since), or,
+    by its owner, in their lifetime, under the name of one of their actors
+    or the registry's."""
+    member = snap.entries.get(e.pid) if e.pid is not None else None
+    if member is not None:
+        return member.proc.create_time <= e.mtime + 1.0
+    if e.uid not in uids or e.mtime + 1.0 < since:
+        return False
+    return e.kind == "registry" or (e.actor is not None and e.actor in names)
 
 
 def _port_holders(c: _Ctx) -> None:
@@ -884,6 +919,7 @@ def diagnose(
         names={pid: c.name(pid) for pid in snap.entries},
         edges=c.edges, verdicts=c.verdicts, chains=_chains(c), window=window,
         notes=c.notes, elapsed=time.monotonic() - started, ipc=ipc,
+        stale_elsewhere=c.stale_elsewhere,
     )
 
 

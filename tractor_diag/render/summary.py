@@ -8,7 +8,7 @@ from ..model import Snapshot
 from ..stackmodel import ProcStacks, StacksReport, Whereabouts
 from ..whymodel import Diagnosis
 from . import clip
-from .why import chain_evidence, chain_hints, chain_sentence, hint_command
+from .why import chain_evidence, chain_hints, chain_sentence, elsewhere_text, hint_command
 
 
 def _name(p: ProcStacks) -> str:
@@ -60,6 +60,8 @@ def render_summary(report: StacksReport, wheres: dict[int, Whereabouts], snap: S
         if v.kind == "stale-socket" or (v.kind in ("ignores-signals", "orphan", "port-holder")
                                         and v.pid not in in_chains):
             lines.append(f"- **{v.kind}**: {_md(v.text)}")
+    if diag.stale_elsewhere:
+        lines.append(f"- {_md(elsewhere_text(diag.stale_elsewhere))}")
     if diag.notes:
         lines += ["", "Not judged:", ""] + [f"- {_md(n)}" for n in diag.notes]
     lines += ["", "## All processes", "",

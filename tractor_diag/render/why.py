@@ -116,6 +116,13 @@ def chain_hints(diag: Diagnosis, chain: Chain, *, share: bool = True) -> list[st
     return seen
 
 
+def elsewhere_text(n: int) -> str:
+    """The one line for the stale socket files of other runs."""
+    files = "file" if n == 1 else "files"
+    return (f"{n} stale socket {files} of other runs in the bindspace dir "
+            "(`tractor-diag bindspace` lists them)")
+
+
 def render_why(diag: Diagnosis, st: Style) -> str:
     lines: list[str] = []
     if not diag.chains:
@@ -139,10 +146,12 @@ def render_why(diag: Diagnosis, st: Style) -> str:
     in_chains = {pid for ch in diag.chains for pid in ch.pids}
     also = [v for v in diag.verdicts if v.kind in ATTRIBUTES
             and not (v.kind != "stale-socket" and v.pid in in_chains)]
-    if also:
+    if also or diag.stale_elsewhere:
         lines.append(st("also:", "bold"))
         for v in also:
             lines.append(st(escape(f"  - [{v.kind}] {v.text}"), KIND_STYLE.get(v.kind, "")))
+        if diag.stale_elsewhere:
+            lines.append(st(f"  - {elsewhere_text(diag.stale_elsewhere)}", "dim"))
     if diag.notes:
         lines.append(st("not judged:", "dim"))
         lines += [st("  - " + escape(n), "dim") for n in diag.notes]
