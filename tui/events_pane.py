@@ -9,11 +9,16 @@ from textual.widgets import RichLog
 
 from tractor_diag.model import Event
 
+from . import no_reflow
 from .labels import event_line
 from .safe import safe_line
 
 
 class EventsPane(RichLog):
+    # a line written repaints the pane, not the screen (see `no_reflow`)
+    virtual_size = no_reflow.virtual_size()
+    watch_virtual_size = no_reflow.watch_virtual_size
+
     def __init__(self, max_lines: int = 2000, **kwargs) -> None:
         super().__init__(max_lines=max_lines, wrap=False, markup=False,
                          highlight=False, auto_scroll=True, **kwargs)

@@ -18,6 +18,7 @@ from textual.widgets.tree import TreeNode
 from tractor_diag.model import Entry, Snapshot
 from tractor_diag.render import human_bytes
 
+from . import no_reflow
 from .labels import ProcLabel, coarse_age, group_label, proc_label
 from .waits import Mark, mark_text
 
@@ -190,6 +191,10 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
 class ProcTree(Tree):
     """A live, reconciled view of the watched process trees."""
 
+    # a row come or gone repaints the tree, not the screen (see `no_reflow`)
+    virtual_size = no_reflow.virtual_size()
+    watch_virtual_size = no_reflow.watch_virtual_size
+
     class Selected(Message):
         """The cursor went to a row: ``pid`` is its process, or None on a
         group row. Posted for every move (the user's, or a reconcile's), so
@@ -224,7 +229,16 @@ class ProcTree(Tree):
         if self._batching:
             self._invalidated = True
             return
-        super()._invalidate()
+        self._drop_lines()
+
+    def _drop_lines(self) -> None:
+        # Tree's own invalidation, but for the screen layout it asks for
+        # (see `no_reflow`): the lines are built again at idle or when
+        # drawn, which sets the virtual size and with it the scrollbars.
+        self._clear_line_cache()
+        self._updates += 1
+        self.root._reset()
+        self.refresh()
 
     def _shown_lines(self) -> list[tuple] | None:
         """What decides how each line on screen is drawn: its node and
@@ -257,9 +271,9 @@ class ProcTree(Tree):
             for key in [k for k in self._line_cache.keys()
                         if not top <= k[0] < top + self.size.height]:
                 self._line_cache.discard(key)
-            self.refresh(layout=True)
+            self.refresh()
         else:
-            super()._invalidate()
+            self._drop_lines()
 
     def process_label(self, label) -> Text:
         # Our labels are single-line Text already (`safe_line`): skip the
