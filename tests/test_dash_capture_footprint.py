@@ -14,7 +14,7 @@ import pytest
 
 from tractor_diag.tui.app import DashApp
 
-from _dash_helpers import run, until
+from _dash_helpers import run, until, wait_for_pids
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,10 +63,6 @@ def hot_tree(current_tree):
     return tree.root, a["leaf_0"], a["leaf_1"]
 
 
-async def shown(app, pilot, pids):
-    await until(lambda: pids <= set(app.proc_tree.keys), 30, pilot=pilot, what="the tree")
-
-
 def test_a_traced_busy_loop_stays_a_runaway_and_traced_idle_actors_stay_quiet(current_tree):
     """A look-alike of today's runtime (titles, UDS sockets, SIGUSR1
     dumpers), its first leaf in a tight loop: judged a runaway once, then
@@ -77,7 +73,7 @@ def test_a_traced_busy_loop_stays_a_runaway_and_traced_idle_actors_stay_quiet(cu
     async def body():
         app = DashApp([str(root)], interval=FAST)
         async with app.run_test(size=SIZE) as pilot:
-            await shown(app, pilot, {root, hot, idle})
+            await wait_for_pids(app, pilot, {root, hot, idle})
             # the rule sees the loop before we touch it (BOOT_GRACE passed)
             await until(lambda: ("runaway", hot) in events_of(app, {hot}), 30,
                         pilot=pilot, what="the busy loop judged a runaway")
@@ -111,7 +107,7 @@ def test_a_busy_loop_is_judged_while_we_trace_its_tree(current_tree):
     async def body():
         app = DashApp([str(root)], interval=FAST)
         async with app.run_test(size=SIZE) as pilot:
-            await shown(app, pilot, {root, hot, idle})
+            await wait_for_pids(app, pilot, {root, hot, idle})
             for _ in range(ROUNDS):
                 await press_on(app, pilot, idle, "s", "stacks")
                 await press_on(app, pilot, root, "s", "stacks")
@@ -138,7 +134,7 @@ def test_idle_actors_of_todays_runtime_traced_get_no_runaway_events(runtime_tree
     async def body():
         app = DashApp([str(root)], interval=FAST)
         async with app.run_test(size=SIZE) as pilot:
-            await shown(app, pilot, {root, spawner, leaf})
+            await wait_for_pids(app, pilot, {root, spawner, leaf})
             await capture_rounds(app, pilot, root, [spawner, leaf])
             n = app.samples_shown
             await until(lambda: app.samples_shown >= n + 3, 15, pilot=pilot)
