@@ -75,11 +75,12 @@ def options_from(args):
     )
 
 
-def snapshot_to_capture(args, out, *, verb: str, needs: str, empty_json: str):
-    """What ``stacks`` and ``why`` do before their capture: the options
-    checked, ``/proc`` required, the targets' tree read before any signal.
-    -> (options, snapshot, stdin is a terminal), or None when no tree
-    matched (said on ``out``: a line, or ``empty_json`` with ``--json``)."""
+def capture_targets(args, out, capture, *, verb: str, needs: str, empty_json: str):
+    """What ``stacks`` and ``why`` share: the options checked, ``/proc``
+    required, the targets' tree read before any signal, then
+    ``capture(snapshot, options, interactive=stdin is a terminal)``.
+    -> what the capture returns, or None when no tree matched (said on
+    ``out``: a line, or ``empty_json`` with ``--json``)."""
     import sys
 
     from ..errors import Unsupported
@@ -94,7 +95,7 @@ def snapshot_to_capture(args, out, *, verb: str, needs: str, empty_json: str):
         out.write(f"{empty_json}\n" if args.json else "no tractor actor trees found\n")
         return None
     interactive = bool(getattr(sys.stdin, "isatty", lambda: False)())
-    return options, snap, interactive
+    return capture(snap, options, interactive=interactive)
 
 
 def run(args, out) -> int:
@@ -103,12 +104,9 @@ def run(args, out) -> int:
     from ..render.stacks import render_report
     from ..stacks import capture
 
-    taken = snapshot_to_capture(args, out, verb="stacks", empty_json="[]",
-                                needs="kernel state, wchan, SigCgt")
-    if taken is None:
-        return 0
-    options, snap, interactive = taken
-    report = capture(snap, options, interactive=interactive)
-    write_answer(args, out, report.procs,
-                 lambda st: render_report(report, whereabouts_of(report), st, no_py_spy_reason()))
+    report = capture_targets(args, out, capture, verb="stacks", empty_json="[]",
+                             needs="kernel state, wchan, SigCgt")
+    if report is not None:
+        write_answer(args, out, report.procs, lambda st: render_report(
+            report, whereabouts_of(report), st, no_py_spy_reason()))
     return 0

@@ -43,13 +43,11 @@ def add_arguments(parser) -> None:
 def run(args, out) -> int:
     from ..diagnosis import examine
     from ..render.why import render_why
-    from .stacks import snapshot_to_capture
+    from .stacks import capture_targets
 
-    taken = snapshot_to_capture(args, out, verb="why", empty_json="null",
-                                needs="kernel state, wchan, schedstat")
-    if taken is None:
-        return 0
-    options, snap, interactive = taken
-    _, diag = examine(snap, options, interactive=interactive)
-    write_answer(args, out, diag, lambda st: render_why(diag, st))
+    taken = capture_targets(args, out, examine, verb="why", empty_json="null",
+                            needs="kernel state, wchan, schedstat")
+    if taken is not None:
+        _, diag = taken  # (the stacks report, the diagnosis)
+        write_answer(args, out, diag, lambda st: render_why(diag, st))
     return 0
