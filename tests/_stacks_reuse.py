@@ -10,6 +10,10 @@ as one JSON line.
   then runs the real py-spy.
 - ``pid2``: the family's parent is the namespace's pid 2 (in the initial
   namespace, the kernel threads' parent); the real py-spy.
+- ``sudo``: as ``reuse``, but the stand-in py-spy is denied the last child
+  (permission) unless run through ``sudo``, whose stand-in (on ``PATH``)
+  runs the command as given; the pid is taken over before the retry's
+  dump.
 """
 from __future__ import annotations
 
@@ -39,10 +43,30 @@ fi
 exec {py_spy} "$@"
 """
 
+# Denied the victim unless run through the stand-in sudo, which reuses its
+# pid first (the sudo retry's dump reads the newcomer).
+DENIED = """#!/bin/sh
+for a; do last=$a; done
+if [ "$last" = {victim} ] && [ -z "$TDIAG_TEST_SUDO" ]; then
+    echo "Error: Permission Denied (os error 1)" >&2
+    exit 1
+fi
+if [ "$last" = {victim} ]; then
+    exec {reuse} "$@"
+fi
+exec {py_spy} "$@"
+"""
+
+SUDO = """#!/bin/sh
+[ "$1" = -n ] && shift
+[ "$1" = -- ] && shift
+TDIAG_TEST_SUDO=1 exec "$@"
+"""
+
 
 def main() -> None:
     mode, family, tmp = sys.argv[1:4]
-    if mode == "reuse":
+    if mode in ("reuse", "sudo"):
         subprocess.Popen(["sleep", "600"])  # pid 2; goes with the namespace
     fam = subprocess.Popen([sys.executable, family, "3"], stdout=subprocess.PIPE, text=True)
     kids = [int(p) for p in fam.stdout.readline().split()[1:]]
@@ -51,6 +75,8 @@ def main() -> None:
     snap = snapshot_for([str(fam.pid)], strays=False)
     if mode == "reuse":
         stand_in(victim, tmp)
+    if mode == "sudo":
+        denied_unless_sudo(victim, tmp)
     report = capture(snap, StacksOptions(jobs=1, tasks=False))
     print(json.dumps({"victim": victim, "procs": [
         [p.pid, p.python.status, p.python.reason,
@@ -64,6 +90,21 @@ def stand_in(victim: int, tmp: str) -> None:
                                 newcomer=NEWCOMER, tmp=tmp, py_spy=find_py_spy()))
     os.chmod(path, 0o755)
     os.environ[PY_SPY_ENV] = path
+
+
+def denied_unless_sudo(victim: int, tmp: str) -> None:
+    stand_in(victim, tmp)
+    reuse = os.environ[PY_SPY_ENV]
+    bin_dir = os.path.join(tmp, "bin")
+    os.mkdir(bin_dir)
+    for name, text in (("py-spy", DENIED.format(victim=victim, reuse=reuse,
+                                                py_spy=find_py_spy())),
+                       ("sudo", SUDO)):
+        with open(os.path.join(bin_dir, name), "w") as f:
+            f.write(text)
+        os.chmod(os.path.join(bin_dir, name), 0o755)
+    os.environ[PY_SPY_ENV] = os.path.join(bin_dir, "py-spy")
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ["PATH"]
 
 
 if __name__ == "__main__":

@@ -116,6 +116,17 @@ def _in_namespace(mode: str, tmp_path) -> dict:
     return json.loads(ran.stdout.splitlines()[-1])
 
 
+def _only_the_victim_gone(got: dict, tmp_path) -> None:
+    """The newcomer's stack is not shown as the victim's; the others dumped."""
+    assert (tmp_path / "newcomer").exists(), "the newcomer never started"
+    by_pid = {pid: (status, reason, files) for pid, status, reason, files in got["procs"]}
+    status, reason, files = by_pid[got["victim"]]
+    assert status == "gone", (status, files)
+    assert "its pid now belongs to another process" in reason
+    others = [st for pid, (st, _r, _f) in by_pid.items() if pid != got["victim"]]
+    assert others == ["ok"] * 3
+
+
 needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
                                    reason="needs unshare and root (a PID namespace)")
 
@@ -126,14 +137,16 @@ def test_a_pid_reused_before_its_dump_is_not_read_as_the_old_process(tmp_path):
     """The member is gone and a newcomer holds its pid when its queued dump
     runs: py-spy reads the newcomer fine, and the capture says the member
     is gone instead of showing the newcomer's stack as its own."""
-    got = _in_namespace("reuse", tmp_path)
-    assert (tmp_path / "newcomer").exists(), "the newcomer never started"
-    by_pid = {pid: (status, reason, files) for pid, status, reason, files in got["procs"]}
-    status, reason, files = by_pid[got["victim"]]
-    assert status == "gone", (status, files)
-    assert "its pid now belongs to another process" in reason
-    others = [st for pid, (st, _r, _f) in by_pid.items() if pid != got["victim"]]
-    assert others == ["ok"] * 3
+    _only_the_victim_gone(_in_namespace("reuse", tmp_path), tmp_path)
+
+
+@needs_py_spy
+@needs_unshare
+def test_a_pid_reused_before_the_sudo_retry_is_not_read_as_the_old_process(tmp_path):
+    """The member's first dump is denied; before the retry through sudo it
+    is gone and a newcomer holds its pid: the retry reads the newcomer
+    fine, and the capture says the member is gone."""
+    _only_the_victim_gone(_in_namespace("sudo", tmp_path), tmp_path)
 
 
 @needs_py_spy

@@ -288,18 +288,16 @@ def capture(
 
     def on_done(dump: Dump) -> None:
         pid, timeout = dump.key
-        py = py_result(pid, dump.ran, timeout=timeout, sudo=False)
-        if py.status == "ok" and _pid_reused(by_pid[pid].proc):
-            py = PyStack(status="gone", elapsed=py.elapsed,
-                         reason="process gone during the capture; its pid now belongs to "
-                                "another process, whose stack is not shown")
+        py = _unless_reused(by_pid[pid].proc,
+                            py_result(pid, dump.ran, timeout=timeout, sudo=False))
         if _unnamed_mp(by_pid[pid].proc):
             _name_mp_actor(by_pid[pid].proc, py, keep_locals=options.locals)
         finish(by_pid[pid], py)
 
     drive(start_next, on_done)
 
-    _retry_with_sudo(results, options, py_spy, interactive, budget)
+    _retry_with_sudo(results, {pid: e.proc for pid, e in by_pid.items()}, options, py_spy,
+                     interactive, budget)
 
     if pending:
         wait_until = time.monotonic() + options.task_timeout
@@ -315,6 +313,17 @@ def capture(
         procs=[results[e.proc.pid] for e in entries],
         py_spy=py_spy, options=options, elapsed=time.monotonic() - started,
     )
+
+
+def _unless_reused(proc: Proc, py: PyStack) -> PyStack:
+    """``py``, a dump of ``proc``'s pid, unless another process holds that
+    pid now: then what py-spy read may be the newcomer's. Every dump of a
+    process we already know goes through this (a queued one, a retry)."""
+    if py.status == "ok" and _pid_reused(proc):
+        return PyStack(status="gone", elapsed=py.elapsed, via_sudo=py.via_sudo,
+                       reason="process gone during the capture; its pid now belongs to "
+                              "another process, whose stack is not shown")
+    return py
 
 
 def _pid_reused(proc: Proc) -> bool:
@@ -387,11 +396,13 @@ def _name_from_dump(proc: Proc, ps: ProcStacks) -> None:
     ps.actor, ps.title = name, proc.short_title
 
 
-def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
-                     py_spy: str | None, interactive: bool, budget) -> None:
+def _retry_with_sudo(results: dict[int, ProcStacks], procs: dict[int, Proc],
+                     options: StacksOptions, py_spy: str | None, interactive: bool,
+                     budget) -> None:
     """Re-dump the permission failures through ``sudo -n``, when there is a
     sudo and the user allowed it. Prompts (once, before the retries) only
-    when asked for interactively."""
+    when asked for interactively. ``procs``: the processes dumped, by pid
+    (a retry comes late: its pid may be another process's by then)."""
     denied = [p for p in results.values() if p.python.status == "permission"]
     if not denied or options.sudo == "never" or py_spy is None:
         return
@@ -411,5 +422,5 @@ def _retry_with_sudo(results: dict[int, ProcStacks], options: StacksOptions,
             break
         retry = dump_python(p.pid, py_spy=py_spy, locals=options.locals,
                             native=options.native, timeout=budget(), sudo=True)
-        p.python = retry
+        p.python = _unless_reused(procs[p.pid], retry)
 
