@@ -82,6 +82,10 @@ def test_zombie_exit_status():
 def test_kernel_thread():
     f = fields(STAT_KTHREAD, 2)
     assert (f["ppid"], f["comm"], f["rss"]) == (0, "kthreadd", 0)
+    # the flags field (PF_KTHREAD), not the pid, says it
+    assert _parse_stat(2, STAT_KTHREAD, BTIME).kthread is True
+    assert _parse_stat(2, STAT_KTHREAD.replace(b" 2129984 ", b" 4194560 "), BTIME).kthread is False
+    assert _parse_stat(10543, STAT_SUBACTOR, BTIME).kthread is False
 
 
 @pytest.mark.parametrize("line", [b"", b"garbage", b"12 (x", b"12 (x) S 1 2 3", b"\xff\xfe"])

@@ -160,6 +160,9 @@ class Proc(msgspec.Struct):
     # The main thread exited while other threads run: the process is live
     # (``state`` is a live thread's), only its leader is a zombie.
     leader_exited: bool = False
+    # A kernel thread (PF_KTHREAD): never signalled, no Python to dump. The
+    # flag, not a pid: pid 2 is kthreadd only in the initial PID namespace.
+    kthread: bool = False
     # Further actors living in this process (``subint``: one per
     # sub-interpreter); `actor` is then the host.
     hosted: list[ActorInfo] = []

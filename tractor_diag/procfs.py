@@ -2,7 +2,7 @@
 
 ``stat`` and ``cmdline`` are read for every process (they are what finds the
 roots, the actors and the tree links; ``stat`` also carries the caught-signal
-mask). Detail is read only for processes that matter: the given roots, their
+mask and the kernel-thread flag). Detail is read only for processes that matter: the given roots, their
 descendants and any actor. Detail comes in two sizes:
 
 - ``wchan``, always (it is what tells *idle in the event loop* from
@@ -50,6 +50,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _BOOT_TIME: float | None = None
+# The kernel's own mark of a kernel thread (``flags`` in stat). Not pid 2 or
+# its children: that holds only in the initial PID namespace, and in a
+# container's pid 2 is an ordinary process (kernel threads are not visible).
+_PF_KTHREAD = 0x00200000
 
 # Marks a process whose whole subtree gets detail: (pid, argv, comm) -> bool.
 RootTest = Callable[[int, list[str], str], bool]
@@ -101,6 +105,7 @@ class Stat(NamedTuple):
     exit_code: int | None  # zombies only: as in `subprocess`, -N for signal N
     sigcatch: int | None  # the same mask as SigCgt in status (first 64 signals)
     start_ticks: int  # clock ticks after boot: the exact start time
+    kthread: bool  # PF_KTHREAD in the flags: a kernel thread, whatever its pid
 
 
 def parse_stat(raw: bytes, btime: float | None = None) -> Stat | None:
@@ -135,6 +140,7 @@ def parse_stat(raw: bytes, btime: float | None = None) -> Stat | None:
         exit_code,
         int(f[31]) if len(f) > 31 else None,
         ticks,
+        bool(int(f[6]) & _PF_KTHREAD),
     )
 
 
@@ -656,7 +662,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                             _volatile(argv, actor, now - st.create_time))
             except (OSError, ValueError):
                 continue  # gone between listdir and here
-            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt, ticks = st
+            ppid, state, comm, ut, stt, nthr, ctime, rss, exit_code, sigcgt, ticks, kthread = st
             if cache is not None:
                 cache._seen.add(pid)
             proc = Proc(
@@ -664,7 +670,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 cmdline=argv, create_time=ctime, utime=ut, stime=stt,
                 rss=rss, num_threads=nthr, exit_code=exit_code,
                 sig_caught=sigcgt, actor=actor,
-                leader_exited=leader_exited,
+                leader_exited=leader_exited, kthread=kthread,
             )
             procs[pid] = proc
             late = late or ppid > pid
