@@ -39,3 +39,30 @@ def wait_past_boot(pid: int, grace: float) -> None:
     left = grace - (age(pid) or grace)
     if left > 0:
         time.sleep(left + 0.1)
+
+
+def blank_own_cmdline() -> None:
+    """Make this process's ``/proc/<pid>/cmdline`` empty, as a kernel
+    thread's is (``PR_SET_MM_MAP`` with an empty argument area: no
+    capability needed, unlike the single-field ``PR_SET_MM`` calls)."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    names = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+             "start_stack", "arg_start", "arg_end", "env_start", "env_end")
+
+    class MmMap(ctypes.Structure):
+        _fields_ = [*((n, ctypes.c_uint64) for n in names),
+                    ("auxv", ctypes.c_void_p), ("auxv_size", ctypes.c_uint32),
+                    ("exe_fd", ctypes.c_uint32)]
+
+    f = stat_fields(os.getpid())
+    field = lambda n: int(f[n - 3])  # noqa: E731 - stat(5) numbers its fields from 1
+    libc.sbrk.restype = ctypes.c_void_p
+    mm = MmMap(field(26), field(27), field(45), field(46), field(47), libc.sbrk(0),
+               field(28), field(48), field(48), field(50), field(51), None, 0, 0xFFFFFFFF)
+    if libc.prctl(35, 14, ctypes.byref(mm), ctypes.sizeof(mm), 0) != 0:  # PR_SET_MM, PR_SET_MM_MAP
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MM_MAP)")
+    with open("/proc/self/cmdline", "rb") as cmdline:
+        assert cmdline.read() == b"", "the command line is still there"

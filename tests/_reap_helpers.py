@@ -762,7 +762,44 @@ def scenario_container_orphan(tmp: str) -> dict:
     return out
 
 
+# pid 2 of a fresh namespace: an orphaned actor (its parent is init) with an
+# actor child (``_TITLED``, argv[1]) and a child of another uid (argv[2:]).
+_PID_TWO = ("import os, subprocess, sys, time, setproctitle; "
+            "setproctitle.setproctitle(f'_subactor[two@{os.getpid()}]'); "
+            "kid = subprocess.Popen([sys.executable, '-c', sys.argv[1], 'three'], "
+            "stdout=subprocess.PIPE); kid.stdout.readline(); "
+            "other = subprocess.Popen(sys.argv[2:]); "
+            "print('READY', kid.pid, other.pid, flush=True); time.sleep(600)")
+
+
+def scenario_pid_two() -> dict:
+    """Run as pid 1 of a fresh namespace itself (under ns-init, its reaper
+    thread would hold pid 2): pid 2 there is an ordinary process, and
+    neither it nor its children may be refused as kernel threads."""
+    assert os.getpid() == 1, "pid-two must be the init of its namespace"
+    two = subprocess.Popen([sys.executable, "-c", _PID_TWO, _TITLED,
+                            *as_nobody(["sleep", "600"])], stdout=subprocess.PIPE, text=True)
+    three, other = (int(w) for w in two.stdout.readline().split()[1:])
+    reap = [sys.executable, "-m", "tractor_diag", "reap", "--all", "--json"]
+
+    def run(*args: str) -> dict:
+        r = subprocess.run([*reap, *args], capture_output=True, text=True, timeout=60)
+        return {"rc": r.returncode, "report": json.loads(r.stdout) if r.stdout.strip() else None,
+                "stderr": r.stderr}
+
+    before = {p["pid"]: p["start"] for p in _ns_procs()}
+    dry = run("--parent", "2", "--dry-run")
+    after_dry = {p["pid"]: p["start"] for p in _ns_procs()}
+    real = run("--grace", "5")
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        two.wait(10)  # signalled: reaped by us, its parent (not signalled: the test says so)
+    return dict(two=two.pid, three=three, other=other, dry=dry, real=real,
+                dry_left_all=all(after_dry.get(pid) == start for pid, start in before.items()),
+                alive={pid: alive(pid, before[pid]) for pid in (two.pid, three, other)})
+
+
 SCENARIOS = {
+    "pid-two": scenario_pid_two,
     "container-orphan": scenario_container_orphan,
     "shm-late-holder": scenario_shm_late_holder,
     "usr1-reuse": scenario_usr1_reuse,

@@ -14,6 +14,8 @@ as one JSON line.
   (permission) unless run through ``sudo``, whose stand-in (on ``PATH``)
   runs the command as given; the pid is taken over before the retry's
   dump.
+- ``pid2-blank``: as ``pid2``, and the parent empties its command line (as
+  a kernel thread's is): it is still no kernel thread.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ from tractor_diag.stackmodel import StacksOptions
 from tractor_diag.stacks import capture
 from tractor_diag.trees import snapshot_for
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+# runs the family script (argv[1:]) with an empty command line
+BLANK_RUN = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+             "from _proc import blank_own_cmdline; blank_own_cmdline(); "
+             "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 NEWCOMER = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(600)"
 
 STAND_IN = """#!/bin/sh
@@ -68,7 +75,10 @@ def main() -> None:
     mode, family, tmp = sys.argv[1:4]
     if mode in ("reuse", "sudo"):
         subprocess.Popen(["sleep", "600"])  # pid 2; goes with the namespace
-    fam = subprocess.Popen([sys.executable, family, "3"], stdout=subprocess.PIPE, text=True)
+    argv = [sys.executable, family, "3"]
+    if mode == "pid2-blank":
+        argv[1:1] = ["-c", BLANK_RUN, HERE]
+    fam = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     kids = [int(p) for p in fam.stdout.readline().split()[1:]]
     assert fam.stdout.readline().strip() == "READY"
     victim = kids[-1]

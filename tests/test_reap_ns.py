@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -259,3 +260,32 @@ def test_default_shm_dir_sweep(ns):
     status = {f["name"]: f["status"] for f in out["report"]["shm"]["scan"]["files"]}
     assert status == {"held": "in-use", "mapped": "in-use", "unused": "unused"}
     assert out["report"]["shm"]["scan"]["dir"] == "/dev/shm"
+
+
+def test_pid_2_of_a_container_and_its_child_are_reaped():
+    """In a private PID namespace pid 2 is an ordinary process (kernel
+    threads are not visible there): an orphaned actor at pid 2 and its actor
+    child are reaped like any other; its child of another uid is not, nor
+    is init. Only a kernel thread's own flag makes it one."""
+    ran = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                          PY, THIS, "scenario", "pid-two"],
+                         capture_output=True, text=True, timeout=100)
+    assert ran.returncode == 0, ran.stderr
+    r = json.loads(ran.stdout.splitlines()[-1])
+    two, three, other = r["two"], r["three"], r["other"]
+    assert two == 2
+    dry, real = r["dry"]["report"], r["real"]["report"]
+    assert r["dry"]["rc"] == 0, r["dry"]
+    assert planned(dry) == {three}
+    assert skipped(dry) == {other: "belongs to uid 65534"}
+    assert r["dry_left_all"], "a dry run signalled something"
+
+    assert r["real"]["rc"] == 0, r["real"]
+    assert planned(real) == {two, three}
+    assert skipped(real).get(other) == "belongs to uid 65534"
+    assert skipped(real).get(1) is None or "init" in skipped(real)[1]
+    fates = {f["pid"]: f for f in real["outcome"]["fates"]}
+    assert {pid: fates[pid]["fate"] for pid in (two, three)} == {two: "exited", three: "exited"}
+    assert all(fates[pid]["signals"] == ["SIGINT"] for pid in (two, three))
+    assert set(fates) == {two, three}, "something else was signalled"
+    assert r["alive"] == {str(two): False, str(three): False, str(other): True}

@@ -157,3 +157,14 @@ def test_pid_2_of_a_container_and_its_children_are_dumped(tmp_path):
     got = _in_namespace("pid2", tmp_path)
     assert [p[0] for p in got["procs"]] == [2, 3, 4, 5]
     assert [p[1] for p in got["procs"]] == ["ok"] * 4, got
+
+
+@needs_py_spy
+@needs_unshare
+def test_pid_2_of_a_container_without_a_command_line_is_no_kernel_thread(tmp_path):
+    """An empty command line at pid 2 is what a kernel thread shows in the
+    initial namespace; in a container's it is still a process like any
+    other, and dumped (the kernel's own flag says what is a kernel thread)."""
+    got = _in_namespace("pid2-blank", tmp_path)
+    assert [p[0] for p in got["procs"]] == [2, 3, 4, 5]
+    assert [p[1] for p in got["procs"]] == ["ok"] * 4, got

@@ -137,7 +137,7 @@ def is_reparented(proc: Proc, parent: Proc | None, subreapers: frozenset[int] | 
     a service manager, a container's init) may be gone or be pid 1 by
     design, so it is never an orphaned actor.
     """
-    if proc.ppid == 0:  # init and kernel threads have no parent to lose
+    if proc.ppid == 0 or proc.kthread:  # init and kernel threads have no parent to lose
         return False
     if proc.actor is not None and proc.actor.role == "root":
         return False

@@ -9,7 +9,9 @@ Two steps, kept apart so that what is signalled is exactly what was shown:
    descendants of a live pid. Inside those subtrees only actors are taken
    unless ``everything=True`` (``--all``). Never taken, whatever the mode: a
    process of another user (any of its real/effective/saved/fs uids differs),
-   the reaper itself and its ancestors, init and kernel threads; zombies are
+   the reaper itself and its ancestors, the namespace's init and kernel
+   threads (by the kernel's flag, not by pid: in a container pid 2 and its
+   children are ordinary processes); zombies are
    listed as skipped (they have exited; they go when their parent reaps them).
 
    Each target is pinned (`pinning.Pin`) as soon as it is chosen: a pidfd
@@ -222,7 +224,7 @@ def check_parent(parent: int, procs: dict[int, Proc] | None = None) -> None:
     proc = (procs or {}).get(parent) or procfs.read_proc(parent, detail=False)
     if proc is None:
         return  # make_plan says it is gone
-    if parent == 1 or proc.ppid == 0:
+    if parent == 1 or (proc.ppid == 0 and not proc.kthread):  # kthreadd's children are refused one by one
         what = "init"
     elif is_subreaper(proc):
         what = f"a subreaper ({proc.comm})"
@@ -238,8 +240,12 @@ def _refusal(proc: Proc, uid: int, everything: bool, excluded: set[int], me: int
         return "the reaper itself"
     if proc.pid in excluded:
         return "an ancestor of the reaper"
-    if proc.pid in (1, 2) or proc.ppid == 2:
-        return "init or a kernel thread"
+    if proc.kthread:
+        return "a kernel thread"
+    if proc.pid == 1 or proc.ppid == 0:
+        # ppid 0: its parent is outside this PID namespace, so it is the
+        # namespace's init (pid 1 whenever /proc is this namespace's own)
+        return "init of this PID namespace"
     uids = _uids(proc.pid)
     if uids is None:
         return "gone while scanning"

@@ -167,9 +167,7 @@ def _skip_reason(proc: Proc) -> tuple[str, str] | None:
         code = "" if proc.exit_code is None else f", exit status {exit_status(proc.exit_code)}"
         return "exited", (f"zombie{code}: no Python left to dump; "
                           f"parent {proc.ppid} has not reaped it")
-    # pid 2 is kthreadd only in the initial PID namespace: in a container's
-    # it is a process like any other. A kernel thread has no command line.
-    if (proc.ppid == 2 or proc.pid == 2) and not proc.cmdline:
+    if proc.kthread:  # the kernel's flag: pid 2 is kthreadd only outside containers
         return "skipped", "kernel thread"
     return None
 
