@@ -224,13 +224,18 @@ def test_bindspace_names_are_the_runtime_dirs_holding_sockets(tmp_path, monkeypa
 
     from tractor_diag.completers import bindspace_names
 
+    # A runtime dir longer than a description's width: the counts and the
+    # note must survive the clip (a long pytest basetemp cut "(the default)").
+    tmp_path = tmp_path / ("d" * 40)
+    tmp_path.mkdir(mode=0o700)  # platformdirs takes only a private runtime dir
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     (tmp_path / "tractor").mkdir()
     (tmp_path / "otherapp").mkdir()
     (tmp_path / "nosockets").mkdir()
     sock = socket.socket(socket.AF_UNIX)
     try:
-        sock.bind(str(tmp_path / "otherapp" / "leaf@123.sock"))
+        monkeypatch.chdir(tmp_path / "otherapp")  # the full path is past AF_UNIX's limit
+        sock.bind("leaf@123.sock")
         names = {s.value: s.description for s in bindspace_names()}
     finally:
         sock.close()

@@ -188,9 +188,11 @@ def bindspace_names() -> list[Suggestion]:
         except OSError:
             continue
         if (socks or entry.name == APP) and entry.name.isprintable():
+            # The count and the note first: a long runtime dir is what the
+            # clip may cut, never what tells the dirs apart.
             default_note = " (the default)" if entry.name == APP else ""
             out.append(Suggestion(entry.name,
-                                  _one_line(f"{entry.path}: {socks} socket files{default_note}")))
+                                  _one_line(f"{socks} socket files{default_note}: {entry.path}")))
     if not any(s.value == APP for s in out):
-        out.append(Suggestion(APP, f"{default} (the default; not created yet)"))
+        out.append(Suggestion(APP, _one_line(f"the default, not created yet: {default}")))
     return out
