@@ -3,8 +3,11 @@ process trees: every pane and every key."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -212,6 +215,36 @@ def test_key_w_shows_the_verdict_of_the_selected_tree(current_tree):
             assert f"sync-blocked: leaf_0 ({leaf}) is blocked in time.sleep" in app.events_pane.text
 
     run(body())
+
+
+_REUSE = Path(__file__).with_name("_dash_reuse.py")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private pid namespace")
+def test_keys_on_a_paused_row_whose_pid_was_taken_act_on_nobody(tmp_path):
+    """Sampling paused, the selected row's process killed and its pid taken
+    by another actor look-alike with a SIGUSR1 handler: t, s and w on the
+    row signal, trace and judge nobody, and say why (before, the newcomer
+    got the SIGUSR1, its stack was shown as the row's, its tree judged)."""
+    venv = os.environ.get("TRACTOR_DIAG_TRACTOR_MAIN_VENV") or str(
+        Path(__file__).resolve().parent.parent / ".venv-tractor-main")
+    python = os.path.join(venv, "bin", "python")  # has setproctitle
+    if not os.path.exists(python):
+        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV")
+    ran = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, str(_REUSE), str(tmp_path), python],
+        capture_output=True, text=True, timeout=150)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    got = json.loads(ran.stdout.splitlines()[-1])
+    taken = "its pid now belongs to another process than the one shown"
+    _title, text, usr1 = got["tasks"]
+    assert f"{taken}: not signalled" in text and not usr1, got["tasks"]
+    _title, text, usr1 = got["stacks"]
+    assert f"{taken}: its stack is not shown" in text and "<string>" not in text, got["stacks"]
+    _title, text, usr1 = got["why"]
+    assert f"{taken}: nothing judged" in text and not usr1, got["why"]
 
 
 def test_key_d_writes_a_bundle_and_shows_its_path(current_tree, tmp_path):

@@ -470,7 +470,7 @@ class DashApp(App):
         if entry is None:
             return
         self.notify(f"collecting Python stacks of {entry.proc.pid}…", timeout=3)
-        self._start("collect stacks", key_jobs.stacks, entry.proc.pid)
+        self._start("collect stacks", key_jobs.stacks, entry.proc.pid, entry.proc.create_time)
 
     def action_tasks(self) -> None:
         entry = self._need_selection()
@@ -486,14 +486,16 @@ class DashApp(App):
                 f"no task tree for {entry.proc.pid}: {why}", ok=False))
             return
         self.notify(f"requesting the trio task tree of {entry.proc.pid}…", timeout=3)
-        self._start("request a task tree", key_jobs.task_tree, entry.proc.pid)
+        self._start("request a task tree", key_jobs.task_tree, entry.proc.pid,
+                    entry.proc.create_time)
 
     def action_why(self) -> None:
         entry = self._need_selection()
         if entry is None:
             return
         self.notify(f"judging the tree at {entry.proc.pid}…", timeout=4)
-        self._start("judge", key_jobs.why, entry.proc.pid, self.sampler.latest)
+        self._start("judge", key_jobs.why, entry.proc.pid, self.sampler.latest,
+                    create_time=entry.proc.create_time)
 
     def action_dump(self) -> None:
         entry = self._need_selection()

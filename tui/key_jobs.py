@@ -45,13 +45,40 @@ def _failed(section: str, pid: int, title: str, what: str, exc: BaseException) -
                 f"{what} of {pid} failed: {reason}", ok=False)
 
 
-async def stacks(pid: int) -> ActionDone:
+def _replaced(pid: int, create_time: float | None, proc=None) -> bool:
+    """``pid`` (``proc``, when read already) is now another process than
+    the row showed, started at ``create_time``. A paused dashboard keeps a
+    row long after its process may have gone and its pid been taken: a key
+    acts on the process shown or on nobody."""
+    if create_time is None:
+        return False
+    if proc is not None:
+        ticks = procfs.ticks_of(proc.create_time)
+    else:
+        st = procfs.read_stat(pid)
+        if st is None:
+            return False  # gone: nobody else's
+        ticks = st.start_ticks
+    return ticks != procfs.ticks_of(create_time)
+
+
+REPLACED = "its pid now belongs to another process than the one shown"
+
+
+async def stacks(pid: int, create_time: float | None = None) -> ActionDone:
+    """py-spy of ``pid``; ``create_time``: the row's, checked before the
+    dump and after it (what py-spy read may be a newcomer's)."""
     title = f"Python stacks (py-spy, {stamp()})"
     try:
         from tractor_diag import pyspy
+        from tractor_diag.stackmodel import PyStack
 
         def dump():
-            return pyspy.dump_python(pid, py_spy=pyspy.find_py_spy(), timeout=STACK_TIMEOUT)
+            if not _replaced(pid, create_time):
+                py = pyspy.dump_python(pid, py_spy=pyspy.find_py_spy(), timeout=STACK_TIMEOUT)
+                if py.status != "ok" or not _replaced(pid, create_time):
+                    return py
+            return PyStack(status="gone", reason=f"{REPLACED}: its stack is not shown")
 
         py = await trio.to_thread.run_sync(dump)
     except Exception as exc:  # noqa: BLE001 - shown to the user, never raised into the UI
@@ -62,15 +89,19 @@ async def stacks(pid: int) -> ActionDone:
     return done("stacks", pid, title, render_py_stack(py), summary, ok)
 
 
-async def task_tree(pid: int) -> ActionDone:
+async def task_tree(pid: int, create_time: float | None = None) -> ActionDone:
     title = f"trio task tree (SIGUSR1, {stamp()})"
     try:
         from tractor_diag import tasks as taskmod
+        from tractor_diag.stackmodel import TaskTree
 
         def request():
             proc = procfs.read_proc(pid)
             if proc is None:
                 return None
+            # the request pins the process read here: the one the row showed
+            if _replaced(pid, create_time, proc):
+                return TaskTree(status="gone", reason=f"{REPLACED}: not signalled")
             req = taskmod.request(proc)
             if not isinstance(req, taskmod.Pending):
                 return req
@@ -159,18 +190,24 @@ async def dump_all(pid: int, *, out_dir: str | None, history_snaps: list,
                 f"snapshot bundle written: {meta.path}", bundle=meta.path)
 
 
-async def why(pid: int, seen, quiet: bool = False) -> ActionDone:
+async def why(pid: int, seen, quiet: bool = False, create_time: float | None = None,
+              ) -> ActionDone:
     """The verdicts of the tree at ``pid`` (`tractor-diag why`); ``seen``:
     the sampler's latest snapshot, for the names of zombies; ``quiet``: a
-    refresh of the waits-on marks (no notice)."""
+    refresh of the waits-on marks (no notice); ``create_time``: the row's
+    (its capture signals and traces the tree at that pid)."""
     title = f"why ({stamp()})"
 
     def run():
         from tractor_diag import kstate
+        from tractor_diag.errors import NotFound
         from tractor_diag.trees import snapshot_for
         from tractor_diag.diagnosis import examine
 
         snap = snapshot_for([str(pid)], strays=False)
+        root = snap.entries.get(pid)
+        if root is not None and _replaced(pid, create_time, root.proc):
+            raise NotFound(f"{REPLACED}: nothing judged")
         if seen is not None:  # a zombie keeps the name the sampler saw it alive with
             from tractor_diag.trees import remember_names
 
