@@ -1,11 +1,11 @@
 """A paused dashboard whose selected row's pid was taken over, run whole
 inside a private PID namespace, where pids are predictable
-(``ns_last_pid``). ``python tests/_dash_reuse.py TMPDIR PYTHON`` (a Python with
+(``ns_last_pid``). ``python tests/_dash_reuse.py TMPDIR PYTHON BUNDLES`` (a Python with
 setproctitle) starts a tree (a
 shell and one child, an actor look-alike with a SIGUSR1 handler), shows it
 in the real Textual app, pauses sampling, kills the child (the shell reaps
 it) and starts a newcomer, another look-alike with a handler, under the
-same pid; then presses ``t``, ``s`` and ``w`` on the row the paused app still
+same pid; then presses ``t``, ``s``, ``w`` and ``d`` on the row the paused app still
 shows. Prints one JSON line: each key's title, text, and whether the newcomer
 had got a SIGUSR1 by then.
 """
@@ -45,7 +45,7 @@ def wait_file(path: str) -> None:
 
 
 def main() -> None:
-    tmp, python = sys.argv[1:3]
+    tmp, python, bundles = sys.argv[1:4]
     subprocess.Popen(["sleep", "600"])  # pid 2; goes with the namespace
     victim_argv = " ".join(shlex.quote(a) for a in look_alike(python, "victim", tmp))
     root = subprocess.Popen(["bash", "-c", f"{victim_argv} & wait; sleep 600"])
@@ -56,6 +56,7 @@ def main() -> None:
 
     async def body():
         app = DashApp([str(root.pid)], interval=0.25)
+        app.dump_root = bundles
         async with app.run_test(size=(200, 48)) as pilot:
             await wait_for_pids(app, pilot, {root.pid, victim})
             await until(lambda: app.snapshot.entries[victim].proc.actor is not None, 20,
@@ -73,9 +74,13 @@ def main() -> None:
             newcomer = subprocess.Popen(look_alike(python, "newcomer", tmp))
             assert newcomer.pid == victim, (newcomer.pid, victim)
             wait_file(f"{tmp}/newcomer.ready")
-            for key, section in (("t", "tasks"), ("s", "stacks"), ("w", "why")):
-                where = victim if section != "why" else app.proc_tree.selected_pid
-                title, text = await key_result(app, pilot, where, key, section, 60)
+            for key, section in (("t", "tasks"), ("s", "stacks"), ("w", "why"), ("d", "dump")):
+                app.proc_tree.select_pid(victim)
+                await pilot.press(key)
+                if key == "d":  # a leaf: just this process, or its whole tree?
+                    await pilot.pause(0.3)
+                    await pilot.press("p")
+                title, text = await key_result(app, pilot, victim, None, section, 60)
                 out[section] = [str(title), str(text),
                                 os.path.exists(f"{tmp}/newcomer.usr1")]
 

@@ -224,9 +224,10 @@ _REUSE = Path(__file__).with_name("_dash_reuse.py")
                     reason="needs root and unshare for a private pid namespace")
 def test_keys_on_a_paused_row_whose_pid_was_taken_act_on_nobody(tmp_path):
     """Sampling paused, the selected row's process killed and its pid taken
-    by another actor look-alike with a SIGUSR1 handler: t, s and w on the
-    row signal, trace and judge nobody, and say why (before, the newcomer
-    got the SIGUSR1, its stack was shown as the row's, its tree judged)."""
+    by another actor look-alike with a SIGUSR1 handler: t, s, w and d on
+    the row signal, trace, judge and bundle nobody, and say why (before, the
+    newcomer got the SIGUSR1, its stack was shown as the row's, its tree
+    judged and bundled)."""
     venv = os.environ.get("TRACTOR_DIAG_TRACTOR_MAIN_VENV") or str(
         Path(__file__).resolve().parent.parent / ".venv-tractor-main")
     python = os.path.join(venv, "bin", "python")  # has setproctitle
@@ -234,7 +235,7 @@ def test_keys_on_a_paused_row_whose_pid_was_taken_act_on_nobody(tmp_path):
         pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV")
     ran = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-         sys.executable, str(_REUSE), str(tmp_path), python],
+         sys.executable, str(_REUSE), str(tmp_path), python, str(tmp_path / "bundles")],
         capture_output=True, text=True, timeout=150)
     assert ran.returncode == 0, ran.stderr[-3000:]
     got = json.loads(ran.stdout.splitlines()[-1])
@@ -245,6 +246,9 @@ def test_keys_on_a_paused_row_whose_pid_was_taken_act_on_nobody(tmp_path):
     assert f"{taken}: its stack is not shown" in text and "<string>" not in text, got["stacks"]
     _title, text, usr1 = got["why"]
     assert f"{taken}: nothing judged" in text and not usr1, got["why"]
+    _title, text, usr1 = got["dump"]
+    assert f"{taken}: nothing dumped" in text and not usr1, got["dump"]
+    assert not (tmp_path / "bundles").exists() or not os.listdir(tmp_path / "bundles")
 
 
 def test_key_d_writes_a_bundle_and_shows_its_path(current_tree, tmp_path):

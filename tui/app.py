@@ -529,9 +529,11 @@ class DashApp(App):
     def _dump(self, pid: int) -> None:
         self.notify(f"writing a snapshot bundle of the tree at {pid}…", timeout=4)
         # the history as it is now: the sampler goes on adding to it
+        shown = self.snapshot.entries.get(pid) if self.snapshot is not None else None
         self._start("dump", key_jobs.dump_all, pid, out_dir=self.dump_root,
                     history_snaps=list(self.sampler.history)[-HISTORY_SNAPSHOTS:],
-                    history_events=list(self.sampler.events))
+                    history_events=list(self.sampler.events),
+                    create_time=shown.proc.create_time if shown is not None else None)
 
     def action_reap(self) -> None:
         entry = self._need_selection()

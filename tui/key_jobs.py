@@ -164,16 +164,21 @@ async def send_signal(pid: int, create_time: float, signum: int, *,
 
 
 async def dump_all(pid: int, *, out_dir: str | None, history_snaps: list,
-                   history_events: list) -> ActionDone:
+                   history_events: list, create_time: float | None = None) -> ActionDone:
     """`dump-all` of the tree at ``pid``, with the sampler's recent history
-    (taken by the caller: the sampler lives on)."""
+    (taken by the caller: the sampler lives on); ``create_time``: the
+    row's (the bundle traces and signals the tree at that pid)."""
     title = f"dump-all ({stamp()})"
 
     def write():
+        from tractor_diag.errors import NotFound
         from tractor_diag.trees import snapshot_for
         from tractor_diag.bundle import History, write_bundle
 
         snap = snapshot_for([str(pid)], strays=False)
+        root = snap.entries.get(pid)
+        if root is not None and _replaced(pid, create_time, root.proc):
+            raise NotFound(f"{REPLACED}: nothing dumped")
         if history_snaps:  # a zombie keeps the name the sampler saw it alive with
             from tractor_diag.trees import remember_names
 
