@@ -17,11 +17,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _dash_helpers import key_result, run, until, wait_for_pids  # noqa: E402
+from _ptree_helpers import wait_for  # noqa: E402
 from tractor_diag.tui.app import DashApp  # noqa: E402
 
 # A look-alike of an actor (its title, set as today's runtime sets it)
@@ -37,19 +37,12 @@ def look_alike(python: str, name: str, tmp: str) -> list[str]:
     return [python, "-c", LOOK_ALIKE, name, f"{tmp}/{name}.usr1", f"{tmp}/{name}.ready"]
 
 
-def wait_file(path: str) -> None:
-    deadline = time.monotonic() + 20
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 def main() -> None:
     tmp, python, bundles = sys.argv[1:4]
     subprocess.Popen(["sleep", "600"])  # pid 2; goes with the namespace
     victim_argv = " ".join(shlex.quote(a) for a in look_alike(python, "victim", tmp))
     root = subprocess.Popen(["bash", "-c", f"{victim_argv} & wait; sleep 600"])
-    wait_file(f"{tmp}/victim.ready")
+    wait_for(lambda: os.path.exists(f"{tmp}/victim.ready"), 20)
     with open(f"/proc/{root.pid}/task/{root.pid}/children") as f:
         (victim,) = map(int, f.read().split())
     out: dict = {"victim": victim}
@@ -73,7 +66,7 @@ def main() -> None:
                 f.write(str(victim - 1))
             newcomer = subprocess.Popen(look_alike(python, "newcomer", tmp))
             assert newcomer.pid == victim, (newcomer.pid, victim)
-            wait_file(f"{tmp}/newcomer.ready")
+            wait_for(lambda: os.path.exists(f"{tmp}/newcomer.ready"), 20)
             for key, section in (("t", "tasks"), ("s", "stacks"), ("w", "why"), ("d", "dump")):
                 app.proc_tree.select_pid(victim)
                 await pilot.press(key)

@@ -151,6 +151,22 @@ def test_a_pid_reused_before_the_sudo_retry_is_not_read_as_the_old_process(tmp_p
 
 @needs_py_spy
 @needs_unshare
+def test_ptree_names_no_actor_after_a_newcomer_under_its_pid(tmp_path):
+    """``ptree --names``: the actor only its stack names is gone and a
+    newcomer holds its pid when its dump runs, a newcomer whose stack names
+    an actor (``impostor``): the gone actor stays unnamed."""
+    ran = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, str(Path(__file__).with_name("_names_reuse.py")), str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    got = json.loads(ran.stdout.splitlines()[-1])
+    assert got["newcomer"], "the newcomer never started"
+    assert got["actor"]["how"] == "mp-spawn" and got["actor"]["name"] == "", got["actor"]
+
+
+@needs_py_spy
+@needs_unshare
 def test_pid_2_of_a_container_and_its_children_are_dumped(tmp_path):
     """pid 2 (and a child of it) is a kernel thread only in the initial PID
     namespace: in a container's it is a process like any other."""

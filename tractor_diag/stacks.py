@@ -373,8 +373,8 @@ def name_unnamed(snap: Snapshot, *, timeout: float = 5.0) -> int:
         left = end - time.monotonic()
         if left <= 0:
             break
-        _name_mp_actor(proc, dump_python(proc.pid, py_spy=py_spy, locals=True, timeout=left),
-                       keep_locals=False)
+        py = dump_python(proc.pid, py_spy=py_spy, locals=True, timeout=left)
+        _name_mp_actor(proc, _unless_reused(proc, py), keep_locals=False)
         named += bool(proc.actor.name)
     return named
 
