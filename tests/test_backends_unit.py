@@ -109,6 +109,10 @@ def test_subint_driver_threads_are_hosted_actors(tmp_path):
         hosted = procs[host.pid].hosted
         assert [h.thread for h in hosted] == ["subint-driver[1", "subint-driver[2"]
         assert all(h.role == "hosted" and h.backend == "subint" for h in hosted)
+        # a repeated scan reuses the record of a process it skipped: the
+        # pass over it again counts the threads afresh
+        _subint_threads(procs, min_python=(3, 0))
+        assert [h.thread for h in procs[host.pid].hosted] == ["subint-driver[1", "subint-driver[2"]
     finally:
         host.kill()
         host.wait(10)

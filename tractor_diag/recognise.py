@@ -529,12 +529,15 @@ def _subint_threads(procs: dict[int, Proc], min_python: tuple[int, int] = (3, 14
         drivers = _thread_comms(proc.pid, SUBINT_THREAD_PREFIX)
         if not drivers:
             continue
-        named = {h.name for h in proc.hosted}
+        # a process a repeated scan did not read again keeps what the last
+        # pass added: counted afresh, not added twice
+        by_sockets = [h for h in proc.hosted if h.how != "subint-thread"]
+        named = {h.name for h in by_sockets}
         extra = [ActorInfo(name="", generation="current", how="subint-thread",
                            sure="likely", role="hosted", backend="subint", thread=t)
                  for t in drivers]
         # sockets name some of them; the threads say how many there are
-        proc.hosted = list(proc.hosted) + extra[len(named):]
+        proc.hosted = by_sockets + extra[len(named):]
 
 
 def _thread_comms(pid: int, prefix: str) -> list[str]:
