@@ -187,22 +187,30 @@ def test_a_missing_program_is_an_oserror_and_leaves_nothing_open():
     assert sorted(os.listdir("/proc/self/fd")) == before
 
 
-def test_out_of_descriptors_is_an_oserror_and_leaves_nothing_open():
-    """The second pipe cannot be made: the first one is closed again."""
+@pytest.mark.parametrize("free_fds", [2, 3])
+def test_out_of_descriptors_is_an_oserror_and_leaves_nothing_open(free_fds):
+    """The first (2 free: the runner's selector takes one) or the second
+    pipe cannot be made: nothing stays open, and the mark for the sampler
+    ends (`captures`: else the traced process would not be judged for a
+    minute)."""
     import resource
 
+    from tractor_diag import captures
+
+    traced = os.getpid()  # a mark is a note in this process only: nothing is touched
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     before = sorted(os.listdir("/proc/self/fd"))
     used = {int(x) for x in before}
-    # three descriptors free: the runner's selector and one pipe, not two
     limit, free = 0, 0
-    while free < 3:
+    while free < free_fds:
         free += limit not in used
         limit += 1
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     try:
         with pytest.raises(OSError):
-            pyspy.run_bounded(["true"], 5)
+            pyspy.run_bounded(["true"], 5, traced=traced)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert sorted(os.listdir("/proc/self/fd")) == before
+    later = time.monotonic() + captures.TAIL + 0.5
+    assert traced not in captures.touched(later, later + 1)

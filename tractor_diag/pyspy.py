@@ -134,34 +134,42 @@ class Dump:
         # is on the running list, where an unwinding `drive` kills it. (The
         # child starts with an empty mask, its own.)
         held = _handled_signals()
-        if held:
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            out_r, out_w = os.pipe()
-            try:
-                err_r, err_w = os.pipe()
-            except BaseException:  # out of descriptors: leave none behind
-                os.close(out_r)
-                os.close(out_w)
-                raise
-            try:
-                self.pid = _spawn(argv, env, out_w, err_w)
-            except BaseException:
-                os.close(out_r)
-                os.close(err_r)
-                self._unmark()
-                raise
-            finally:
-                os.close(out_w)
-                os.close(err_w)
-            HELPERS.add(self.pid)
-            into.append(self)
-            for fd, buf in ((out_r, self.out), (err_r, self.err)):
-                os.set_blocking(fd, False)
-                self.open[fd] = buf
-        finally:
             if held:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+            try:
+                self._start(argv, env, into)
+            finally:
+                if held:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        except BaseException:
+            # nothing started (or, once on the running list, `drive`
+            # abandons it): the sampler may judge the process again
+            self._unmark()
+            raise
+
+    def _start(self, argv: list[str], env: dict[str, str] | None, into: list[Dump]) -> None:
+        out_r, out_w = os.pipe()
+        try:
+            err_r, err_w = os.pipe()
+        except BaseException:  # out of descriptors: leave none behind
+            os.close(out_r)
+            os.close(out_w)
+            raise
+        try:
+            self.pid = _spawn(argv, env, out_w, err_w)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        HELPERS.add(self.pid)
+        into.append(self)
+        for fd, buf in ((out_r, self.out), (err_r, self.err)):
+            os.set_blocking(fd, False)
+            self.open[fd] = buf
 
     def read(self, fd: int, sel) -> None:
         if fd not in self.open:  # let go earlier in this round (cut at the cap)
