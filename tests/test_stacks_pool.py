@@ -21,6 +21,8 @@ from tractor_diag.stackmodel import StacksOptions
 from tractor_diag.stacks import capture
 from tractor_diag.trees import snapshot_for
 
+from _proc import stat_fields
+
 # A parent with `n` Python children, every one asleep; prints READY once
 # all are up, and reaps a child as soon as it ends (so a killed one is gone,
 # not a zombie).
@@ -78,13 +80,16 @@ def test_a_process_that_vanishes_mid_run_is_one_clear_line(spawn, tmp_path, monk
     victim = kids[-1]
     real = find_py_spy()
     stand_in = tmp_path / "py-spy"
-    # kills the victim (a child of this test's tree) just before the real
-    # py-spy reads it, and waits until its parent has reaped it
+    start = int(stat_fields(victim)[19])
+    # kills the victim (a child of this test's tree, while it is the process
+    # that started at its start tick) just before the real py-spy reads it,
+    # and waits until its parent has reaped it
     stand_in.write_text(textwrap.dedent(f"""\
         #!/bin/sh
         for a; do last=$a; done
         if [ "$last" = {victim} ]; then
-            kill -KILL {victim}
+            started=$(awk '{{sub(/.*\\) /, ""); print $20}}' /proc/{victim}/stat)
+            [ "$started" = {start} ] && kill -KILL {victim}
             while [ -e /proc/{victim} ]; do sleep 0.01; done
         fi
         exec {real} "$@"
