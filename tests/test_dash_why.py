@@ -269,10 +269,10 @@ def test_a_quiet_refresh_runs_no_capture_while_nothing_in_the_chains_ran(current
     real_why = key_jobs.why
     quiet_whys: list[int] = []
 
-    async def counted_why(pid, seen, quiet=False):
+    async def counted_why(pid, seen, quiet=False, **more):
         if quiet:
             quiet_whys.append(pid)
-        return await real_why(pid, seen, quiet)
+        return await real_why(pid, seen, quiet, **more)
 
     monkeypatch.setattr(key_jobs, "why", counted_why)
 
