@@ -429,3 +429,28 @@ def test_a_process_without_a_handler_is_answered_from_its_stat_without_a_pin(mon
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_stale_file_claimed_after_the_request_is_read_from_its_start(spawn, tmp_path):
+    """A forked child claims its dump file at its first dump: a file an
+    earlier process of its pid left is emptied then and written anew. The
+    request took its offset from the stale file; once the new one has grown
+    past that offset, reading from it cut the header off and the tree was
+    taken for an undelimited dump from the middle of a line."""
+    log = tmp_path / "restarts.log"
+    proc = spawn([sys.executable, "-c", _ARMED_PARENT, _RESTARTER, str(log)])
+    _, _daemon, forked = proc.ready_line.split()
+    forked = int(forked)
+    ns = os.stat(f"/proc/{forked}/ns/pid").st_ino
+    path = Path(taskdump.default_dump_path(forked, ns))
+    stale = (f"===== tractor-diag taskdump ARMED pid={forked} start={_ticks(forked) - 1} "
+             f"pidns={ns} signal=10 dumps=- =====\n") + "an earlier process's dump\n" * 12
+    try:
+        path.write_text(stale)
+        os.chmod(path, 0o600)
+        tree = stacks_json("--task-timeout", "5", str(forked))[forked].tasks
+        assert len(path.read_bytes()) > len(stale)  # grown past the request's offset
+    finally:
+        path.unlink(missing_ok=True)
+    assert tree.status == "collected" and tree.format == "tractor-diag", tree
+    assert f"process: pid={forked} " in tree.text, tree

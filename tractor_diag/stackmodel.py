@@ -137,6 +137,10 @@ class Pending(msgspec.Struct):
     offsets: list[int] = []
     note: str | None = None
     owners: list[int] = []  # uids a dump file may belong to (the process's)
+    # each file's first bytes when the offset was taken: a file emptied and
+    # written anew since then (a forked child claiming a stale file of its
+    # pid) is read from its start, even once it has grown past the offset
+    heads: list[bytes] = []
 
 
 class ProcStacks(msgspec.Struct):

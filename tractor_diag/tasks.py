@@ -78,6 +78,23 @@ def _size(path: str) -> int:
         return 0
 
 
+_HEAD = 256  # the dumper's header line fits; so does any dump's first line
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of ``path`` (b"" when missing or unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, _HEAD, 0)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
 class _Target(msgspec.Struct):
     nspid: int  # the pid as the process sees it
     uids: set[int]
@@ -268,6 +285,7 @@ def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
             note += (" (zombie child " + ", ".join(map(str, target.zombies))
                      + " may be gone after this; it was recorded before the signal)")
     offsets = [_size(p) for p in paths]
+    heads = [_head(p) if off else b"" for p, off in zip(paths, offsets)]
     mark = _mark(proc.pid, target)
     try:
         sent = pin.send_main_thread(signal.SIGUSR1)
@@ -279,7 +297,8 @@ def _request(pin, proc: Proc, explicit: bool) -> Pending | TaskTree:
         return TaskTree(status="gone", reason="process gone before the request", path=paths[0])
     _in_flight.setdefault(proc.pid, []).append(mark)
     return Pending(pid=proc.pid, path=paths[0], offset=offsets[0], sent_at=time.monotonic(),
-                   paths=paths, offsets=offsets, note=note, owners=sorted(target.uids))
+                   paths=paths, offsets=offsets, note=note, owners=sorted(target.uids),
+                   heads=heads)
 
 
 # the `captures` marks of requests not collected yet, by the pid signalled
@@ -299,10 +318,13 @@ def _mark(pid: int, target: _Target):
     return captures.begin(pids)
 
 
-def _read_from(path: str, offset: int, owners: list[int] | None = None) -> str:
+def _read_from(path: str, offset: int, owners: list[int] | None = None,
+               head: bytes = b"") -> str:
     """What ``path`` holds after ``offset``; nothing unless it is a regular
     file (never through a symlink, never a FIFO) owned by one of ``owners``
-    (the dump file names in /tmp are predictable: anyone could plant one)."""
+    (the dump file names in /tmp are predictable: anyone could plant one).
+    ``head``: the file's first bytes when ``offset`` was taken; other first
+    bytes now mean it was emptied and written anew: read it all."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -311,7 +333,7 @@ def _read_from(path: str, offset: int, owners: list[int] | None = None) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (owners and st.st_uid not in owners):
             return ""
-        if st.st_size < offset:
+        if st.st_size < offset or (offset and head and os.pread(fd, len(head), 0) != head):
             offset = 0  # truncated or replaced since we looked: read it all
         os.lseek(fd, offset, os.SEEK_SET)
         chunks = []
@@ -331,9 +353,10 @@ def _taskdump():
 
 
 class _File:
-    def __init__(self, path: str, offset: int):
+    def __init__(self, path: str, offset: int, head: bytes = b""):
         self.path = path
         self.offset = offset
+        self.head = head
         self.size = offset
         self.grew_at: float | None = None
         self.text = ""
@@ -344,7 +367,8 @@ class _Watch:
         self.req = req
         paths = req.paths or [req.path]
         offsets = req.offsets or [req.offset]
-        self.files = [_File(p, o) for p, o in zip(paths, offsets)]
+        heads = req.heads or [b""] * len(paths)
+        self.files = [_File(p, o, h) for p, o, h in zip(paths, offsets, heads)]
         self.done = False
         self.complete = False
         self.format: str | None = None
@@ -356,7 +380,7 @@ class _Watch:
             if size != f.size:
                 f.size = size
                 f.grew_at = now
-                f.text = _read_from(f.path, f.offset, self.req.owners)
+                f.text = _read_from(f.path, f.offset, self.req.owners, f.head)
         td = _taskdump()
         for f in self.files:
             begin = td.BEGIN_RE.search(f.text) if f.text else None
