@@ -1,13 +1,15 @@
 """A paused dashboard whose selected row's pid was taken over, run whole
 inside a private PID namespace, where pids are predictable
-(``ns_last_pid``). ``python tests/_dash_reuse.py TMPDIR PYTHON BUNDLES`` (a Python with
-setproctitle) starts a tree (a
-shell and one child, an actor look-alike with a SIGUSR1 handler), shows it
-in the real Textual app, pauses sampling, kills the child (the shell reaps
-it) and starts a newcomer, another look-alike with a handler, under the
-same pid; then presses ``t``, ``s``, ``w`` and ``d`` on the row the paused app still
-shows. Prints one JSON line: each key's title, text, and whether the newcomer
-had got a SIGUSR1 by then.
+(``ns_last_pid``).
+
+``python tests/_dash_reuse.py TMPDIR PYTHON BUNDLES`` (PYTHON: one with
+setproctitle) starts a tree (a shell and one child, an actor look-alike
+with a SIGUSR1 handler), shows it in the real Textual app, pauses
+sampling, kills the child (the shell reaps it) and starts a newcomer,
+another look-alike with a handler, under the same pid; then presses
+``t``, ``s``, ``w`` and ``d`` on the row the paused app still shows. Prints
+one JSON line: each key's title, text, and whether the newcomer had got a
+SIGUSR1 by then.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _dash_helpers import key_result, run, until, wait_for_pids  # noqa: E402
 from _ptree_helpers import wait_for  # noqa: E402
 from tractor_diag.tui.app import DashApp  # noqa: E402
+from tractor_diag.tui.dialogs import ChoiceScreen  # noqa: E402
 
 # A look-alike of an actor (its title, set as today's runtime sets it)
 # that handles SIGUSR1: writes a line to argv[2] for each one, touches
@@ -71,7 +74,8 @@ def main() -> None:
                 app.proc_tree.select_pid(victim)
                 await pilot.press(key)
                 if key == "d":  # a leaf: just this process, or its whole tree?
-                    await pilot.pause(0.3)
+                    await until(lambda: isinstance(app.screen, ChoiceScreen), 10,
+                                pilot=pilot, what="the choice")
                     await pilot.press("p")
                 title, text = await key_result(app, pilot, victim, None, section, 60)
                 out[section] = [str(title), str(text),
