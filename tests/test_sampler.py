@@ -302,3 +302,40 @@ def test_history_is_bounded_in_bytes(puppet):
     for _ in range(4):
         tiny.sample()
     assert len(tiny.history) == 2  # the rates and diffs need two
+
+
+_TITLED_AT_DEATH = """
+import sys
+sys.stdout.write('READY\\n'); sys.stdout.flush()
+sys.stdin.readline()
+import os, setproctitle
+setproctitle.setproctitle(f'_subactor[crash_and_burn@{os.getpid()}]')
+os._exit(3)
+"""
+
+
+def test_an_actor_titled_just_before_it_died_is_named_by_its_comm():
+    """Seen alive only with its launch command line, then a zombie whose
+    comm is the title it set just before dying: an actor (cut name), not the
+    launch command line carried over from the last live sample."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("setproctitle")
+    child = subprocess.Popen([sys.executable, "-c", _TITLED_AT_DEATH],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"READY\n"
+        s = Sampler(Targets([child.pid]))
+        for _ in range(2):
+            assert s.sample()[0].entries[child.pid].proc.actor is None
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        wait_for(lambda: proc_state(child.pid) == "Z", timeout=10)
+        entry = s.sample()[0].entries[child.pid]
+        assert entry.bucket == "zombie"
+        assert entry.proc.actor is not None and entry.proc.actor.name == "crash", entry.proc
+        assert entry.proc.actor.name_truncated
+    finally:
+        child.kill()  # our own child: its pid is ours until we reap it
+        child.wait(10)

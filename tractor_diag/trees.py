@@ -247,7 +247,10 @@ def remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
     """A process that exited keeps the name it had while it lived: a
     zombie's cmdline reads empty, and the 15-byte ``comm`` left would show
     ``_subactor[crash`` for ``crash_and_burn``. Same pid and start time
-    only; the name is carried from snapshot to snapshot."""
+    only, and the same ``comm``: a process that set its title after we last
+    read it (an actor that crashed within a tick of its boot) is named by
+    what its ``comm`` says now, not by the launch command line we saw. The
+    name is carried from snapshot to snapshot."""
     for pid, entry in entries.items():
         proc = entry.proc
         if proc.cmdline and not (proc.actor is not None and proc.actor.name_truncated):
@@ -255,7 +258,7 @@ def remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
         before = prev.entries.get(pid)
         if before is None or abs(before.proc.create_time - proc.create_time) > 0.005:
             continue
-        if before.proc.cmdline:
+        if before.proc.cmdline and before.proc.comm == proc.comm:
             proc.cmdline = before.proc.cmdline
             proc.actor = before.proc.actor
 
