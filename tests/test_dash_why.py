@@ -3,7 +3,13 @@ on real trees: the actors-only view drawn by the actor tree (logical
 parents), and the waits-on chains the ``w`` key draws."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from rich.style import Style
@@ -304,3 +310,39 @@ def test_a_quiet_refresh_runs_no_capture_while_nothing_in_the_chains_ran(current
             assert ptree.marks == marks  # judged again, the same chain
 
     run(body(), timeout=150)
+
+
+_REJUDGE_REUSE = Path(__file__).with_name("_dash_rejudge_reuse.py")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private pid namespace")
+def test_a_quiet_refresh_judges_nobody_once_the_root_judged_is_gone(tmp_path):
+    """``w`` on a shell draws a chain on its stopped child only; the shell
+    dies (the child stays, adopted by a subreaper in the tree) and its pid
+    goes to an actor look-alike with a SIGUSR1 handler outside the tree.
+    The child then runs, so a quiet refresh is due: it traces and signals
+    nobody, and the chain goes with a line saying why (before, the refresh
+    judged the tree at that pid: the newcomer got py-spy and a SIGUSR1, and
+    the chain stayed)."""
+    venv = os.environ.get("TRACTOR_DIAG_TRACTOR_MAIN_VENV") or str(
+        Path(__file__).resolve().parent.parent / ".venv-tractor-main")
+    python = os.path.join(venv, "bin", "python")  # has setproctitle
+    if not os.path.exists(python):
+        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV")
+    ran = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, str(_REJUDGE_REUSE), str(tmp_path), python],
+        capture_output=True, text=True, timeout=180)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    got = json.loads(ran.stdout.splitlines()[-1])
+    shell, sleeper = got["shell"], got["sleeper"]
+    # the set-up: a chain on the child only, of the shell's tree, standing
+    # after the shell died (nothing but the refresh could drop it)
+    assert got["marked"] == [sleeper] and got["tree"] == [shell], got
+    assert got["chain_after_root_died"], got
+    assert not got["usr1"], "the newcomer at the root's pid got a SIGUSR1"
+    assert not got["touched"], "a capture traced or signalled the newcomer at the root's pid"
+    assert got["chains_left"] == 0 and got["rejudging"] == [], got
+    assert (f"({sleeper}) no longer holds: the root of its tree ({shell}) exited, and its pid "
+            "now belongs to another process (w judges again)") in got["events"], got["events"]

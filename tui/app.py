@@ -34,8 +34,8 @@ from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
 from .log_pane import LogPane
 from .labels import stamp
-from .messages import (ActionDone, Exited, Launched, Output, ReapPlanned, Sampled, SocketsRead,
-                       Unchanged)
+from .messages import (ActionDone, Exited, Launched, Output, ReapPlanned, RootGone, Sampled,
+                       SocketsRead, Unchanged)
 from .proc_tree import ProcTree
 from .quit_signals import QuitSignals
 from .status_bar import StatusBar, status_text
@@ -249,7 +249,7 @@ class DashApp(App):
             if self.live and not self.sampler.paused:
                 for tree in self.chains.due():
                     self._start("judge", key_jobs.rejudge, tree, self.sampler.latest,
-                                self.chains.evidence.get(tree))
+                                self.chains.evidence.get(tree), self.chains.born.get(tree))
         self.proc_tree.show_snapshot(snap)
         if events:
             self.events_pane.add_events(events)
@@ -357,7 +357,8 @@ class DashApp(App):
         if message.section == "why":
             self._chains_changed(self.chains.judged(
                 message.pid, message.judged, message.judged_over,
-                quiet=message.quiet, ok=message.ok, evidence=message.evidence))
+                quiet=message.quiet, ok=message.ok, evidence=message.evidence,
+                born=message.born))
         if message.quiet:
             # a refresh: only the marks and the detail pane's section change
             if not message.ok:
@@ -379,6 +380,12 @@ class DashApp(App):
     @on(Unchanged)
     def _unchanged(self, message: Unchanged) -> None:
         self.chains.held(message.pid)
+
+    @on(RootGone)
+    def _root_gone(self, message: RootGone) -> None:
+        change = self.chains.root_gone(message.pid, message.reason)
+        if not self._panes_gone():
+            self._chains_changed(change)
 
     @on(SocketsRead)
     def _sockets_read(self, message: SocketsRead) -> None:

@@ -58,6 +58,9 @@ class ChainWatch:
         # tree -> what its chains' processes looked like when judged
         # (`kstate.activity`), None when that cannot vouch for them
         self.evidence: dict[int, dict | None] = {}
+        # tree -> start time of its root when judged: a refresh judges that
+        # process's tree or none (`key_jobs.rejudge`)
+        self.born: dict[int, float | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self.chains)
@@ -110,14 +113,16 @@ class ChainWatch:
 
     def judged(self, tree: int, chains: list[Judged] | None, over: frozenset[int], *,
                quiet: bool, ok: bool, evidence: dict | None = None,
-               now: float | None = None) -> Change:
+               born: float | None = None, now: float | None = None) -> Change:
         """A why of the tree at ``tree`` is done: ``chains`` (None when it
         failed) replace what an earlier why said of the processes ``over``;
-        ``evidence``: what their processes looked like after it. A quiet
-        one's failure drops the tree's chains: unjudged, a chain is no
-        claim."""
+        ``evidence``: what their processes looked like after it; ``born``:
+        the start time of the root it judged. A quiet one's failure drops
+        the tree's chains: unjudged, a chain is no claim."""
         self.held(tree, now)
         self.evidence[tree] = evidence if chains is not None else None
+        if chains is not None:
+            self.born[tree] = born
         notes: list[Text] = []
         redraw = False
         if chains is not None:
@@ -132,3 +137,15 @@ class ChainWatch:
             self.chains = [c for c in self.chains if c.tree != tree]
             redraw = True
         return Change(tuple(notes), redraw)
+
+    def root_gone(self, tree: int, reason: str) -> Change:
+        """The root of ``tree`` is not the process judged any more
+        (``reason``): its chains go, unjudged, and it is not judged again."""
+        self.rejudging.discard(tree)
+        self.evidence.pop(tree, None)
+        self.born.pop(tree, None)
+        gone = [c for c in self.chains if c.tree == tree]
+        self.chains = [c for c in self.chains if c.tree != tree]
+        notes = tuple(_note(c, f"the root of its tree ({tree}) {reason} (w judges again)")
+                      for c in gone)
+        return Change(notes, bool(gone))

@@ -19,7 +19,7 @@ from tractor_diag import procfs
 from tractor_diag.safetext import escape
 
 from .labels import stamp
-from .messages import ActionDone, ReapPlanned, Unchanged
+from .messages import ActionDone, ReapPlanned, RootGone, Unchanged
 from .result_texts import (describe_bundle, describe_fates, describe_plan, describe_why,
                            render_py_stack, render_task_tree)
 from .safe import safe_block
@@ -227,24 +227,45 @@ async def why(pid: int, seen, quiet: bool = False, create_time: float | None = N
         after = {p: kstate.activity(p) for c in chains for p in c.pids}
         evidence = after if all(kstate.same_waits(before.get(p), a)
                                 for p, a in after.items()) else None
-        return diag, chains, frozenset(snap.entries), evidence
+        born = root.proc.create_time if root is not None else None
+        return diag, chains, frozenset(snap.entries), evidence, born
 
     try:
-        diag, chains, over, evidence = await trio.to_thread.run_sync(run)
+        diag, chains, over, evidence, born = await trio.to_thread.run_sync(run)
     except Exception as exc:  # noqa: BLE001
         failed = _failed("why", pid, title, "why", exc)
         failed.quiet = quiet
         return failed
     body, head = describe_why(diag, pid)
     return done("why", pid, title, body, head, ok=True, judged=chains, judged_over=over,
-                quiet=quiet, evidence=evidence)
+                quiet=quiet, evidence=evidence, born=born)
 
 
-async def rejudge(pid: int, seen, evidence: dict | None) -> ActionDone | Unchanged:
+def _root_lost(pid: int, born: float | None) -> str | None:
+    """Why the process at ``pid`` is not the one judged, started at
+    ``born``, any more (None: it is)."""
+    if born is None:
+        return "its start time was not known"
+    st = procfs.read_stat(pid)
+    if st is None:
+        return "exited"
+    if st.start_ticks != procfs.ticks_of(born):
+        return "exited, and its pid now belongs to another process"
+    return None
+
+
+async def rejudge(pid: int, seen, evidence: dict | None,
+                  born: float | None) -> ActionDone | Unchanged | RootGone:
     """The quiet refresh of the tree at ``pid``'s chains: none when no
     process of them ran since ``evidence`` was read (`kstate.activity`:
     what was judged is still what is there, and py-spy is not run on the
-    whole tree for nothing), else a quiet `why`."""
+    whole tree for nothing), else a quiet `why`. ``born``: the start time
+    of the root judged. The root need not be in a chain, so nothing else
+    watches it: once it is gone its pid may be anybody's, and a why there
+    would trace and signal a tree nobody pointed at."""
+    lost = await trio.to_thread.run_sync(_root_lost, pid, born)
+    if lost is not None:
+        return RootGone(pid, lost)
     if evidence:
         from tractor_diag import kstate
 
@@ -253,7 +274,8 @@ async def rejudge(pid: int, seen, evidence: dict | None) -> ActionDone | Unchang
 
         if await trio.to_thread.run_sync(still):
             return Unchanged(pid)
-    return await why(pid, seen, quiet=True)
+    # pinned again in the why itself: the root may go between here and there
+    return await why(pid, seen, quiet=True, create_time=born)
 
 
 async def plan_reap(pid: int, create_time: float | None = None) -> ActionDone | ReapPlanned:

@@ -76,6 +76,7 @@ class ActionDone(Message):
     judged_over: frozenset[int] = frozenset()
     quiet: bool = False
     evidence: dict | None = None
+    born: float | None = None  # start time of the process at ``pid``, as judged
 
 
 @dataclass(eq=False)
@@ -84,6 +85,16 @@ class Unchanged(Message):
     chains run since they were judged: the verdicts stand as they are."""
 
     pid: int
+
+
+@dataclass(eq=False)
+class RootGone(Message):
+    """A quiet refresh of the tree at ``pid`` found its root not the
+    process judged any more (``reason``): nothing was captured, and the
+    tree's chains are no claim now."""
+
+    pid: int
+    reason: str
 
 
 @dataclass(eq=False)
