@@ -8,6 +8,10 @@ as one JSON line.
   stand-in py-spy, before dumping the last child, kills it, waits until its
   parent has reaped it and starts a new Python process under the same pid;
   then runs the real py-spy.
+- ``queued``: as ``reuse``, but the stand-in takes the last child's pid
+  over while dumping the child before it, so the last child's dump is
+  still queued then; every pid the stand-in is run on is logged in
+  ``TMPDIR/spied``.
 - ``pid2``: the family's parent is the namespace's pid 2 (in the initial
   namespace, the kernel threads' parent); the real py-spy.
 - ``sudo``: as ``reuse``, but the stand-in py-spy is denied the last child
@@ -38,7 +42,8 @@ NEWCOMER = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(600)"
 
 STAND_IN = """#!/bin/sh
 for a; do last=$a; done
-if [ "$last" = {victim} ]; then
+echo "$last" >> {tmp}/spied
+if [ "$last" = {trigger} ]; then
     kill -KILL {victim}
     while [ -e /proc/{victim}/stat ]; do sleep 0.01; done
     sleep 0.2
@@ -85,6 +90,8 @@ def main() -> None:
     snap = snapshot_for([str(fam.pid)], strays=False)
     if mode == "reuse":
         stand_in(victim, tmp)
+    if mode == "queued":
+        stand_in(victim, tmp, trigger=kids[-2])
     if mode == "sudo":
         denied_unless_sudo(victim, tmp)
     report = capture(snap, StacksOptions(jobs=1, tasks=False))
@@ -93,10 +100,11 @@ def main() -> None:
          [f.filename for t in p.python.threads for f in t.frames]] for p in report.procs]}))
 
 
-def stand_in(victim: int, tmp: str) -> None:
+def stand_in(victim: int, tmp: str, trigger: int | None = None) -> None:
     path = os.path.join(tmp, "py-spy")
     with open(path, "w") as f:
-        f.write(STAND_IN.format(victim=victim, before=victim - 1, python=sys.executable,
+        f.write(STAND_IN.format(victim=victim, trigger=trigger or victim, before=victim - 1,
+                                python=sys.executable,
                                 newcomer=NEWCOMER, tmp=tmp, py_spy=find_py_spy()))
     os.chmod(path, 0o755)
     os.environ[PY_SPY_ENV] = path

@@ -147,6 +147,19 @@ def test_a_pid_reused_before_its_dump_is_not_read_as_the_old_process(tmp_path):
 
 @needs_py_spy
 @needs_unshare
+def test_a_queued_dump_whose_pid_was_reused_traces_nobody(tmp_path):
+    """The member goes and a newcomer takes its pid while the dump before
+    it runs: its own dump, queued then, never starts (py-spy attaches by
+    pid: it would attach to the newcomer, whatever is shown after)."""
+    got = _in_namespace("queued", tmp_path)
+    _only_the_victim_gone(got, tmp_path)
+    spied = [int(p) for p in (tmp_path / "spied").read_text().split()]
+    assert got["victim"] not in spied, spied
+    assert len(spied) == 3, spied  # the parent and the other two children
+
+
+@needs_py_spy
+@needs_unshare
 def test_a_pid_reused_before_the_sudo_retry_is_not_read_as_the_old_process(tmp_path):
     """The member's first dump is denied; before the retry through sudo it
     is gone and a newcomer holds its pid: the retry reads the newcomer

@@ -274,6 +274,11 @@ def capture(
                 finish(entry, py_result(entry.proc.pid, Ran(None, b"", b"", 0.0),
                                          timeout=left, sudo=False))
                 continue
+            if _pid_reused(entry.proc):
+                # its kernel side was read before the first dump; a dump that
+                # queued behind others starts later, and py-spy attaches by pid
+                finish(entry, PyStack(status="gone", reason=_REUSED_BEFORE))
+                continue
             # locals name an actor only its stack names (see `stacknames`)
             argv = spy_argv(entry.proc.pid, py_spy, options.locals or _unnamed_mp(entry.proc),
                             options.native, False)
@@ -311,6 +316,10 @@ def capture(
         procs=[results[e.proc.pid] for e in entries],
         py_spy=py_spy, options=options, elapsed=time.monotonic() - started,
     )
+
+
+_REUSED_BEFORE = ("process gone before its stack was read; its pid now belongs to another "
+                  "process, which is not traced")
 
 
 def _unless_reused(proc: Proc, py: PyStack) -> PyStack:
@@ -418,6 +427,9 @@ def _retry_with_sudo(results: dict[int, ProcStacks], procs: dict[int, Proc],
     for p in denied:
         if budget() <= 0:
             break
+        if _pid_reused(procs[p.pid]):
+            p.python = PyStack(status="gone", reason=_REUSED_BEFORE)
+            continue
         retry = dump_python(p.pid, py_spy=py_spy, locals=options.locals,
                             native=options.native, timeout=budget(), sudo=True)
         p.python = _unless_reused(procs[p.pid], retry)
