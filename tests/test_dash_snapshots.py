@@ -363,15 +363,26 @@ def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
                 return real(self, node, *a)
 
             monkeypatch.setattr(type(ptree), "render_label", render_label)
+            composed: list = []  # lines of the pane composed again for the screen
+            real_line = type(ptree).render_line
+
+            def render_line(self, y):
+                composed.append(y)
+                return real_line(self, y)
+
+            monkeypatch.setattr(type(ptree), "render_line", render_line)
 
             def screen() -> list[str]:
                 return [ptree.render_line(y).text for y in range(height)]
 
             for snap in (big(extra_stray=True), big()):  # a stray comes, then goes
                 drawn.clear()
+                composed.clear()
                 app.show(snap)
                 await pilot.pause()
                 assert set(drawn) <= {4010}, drawn  # the cursor's row at most
+                # nor is the pane repainted: its lines are not composed again
+                assert len(composed) <= 1, composed
                 assert (2950 in ptree.keys) == (2950 in snap.entries)
                 kept = screen()
                 ptree._line_cache.clear()

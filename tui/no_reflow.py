@@ -15,9 +15,11 @@ from textual.geometry import Size
 from textual.reactive import Reactive
 
 
-def virtual_size() -> Reactive[Size]:
-    """The class attribute that replaces the widget's ``virtual_size``."""
-    return Reactive(Size(0, 0), layout=False)
+def virtual_size(repaint: bool = True) -> Reactive[Size]:
+    """The class attribute that replaces the widget's ``virtual_size``;
+    ``repaint=False`` for a widget that repaints itself whatever changes
+    its lines (a size changed by lines off screen then costs no repaint)."""
+    return Reactive(Size(0, 0), layout=False, repaint=repaint)
 
 
 def watch_virtual_size(widget, size: Size) -> None:

@@ -191,8 +191,9 @@ def layout(snap: Snapshot, text: str = "", actors_only: bool = False,
 class ProcTree(Tree):
     """A live, reconciled view of the watched process trees."""
 
-    # a row come or gone repaints the tree, not the screen (see `no_reflow`)
-    virtual_size = no_reflow.virtual_size()
+    # a row come or gone repaints the tree, not the screen (see `no_reflow`);
+    # nor the tree by itself: what changed the lines repaints those it must
+    virtual_size = no_reflow.virtual_size(repaint=False)
     watch_virtual_size = no_reflow.watch_virtual_size
 
     class Selected(Message):
@@ -259,8 +260,10 @@ class ProcTree(Tree):
         """End of a reconcile that added or removed nodes. When every change
         lies outside the lines on screen (a stray come or gone below them),
         their drawn strips still hold: only the line list and the virtual
-        size are rebuilt. A label set meanwhile bumps its own node, so its
-        line is drawn again either way."""
+        size are rebuilt, and nothing on screen is repainted (the pane's
+        every line composed again each time a stray came or went was most
+        of what the tree cost to show on a box whose strays come and go).
+        A label set meanwhile bumps its own node and repaints its own line."""
         self._tree_lines_cached = None
         if before is not None and self._shown_lines() == before[1:]:
             # Every new node bumped the tree's generation (part of each
@@ -271,7 +274,8 @@ class ProcTree(Tree):
             for key in [k for k in self._line_cache.keys()
                         if not top <= k[0] < top + self.size.height]:
                 self._line_cache.discard(key)
-            self.refresh()
+            # (the line list was rebuilt above: the virtual size and the
+            # scrollbars are set, and the tree does not repaint for them)
         else:
             self._drop_lines()
 
@@ -393,6 +397,7 @@ class ProcTree(Tree):
         if width != self.virtual_size.width:
             self._line_cache.clear()  # every line is padded to the tree's width
             self.virtual_size = Size(width, len(lines))
+            self.refresh()
 
     def select_pid(self, pid: int) -> bool:
         node = self._by_key.get(pid)
