@@ -2,11 +2,35 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 
 from _proc import stat_fields
+
+def ns_scenario(script, tmp_path, *args: str, timeout: float) -> dict:
+    """Run a pid-reuse scenario ``script`` as pid 1 of a private PID
+    namespace (it drives the real dashboard there, with the current tractor
+    runtime's python for its look-alikes) and return the JSON it prints
+    last. Skips without root, unshare or that runtime."""
+    import pytest
+    from trees.harness import runtime_missing_reason, runtime_python
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private pid namespace")
+    python = runtime_python("main")  # has setproctitle
+    if python is None:
+        pytest.skip(runtime_missing_reason("main"))
+    ran = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, str(script), str(tmp_path), str(python), *args],
+        capture_output=True, text=True, timeout=timeout)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return json.loads(ran.stdout.splitlines()[-1])
+
 
 DEMO_TREE = [sys.executable, "-m", "tractor_diag.demo_tree", "--no-runaway"]
 DEMO_ACTORS = {"gateway", "db_pool", "cache", "supervisor", "stubborn",

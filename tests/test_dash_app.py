@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from tractor_diag.tui.app import DashApp
 from tractor_diag.tui.dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 
 from _dash_helpers import (
-    DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, key_result, kill_pinned, pin_all,
-    run, until, wait_for_pids,
+    DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, key_result, kill_pinned,
+    ns_scenario, pin_all, run, until, wait_for_pids,
 )
 
 SIZE = (160, 48)
@@ -220,25 +219,13 @@ def test_key_w_shows_the_verdict_of_the_selected_tree(current_tree):
 _REUSE = Path(__file__).with_name("_dash_reuse.py")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare for a private pid namespace")
 def test_keys_on_a_paused_row_whose_pid_was_taken_act_on_nobody(tmp_path):
     """Sampling paused, the selected row's process killed and its pid taken
     by another actor look-alike with a SIGUSR1 handler: t, s, w and d on
     the row signal, trace, judge and bundle nobody, and say why (before, the
     newcomer got the SIGUSR1, its stack was shown as the row's, its tree
     judged and bundled)."""
-    venv = os.environ.get("TRACTOR_DIAG_TRACTOR_MAIN_VENV") or str(
-        Path(__file__).resolve().parent.parent / ".venv-tractor-main")
-    python = os.path.join(venv, "bin", "python")  # has setproctitle
-    if not os.path.exists(python):
-        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV")
-    ran = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-         sys.executable, str(_REUSE), str(tmp_path), python, str(tmp_path / "bundles")],
-        capture_output=True, text=True, timeout=150)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    got = json.loads(ran.stdout.splitlines()[-1])
+    got = ns_scenario(_REUSE, tmp_path, str(tmp_path / "bundles"), timeout=150)
     taken = "its pid now belongs to another process than the one shown"
     _title, text, usr1 = got["tasks"]
     assert f"{taken}: not signalled" in text and not usr1, got["tasks"]

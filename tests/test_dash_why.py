@@ -3,12 +3,8 @@ on real trees: the actors-only view drawn by the actor tree (logical
 parents), and the waits-on chains the ``w`` key draws."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +12,7 @@ from rich.style import Style
 
 from tractor_diag.tui.app import DashApp
 
-from _dash_helpers import run, until, wait_for_pids
+from _dash_helpers import ns_scenario, run, until, wait_for_pids
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -315,8 +311,6 @@ def test_a_quiet_refresh_runs_no_capture_while_nothing_in_the_chains_ran(current
 _REJUDGE_REUSE = Path(__file__).with_name("_dash_rejudge_reuse.py")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare for a private pid namespace")
 def test_a_quiet_refresh_judges_nobody_once_the_root_judged_is_gone(tmp_path):
     """``w`` on a shell draws a chain on its stopped child only; the shell
     dies (the child stays, adopted by a subreaper in the tree) and its pid
@@ -325,17 +319,7 @@ def test_a_quiet_refresh_judges_nobody_once_the_root_judged_is_gone(tmp_path):
     nobody, and the chain goes with a line saying why (before, the refresh
     judged the tree at that pid: the newcomer got py-spy and a SIGUSR1, and
     the chain stayed)."""
-    venv = os.environ.get("TRACTOR_DIAG_TRACTOR_MAIN_VENV") or str(
-        Path(__file__).resolve().parent.parent / ".venv-tractor-main")
-    python = os.path.join(venv, "bin", "python")  # has setproctitle
-    if not os.path.exists(python):
-        pytest.skip("no current tractor runtime venv: set TRACTOR_DIAG_TRACTOR_MAIN_VENV")
-    ran = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-         sys.executable, str(_REJUDGE_REUSE), str(tmp_path), python],
-        capture_output=True, text=True, timeout=180)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    got = json.loads(ran.stdout.splitlines()[-1])
+    got = ns_scenario(_REJUDGE_REUSE, tmp_path, timeout=180)
     shell, sleeper = got["shell"], got["sleeper"]
     # the set-up: a chain on the child only, of the shell's tree, standing
     # after the shell died (nothing but the refresh could drop it)
