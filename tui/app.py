@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane
 
 from tractor_diag.model import Entry, Event, Snapshot, exit_status
 from tractor_diag.sockmodel import SockView
@@ -32,6 +32,7 @@ from .chain_watch import ChainWatch, Change
 from .detail import DetailPane
 from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
+from .keys_footer import KeysFooter
 from .log_pane import LogPane
 from .labels import stamp
 from .messages import (ActionDone, Exited, Launched, Output, ReapPlanned, RootGone, Sampled,
@@ -46,6 +47,8 @@ from .trio_side import TrioSide
 SOCKETS_EVERY = 10.0
 #: The sampler's last snapshots that go into a bundle written with `d`.
 HISTORY_SNAPSHOTS = 30
+#: The longest the first paint waits for the first sample, in seconds.
+FIRST_PAINT_WAIT = 1.5
 
 
 class DashApp(App):
@@ -122,6 +125,10 @@ class DashApp(App):
         self._shown_pids: set[int] = set()
         self.child_running_at_quit = False
         self._quit_signals = QuitSignals(self._quit_soon)
+        self._paint_held = False
+
+    def get_default_screen(self) -> Screen:
+        return _MainScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◈")
@@ -137,7 +144,7 @@ class DashApp(App):
                     with TabPane("Log", id="log-tab"):
                         yield LogPane(id="log")
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def proc_tree(self) -> ProcTree:
@@ -162,7 +169,6 @@ class DashApp(App):
     def on_mount(self) -> None:
         self.proc_tree.border_title = "processes"
         self.detail.border_title = "detail"
-        self.query_one("#filter").display = False
         if self.launch_argv:
             self.sub_title = "launch: " + shlex.join(self.launch_argv)
         elif self.targets:
@@ -172,7 +178,25 @@ class DashApp(App):
         self._update_status()
         self.proc_tree.focus()
         self._quit_signals.install()
+        if self.live:
+            self._hold_first_paint()
         self.guest.start()
+
+    def _hold_first_paint(self) -> None:
+        # Panes without their data are not worth a frame: laid out and drawn
+        # empty, then again with the first sample, they cost as much CPU as
+        # the sample itself, and the first frame that shows the tree comes
+        # that much later. Held until the first sample is shown (at most
+        # FIRST_PAINT_WAIT; the panes then show empty as before).
+        self._begin_batch()
+        self._paint_held = True
+        self.set_timer(FIRST_PAINT_WAIT, self._release_first_paint)
+
+    def _release_first_paint(self) -> None:
+        if self._paint_held:
+            self._paint_held = False
+            self._end_batch()
+            self.screen.refresh(layout=True)
 
     async def on_unmount(self) -> None:
         await self._stop_trio()
@@ -311,6 +335,7 @@ class DashApp(App):
     def _sampled(self, message: Sampled) -> None:
         if not self._quitting and not self._panes_gone():
             self.show(message.snapshot, message.events)
+        self._release_first_paint()
 
     @on(Output)
     def _output(self, message: Output) -> None:
@@ -666,6 +691,13 @@ class DashApp(App):
             help_ = _PALETTE_HELP.get(binding.action, binding.description)
             yield SystemCommand(f"{binding.description} ({binding.key})", help_,
                                 _runner(self, binding.action))
+
+
+class _MainScreen(Screen):
+    # The tree has the focus from the start: the first focusable widget is
+    # the (hidden) filter box, and focusing it first, then the tree, cost a
+    # footer rebuild and a cursor for the box.
+    AUTO_FOCUS = "#tree"
 
 
 def _runner(app: App, action: str):

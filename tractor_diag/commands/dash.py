@@ -119,6 +119,37 @@ def check_command(command: list[str]) -> None:
         raise NotFound(f"cannot launch {exe}: command not found")
 
 
+def check_roots(targets: list[str]) -> None:
+    """NotFound, as one line, when none of the roots given exists. Pids
+    alone are looked up in /proc: a snapshot of the whole box for that was
+    a tenth of what the dashboard spent before its first frame."""
+    from ..trees import Targets
+
+    parsed = Targets(targets)
+    if parsed.patterns:
+        from ..trees import snapshot_for
+
+        snapshot_for(targets)  # a pattern is matched against every command line
+        return
+    if not any(_is_process(pid) for pid in parsed.pids):
+        from ..errors import NotFound
+
+        raise NotFound("no such process: " + ", ".join(map(str, parsed.pids)))
+
+
+def _is_process(pid: int) -> bool:
+    """``pid`` is a process (a thread group's leader), as a pass over /proc
+    lists it; another thread's id has a /proc entry too, but is no root."""
+    from ..procfs import status_field
+
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            tgid = status_field(f.read(), b"Tgid")
+    except OSError:
+        return False
+    return tgid is not None and tgid.strip() == str(pid).encode()
+
+
 def run(args, out) -> int:
     import sys
 
@@ -133,9 +164,7 @@ def run(args, out) -> int:
     if command is not None:
         check_command(command)
     elif targets:
-        from ..trees import snapshot_for
-
-        snapshot_for(targets)  # one clear line if nothing matches
+        check_roots(targets)  # one clear line if nothing matches
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise DiagError("tractor-diag dash: needs a terminal (stdin and stdout must be a tty); "
                         "use 'tractor-diag ptree' or 'watch' otherwise")
