@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+if TYPE_CHECKING:
+    import trio
 
 
 class TrioGuest:
@@ -32,6 +33,8 @@ class TrioGuest:
         self._done: asyncio.Future | None = None
         self._ready: asyncio.Future | None = None
         self.outcome = None  # trio's outcome of the run, once done
+        # what was spawned before the run started: run as soon as it has
+        self._queued: list[tuple[Callable[..., Awaitable[Any]], tuple]] | None = []
 
     @property
     def running(self) -> bool:
@@ -39,6 +42,8 @@ class TrioGuest:
 
     def start(self) -> None:
         """Start the guest run; call from a coroutine on the host loop."""
+        import trio
+
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         self._ready = loop.create_future()
@@ -55,9 +60,14 @@ class TrioGuest:
         await asyncio.shield(self._ready)
 
     async def _root(self) -> None:
+        import trio
+
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            queued, self._queued = self._queued or [], None
+            for async_fn, args in queued:
+                nursery.start_soon(self._guarded, async_fn, args)
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             if self._main is not None:
@@ -67,6 +77,7 @@ class TrioGuest:
     def _finished(self, outcome) -> None:
         self.outcome = outcome
         self._nursery = None
+        self._queued = None
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
         if self._done is not None and not self._done.done():
@@ -75,10 +86,16 @@ class TrioGuest:
             self._on_done(outcome)
 
     def spawn(self, async_fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-        """Run ``async_fn(*args)`` as a trio task; False if trio is not up."""
+        """Run ``async_fn(*args)`` as a trio task (once the run has started,
+        if it has not yet); False if trio is not up and will not be."""
+        if self._queued is not None:
+            self._queued.append((async_fn, args))
+            return True
         nursery, token = self._nursery, self._token
         if nursery is None or token is None:
             return False
+        import trio
+
         try:
             token.run_sync_soon(nursery.start_soon, self._guarded, async_fn, args)
         except trio.RunFinishedError:
@@ -101,6 +118,8 @@ class TrioGuest:
             return
         nursery, token = self._nursery, self._token
         if nursery is not None and token is not None:
+            import trio
+
             try:
                 token.run_sync_soon(nursery.cancel_scope.cancel)
             except trio.RunFinishedError:

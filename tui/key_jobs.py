@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import time
 
-import trio
 from rich.text import Text
 
 from tractor_diag import procfs
@@ -62,6 +61,14 @@ def _replaced(pid: int, create_time: float | None, proc=None) -> bool:
     return ticks != procfs.ticks_of(create_time)
 
 
+async def in_thread(fn, *args):
+    """``fn(*args)`` in a worker thread. trio is imported here, by the first
+    job: the dashboard shows its first frame before it imports trio."""
+    import trio
+
+    return await trio.to_thread.run_sync(fn, *args)
+
+
 REPLACED = "its pid now belongs to another process than the one shown"
 
 
@@ -80,7 +87,7 @@ async def stacks(pid: int, create_time: float | None = None) -> ActionDone:
                     return py
             return PyStack(status="gone", reason=f"{REPLACED}: its stack is not shown")
 
-        py = await trio.to_thread.run_sync(dump)
+        py = await in_thread(dump)
     except Exception as exc:  # noqa: BLE001 - shown to the user, never raised into the UI
         return _failed("stacks", pid, title, "py-spy dump", exc)
     ok = py.status == "ok"
@@ -107,7 +114,7 @@ async def task_tree(pid: int, create_time: float | None = None) -> ActionDone:
                 return req
             return taskmod.collect([req], until=time.monotonic() + TASK_TIMEOUT)[pid]
 
-        tree = await trio.to_thread.run_sync(request)
+        tree = await in_thread(request)
     except Exception as exc:  # noqa: BLE001
         return _failed("tasks", pid, title, "task-tree request", exc)
     if tree is None:
@@ -156,7 +163,7 @@ async def send_signal(pid: int, create_time: float, signum: int, *,
                 return str(exc)
         return None
 
-    err = await trio.to_thread.run_sync(send)
+    err = await in_thread(send)
     if err is None:
         return done("signal", pid, title, Text(f"sent {name}", "green"), f"sent {name} to {pid}")
     return done("signal", pid, title, Text(f"{name}: {err}", "yellow"),
@@ -188,7 +195,7 @@ async def dump_all(pid: int, *, out_dir: str | None, history_snaps: list,
                             targets=[str(pid)], deadline=time.monotonic() + DUMP_DEADLINE)
 
     try:
-        meta = await trio.to_thread.run_sync(write)
+        meta = await in_thread(write)
     except Exception as exc:  # noqa: BLE001
         return _failed("dump", pid, title, "dump-all", exc)
     return done("dump", pid, title, describe_bundle(meta),
@@ -231,7 +238,7 @@ async def why(pid: int, seen, quiet: bool = False, create_time: float | None = N
         return diag, chains, frozenset(snap.entries), evidence, born
 
     try:
-        diag, chains, over, evidence, born = await trio.to_thread.run_sync(run)
+        diag, chains, over, evidence, born = await in_thread(run)
     except Exception as exc:  # noqa: BLE001
         failed = _failed("why", pid, title, "why", exc)
         failed.quiet = quiet
@@ -263,7 +270,7 @@ async def rejudge(pid: int, seen, evidence: dict | None,
     of the root judged. The root need not be in a chain, so nothing else
     watches it: once it is gone its pid may be anybody's, and a why there
     would trace and signal a tree nobody pointed at."""
-    lost = await trio.to_thread.run_sync(_root_lost, pid, born)
+    lost = await in_thread(_root_lost, pid, born)
     if lost is not None:
         return RootGone(pid, lost)
     if evidence:
@@ -272,7 +279,7 @@ async def rejudge(pid: int, seen, evidence: dict | None,
         def still() -> bool:
             return all(kstate.idle_since(was, kstate.activity(p)) for p, was in evidence.items())
 
-        if await trio.to_thread.run_sync(still):
+        if await in_thread(still):
             return Unchanged(pid)
     # pinned again in the why itself: the root may go between here and there
     return await why(pid, seen, quiet=True, create_time=born)
@@ -298,7 +305,7 @@ async def plan_reap(pid: int, create_time: float | None = None) -> ActionDone | 
         return make_plan(subtree=pid, procs=procs)
 
     try:
-        plan = await trio.to_thread.run_sync(plan)
+        plan = await in_thread(plan)
     except Exception as exc:  # noqa: BLE001
         return _failed("reap", pid, f"reap ({stamp()})", "reap plan", exc)
     if not plan.targets:
@@ -314,7 +321,7 @@ async def reap(pid: int, plan, grace: float) -> ActionDone:
 
     title = f"reap ({stamp()})"
     try:
-        outcome = await trio.to_thread.run_sync(lambda: execute(plan, grace=grace))
+        outcome = await in_thread(lambda: execute(plan, grace=grace))
     except Exception as exc:  # noqa: BLE001
         return _failed("reap", pid, title, "reap", exc)
     summary = f"reaped the subtree at {pid}: {fates_summary(outcome.fates)}"

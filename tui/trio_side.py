@@ -8,6 +8,7 @@ reaches the app only through ``post``, with the messages of `messages` (a
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 from textual.message import Message
@@ -39,7 +40,17 @@ class TrioSide:
             if self.launch_error:
                 return  # with no root, the sampler would watch every tree on the box
         if self.live:
-            nursery.start_soon(self.sampler.run, self._on_sample)
+            nursery.start_soon(self._sample)
+
+    async def _sample(self) -> None:
+        import trio
+
+        latest = self.sampler.latest
+        if latest is not None:
+            # the first sample was taken before trio started: the next one
+            # is due an interval after it
+            await trio.sleep(max(0.0, latest.monotonic + self.sampler.interval - time.monotonic()))
+        await self.sampler.run(self.on_sample)
 
     async def _start_launch(self, nursery) -> None:
         from tractor_diag.launch import Supervisor, set_child_subreaper
@@ -75,7 +86,7 @@ class TrioSide:
         self.sampler.known_exit_codes[pid] = code
         self.post(Exited(pid, code))
 
-    def _on_sample(self, snap: Snapshot, events: list[Event]) -> None:
+    def on_sample(self, snap: Snapshot, events: list[Event]) -> None:
         sup = self.supervisor
         root = snap.entries.get(sup.pid) if sup is not None and sup.pid is not None else None
         # Only under the launched child itself: once it is reaped, its pid
