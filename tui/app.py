@@ -725,6 +725,14 @@ class _MainScreen(Screen):
     # footer rebuild and a cursor for the box.
     AUTO_FOCUS = "#tree"
 
+    def _compositor_refresh(self) -> None:
+        # While the first paint is held (`DashApp._hold_first_paint`) a frame
+        # rendered would be thrown away: the regions it would draw stay
+        # dirty, and the whole screen is drawn when the hold ends.
+        if getattr(self.app, "_paint_held", False):
+            return
+        super()._compositor_refresh()
+
 
 def _runner(app: App, action: str):
     async def run() -> None:
