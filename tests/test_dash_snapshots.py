@@ -318,6 +318,133 @@ def test_detail_pane_redraws_only_when_its_text_changes(monkeypatch):
     run(body(), 30)
 
 
+def record_layouts(monkeypatch) -> list:
+    """From now on, one entry per full layout of the tree pane's rows."""
+    from tractor_diag.tui import proc_tree
+
+    laid: list = []
+    real = proc_tree.layout
+    monkeypatch.setattr(proc_tree, "layout", lambda *a, **k: (laid.append(1), real(*a, **k))[1])
+    return laid
+
+
+def test_a_tick_that_moves_no_row_lays_out_nothing(monkeypatch):
+    """Not a picture: a tick whose processes all read as before (new
+    objects, equal values: the sampler's every tick) does no layout and
+    touches no node; one whose processes stay in place but read otherwise
+    (CPU, state, wchan, name, memory) relabels just those rows, still with
+    no layout; a mark drawn stays; a process gone, a regrouping, or a
+    minute of age lays the tree out again, and every row reads as a fresh
+    layout would draw it."""
+    from tractor_diag.tui.proc_tree import layout
+    from tractor_diag.tui.waits import Mark
+
+    async def body():
+        async with injected(fake_snapshot()) as (app, pilot):
+            ptree = app.proc_tree
+            laid = record_layouts(monkeypatch)
+            set_labels = record_set_labels(monkeypatch)
+
+            def tick(snap: Snapshot) -> None:
+                laid.clear()
+                set_labels.clear()
+                app.show(snap)
+                # what a fresh layout would show, row for row
+                fresh = layout(snap)
+                assert ptree.keys == [r.key for r in fresh]
+                assert [ptree.node_for(r.key).label.plain for r in fresh] == [
+                    r.label.plain for r in fresh]
+
+            tick(fake_snapshot())
+            assert laid == [] and set_labels == []
+            tick(fake_snapshot_with(4011, cpu_percent=42.0))
+            assert laid == [] and set_labels == [4011]
+            assert "42%" in ptree.node_for(4011).label.plain
+            tick(fake_snapshot_with(4011, cpu_percent=42.0, state="blocked"))
+            assert laid == [] and set_labels == [4011]
+            snap = fake_snapshot_with(4011, cpu_percent=42.0, state="blocked")
+            snap.entries[4011].proc.wchan = "futex_wait_queue"
+            tick(snap)
+            assert laid == [] and set_labels == [4011]
+            assert "futex_wait_queue" in ptree.node_for(4011).label.plain
+            snap = fake_snapshot()
+            snap.entries[4010].proc = _actor(4010, 4001, "db_pool2", wchan="hrtimer_nanosleep")
+            tick(snap)
+            assert laid == [] and set(set_labels) == {4010, 4011}
+            assert "db_pool2" in ptree.node_for(4010).label.plain
+            snap = fake_snapshot()
+            snap.entries[4020].proc.rss = 900 << 20
+            tick(snap)
+            assert laid == [] and set_labels == [4010, 4020]
+            assert "900" in ptree.node_for(4020).label.plain
+            ptree.set_marks({4020: Mark(((4002, "waits on"),), ("cycle",), frozenset({0}))})
+            tick(fake_snapshot())
+            assert laid == [] and ptree.mark_of(4020) is not None
+            snap = fake_snapshot()
+            snap.taken_at += 60  # every age moves on a minute
+            tick(snap)
+            assert laid == [1] and "6m" in ptree.node_for(4020).label.plain
+            snap = fake_snapshot_with(3501, bucket="stray")  # orphans regrouped
+            snap.taken_at += 60
+            tick(snap)
+            assert laid == [1]
+            snap = fake_snapshot()
+            snap.taken_at += 60
+            del snap.entries[4020]
+            snap.entries[4002].children = []
+            tick(snap)
+            assert laid == [1] and 4020 not in ptree.keys
+            await pilot.pause()
+
+    run(body(), 30)
+
+
+def test_the_detail_pane_is_not_described_again_for_an_unchanged_tick(monkeypatch):
+    """Not a picture: the selected process, its parent and children reading
+    as before (the same values in new objects), the pane's text is not built
+    again; a change in any of them, or its clock moving a step, builds it
+    and shows the change."""
+    from tractor_diag.tui import detail
+
+    async def body():
+        async with injected(fake_snapshot()) as (app, pilot):
+            app.proc_tree.select_pid(4002)  # supervisor: a parent, a child
+            await pilot.pause()
+            built: list = []
+            real = detail.describe
+            monkeypatch.setattr(detail, "describe",
+                                lambda *a, **k: (built.append(1), real(*a, **k))[1])
+
+            def tick(snap: Snapshot) -> str:
+                built.clear()
+                app.show(snap)
+                assert app.detail.text.startswith(real(snap.entries[4002], snap).plain)
+                return app.detail.text
+
+            tick(fake_snapshot())
+            assert built == []
+            tick(fake_snapshot_with(4002, stuck_for=245.0))  # still "4m"
+            assert built == []
+            assert "for 5m" in tick(fake_snapshot_with(4002, stuck_for=300.0))
+            assert built == [1]
+            snap = fake_snapshot()
+            snap.entries[4002].proc.vol_ctx = 121
+            assert "121 voluntary" in tick(snap) and built == [1]
+            assert "zombie" in tick(fake_snapshot_with(4020, bucket="zombie", state="exited"))
+            assert built == [1]
+            snap = fake_snapshot()
+            snap.entries[4000].proc.cmdline = ["python", "-m", "other.main"]
+            assert "other.main" in tick(snap) and built == [1]
+            snap = fake_snapshot()
+            snap.taken_at += 60
+            assert "6m ago" in tick(snap) and built == [1]
+            tick(snap)
+            assert built == []
+            await pilot.pause()
+
+    run(body(), 30)
+
+
 def test_a_change_below_the_screen_redraws_no_line_on_it(monkeypatch):
     """Not a picture: a stray that comes or goes below the lines on screen
     (a long tree above it) draws none of them again (the cursor's row

@@ -20,6 +20,7 @@ from tractor_diag.sockmodel import SockView
 
 from .labels import BUCKET_STYLE, STATE_STYLE, badge, entry_name, stamp
 from .safe import safe_block
+from .unchanged import same_proc
 
 
 def coarse_duration(seconds: float) -> str:
@@ -109,6 +110,44 @@ def describe(entry: Entry, snap: Snapshot, now: float | None = None) -> Text:
     return text
 
 
+def _same_entry(a: Entry, b: Entry) -> bool:
+    return a is b or (same_proc(a.proc, b.proc) and a.bucket == b.bucket and a.state == b.state
+                      and a.cpu_percent == b.cpu_percent and a.note == b.note
+                      and a.children == b.children)
+
+
+def same_facts(entry: Entry, snap: Snapshot, was: Entry, then: Snapshot) -> bool:
+    """`describe` of ``entry`` in ``snap`` reads as it did of ``was`` in
+    ``then``, told without building it: the process, its parent and its
+    children read the same, and its clocks (each in the steps it is shown
+    in) have not moved on."""
+    if not _same_entry(entry, was):
+        return False
+    if (entry.stuck_for is not None and entry.stuck_for >= 1) != (
+            was.stuck_for is not None and was.stuck_for >= 1):
+        return False
+    if entry.stuck_for is not None and entry.stuck_for >= 1 and (
+            coarse_duration(entry.stuck_for) != coarse_duration(was.stuck_for)
+            or (entry.stuck_for > 10) != (was.stuck_for > 10)):
+        return False
+    started = entry.proc.create_time
+    if coarse_duration(snap.taken_at - started) != coarse_duration(then.taken_at - started):
+        return False
+    parent, parent_was = snap.entries.get(entry.proc.ppid), then.entries.get(entry.proc.ppid)
+    if (parent is None) != (parent_was is None) or (
+            parent is not None and not same_proc(parent.proc, parent_was.proc)):
+        return False
+    for pid in entry.children:
+        kid, kid_was = snap.entries.get(pid), then.entries.get(pid)
+        if (kid is None) != (kid_was is None):
+            return False
+        if kid is not None and not (kid is kid_was or (
+                kid.bucket == kid_was.bucket and kid.state == kid_was.state
+                and same_proc(kid.proc, kid_was.proc))):
+            return False
+    return True
+
+
 def describe_sockets(socks: list[SockView] | None, pending: str = "reading…") -> Text:
     """Listening and named sockets one per line; unnamed connected ends
     (socketpairs, client sides whose peer /proc does not name) counted."""
@@ -147,6 +186,7 @@ class DetailPane(VerticalScroll):
         self._sockets = Text()
         self._shown: tuple | None = None
         self._shape: tuple = ()
+        self._described: tuple[Entry, Snapshot] | None = None  # what the facts tell
 
     def compose(self):
         yield self._body
@@ -166,9 +206,13 @@ class DetailPane(VerticalScroll):
             self._facts = Text("select a process", "dim")
             self._sockets = Text()
             self.extras = {}
+            self._described = None
         else:
             self.pid = entry.proc.pid
-            self._facts = describe(entry, snap)
+            was = self._described
+            if was is None or was[0].proc.pid != self.pid or not same_facts(entry, snap, *was):
+                self._facts = describe(entry, snap)
+            self._described = (entry, snap)
             self._sockets = describe_sockets(sockets, sockets_pending)
             self.extras = dict(extras or {})
         self._render_body()

@@ -100,6 +100,12 @@ def coarse_age(seconds: float) -> str:
     return human_duration(s)
 
 
+def coarse_age_until(create_time: float, now: float) -> float:
+    """When `coarse_age` of a process started at ``create_time`` may next
+    read otherwise than at ``now`` (a minute boundary of its age, at latest)."""
+    return create_time + 60 * (max(0, int(now - create_time)) // 60 + 1)
+
+
 def group_label(name: str, count: int) -> Text:
     style = "bold red" if name == "orphans" else "bold yellow"
     return Text.assemble((name, style), (f" ({count})", "dim"))

@@ -19,7 +19,8 @@ from tractor_diag.model import Entry, Snapshot
 from tractor_diag.render import human_bytes
 
 from . import no_reflow
-from .labels import ProcLabel, coarse_age, group_label, proc_label
+from .labels import ProcLabel, coarse_age, coarse_age_until, group_label, proc_label
+from .unchanged import same_proc
 from .waits import Mark, mark_text
 
 GROUPS = ("orphans", "strays")
@@ -223,6 +224,10 @@ class ProcTree(Tree):
         self._labels: LabelMemo = {}
         self._shown: dict[Key, Text] = {}  # the label each node was given
         self._last_rows: list[Row] = []  # shown last (their labels kept alive)
+        self._row_at: dict[Key, int] = {}  # each shown key's place in them
+        self._laid: Snapshot | None = None  # what the rows show
+        self._laid_view: tuple = ()  # the filter and mode they were laid out with
+        self._ages_until = 0.0  # when the first shown coarse age moves on
 
     def _invalidate(self) -> None:
         # Every add and remove of a node asks for this, which drops every
@@ -336,7 +341,8 @@ class ProcTree(Tree):
 
     def show_snapshot(self, snap: Snapshot) -> None:
         self._snapshot = snap
-        self._reconcile()
+        if not self._relabel_only(snap):
+            self._reconcile()
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
@@ -419,6 +425,50 @@ class ProcTree(Tree):
         self._forget(node)
         node.remove()
 
+    def _relabel_only(self, snap: Snapshot) -> bool:
+        """A tick that moves no row (the same processes, in the same places,
+        under the same filter): give the rows whose process reads otherwise
+        a new label, touch nothing else, and say True. On a tree where
+        nothing happens that is a compare per process, no layout (which
+        builds every row's label key, the most of a tick's cost here)."""
+        old = self._laid
+        view = (self.filter_text, self.actors_only)
+        if (old is None or view != self._laid_view or snap.taken_at >= self._ages_until
+                or snap.roots != old.roots or snap.strays != old.strays
+                or snap.entries.keys() != old.entries.keys()):
+            return False
+        # with a filter, or the actor tree, what a process reads may move it
+        picky = bool(self.filter_text.strip()) or self.actors_only
+        labels, olds = self._labels, old.entries
+        stale: list[Entry] = []
+        for pid, entry in snap.entries.items():
+            was = olds[pid]
+            if entry is was:
+                continue
+            if (entry.children != was.children or entry.bucket != was.bucket
+                    or entry.actor_parent != was.actor_parent or entry.root != was.root):
+                return False
+            same = same_proc(entry.proc, was.proc)
+            if picky and not (same and entry.state == was.state):
+                return False
+            had = labels.get(pid)
+            if (not same or entry.state != was.state
+                    or (had is not None and not _cpu_close(had[0][_CPU], entry.cpu_percent))):
+                stale.append(entry)
+        self._laid = snap
+        for entry in stale:
+            pid = entry.proc.pid
+            node, at = self._by_key.get(pid), self._row_at.get(pid)
+            if node is None or at is None:
+                continue  # not shown
+            label = _memo_label(labels, entry, snap.taken_at)
+            if self._shown.get(pid) is not label:
+                self._shown[pid] = label
+                self._last_rows[at] = self._last_rows[at]._replace(label=label)
+                if node.label != label:
+                    node.set_label(label)
+        return True
+
     def _reconcile(self) -> None:
         snap = self._snapshot
         if snap is None:
@@ -427,6 +477,10 @@ class ProcTree(Tree):
         if len(self._labels) > 2 * len(snap.entries) + 64:
             self._labels = {k: v for k, v in self._labels.items()
                             if k in snap.entries or isinstance(k, str)}
+        self._laid, self._laid_view = snap, (self.filter_text, self.actors_only)
+        self._ages_until = min(
+            (coarse_age_until(snap.entries[row.key].proc.create_time, snap.taken_at)
+             for row in rows if isinstance(row.key, int)), default=float("inf"))
         # Nothing changed (the same rows, the same label objects): nothing to do.
         last = self._last_rows
         if (len(rows) == len(last) == len(self._by_key)
@@ -434,6 +488,7 @@ class ProcTree(Tree):
                         and a.has_children == b.has_children for a, b in zip(rows, last))):
             return
         self._last_rows = rows
+        self._row_at = {row.key: i for i, row in enumerate(rows)}
         cursor = self.cursor_node
         cursor_key = cursor.data if cursor is not None and cursor is not self.root else None
         cursor_parent = None
