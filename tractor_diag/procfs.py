@@ -197,6 +197,15 @@ class ProcCache:
     that process is reaped it reads ESRCH, never a newcomer with its pid.
     Unchanged ``stat`` bytes are not parsed again.
 
+    A process whose ``stat`` reads byte for byte as on the last pass, whose
+    title is final and which is asleep (not running, in disk wait or a
+    zombie) is not read further: the pass takes a copy of the record it made
+    of it then (``made``: before recognition, which completes each pass's
+    copy afresh), with its wait channel read again every `IDLE_EVERY` passes
+    (one ``pread``). A copy, not the record itself: recognition and the
+    sampler complete and judge each pass's records, and an earlier
+    snapshot's must stay as they were.
+
     With ``watch`` set (the pids the caller shows, as the sampler sets it),
     a process outside it whose title is final and whose ``/proc`` entry has
     the same inode (a reused pid gets a new one) is not read at all but
@@ -212,25 +221,82 @@ class ProcCache:
         self.stat_fds: dict[int, int] = {}
         self.wchan_fds: dict[int, int] = {}
         self.stats: dict[int, tuple[bytes, Stat]] = {}  # the last stat read, parsed
+        # pid -> (the stat read, the record made of it, with detail, full detail)
+        self.made: dict[int, tuple[bytes, Proc, bool, bool]] = {}
         self.wchans: dict[int, tuple[str, int]] = {}  # pid -> (wchan, the pass it was read)
         self._seen: set[int] = set()
+        self._last_seen: set[int] = set()
         self.fd_budget = _fd_budget()
         self.watch: set[int] | None = None
         self.idle: dict[int, tuple[int, Proc]] = {}  # pid -> (inode, the Proc read)
         self.passes = 0
+        self._listed: dict[str, int] | None = None  # the last listing of /proc
+        self._listed_tasks: tuple[bytes, bytes] | None = None  # `_tasks` then
+        self._listed_pass = 0
+        self._count_fds: list[int] | None = None  # /proc/stat, /proc/loadavg
 
     def begin(self) -> None:
-        self._seen = set()
+        self._last_seen, self._seen = self._seen, set()
         self.passes += 1
 
     def end(self) -> None:
-        """Forget processes the last whole pass did not see."""
-        for table in (self.known, self.detail, self.stats, self.idle, self.wchans):
-            for pid in [p for p in table if p not in self._seen]:
-                del table[pid]
-        for fds in (self.stat_fds, self.wchan_fds):
-            for pid in [p for p in fds if p not in self._seen]:
-                _close(fds.pop(pid))
+        """Forget processes the last whole pass did not see: those the pass
+        before saw, and every `SWEEP_EVERY` passes whatever a table still
+        holds (a process that vanished between a read and the end of its
+        turn)."""
+        if self.passes % SWEEP_EVERY:
+            gone = self._last_seen - self._seen
+        else:
+            gone = set().union(self.known, self.detail, self.stats, self.idle, self.wchans,
+                               self.made, self.stat_fds, self.wchan_fds) - self._seen
+        for pid in gone:
+            for table in (self.known, self.detail, self.stats, self.idle, self.wchans, self.made):
+                table.pop(pid, None)
+            for fds in (self.stat_fds, self.wchan_fds):
+                fd = fds.pop(pid, None)
+                if fd is not None:
+                    _close(fd)
+
+    def listing(self) -> dict[str, int]:
+        """The pids in ``/proc`` with their inodes. Listed again only when a
+        process or thread was created or released on the box since the
+        last listing (`_tasks`), and every `IDLE_EVERY` passes: with no
+        new process there is none to find and no pid reused, and with none
+        gone no actor was adopted because its parent left."""
+        tasks = self._tasks()
+        if (self._listed is None or tasks is None or tasks != self._listed_tasks
+                or self.passes - self._listed_pass >= IDLE_EVERY):
+            with os.scandir("/proc") as it:
+                self._listed = {e.name: e.inode() for e in it if e.name.isdigit()}
+            self._listed_tasks, self._listed_pass = tasks, self.passes
+        return self._listed
+
+    def _tasks(self) -> tuple[bytes, bytes] | None:
+        """How many processes and threads were ever created on the box
+        (``processes`` in ``/proc/stat``: every fork and clone, whatever the
+        PID namespace, and unmoved by a write to ``ns_last_pid``) and how
+        many exist (``/proc/loadavg``), as read: with neither moved, no task
+        was created or released. ``None`` when they cannot be read."""
+        if self._count_fds is None:
+            fds: list[int] = []
+            try:
+                for name in ("/proc/stat", "/proc/loadavg"):
+                    fds.append(os.open(name, os.O_RDONLY))
+            except OSError:
+                for fd in fds:
+                    _close(fd)
+                fds = []
+            self._count_fds = fds
+        if not self._count_fds:
+            return None
+        try:
+            stat, loadavg = (_pread(fd) for fd in self._count_fds)
+        except OSError:
+            return None
+        i = stat.find(b"\nprocesses ")
+        if i < 0:
+            return None
+        return stat[i:stat.find(b"\n", i + 1)], loadavg.split(b" ")[3]
 
     def keep(self, fds: dict[int, int], pid: int, fd: int) -> bool:
         """Keep ``fd`` open for ``pid`` while the budget allows."""
@@ -249,6 +315,7 @@ class ProcCache:
             if fd is not None:
                 _close(fd)
         self.stats.pop(pid, None)
+        self.made.pop(pid, None)
         self.idle.pop(pid, None)
         self.wchans.pop(pid, None)
 
@@ -257,6 +324,9 @@ class ProcCache:
             for fd in fds.values():
                 _close(fd)
             fds.clear()
+        for fd in self._count_fds or ():
+            _close(fd)
+        self._count_fds = None
 
     def __del__(self) -> None:
         self.close()
@@ -264,6 +334,8 @@ class ProcCache:
 
 #: A process nobody is shown is read again every this many passes (see `ProcCache`).
 IDLE_EVERY = 5
+#: A repeated pass looks through all it keeps for processes gone every this many passes.
+SWEEP_EVERY = 30
 #: How old the socket tables a repeated scan recognises registry holders by may be, in seconds.
 TABLES_MAX_AGE = 5.0
 
@@ -385,6 +457,10 @@ def _read_full(proc: Proc, dfd: int) -> None:
     except OSError:
         pass
 
+
+# States in which a process's stat may stay the same while what the detail
+# files say changes (on a CPU or queued for one, in disk wait, dead).
+_AWAKE = frozenset("RDZXx")
 
 _FULL_FIELDS = ("uid", "sig_caught", "vol_ctx", "invol_ctx", "sched_run", "sched_wait", "cgroup")
 
@@ -572,8 +648,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
         cache.begin()
     inodes: dict[str, int] = {}
     if only is None and cache is not None:
-        with os.scandir("/proc") as it:
-            inodes = {e.name: e.inode() for e in it if e.name.isdigit()}
+        inodes = cache.listing()
         names: Iterable[str] = inodes
     elif only is None:
         names = (n for n in os.listdir("/proc") if n.isdigit())
@@ -584,6 +659,9 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
     want: set[int] = set()
     late = False  # a process listed before its parent (pids wrapped)
     watch = cache.watch if cache is not None and only is None else None
+    stat_fds = cache.stat_fds if cache is not None else None
+    made_of = cache.made if cache is not None else {}
+    seen = cache._seen if cache is not None else set()
     for name in names:
         pid = int(name)
         if watch is not None and pid not in watch:
@@ -598,6 +676,22 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 cache._seen.add(pid)
                 late = late or idle[1].ppid > pid
                 continue
+        raw = None
+        kept = stat_fds.get(pid) if stat_fds is not None else None
+        if kept is not None:
+            try:
+                raw = _pread(kept)
+            except OSError:
+                cache.drop(pid)  # reaped: whoever has the pid now is new
+            else:
+                made = made_of.get(pid)
+                if made is not None and made[0] == raw:
+                    again = _unchanged(made, pid, want, is_root, detail_actors, full, cache)
+                    if again is not None:
+                        procs[pid] = again
+                        seen.add(pid)
+                        late = late or again.ppid > pid
+                        continue
         # The directory is opened only when a file other than a kept
         # ``stat`` must be read (see `ProcCache`).
         dfd: int | None = None
@@ -610,13 +704,6 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
 
         try:
             try:
-                raw = None
-                kept = cache.stat_fds.get(pid) if cache is not None else None
-                if kept is not None:
-                    try:
-                        raw = _pread(kept)
-                    except OSError:
-                        cache.drop(pid)  # reaped: whoever has the pid now is new
                 if raw is None:
                     fd = os.open("stat", os.O_RDONLY, dir_fd=opendir())
                     try:
@@ -688,6 +775,8 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 _read_detail(proc, dfd if leader_exited else opendir if dfd is None else dfd,
                              full, cache, ticks, still)
                 detailed.add(pid)
+            if cache is not None:
+                _remember_made(cache, pid, raw, proc, ticks, pid in detailed, full, leader_exited)
         finally:
             if dfd is not None:
                 os.close(dfd)
@@ -696,6 +785,47 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
     if is_root is not None and late:
         _fill_late_detail(procs, want, detailed, full, cache)
     return procs
+
+
+def _unchanged(made: tuple[bytes, Proc, bool, bool], pid: int, want: set[int],
+               is_root: RootTest | None, detail_actors: bool, full: bool,
+               cache: ProcCache) -> Proc | None:
+    """A copy of the record made of ``pid`` on an earlier pass, its ``stat``
+    unchanged since (see `ProcCache`); ``None`` when it must be read again:
+    it needs detail it was not read with, or its wait channel changed."""
+    _, proc, detailed, made_full = made
+    if (proc.ppid in want or (is_root is not None and is_root(pid, proc.cmdline, proc.comm))
+            or (detail_actors and proc.actor is not None)):
+        if not detailed or (full and not made_full):
+            return None
+        seen = cache.wchans.get(pid)
+        if seen is None or cache.passes - seen[1] >= IDLE_EVERY:
+            fd = cache.wchan_fds.get(pid)
+            if fd is None:
+                return None
+            try:
+                raw = os.pread(fd, 256, 0)
+            except OSError:
+                return None
+            wchan = raw.decode("ascii", "replace").strip()
+            if ("" if wchan == "0" else wchan) != proc.wchan:
+                return None
+            cache.wchans[pid] = (proc.wchan, cache.passes)
+        want.add(pid)
+    return proc.__copy__()
+
+
+def _remember_made(cache: ProcCache, pid: int, raw: bytes, proc: Proc, start_ticks: int,
+                   detailed: bool, full: bool, leader_exited: bool) -> None:
+    """Keep a copy of this pass's record of ``pid`` for `_unchanged`: only
+    of a process asleep with its title final (what a copy may stand for
+    while its ``stat`` stays the same)."""
+    known = cache.known.get(pid)
+    if (leader_exited or proc.state in _AWAKE or known is None or known.volatile
+            or known.start_ticks != start_ticks):
+        cache.made.pop(pid, None)
+        return
+    cache.made[pid] = (raw, proc.__copy__(), detailed, full)
 
 
 def _live_thread(dfd: int) -> tuple[int, Stat] | None:
