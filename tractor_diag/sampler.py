@@ -227,8 +227,11 @@ class Sampler:
         if old is None:
             return events
         for key, entry in new.items():
-            title = entry.proc.title
             before = old.get(key)
+            if before is not None and entry.bucket == before.bucket and (
+                    entry.state == before.state or "runaway" not in (entry.state, before.state)):
+                continue  # nothing an event is made of changed (the common case)
+            title = entry.proc.title
             if before is None:
                 events.append(Event("spawned", entry.proc.pid, at, title))
                 # born and died between two ticks: still say it became a zombie

@@ -175,7 +175,13 @@ def build_snapshot(
     rate_window = (mono - base.monotonic) if base is not None else 0.0
     entries: dict[int, Entry] = {}
 
+    # A process asleep through the window as it was at the rate base (the
+    # same record) is judged as it was then: no CPU, the same state. What
+    # the judgement would read again is what the record holds.
+    was_entries = base.entries if base is not None and rate_window >= MIN_RATE_WINDOW else {}
+
     def place(top: int, root: int | None) -> None:
+        in_tree = root is not None
         stack = [(top, 0)]
         while stack:
             pid, depth = stack.pop()
@@ -183,29 +189,18 @@ def build_snapshot(
                 continue
             proc = procs[pid]
             parent = procs.get(proc.ppid)
-            in_tree = root is not None
-            cpu = _cpu_percent(proc, base, rate_window)
-            old = _same_proc(proc, base, rate_window)
-            entry = Entry(
-                proc=proc,
-                bucket=bucket_of(proc, parent, in_tree, subreapers),
-                state=state_of(proc, cpu, old, rate_window),
-                root=root,
-                depth=depth,
-                children=list(kids.get(pid, ())),
-                cpu_percent=cpu,
-            )
-            notes = []
-            if entry.bucket == "orphan":
-                notes.append(_orphan_note(proc, parent))
-            if proc.leader_exited:
-                others = max(1, proc.num_threads - 1)
-                notes.append(f"main thread exited, {others} other thread"
-                             f"{'s' if others != 1 else ''} running")
-            if notes:
-                entry.note = "; ".join(notes)
-            entries[pid] = entry
-            stack.extend((c, depth + 1) for c in reversed(entry.children))
+            bucket = bucket_of(proc, parent, in_tree, subreapers)
+            children = list(kids.get(pid, ()))
+            was = was_entries.get(pid)
+            if (was is not None and was.cpu_percent == 0.0 and was.state in _ASLEEP_STATES
+                    and proc.state in _ASLEEP and bucket == was.bucket and bucket != "orphan"
+                    and not proc.leader_exited and was.proc == proc):
+                entries[pid] = Entry(proc=proc, bucket=bucket, state=was.state, root=root,
+                                     depth=depth, children=children, cpu_percent=0.0)
+            else:
+                entries[pid] = _judged(proc, parent, bucket, root, depth, children,
+                                       base, rate_window)
+            stack.extend((c, depth + 1) for c in reversed(children))
 
     for root in roots:
         place(root, root)
@@ -241,6 +236,37 @@ def build_snapshot(
         host=os.uname().nodename,  # gethostname's answer, without importing socket
         boot_time=procfs.boot_time() if procfs.HAVE_PROCFS else 0.0,
     )
+
+
+# Kernel states of a process asleep (interruptibly, or an idle kernel
+# thread), and the judgements such a process can get without running.
+_ASLEEP = ("S", "I")
+_ASLEEP_STATES = ("idle", "blocked")
+
+
+def _judged(proc: Proc, parent: Proc | None, bucket: str, root: int | None, depth: int,
+            children: list[int], base: Snapshot | None, rate_window: float) -> Entry:
+    cpu = _cpu_percent(proc, base, rate_window)
+    old = _same_proc(proc, base, rate_window)
+    entry = Entry(
+        proc=proc,
+        bucket=bucket,
+        state=state_of(proc, cpu, old, rate_window),
+        root=root,
+        depth=depth,
+        children=children,
+        cpu_percent=cpu,
+    )
+    notes = []
+    if bucket == "orphan":
+        notes.append(_orphan_note(proc, parent))
+    if proc.leader_exited:
+        others = max(1, proc.num_threads - 1)
+        notes.append(f"main thread exited, {others} other thread"
+                     f"{'s' if others != 1 else ''} running")
+    if notes:
+        entry.note = "; ".join(notes)
+    return entry
 
 
 def remember_names(entries: dict[int, Entry], prev: Snapshot) -> None:
