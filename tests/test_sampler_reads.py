@@ -176,3 +176,51 @@ def test_a_title_set_late_is_seen(spawn):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_an_unchanged_sleeper_is_copied_not_read_or_judged_again(spawn, monkeypatch):
+    """A member asleep whose stat reads as on the last tick costs that one
+    read: no detail read for it, no new judgement (the last one stands),
+    and each tick's record is a copy, so an earlier snapshot never changes."""
+    from tractor_diag import trees
+
+    tree = spawn(["bash", "-c", "for i in 1 2 3; do sleep 600 & done; echo READY; wait"],
+                 label="asleep")
+    s = Sampler(Targets([tree.root]))
+    wait_for(lambda: s.sample() and len(_ours(s, tree.root)) >= 4, timeout=10)
+    time.sleep(3.2)  # no longer young: titles final
+    s.sample()
+    time.sleep(0.3)
+    s.sample()
+    ours = _ours(s, tree.root)
+    detail: list[int] = []
+    judged: list[int] = []
+    real_detail, real_state = procfs._read_detail, trees.state_of
+    monkeypatch.setattr(procfs, "_read_detail",
+                        lambda proc, *a, **k: (detail.append(proc.pid), real_detail(proc, *a, **k))[1])
+    monkeypatch.setattr(trees, "state_of",
+                        lambda proc, *a, **k: (judged.append(proc.pid), real_state(proc, *a, **k))[1])
+    before = s.latest
+    for _ in range(procfs.IDLE_EVERY):
+        time.sleep(0.25)
+        s.sample()
+    asleep = {pid for pid in ours if s.latest.entries[pid].proc.state == "S"}
+    assert len(asleep) >= 4, {p: s.latest.entries[p].proc.state for p in ours}
+    assert not asleep & set(detail), detail
+    assert not asleep & set(judged), judged
+    for pid in asleep:
+        then, now = before.entries[pid], s.latest.entries[pid]
+        assert now.proc is not then.proc and now.proc == then.proc
+        assert now.state == then.state and now.cpu_percent == 0.0
+
+
+def test_sampled_records_are_not_tracked_by_the_cycle_collector(spawn):
+    """A dashboard's history holds tens of thousands of them: a full
+    collection would walk them all, every few dozen ticks."""
+    import gc
+
+    s = Sampler(Targets([os.getpid()]))
+    snap, _ = s.sample()
+    entry = snap.entries[os.getpid()]
+    assert not gc.is_tracked(snap) and not gc.is_tracked(entry)
+    assert not gc.is_tracked(entry.proc)

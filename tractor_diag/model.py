@@ -21,6 +21,11 @@ except ImportError:  # a msgspec laid out otherwise
     from msgspec.json import Encoder as _JSONEncoder
     from msgspec.structs import replace  # noqa: F401 - the data layer's, for every layer
 
+# The records a sampler makes every tick (`ActorInfo`, `Proc`, `Entry`,
+# `Snapshot`, `Event`) are not tracked by the cycle collector (``gc=False``):
+# they hold no cycle, and a dashboard's history keeps tens of thousands of
+# them, which every full collection would walk.
+
 # Most severe first: renderers sort by this order.
 BUCKETS: tuple[str, ...] = ("zombie", "orphan", "stray", "live")
 Bucket = Literal["zombie", "orphan", "stray", "live"]
@@ -79,7 +84,7 @@ ParentBy = Literal["sentinel-pipe", "sidecar-parent"]
 Backend = Literal["trio", "mp_spawn", "mp_forkserver", "main_thread_forkserver", "subint"]
 
 
-class ActorInfo(msgspec.Struct, frozen=True):
+class ActorInfo(msgspec.Struct, frozen=True, gc=False):
     """What the command line, title, threads and sockets say about a tractor
     process, and how sure that is."""
 
@@ -124,7 +129,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-class Proc(msgspec.Struct):
+class Proc(msgspec.Struct, gc=False):
     """One process as read from ``/proc`` in a single pass."""
 
     pid: int
@@ -234,7 +239,7 @@ class Proc(msgspec.Struct):
         return bool(self.sig_caught >> (signum - 1) & 1)
 
 
-class Entry(msgspec.Struct):
+class Entry(msgspec.Struct, gc=False):
     """A process placed in a snapshot: where it sits and how it is doing."""
 
     proc: Proc
@@ -255,7 +260,7 @@ class Entry(msgspec.Struct):
     actor_parent: int | None = None
 
 
-class Snapshot(msgspec.Struct):
+class Snapshot(msgspec.Struct, gc=False):
     """The watched trees at one instant (and, with ``samples == 2``, the CPU
     rate over the window between two instants)."""
 
@@ -309,7 +314,7 @@ EventKind = Literal[
 ]
 
 
-class Event(msgspec.Struct):
+class Event(msgspec.Struct, gc=False):
     kind: EventKind
     pid: int
     at: float  # epoch seconds
