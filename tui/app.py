@@ -22,7 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, TabbedContent, TabPane
 
 from tractor_diag.model import Entry, Event, Snapshot, exit_status
 from tractor_diag.sockmodel import SockView
@@ -31,7 +31,6 @@ from . import key_jobs
 from .bridge import TrioGuest
 from .chain_watch import ChainWatch, Change
 from .detail import DetailPane
-from .dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 from .events_pane import EventsPane
 from .keys_footer import KeysFooter
 from .log_pane import LogPane
@@ -136,8 +135,7 @@ class DashApp(App):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◈")
         with Horizontal(id="main"):
-            with Vertical(id="left"):
-                yield Input(placeholder="filter: name, pid, state, command…", id="filter")
+            with Vertical(id="left"):  # the filter box goes above the tree: `_filter_box`
                 yield ProcTree(id="tree")
             with Vertical(id="right"):
                 yield DetailPane(id="detail")
@@ -580,6 +578,8 @@ class DashApp(App):
             if which is not None:
                 self._dump(which)
 
+        from .dialogs import ChoiceScreen
+
         self.push_screen(ChoiceScreen(
             "Bundle what?", body,
             [("p", "Just this process", pid), ("w", f"Whole tree at {root}", root)]), chosen)
@@ -607,6 +607,8 @@ class DashApp(App):
             plan.release()  # nobody left to ask
             return
 
+        from .dialogs import ConfirmScreen
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self._start("reap", key_jobs.reap, pid, plan, self.grace)
@@ -626,6 +628,8 @@ class DashApp(App):
         create_time = entry.proc.create_time
         cmdline = list(entry.proc.cmdline)
         usr1 = bool(entry.proc.handles_signal(signal.SIGUSR1))
+
+        from .dialogs import ConfirmScreen, SignalScreen
 
         def chosen(signum: int | None) -> None:
             if signum is None:
@@ -650,6 +654,8 @@ class DashApp(App):
         self._update_status()
 
     def action_interval(self) -> None:
+        from .dialogs import IntervalScreen
+
         def chosen(value: float | None) -> None:
             if value is not None:
                 self.set_interval_seconds(value)
@@ -661,27 +667,45 @@ class DashApp(App):
         self.notify(f"sampling every {value:g}s", timeout=2)
         self._update_status()
 
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+    async def action_filter(self) -> None:
+        box = await self._filter_box()
         box.display = True
         box.focus()
 
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
+    async def _filter_box(self):
+        # Composed on first use: hidden until then, it cost the first frame
+        # its import, its CSS and its mount.
+        try:
+            return self.query_one("#filter")
+        except NoMatches:
+            from textual.widgets import Input
+
+            box = Input(placeholder="filter: name, pid, state, command…", id="filter")
+            await self.query_one("#left").mount(box, before=self.proc_tree)
+            return box
+
+    def on_input_changed(self, event) -> None:
+        if event.input.id == "filter":
+            self.filter_text = event.value
 
     def watch_filter_text(self, text: str) -> None:
         self.proc_tree.set_filter(text)
 
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self, event: Input.Submitted) -> None:
+    def on_input_submitted(self, event) -> None:
+        if event.input.id != "filter":
+            return
         if not event.value:
             event.input.display = False
         self.proc_tree.focus()
 
     def on_key(self, event) -> None:
-        box = self.query_one("#filter", Input)
-        if event.key == "escape" and box.has_focus:
+        if event.key != "escape":
+            return
+        try:
+            box = self.query_one("#filter")
+        except NoMatches:
+            return
+        if box.has_focus:
             box.value = ""
             box.display = False
             self.proc_tree.focus()
