@@ -20,7 +20,7 @@ from tractor_diag.render import human_bytes
 
 from . import no_reflow
 from .labels import ProcLabel, coarse_age, coarse_age_until, group_label, proc_label
-from .unchanged import same_proc
+from .unchanged import same_proc, same_row
 from .waits import Mark, mark_text
 
 GROUPS = ("orphans", "strays")
@@ -443,7 +443,7 @@ class ProcTree(Tree):
         stale: list[Entry] = []
         for pid, entry in snap.entries.items():
             was = olds[pid]
-            if entry is was:
+            if same_row(entry, was):
                 continue
             if (entry.children != was.children or entry.bucket != was.bucket
                     or entry.actor_parent != was.actor_parent or entry.root != was.root):
