@@ -399,6 +399,73 @@ def test_a_tick_that_moves_no_row_lays_out_nothing(monkeypatch):
     run(body(), 30)
 
 
+def test_a_row_come_measures_the_rows_without_drawing_them(monkeypatch):
+    """Not a picture: a process come or gone rebuilds the tree's line list,
+    which measures every row; that renders no label (the base class drew
+    each row whole to measure it), and every width is what the drawn row
+    measures, marks (lit or not), arrows and collapsed rows included."""
+    from textual.widgets import Tree
+
+    from tractor_diag.tui.waits import Mark
+
+    async def body():
+        async with injected(fake_snapshot()) as (app, pilot):
+            ptree = app.proc_tree
+            ptree.set_marks({4020: Mark(((4002, "waits on"),), ("cycle",), frozenset({0})),
+                             4002: Mark((), ("hung",), frozenset({0}))})
+            ptree.node_for(3500).collapse()
+            await pilot.pause()
+            rendered: list = []
+            real = type(ptree).render_label
+            monkeypatch.setattr(type(ptree), "render_label",
+                                lambda self, node, *a: (rendered.append(node.data),
+                                                        real(self, node, *a))[1])
+            snap = fake_snapshot()
+            snap.entries[2950] = Entry(proc=_actor(2950, 1, "ghost2", age=900.0), bucket="stray",
+                                       state="idle", root=None, depth=0, cpu_percent=0.0)
+            snap.strays = sorted([*snap.strays, 2950])
+            app.show(snap)
+            assert ptree.node_for(2950) is not None
+            _ = ptree._tree_lines  # the line list, rebuilt
+            assert rendered == []
+            for select in (None, 4020):  # unlit, then lit
+                if select is not None:
+                    ptree.select_pid(select)
+                    await pilot.pause()
+                monkeypatch.undo()
+                for key in ptree.keys:
+                    node = ptree.node_for(key)
+                    assert ptree.get_label_width(node) == Tree.get_label_width(ptree, node), key
+
+    run(body(), 30)
+
+
+def test_the_heap_built_by_the_first_frame_is_out_of_the_collectors_view(monkeypatch):
+    """Not a picture: a while after the first frame, what the app has built
+    (modules, widgets, styles) is frozen out of the garbage collector's
+    view, so a full collection no longer walks it."""
+    import gc
+
+    from tractor_diag.tui import app as app_module
+
+    monkeypatch.setattr(app_module, "HEAP_SETTLED", 0.2, raising=False)
+
+    async def body():
+        gc.unfreeze()
+        try:
+            async with injected(fake_snapshot()) as (app, pilot):
+                assert gc.get_freeze_count() == 0
+                while app.first_frame_at is None:
+                    await pilot.pause(0.05)
+                await pilot.pause(0.5)
+                frozen = gc.get_freeze_count()
+                assert frozen > 10_000, frozen
+        finally:
+            gc.unfreeze()
+
+    run(body(), 30)
+
+
 def test_the_detail_pane_is_not_described_again_for_an_unchanged_tick(monkeypatch):
     """Not a picture: the selected process, its parent and children reading
     as before (the same values in new objects), the pane's text is not built

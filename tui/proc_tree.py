@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.geometry import Size
 from textual.message import Message
@@ -290,6 +291,18 @@ class ProcTree(Tree):
         if isinstance(label, Text) and "\n" not in label.plain:
             return label
         return super().process_label(label)
+
+    def get_label_width(self, node: TreeNode) -> int:
+        # Each rebuild of the line list (a row come or gone: a stray of the
+        # box) measures every row; the base class renders each one whole for
+        # that, which was most of such a tick's cost. A row is as wide as
+        # its arrow, its label and its mark (`render_label`).
+        width = node._label.cell_len
+        if node._allow_expand:
+            width += cell_len(self.ICON_NODE_EXPANDED if node.is_expanded else self.ICON_NODE)
+        if isinstance(node.data, int) and node.data in self._marks:
+            width += self.mark_of(node.data).cell_len
+        return width
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         # lets the base class's message bubble on as well
