@@ -7,8 +7,10 @@ the process's CPU time (utime + stime, every thread) is read at that moment.
 
 ``BENCH_FIRST_BEFORE=DIR``: a checkout of an earlier commit, started the same
 way in the same rounds, interleaved (which one goes first alternates), so both
-meet the same box. ``BENCH_FIRST_SPIN=N``: N busy-looping processes run
-meanwhile (started and stopped here), to see the start under load.
+meet the same box; the bare Textual app of `bench.dash` (the floor of any
+Textual dashboard) is timed in the same rounds, to its first label.
+``BENCH_FIRST_SPIN=N``: N busy-looping processes run meanwhile (started and
+stopped here), to see the start under load.
 
 Target (issue 12): first frame <= 1.5 s.
 """
@@ -21,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.dash import ActorTree, Program, _box, _cpu_seconds
+from bench.dash import _FLOOR_TEXTUAL, ActorTree, Program, _box, _cpu_seconds
 
 ROUNDS = int(os.environ.get("BENCH_FIRST_ROUNDS", "10"))
 BEFORE = os.environ.get("BENCH_FIRST_BEFORE")
@@ -29,14 +31,18 @@ SPIN = int(os.environ.get("BENCH_FIRST_SPIN", "0"))
 HERE = Path(__file__).resolve().parent.parent
 
 
-def _start(checkout: Path, root: int) -> tuple[float, float]:
-    """-> (seconds to the first frame with the tree, CPU seconds by then)."""
+def _start(checkout: Path | None, root: int) -> tuple[float, float]:
+    """-> (seconds to the first frame with the tree, CPU seconds by then);
+    ``checkout`` None: the bare Textual app of `bench.dash` (its first label)."""
     # -P: not the working directory first on sys.path, the checkout given;
     # bytecode cached, as an installed package has it (compiling the package
     # at every start would be most of what differs between two checkouts)
-    argv = ["env", "-u", "PYTHONDONTWRITEBYTECODE", f"PYTHONPATH={checkout}", sys.executable, "-P", "-m", "tractor_diag",
-            "dash", str(root)]
-    prog = Program("dash", argv, "spawner_0")
+    env = ["env", "-u", "PYTHONDONTWRITEBYTECODE"]
+    if checkout is None:
+        prog = Program("floor", [*env, sys.executable, "-c", _FLOOR_TEXTUAL], "floor")
+    else:
+        prog = Program("dash", [*env, f"PYTHONPATH={checkout}", sys.executable, "-P", "-m",
+                                "tractor_diag", "dash", str(root)], "spawner_0")
     try:
         cpu = _cpu_seconds(prog.pid)
     finally:
@@ -45,9 +51,10 @@ def _start(checkout: Path, root: int) -> tuple[float, float]:
 
 
 def main() -> list[dict]:
-    runs = {"now": HERE}
+    runs: dict[str, Path | None] = {"now": HERE}
     if BEFORE:
         runs["before"] = Path(BEFORE).resolve()
+    runs["floor"] = None
     spinners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(SPIN)]
     tree = ActorTree()
     got: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
@@ -79,6 +86,9 @@ def main() -> list[dict]:
         row = {"case": f"dash first frame ({name}), 201 procs, {SPIN} spinners",
                "median_ms": wall, "cpu_ms": cpu, "load": load, "target": "<= 1500 ms",
                "ok": wall <= 1500, "rounds": got[name]}
+        if name == "floor":
+            row.update(case=f"bare Textual app, first label, {SPIN} spinners", target=None,
+                       ok=None)
         if name == "now" and "before" in runs:
             before = statistics.median(w for w, _ in got["before"]) * 1000
             row.update(baseline="before", baseline_ms=before, ratio=wall / before)

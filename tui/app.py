@@ -198,6 +198,9 @@ class DashApp(App):
             self._start_guest()
             return
         self.trio_side.on_sample(snap, events)
+        # started at the first frame; if that frame is not marked (the
+        # screen not refreshed), sampling goes on all the same
+        self.set_timer(1.0, self._start_guest)
 
     def _start_guest(self) -> None:
         if not self._guest_started and not self._quitting:
