@@ -94,11 +94,14 @@ def test_known_processes_cost_a_stat(spawn, monkeypatch):
         s.sample()
     assert _ours(s, tree.root) == ours
     assert counts.get("cmdline", 0) == 0, counts
-    # one read of each kept-open file a tick: nothing opened, no directory
-    # either; the wait channel of a sleeper whose stat did not change at
-    # all, once in IDLE_EVERY ticks
-    assert counts.get("stat", 0) == procfs.IDLE_EVERY * len(ours), counts
-    assert counts.get("wchan", 0) == len(ours), counts
+    # one read of a kept-open file a tick, nothing opened, no directory
+    # either: a sleeper with one thread whose parent's record is unchanged
+    # costs its schedstat (it did not run: nothing else changed), its stat
+    # and wait channel once in IDLE_EVERY ticks; the root (its parent is
+    # not watched) its stat
+    assert counts.get("schedstat", 0) == procfs.IDLE_EVERY * len(ours), counts
+    assert counts.get("stat", 0) <= procfs.IDLE_EVERY + len(ours), counts
+    assert counts.get("wchan", 0) <= len(ours), counts
     assert not [k for k in counts if k.startswith("open")], counts
 
 

@@ -202,7 +202,13 @@ class ProcCache:
     zombie) is not read further: the pass takes a copy of the record it made
     of it then (``made``: before recognition, which completes each pass's
     copy afresh), with its wait channel read again every `IDLE_EVERY` passes
-    (one ``pread``). A copy, not the record itself: recognition and the
+    (one ``pread``). For a process with one thread whose parent's record
+    is a copy too, its ``schedstat`` (read before its ``stat``) stands in
+    for the ``stat``: the number of times it was put on a CPU unchanged, it
+    did not run at all, so nothing its ``stat`` or wait channel say changed
+    (its parent did not exit either: no new ppid); its ``stat`` is read
+    every `IDLE_EVERY` passes all the same (a resident size the kernel
+    reclaimed, a ``comm`` another process wrote). A copy, not the record itself: recognition and the
     sampler complete and judge each pass's records, and an earlier
     snapshot's must stay as they were.
 
@@ -221,8 +227,10 @@ class ProcCache:
         self.stat_fds: dict[int, int] = {}
         self.wchan_fds: dict[int, int] = {}
         self.stats: dict[int, tuple[bytes, Stat]] = {}  # the last stat read, parsed
-        # pid -> (the stat read, the record made of it, with detail, full detail)
-        self.made: dict[int, tuple[bytes, Proc, bool, bool]] = {}
+        # pid -> (the stat read, the record made of it, with detail, full
+        # detail, schedstat as read before that stat or None)
+        self.made: dict[int, tuple[bytes, Proc, bool, bool, bytes | None]] = {}
+        self.sched_fds: dict[int, int] = {}  # schedstat, kept open (see `_schedstat`)
         self.wchans: dict[int, tuple[str, int]] = {}  # pid -> (wchan, the pass it was read)
         self._seen: set[int] = set()
         self._last_seen: set[int] = set()
@@ -248,11 +256,12 @@ class ProcCache:
             gone = self._last_seen - self._seen
         else:
             gone = set().union(self.known, self.detail, self.stats, self.idle, self.wchans,
-                               self.made, self.stat_fds, self.wchan_fds) - self._seen
+                               self.made, self.stat_fds, self.wchan_fds,
+                               self.sched_fds) - self._seen
         for pid in gone:
             for table in (self.known, self.detail, self.stats, self.idle, self.wchans, self.made):
                 table.pop(pid, None)
-            for fds in (self.stat_fds, self.wchan_fds):
+            for fds in (self.stat_fds, self.wchan_fds, self.sched_fds):
                 fd = fds.pop(pid, None)
                 if fd is not None:
                     _close(fd)
@@ -300,7 +309,7 @@ class ProcCache:
 
     def keep(self, fds: dict[int, int], pid: int, fd: int) -> bool:
         """Keep ``fd`` open for ``pid`` while the budget allows."""
-        if len(self.stat_fds) + len(self.wchan_fds) >= self.fd_budget:
+        if len(self.stat_fds) + len(self.wchan_fds) + len(self.sched_fds) >= self.fd_budget:
             return False
         old = fds.get(pid)
         if old is not None:
@@ -310,7 +319,7 @@ class ProcCache:
 
     def drop(self, pid: int) -> None:
         """``pid``'s open files read ESRCH: that process is gone."""
-        for fds in (self.stat_fds, self.wchan_fds):
+        for fds in (self.stat_fds, self.wchan_fds, self.sched_fds):
             fd = fds.pop(pid, None)
             if fd is not None:
                 _close(fd)
@@ -320,7 +329,7 @@ class ProcCache:
         self.wchans.pop(pid, None)
 
     def close(self) -> None:
-        for fds in (self.stat_fds, self.wchan_fds):
+        for fds in (self.stat_fds, self.wchan_fds, self.sched_fds):
             for fd in fds.values():
                 _close(fd)
             fds.clear()
@@ -662,6 +671,7 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
     stat_fds = cache.stat_fds if cache is not None else None
     made_of = cache.made if cache is not None else {}
     seen = cache._seen if cache is not None else set()
+    copied: set[int] = set()  # this pass's records that are copies (see `ProcCache`)
     for name in names:
         pid = int(name)
         if watch is not None and pid not in watch:
@@ -676,7 +686,20 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 cache._seen.add(pid)
                 late = late or idle[1].ppid > pid
                 continue
-        raw = None
+        raw = sched = None
+        made = made_of.get(pid)
+        if made is not None and made[1].num_threads == 1:
+            # read before its stat: a run in between shows in the stat read
+            sched = _schedstat(cache, pid)
+            if (sched is not None and sched == made[4] and (pid + cache.passes) % IDLE_EVERY
+                    and made[1].ppid in copied):
+                again = _unchanged(made, pid, want, is_root, detail_actors, full, cache, ran=False)
+                if again is not None:
+                    procs[pid] = again
+                    seen.add(pid)
+                    copied.add(pid)
+                    late = late or again.ppid > pid
+                    continue
         kept = stat_fds.get(pid) if stat_fds is not None else None
         if kept is not None:
             try:
@@ -684,12 +707,14 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
             except OSError:
                 cache.drop(pid)  # reaped: whoever has the pid now is new
             else:
-                made = made_of.get(pid)
                 if made is not None and made[0] == raw:
                     again = _unchanged(made, pid, want, is_root, detail_actors, full, cache)
                     if again is not None:
+                        if sched is not None and sched != made[4]:
+                            made_of[pid] = (*made[:4], sched)
                         procs[pid] = again
                         seen.add(pid)
+                        copied.add(pid)
                         late = late or again.ppid > pid
                         continue
         # The directory is opened only when a file other than a kept
@@ -776,7 +801,8 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                              full, cache, ticks, still)
                 detailed.add(pid)
             if cache is not None:
-                _remember_made(cache, pid, raw, proc, ticks, pid in detailed, full, leader_exited)
+                _remember_made(cache, pid, raw, proc, ticks, pid in detailed, full, leader_exited,
+                               sched)
         finally:
             if dfd is not None:
                 os.close(dfd)
@@ -787,19 +813,39 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
     return procs
 
 
-def _unchanged(made: tuple[bytes, Proc, bool, bool], pid: int, want: set[int],
+def _schedstat(cache: ProcCache, pid: int) -> bytes | None:
+    """``pid``'s ``schedstat`` (its main thread's time on a CPU, in a run
+    queue, and how many times it was put on a CPU), through a file kept
+    open; ``None`` when it cannot be read."""
+    fd = cache.sched_fds.get(pid)
+    try:
+        if fd is None:
+            fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
+            if not cache.keep(cache.sched_fds, pid, fd):
+                try:
+                    return os.read(fd, 128)
+                finally:
+                    os.close(fd)
+        return os.pread(fd, 128, 0)
+    except OSError:
+        return None
+
+
+def _unchanged(made: tuple[bytes, Proc, bool, bool, bytes | None], pid: int, want: set[int],
                is_root: RootTest | None, detail_actors: bool, full: bool,
-               cache: ProcCache) -> Proc | None:
+               cache: ProcCache, ran: bool = True) -> Proc | None:
     """A copy of the record made of ``pid`` on an earlier pass, its ``stat``
-    unchanged since (see `ProcCache`); ``None`` when it must be read again:
-    it needs detail it was not read with, or its wait channel changed."""
-    _, proc, detailed, made_full = made
+    unchanged since, or (``ran=False``) its ``schedstat`` (see `ProcCache`);
+    ``None`` when it must be read again: it needs detail it was not read
+    with, or its wait channel changed (read again every `IDLE_EVERY` passes
+    unless it did not run at all)."""
+    proc, detailed, made_full = made[1:4]
     if (proc.ppid in want or (is_root is not None and is_root(pid, proc.cmdline, proc.comm))
             or (detail_actors and proc.actor is not None)):
         if not detailed or (full and not made_full):
             return None
         seen = cache.wchans.get(pid)
-        if seen is None or cache.passes - seen[1] >= IDLE_EVERY:
+        if ran and (seen is None or cache.passes - seen[1] >= IDLE_EVERY):
             fd = cache.wchan_fds.get(pid)
             if fd is None:
                 return None
@@ -816,7 +862,8 @@ def _unchanged(made: tuple[bytes, Proc, bool, bool], pid: int, want: set[int],
 
 
 def _remember_made(cache: ProcCache, pid: int, raw: bytes, proc: Proc, start_ticks: int,
-                   detailed: bool, full: bool, leader_exited: bool) -> None:
+                   detailed: bool, full: bool, leader_exited: bool,
+                   sched: bytes | None = None) -> None:
     """Keep a copy of this pass's record of ``pid`` for `_unchanged`: only
     of a process asleep with its title final (what a copy may stand for
     while its ``stat`` stays the same)."""
@@ -825,7 +872,7 @@ def _remember_made(cache: ProcCache, pid: int, raw: bytes, proc: Proc, start_tic
             or known.start_ticks != start_ticks):
         cache.made.pop(pid, None)
         return
-    cache.made[pid] = (raw, proc.__copy__(), detailed, full)
+    cache.made[pid] = (raw, proc.__copy__(), detailed, full, sched)
 
 
 def _live_thread(dfd: int) -> tuple[int, Stat] | None:
