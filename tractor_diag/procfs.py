@@ -688,11 +688,14 @@ def _scan(is_root: RootTest | None, only: list[int] | None, detail_actors: bool,
                 continue
         raw = sched = None
         made = made_of.get(pid)
-        if made is not None and made[1].num_threads == 1:
-            # read before its stat: a run in between shows in the stat read
+        # schedstat: read before the stat (a run in between shows in the
+        # stat read), where it can stand in for the stat now or must be had
+        # for the next pass
+        if (made is not None and made[1].num_threads == 1 and (watch is None or pid in watch)
+                and (made[4] is None
+                     or (made[1].ppid in copied and (pid + cache.passes) % IDLE_EVERY))):
             sched = _schedstat(cache, pid)
-            if (sched is not None and sched == made[4] and (pid + cache.passes) % IDLE_EVERY
-                    and made[1].ppid in copied):
+            if sched is not None and sched == made[4]:
                 again = _unchanged(made, pid, want, is_root, detail_actors, full, cache, ran=False)
                 if again is not None:
                     procs[pid] = again
