@@ -1,7 +1,7 @@
 """What the dashboard does before its first frame (issue 12: first frame
 <= 1.5 s on a loaded box): nothing drawn before there is a tree to show, the
-key footer built once, pid roots checked without a pass over the box, and
-trio imported only after that frame."""
+key footer built once, pid roots checked without a pass over the box, no
+garbage collection, and trio imported only after that frame."""
 from __future__ import annotations
 
 import io
@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from textual.widgets import Footer
 
@@ -170,3 +171,53 @@ def test_trio_is_imported_after_the_first_frame(sleep_tree):
     # the samples after the first come from trio's loop, an interval apart
     # (not the second at once, when trio has started)
     assert all(gap > 0.35 for gap in got["gaps"]), got
+
+
+_COLLECTOR_LOG = r"""
+import gc, json, sys
+real = gc.enable
+
+def enable():
+    # what the collector did until the dashboard turns it back on
+    with open(sys.argv[2], "a") as f:
+        f.write(json.dumps({"enabled": gc.isenabled(),
+                            "collections": [s["collections"] for s in gc.get_stats()]}) + "\n")
+    real()
+
+gc.enable = enable
+from tractor_diag import cli
+sys.exit(cli.main(["dash", sys.argv[1]]))
+"""
+
+
+def test_no_garbage_collection_until_the_first_frame(sleep_tree, tmp_path):
+    """Start-up allocates a great many objects that all live on, and the
+    collector walked them some 200 times before the first frame: it is off
+    from the dashboard's imports to its first frame, and on after it."""
+    import pexpect
+
+    tree = sleep_tree()
+    log = tmp_path / "gc.jsonl"
+    env = dict(os.environ, TERM="xterm-256color")
+    child = pexpect.spawn(sys.executable, ["-c", _COLLECTOR_LOG, str(tree.root), str(log)],
+                          env=env, dimensions=(40, 140), encoding="utf-8",
+                          codec_errors="replace", timeout=30)
+    try:
+        child.expect("sleep")  # the tree is drawn
+        deadline = time.monotonic() + 10
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.send("q")
+        child.expect(pexpect.EOF, timeout=20)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    assert calls, "the collector was never turned back on"
+    first = calls[0]
+    assert first["enabled"] is False, first
+    # no full collection: one walks every object the start-up made
+    assert first["collections"][2] == 0, first
+    import gc
+
+    assert gc.isenabled()

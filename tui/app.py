@@ -129,6 +129,9 @@ class DashApp(App):
         self._quit_signals = QuitSignals(self._quit_soon)
         self._paint_held = False
         self._guest_started = False
+        # the collector, paused by the caller for start-up (`commands.dash`):
+        # on again at the first frame, or FIRST_PAINT_WAIT after the mount
+        self.collect_after_first_frame = False
         self._first_sample: asyncio.Task | None = None
 
     def get_default_screen(self) -> Screen:
@@ -183,6 +186,7 @@ class DashApp(App):
         self._quit_signals.install()
         if self.live:
             self._hold_first_paint()
+        self.set_timer(FIRST_PAINT_WAIT, self._collect_again)
         if self.live and self.launch_argv is None:
             self._first_sample = asyncio.create_task(self._sample_first())
         else:
@@ -335,7 +339,15 @@ class DashApp(App):
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
             self.set_timer(HEAP_SETTLED, _freeze_heap)
+        self._collect_again()
         self._start_guest()
+
+    def _collect_again(self) -> None:
+        if self.collect_after_first_frame:
+            self.collect_after_first_frame = False
+            import gc
+
+            gc.enable()
 
     def add_output(self, stream: str, lines: list[str]) -> None:
         """Lines of the launched program (what the launcher relays)."""
