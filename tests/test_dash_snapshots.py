@@ -481,6 +481,10 @@ def test_the_detail_pane_is_not_described_again_for_an_unchanged_tick(monkeypatc
             real = detail.describe
             monkeypatch.setattr(detail, "describe",
                                 lambda *a, **k: (built.append(1), real(*a, **k))[1])
+            socks: list = []  # the sockets' lines built again
+            real_socks = detail.describe_sockets
+            monkeypatch.setattr(detail, "describe_sockets",
+                                lambda *a, **k: (socks.append(1), real_socks(*a, **k))[1])
 
             def tick(snap: Snapshot) -> str:
                 built.clear()
@@ -506,7 +510,9 @@ def test_the_detail_pane_is_not_described_again_for_an_unchanged_tick(monkeypatc
             snap.taken_at += 60
             assert "6m ago" in tick(snap) and built == [1]
             tick(snap)
-            assert built == []
+            assert built == [] and socks == []
+            app.show_sockets(4002, [Sock("unix", "listening", f"{BINDSPACE}/sup@4002.sock")])
+            assert socks == [1] and "sup@4002.sock" in tick(snap) and socks == [1]
             await pilot.pause()
 
     run(body(), 30)

@@ -187,6 +187,7 @@ class DetailPane(VerticalScroll):
         self._shown: tuple | None = None
         self._shape: tuple = ()
         self._described: tuple[Entry, Snapshot] | None = None  # what the facts tell
+        self._sockets_of: tuple | None = None  # (list, pending) the sockets tell
 
     def compose(self):
         yield self._body
@@ -207,13 +208,18 @@ class DetailPane(VerticalScroll):
             self._sockets = Text()
             self.extras = {}
             self._described = None
+            self._sockets_of = None
         else:
             self.pid = entry.proc.pid
             was = self._described
             if was is None or was[0].proc.pid != self.pid or not same_facts(entry, snap, *was):
                 self._facts = describe(entry, snap)
             self._described = (entry, snap)
-            self._sockets = describe_sockets(sockets, sockets_pending)
+            # the app hands the same list until the sockets are read again
+            if self._sockets_of is None or self._sockets_of[0] is not sockets or (
+                    self._sockets_of[1] != sockets_pending):
+                self._sockets = describe_sockets(sockets, sockets_pending)
+            self._sockets_of = (sockets, sockets_pending)
             self.extras = dict(extras or {})
         self._render_body()
 
