@@ -381,9 +381,15 @@ def test_a_tick_that_moves_no_row_lays_out_nothing(monkeypatch):
             tick(fake_snapshot())
             assert laid == [] and ptree.mark_of(4020) is not None
             snap = fake_snapshot()
-            snap.taken_at += 60  # every age moves on a minute
+            snap.taken_at += 30  # no age reads otherwise yet
             tick(snap)
-            assert laid == [1] and "6m" in ptree.node_for(4020).label.plain
+            assert laid == [] and set_labels == []
+            snap = fake_snapshot()
+            snap.taken_at += 60  # every age moves on a minute: each row relabelled
+            tick(snap)
+            assert laid == [] and "6m" in ptree.node_for(4020).label.plain
+            assert set(set_labels) == {k for k in ptree.keys if isinstance(k, int)} - {2900}
+            assert "1d01h" in ptree.node_for(2900).label.plain  # (read the same)
             snap = fake_snapshot_with(3501, bucket="stray")  # orphans regrouped
             snap.taken_at += 60
             tick(snap)

@@ -7,6 +7,7 @@ collapsed/expanded state survive every refresh.
 """
 from __future__ import annotations
 
+import heapq
 from typing import NamedTuple
 
 from rich.cells import cell_len
@@ -228,7 +229,8 @@ class ProcTree(Tree):
         self._row_at: dict[Key, int] = {}  # each shown key's place in them
         self._laid: Snapshot | None = None  # what the rows show
         self._laid_view: tuple = ()  # the filter and mode they were laid out with
-        self._ages_until = 0.0  # when the first shown coarse age moves on
+        # (when its coarse age may read otherwise, pid) of each shown row, a heap
+        self._ages_due: list[tuple[float, int]] = []
 
     def _invalidate(self) -> None:
         # Every add and remove of a node asks for this, which drops every
@@ -440,13 +442,13 @@ class ProcTree(Tree):
 
     def _relabel_only(self, snap: Snapshot) -> bool:
         """A tick that moves no row (the same processes, in the same places,
-        under the same filter): give the rows whose process reads otherwise
-        a new label, touch nothing else, and say True. On a tree where
+        under the same filter): give the rows whose process reads otherwise,
+        or whose age is due to, a new label, touch nothing else, and say True. On a tree where
         nothing happens that is a compare per process, no layout (which
         builds every row's label key, the most of a tick's cost here)."""
         old = self._laid
         view = (self.filter_text, self.actors_only)
-        if (old is None or view != self._laid_view or snap.taken_at >= self._ages_until
+        if (old is None or view != self._laid_view
                 or snap.roots != old.roots or snap.strays != old.strays
                 or snap.entries.keys() != old.entries.keys()):
             return False
@@ -468,6 +470,14 @@ class ProcTree(Tree):
             if (not same or entry.state != was.state
                     or (had is not None and not _cpu_close(had[0][_CPU], entry.cpu_percent))):
                 stale.append(entry)
+        # rows whose age is due to read otherwise (each at its own second:
+        # processes started apart cross their minutes apart)
+        due, now = self._ages_due, snap.taken_at
+        while due and due[0][0] <= now:
+            pid = heapq.heappop(due)[1]
+            entry = snap.entries[pid]
+            stale.append(entry)
+            heapq.heappush(due, (coarse_age_until(entry.proc.create_time, now), pid))
         self._laid = snap
         for entry in stale:
             pid = entry.proc.pid
@@ -491,9 +501,9 @@ class ProcTree(Tree):
             self._labels = {k: v for k, v in self._labels.items()
                             if k in snap.entries or isinstance(k, str)}
         self._laid, self._laid_view = snap, (self.filter_text, self.actors_only)
-        self._ages_until = min(
-            (coarse_age_until(snap.entries[row.key].proc.create_time, snap.taken_at)
-             for row in rows if isinstance(row.key, int)), default=float("inf"))
+        self._ages_due = [(coarse_age_until(snap.entries[row.key].proc.create_time, snap.taken_at),
+                           row.key) for row in rows if isinstance(row.key, int)]
+        heapq.heapify(self._ages_due)
         # Nothing changed (the same rows, the same label objects): nothing to do.
         last = self._last_rows
         if (len(rows) == len(last) == len(self._by_key)
