@@ -76,6 +76,38 @@ def test_tree_pane_reconciles_by_pid_and_keeps_cursor_and_collapse(current_tree)
     run(body())
 
 
+def test_a_quiet_real_tree_is_compared_each_tick_not_laid_out(sleep_tree, monkeypatch):
+    """The live sampler on a tree where nothing happens (a shell and two
+    sleeps): after the first ticks, a tick lays the tree out no more and
+    does not build the detail pane's text again; it only compares."""
+    from tractor_diag.tui import detail, proc_tree
+
+    sh = sleep_tree()
+    pids = sh.pids()
+
+    async def body():
+        async with watching(sh, pids, strays=False) as (app, pilot):
+            await until(lambda: app.samples_shown >= 4, 30, pilot=pilot)
+            app.proc_tree.select_pid(pids[1])
+            await pilot.pause(FAST * 2)
+            laid: list = []
+            real_layout = proc_tree.layout
+            monkeypatch.setattr(proc_tree, "layout",
+                                lambda *a, **k: (laid.append(1), real_layout(*a, **k))[1])
+            built: list = []
+            real_describe = detail.describe
+            monkeypatch.setattr(detail, "describe",
+                                lambda *a, **k: (built.append(1), real_describe(*a, **k))[1])
+            start = app.samples_shown
+            await until(lambda: app.samples_shown >= start + 8, 30, pilot=pilot)
+            assert laid == []
+            # (its "no cpu for" clock may step once: ten seconds a step)
+            assert len(built) <= 1, built
+            assert "sleep" in label_of(app, pids[1]) and "sleep" in app.detail.text
+
+    run(body(), 60)
+
+
 def test_zombies_and_exit_codes_in_tree_and_events(zombie_maker):
     h = zombie_maker(count=2, code=3, title="zed")
 
