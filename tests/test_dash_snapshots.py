@@ -449,7 +449,8 @@ def test_a_row_come_measures_the_rows_without_drawing_them(monkeypatch):
 def test_the_heap_built_by_the_first_frame_is_out_of_the_collectors_view(monkeypatch):
     """Not a picture: a while after the first frame, what the app has built
     (modules, widgets, styles) is frozen out of the garbage collector's
-    view, so a full collection no longer walks it."""
+    view, so a full collection no longer walks it; the app's unmount gives
+    it back."""
     import gc
 
     from tractor_diag.tui import app as app_module
@@ -466,6 +467,11 @@ def test_the_heap_built_by_the_first_frame_is_out_of_the_collectors_view(monkeyp
                 await pilot.pause(0.5)
                 frozen = gc.get_freeze_count()
                 assert frozen > 10_000, frozen
+                assert app.heap_frozen
+            # given back at unmount: apps run one after another in a process
+            # (tests) would otherwise keep each other's cycles, and their
+            # file descriptors, for good
+            assert gc.get_freeze_count() == 0
         finally:
             gc.unfreeze()
 

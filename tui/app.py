@@ -116,6 +116,7 @@ class DashApp(App):
         self.guest = TrioGuest(self.trio_side.main, on_done=self._trio_done,
                                on_error=self._action_failed)
         self.first_frame_at: float | None = None
+        self.heap_frozen = False  # (see `_freeze_heap`)
         self.samples_shown = 0
         self._extras: dict[int, dict[str, tuple[str, Text]]] = {}
         self.chains = ChainWatch()  # the waits-on chains drawn after w
@@ -229,6 +230,11 @@ class DashApp(App):
 
     async def on_unmount(self) -> None:
         self._guest_started = True  # too late to start it now
+        if self.heap_frozen:
+            import gc
+
+            gc.unfreeze()
+            self.heap_frozen = False
         if self._first_sample is not None:
             self._first_sample.cancel()
         await self._stop_trio()
@@ -338,9 +344,26 @@ class DashApp(App):
     def _mark_first_frame(self) -> None:
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
-            self.set_timer(HEAP_SETTLED, _freeze_heap)
+            self.set_timer(HEAP_SETTLED, self._freeze_heap)
         self._collect_again()
         self._start_guest()
+
+    def _freeze_heap(self) -> None:
+        """Take what the app has built by now (modules, widgets, styles: most
+        of the heap, and there for good) out of the garbage collector's view.
+        Every tick allocates a snapshot's worth of objects, and each full
+        collection walked that whole heap again: a full collection a few
+        seconds apart was as much main-thread CPU as everything a quiet tick
+        shows. Garbage in cycles is collected first, so nothing freed is
+        kept; the app's unmount gives the heap back to the collector (an app
+        run inside a longer process, as tests do, leaves nothing frozen)."""
+        import gc
+
+        if self._quitting or self.heap_frozen:
+            return
+        gc.collect()
+        gc.freeze()
+        self.heap_frozen = True
 
     def _collect_again(self) -> None:
         if self.collect_after_first_frame:
@@ -774,19 +797,6 @@ class _MainScreen(Screen):
         if getattr(self.app, "_paint_held", False):
             return
         super()._compositor_refresh()
-
-
-def _freeze_heap() -> None:
-    """Take what the app has built by now (modules, widgets, styles: most of
-    the heap, and there for good) out of the garbage collector's view. Every
-    tick allocates a snapshot's worth of objects, and each full collection
-    walked that whole heap again: a full collection a few seconds apart was
-    as much main-thread CPU as everything a quiet tick shows. Garbage in
-    cycles is collected first, so nothing freed is kept."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def _runner(app: App, action: str):
