@@ -266,6 +266,56 @@ class ProcCache:
                 if fd is not None:
                     _close(fd)
 
+    def still(self, shown: dict[int, Proc], matters: Callable[[int, int], bool]) -> bool:
+        """Nothing the last pass read of ``shown`` (pid -> its record then)
+        can have changed, and no process that matters came or went on the
+        box since. Each shown process's ``schedstat`` reads as it did before
+        the ``stat`` behind its record (one thread: it was not put on a CPU
+        since), else its ``stat`` as then (asleep, stopped or a zombie: not
+        on a CPU nor in disk wait, whose wait channel may move with the
+        same ``stat``): one ``pread`` each, through the files kept open.
+        When a task was created or released on the box (`_tasks`), ``/proc``
+        is listed again: a new process ``matters(pid, ppid)`` says may
+        change what is shown (one joining a shown tree, an adopted one)
+        and one gone that was the parent of an actor not shown (adopted
+        now, a stray to show) need a whole pass."""
+        made_of, sched_fds, stat_fds, stats = self.made, self.sched_fds, self.stat_fds, self.stats
+        try:
+            for pid, proc in shown.items():
+                made = made_of.get(pid)
+                if made is not None and made[4] is not None and proc.num_threads == 1:
+                    fd = sched_fds.get(pid)
+                    if fd is None or os.pread(fd, 128, 0) != made[4]:
+                        return False
+                    continue
+                fd, had = stat_fds.get(pid), stats.get(pid)
+                if (fd is None or had is None or proc.state in _BUSY or proc.leader_exited
+                        or _pread(fd) != had[0]):
+                    return False
+        except OSError:  # one of them is gone
+            return False
+        tasks = self._tasks()
+        if tasks is None or self._listed is None:
+            return False
+        if tasks == self._listed_tasks:
+            return True
+        old = self._listed
+        with os.scandir("/proc") as it:
+            self._listed = {e.name: e.inode() for e in it if e.name.isdigit()}
+        self._listed_tasks = tasks
+        went = old.keys() - self._listed.keys()
+        if went:
+            parents = {str(p.ppid) for _, p in self.idle.values() if p.actor is not None}
+            parents.update(str(m[1].ppid) for m in made_of.values() if m[1].actor is not None)
+            if not parents.isdisjoint(went):
+                return False
+        for name, inode in self._listed.items():
+            if old.get(name) != inode:  # new, or a pid reused
+                st = read_stat(int(name))
+                if st is not None and matters(int(name), st.ppid):
+                    return False
+        return True
+
     def listing(self) -> dict[str, int]:
         """The pids in ``/proc`` with their inodes. Listed again only when a
         process or thread was created or released on the box since the
@@ -470,6 +520,8 @@ def _read_full(proc: Proc, dfd: int) -> None:
 # States in which a process's stat may stay the same while what the detail
 # files say changes (on a CPU or queued for one, in disk wait, dead).
 _AWAKE = frozenset("RDZXx")
+# ... and while its wait channel or run times move (`ProcCache.still`).
+_BUSY = frozenset("RD")
 
 _FULL_FIELDS = ("uid", "sig_caught", "vol_ctx", "invol_ctx", "sched_run", "sched_wait", "cgroup")
 

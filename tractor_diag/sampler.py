@@ -14,6 +14,7 @@ trio loop around it.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -23,7 +24,7 @@ import msgspec
 
 from . import captures
 from .classify import state_of
-from .model import Entry, Event, Snapshot
+from .model import Entry, Event, Snapshot, replace
 from .trees import MIN_RATE_WINDOW, Targets, take_snapshot
 
 # (pid, create time) names a process across ticks even if the pid is reused.
@@ -67,6 +68,10 @@ def deep_size(root: object) -> int:
         elif isinstance(obj, msgspec.Struct):
             stack.extend(getattr(obj, f) for f in obj.__struct_fields__)
     return total
+
+
+# Judgements of a process that did not run (`Sampler._again`).
+_STILL = ("idle", "blocked", "stopped", "exited")
 
 
 def _still_running(entry: Entry) -> bool:
@@ -114,6 +119,8 @@ class Sampler:
         from .procfs import ProcCache
 
         self._cache = ProcCache()
+        self._quiet = 0  # ticks in a row that took the last snapshot again (`_again`)
+        self._read_as: tuple[Targets, frozenset[int]] | None = None  # the last whole pass's
         self._wake: Callable[[], None] | None = None
         self._token = None
         # when each remembered sample's pass began, by its ``monotonic``
@@ -139,6 +146,16 @@ class Sampler:
         prev = self.latest
         base = self._rate_base()
         opened = time.monotonic()
+        snap = self._again(prev, base)
+        if snap is not None:
+            self._opened[snap.monotonic] = opened
+            keys = {key: snap.entries[key[0]] for key in self._keys}
+            self._keys = keys
+            self._track_progress(keys, snap.monotonic)
+            self._remember(snap)
+            return snap, []
+        self._quiet = 0
+        self._read_as = (self.targets, frozenset(self.subreapers))
         # full detail: context-switch deltas and the dashboard's detail pane
         snap = take_snapshot(self.targets, prev=prev, rate_base=base,
                              subreapers=self.subreapers, full=True, cache=self._cache)
@@ -154,6 +171,44 @@ class Sampler:
         self._remember(snap)
         self.events.extend(events)
         return snap, events
+
+    def _again(self, prev: Snapshot | None, base: Snapshot | None) -> Snapshot | None:
+        """The last snapshot again, stamped now, when nothing it shows can
+        have changed since (`procfs.ProcCache.still`: none of them ran, no
+        process came or went on the box) and every process in it was
+        judged still then (0 % CPU: the same judgement holds); ``None``
+        when a whole pass must be read. A whole pass is read at least every
+        `procfs.IDLE_EVERY` ticks all the same: what changes without a
+        process running (a resident size, a title written from outside,
+        the socket tables recognition reads) is seen then. Each entry is a
+        copy (the sampler writes its "stuck for" clock); the records are
+        the last pass's, read-only as ever."""
+        from .procfs import IDLE_EVERY
+
+        if (prev is None or base is None or self._quiet >= IDLE_EVERY - 1
+                or self._read_as != (self.targets, frozenset(self.subreapers))
+                or time.monotonic() - base.monotonic < MIN_RATE_WINDOW):
+            return None
+        entries = prev.entries
+        for entry in entries.values():
+            if entry.cpu_percent != 0.0 or entry.state not in _STILL:
+                return None
+        if not self._cache.still({pid: e.proc for pid, e in entries.items()}, self._matters):
+            return None
+        self._quiet += 1
+        now = time.monotonic()
+        return replace(prev, taken_at=time.time(), monotonic=now, window=now - prev.monotonic,
+                       samples=2, entries={pid: e.__copy__() for pid, e in entries.items()})
+
+    def _matters(self, pid: int, ppid: int) -> bool:
+        """Whether a process new since the last pass may change what is
+        shown: one under a shown process, one adopted (init's, a
+        subreaper's, its parent gone), any when roots are found by pattern
+        or every actor tree is watched (it may be one)."""
+        shown = self.latest.entries if self.latest is not None else {}
+        return (ppid in shown or ppid <= 1 or ppid in self.subreapers
+                or self.targets.empty or bool(self.targets.patterns)
+                or not os.path.isdir(f"/proc/{ppid}"))
 
     def _unjudge_captured(self, prev: Snapshot | None, base: Snapshot | None,
                           snap: Snapshot) -> None:
