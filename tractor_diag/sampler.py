@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -119,6 +120,7 @@ class Sampler:
         from .procfs import ProcCache
 
         self._cache = ProcCache()
+        self._lock = threading.Lock()  # a tick against `close`
         self._quiet = 0  # ticks in a row that took the last snapshot again (`_again`)
         self._read_as: tuple[Targets, frozenset[int]] | None = None  # the last whole pass's
         self._wake: Callable[[], None] | None = None
@@ -141,8 +143,27 @@ class Sampler:
                 return snap
         return None
 
+    def close(self, timeout: float = 2.0) -> bool:
+        """Close the ``/proc`` files the sampler keeps open between ticks
+        (hundreds on a busy box): a dashboard run in-process (the xontrib)
+        must not leave them behind. Waits for a tick in progress in another
+        thread (up to ``timeout``); False when it could not: then nothing is
+        closed under it (its descriptor numbers could go to new files while
+        it reads them). A later tick opens what it needs again."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._cache.close()
+        finally:
+            self._lock.release()
+        return True
+
     def sample(self) -> tuple[Snapshot, list[Event]]:
         """Take one snapshot now; returns it with the events it implies."""
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> tuple[Snapshot, list[Event]]:
         prev = self.latest
         base = self._rate_base()
         opened = time.monotonic()

@@ -286,6 +286,10 @@ class DashApp(App):
     async def _stop_trio(self) -> None:
         await self.guest.stop(timeout=self.grace + 5.0)
         self.trio_side.stopped(trio_still_running=self.guest.running)
+        if not self.guest.running:
+            # its kept /proc files: a dashboard run inside xonsh must not
+            # leave hundreds behind (waits for a first sample still reading)
+            await asyncio.to_thread(self.sampler.close)
 
     @property
     def supervisor(self):
