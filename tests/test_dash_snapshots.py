@@ -156,13 +156,17 @@ async def injected(snapshot: Snapshot | None = None):
 
 def record_set_labels(monkeypatch) -> list:
     """From now on, the pid of each tree row given a new label (one entry
-    per `TreeNode.set_label`)."""
+    per `TreeNode.set_label` or `ProcTree._relabel`)."""
     from textual.widgets.tree import TreeNode
 
     set_labels: list = []
     real_set = TreeNode.set_label
     monkeypatch.setattr(TreeNode, "set_label",
                         lambda node, label: (set_labels.append(node.data), real_set(node, label)))
+    real_relabel = getattr(ProcTree, "_relabel", None)  # (a tick that moves no row)
+    if real_relabel is not None:
+        monkeypatch.setattr(ProcTree, "_relabel", lambda tree, node, label: (
+            set_labels.append(node.data), real_relabel(tree, node, label)))
     return set_labels
 
 
@@ -386,8 +390,15 @@ def test_a_tick_that_moves_no_row_lays_out_nothing(monkeypatch):
             assert laid == [] and set_labels == []
             snap = fake_snapshot()
             snap.taken_at += 60  # every age moves on a minute: each row relabelled
+            callbacks: list = []  # (the base class's set_label posts one per row)
+            real_later = ptree.call_later
+            monkeypatch.setattr(ptree, "call_later",
+                                lambda *a, **k: (callbacks.append(a), real_later(*a, **k))[1])
             tick(snap)
-            assert laid == [] and "6m" in ptree.node_for(4020).label.plain
+            assert laid == [] and callbacks == [] and "6m" in ptree.node_for(4020).label.plain
+            await pilot.pause()
+            assert "6m" in ptree.render_line(  # drawn anew
+                ptree.node_for(4011).line - ptree.scroll_offset.y).text
             assert set(set_labels) == {k for k in ptree.keys if isinstance(k, int)} - {2900}
             assert "1d01h" in ptree.node_for(2900).label.plain  # (read the same)
             snap = fake_snapshot_with(3501, bucket="stray")  # orphans regrouped

@@ -479,6 +479,8 @@ class ProcTree(Tree):
             stale.append(entry)
             heapq.heappush(due, (coarse_age_until(entry.proc.create_time, now), pid))
         self._laid = snap
+        if stale:
+            _ = self._tree_lines  # each node's line number, current
         for entry in stale:
             pid = entry.proc.pid
             node, at = self._by_key.get(pid), self._row_at.get(pid)
@@ -489,8 +491,16 @@ class ProcTree(Tree):
                 self._shown[pid] = label
                 self._last_rows[at] = self._last_rows[at]._replace(label=label)
                 if node.label != label:
-                    node.set_label(label)
+                    self._relabel(node, label)
         return True
+
+    def _relabel(self, node: TreeNode, label: Text) -> None:
+        """Give a row a new label and repaint its line now. The base class's
+        `set_label` repaints through a callback message per row, and every
+        row of a tree started at once relabels at one tick when their ages
+        cross a minute. (Only the row's own line shows its label.)"""
+        node._label = self.process_label(label)
+        node.refresh()
 
     def _reconcile(self) -> None:
         snap = self._snapshot
