@@ -241,6 +241,7 @@ class ProcCache:
         self._listed: dict[str, int] | None = None  # the last listing of /proc
         self._listed_tasks: tuple[bytes, bytes] | None = None  # `_tasks` then
         self._listed_pass = 0
+        self._stills = 0  # calls to `still`: whose stat is read in turn
         self._count_fds: list[int] | None = None  # /proc/stat, /proc/loadavg
 
     def begin(self) -> None:
@@ -273,17 +274,23 @@ class ProcCache:
         the ``stat`` behind its record (one thread: it was not put on a CPU
         since), else its ``stat`` as then (asleep, stopped or a zombie: not
         on a CPU nor in disk wait, whose wait channel may move with the
-        same ``stat``): one ``pread`` each, through the files kept open.
+        same ``stat``): one ``pread`` each, through the files kept open;
+        each one's ``stat`` in turn every `IDLE_EVERY` calls all the same
+        (what changes without the process running: a resident size the
+        kernel reclaimed, a ``comm`` written from outside).
         When a task was created or released on the box (`_tasks`), ``/proc``
         is listed again: a new process ``matters(pid, ppid)`` says may
         change what is shown (one joining a shown tree, an adopted one)
         and one gone that was the parent of an actor not shown (adopted
         now, a stray to show) need a whole pass."""
         made_of, sched_fds, stat_fds, stats = self.made, self.sched_fds, self.stat_fds, self.stats
+        turn = self._stills
+        self._stills += 1
         try:
             for pid, proc in shown.items():
                 made = made_of.get(pid)
-                if made is not None and made[4] is not None and proc.num_threads == 1:
+                if (made is not None and made[4] is not None and proc.num_threads == 1
+                        and (pid + turn) % IDLE_EVERY):
                     fd = sched_fds.get(pid)
                     if fd is None or os.pread(fd, 128, 0) != made[4]:
                         return False

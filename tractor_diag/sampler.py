@@ -73,6 +73,8 @@ def deep_size(root: object) -> int:
 
 # Judgements of a process that did not run (`Sampler._again`).
 _STILL = ("idle", "blocked", "stopped", "exited")
+#: A still tree is read by a whole pass at least every this many ticks (`Sampler._again`).
+WHOLE_EVERY = 30
 
 
 def _still_running(entry: Entry) -> bool:
@@ -196,17 +198,15 @@ class Sampler:
     def _again(self, prev: Snapshot | None, base: Snapshot | None) -> Snapshot | None:
         """The last snapshot again, stamped now, when nothing it shows can
         have changed since (`procfs.ProcCache.still`: none of them ran, no
-        process came or went on the box) and every process in it was
-        judged still then (0 % CPU: the same judgement holds); ``None``
-        when a whole pass must be read. A whole pass is read at least every
-        `procfs.IDLE_EVERY` ticks all the same: what changes without a
-        process running (a resident size, a title written from outside,
-        the socket tables recognition reads) is seen then. Each entry is a
-        copy (the sampler writes its "stuck for" clock); the records are
-        the last pass's, read-only as ever."""
-        from .procfs import IDLE_EVERY
-
-        if (prev is None or base is None or self._quiet >= IDLE_EVERY - 1
+        process that matters came or went on the box; each one's ``stat``
+        read in turn for what changes without it running) and every
+        process in it was judged still then (0 % CPU: the same judgement
+        holds); ``None`` when a whole pass must be read. A whole pass is
+        read at least every `WHOLE_EVERY` ticks all the same: what others
+        change (the socket tables recognition reads, the rest of the box's
+        records) is seen then. Each entry and record is a copy (the sampler
+        writes the "stuck for" clock; an earlier snapshot never changes)."""
+        if (prev is None or base is None or self._quiet >= WHOLE_EVERY - 1
                 or self._read_as != (self.targets, frozenset(self.subreapers))
                 or time.monotonic() - base.monotonic < MIN_RATE_WINDOW):
             return None
@@ -219,7 +219,8 @@ class Sampler:
         self._quiet += 1
         now = time.monotonic()
         return replace(prev, taken_at=time.time(), monotonic=now, window=now - prev.monotonic,
-                       samples=2, entries={pid: e.__copy__() for pid, e in entries.items()})
+                       samples=2, entries={pid: replace(e, proc=e.proc.__copy__())
+                                           for pid, e in entries.items()})
 
     def _matters(self, pid: int, ppid: int) -> bool:
         """Whether a process new since the last pass may change what is
