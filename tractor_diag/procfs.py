@@ -880,17 +880,28 @@ def _schedstat(cache: ProcCache, pid: int) -> bytes | None:
     queue, and how many times it was put on a CPU), through a file kept
     open; ``None`` when it cannot be read."""
     fd = cache.sched_fds.get(pid)
+    if fd is not None:
+        try:
+            return os.pread(fd, 128, 0)
+        except OSError:  # reaped: the file stays bound to that process
+            _close(cache.sched_fds.pop(pid))
+            return None
     try:
-        if fd is None:
-            fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
-            if not cache.keep(cache.sched_fds, pid, fd):
-                try:
-                    return os.read(fd, 128)
-                finally:
-                    os.close(fd)
-        return os.pread(fd, 128, 0)
+        fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
     except OSError:
         return None
+    if cache.keep(cache.sched_fds, pid, fd):
+        try:
+            return os.pread(fd, 128, 0)
+        except OSError:
+            _close(cache.sched_fds.pop(pid))
+            return None
+    try:
+        return os.read(fd, 128)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _unchanged(made: tuple[bytes, Proc, bool, bool, bytes | None], pid: int, want: set[int],
