@@ -172,6 +172,21 @@ def pytest_configure(config) -> None:
         signal.signal(signal.SIGTERM, _sigterm_to_ki)
 
 
+# A test that starts a current-runtime tree may pay for two starts of it
+# (`RuntimeTrees.start` tries once more when the runtime's fork-server boot
+# hangs, 90 s each): pytest-timeout's 120 s cut the second start short.
+RUNTIME_TREE_TIMEOUT = 300
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if 'runtime_trees' not in getattr(item, 'fixturenames', ()):
+            continue
+        marker = item.get_closest_marker('timeout')
+        if marker is None or not marker.args or marker.args[0] < RUNTIME_TREE_TIMEOUT:
+            item.add_marker(pytest.mark.timeout(RUNTIME_TREE_TIMEOUT), append=False)
+
+
 @pytest.fixture(scope='session')
 def tractor_python() -> Path:
     try:
