@@ -66,3 +66,21 @@ def blank_own_cmdline() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_MM_MAP)")
     with open("/proc/self/cmdline", "rb") as cmdline:
         assert cmdline.read() == b"", "the command line is still there"
+
+
+def open_proc_files(pids: set[int] | None = None) -> list[str]:
+    """The ``/proc/<pid>/<file>`` paths this process holds open (of
+    ``pids`` only, when given)."""
+    import os
+
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        parts = target.split("/")
+        if (len(parts) == 4 and parts[1] == "proc" and parts[2].isdigit()
+                and (pids is None or int(parts[2]) in pids)):
+            out.append(target)
+    return out

@@ -15,6 +15,7 @@ import pytest
 from tractor_diag.tui.app import DashApp
 from tractor_diag.tui.dialogs import ChoiceScreen, ConfirmScreen, IntervalScreen, SignalScreen
 
+from _proc import open_proc_files
 from _dash_helpers import (
     DEMO_ACTORS, DEMO_TREE, alive, alive_pinned, descendants_of, key_result, kill_pinned,
     ns_scenario, pin_all, run, until, wait_for_pids,
@@ -108,36 +109,22 @@ def test_a_quiet_real_tree_is_compared_each_tick_not_laid_out(sleep_tree, monkey
     run(body(), 60)
 
 
-def _proc_files_open() -> list[str]:
-    """The /proc/<pid>/... files this process holds open."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        parts = target.split("/")
-        if len(parts) == 4 and parts[1] == "proc" and parts[2].isdigit():
-            out.append(target)
-    return out
-
-
 def test_the_sampler_s_kept_files_are_closed_when_the_dashboard_ends(sleep_tree):
     """The sampler keeps a /proc file or two open per process between
     ticks; run in-process (the xontrib), a dashboard that ended must not
     leave them behind."""
     sh = sleep_tree()
     pids = sh.pids()
-    before = _proc_files_open()
+    before = open_proc_files()
 
     async def body():
         async with watching(sh, pids) as (app, pilot):
             await until(lambda: app.samples_shown >= 3, 30, pilot=pilot)
-            assert len(_proc_files_open()) > len(before) + len(pids)
+            assert len(open_proc_files()) > len(before) + len(pids)
             await pilot.press("q")
 
     run(body(), 60)
-    assert _proc_files_open() == before
+    assert open_proc_files() == before
 
 
 def test_zombies_and_exit_codes_in_tree_and_events(zombie_maker):

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from _proc import open_proc_files
 from _ptree_helpers import wait_for
 from tractor_diag.sampler import Sampler
 from tractor_diag.trees import Targets
@@ -83,20 +84,6 @@ def _signal(pid: int, parent: int, signum: int) -> None:
         os.close(fd)
 
 
-def _kept(pids: set[int]) -> list[str]:
-    """Our open fds on files of ``pids``."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        parts = target.split("/")
-        if len(parts) == 4 and parts[1] == "proc" and parts[2].isdigit() and int(parts[2]) in pids:
-            out.append(target)
-    return out
-
-
 def test_files_of_gone_processes_are_closed(spawn):
     tree = spawn(["bash", "-c", "for i in 1 2 3 4; do sleep 600 & done; echo READY; wait"],
                  label="fds")
@@ -104,14 +91,14 @@ def test_files_of_gone_processes_are_closed(spawn):
     wait_for(lambda: len(s.sample()[0].entries) >= 5, timeout=10)
     kids = set(s.latest.entries[tree.root].children)
     assert len(kids) == 4
-    assert len(_kept(kids)) == 8  # stat and wchan of each sleeper
+    assert len(open_proc_files(kids)) == 8  # stat and wchan of each sleeper
     for pid in kids:
         _signal(pid, tree.root, signal.SIGKILL)
     wait_for(lambda: not (kids & set(s.sample()[0].entries)), timeout=10)
     s.sample()
-    assert _kept(kids) == []
+    assert open_proc_files(kids) == []
     s._cache.close()
-    assert _kept({tree.root}) == []
+    assert open_proc_files({tree.root}) == []
 
 
 def test_state_changes_show_at_the_next_tick(spawn):

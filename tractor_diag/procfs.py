@@ -307,9 +307,7 @@ class ProcCache:
         if tasks == self._listed_tasks:
             return True
         old = self._listed
-        with os.scandir("/proc") as it:
-            self._listed = {e.name: e.inode() for e in it if e.name.isdigit()}
-        self._listed_tasks = tasks
+        self._listed, self._listed_tasks = _list_proc(), tasks
         went = old.keys() - self._listed.keys()
         if went:
             parents = {str(p.ppid) for _, p in self.idle.values() if p.actor is not None}
@@ -332,8 +330,7 @@ class ProcCache:
         tasks = self._tasks()
         if (self._listed is None or tasks is None or tasks != self._listed_tasks
                 or self.passes - self._listed_pass >= IDLE_EVERY):
-            with os.scandir("/proc") as it:
-                self._listed = {e.name: e.inode() for e in it if e.name.isdigit()}
+            self._listed = _list_proc()
             self._listed_tasks, self._listed_pass = tasks, self.passes
         return self._listed
 
@@ -404,6 +401,13 @@ IDLE_EVERY = 5
 SWEEP_EVERY = 30
 #: How old the socket tables a repeated scan recognises registry holders by may be, in seconds.
 TABLES_MAX_AGE = 5.0
+
+
+def _list_proc() -> dict[str, int]:
+    """The pids in ``/proc``, each with its entry's inode (a reused pid
+    gets a new one)."""
+    with os.scandir("/proc") as it:
+        return {e.name: e.inode() for e in it if e.name.isdigit()}
 
 
 def _close(fd: int) -> None:
